@@ -1,0 +1,57 @@
+"""The `splitinfer` console script: one subcommand per module in splitinfer.commands.
+
+A command module defines NAME, HELP, OPTIONS (a list of settings.Option), optionally
+`configure(parser)` for positional arguments, and `run(args) -> int`. Modules import heavy
+libraries (torch, grpc) inside `run`, so `splitinfer --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from splitinfer import __version__
+from splitinfer.errors import SplitInferError
+from splitinfer.settings import add_options
+
+COMMAND_MODULES = (
+    "splitinfer.commands.roundtrip",
+    "splitinfer.commands.config",
+)
+
+
+def _commands() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in COMMAND_MODULES]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="splitinfer", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"splitinfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in _commands():
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        if hasattr(module, "configure"):
+            module.configure(command)
+        add_options(command, module.OPTIONS)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; errors we raise on purpose print one line, not a traceback."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.run(args) or 0)
+    except SplitInferError as exc:
+        print(f"splitinfer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `splitinfer` console script, one module each (see splitinfer.cli)."""

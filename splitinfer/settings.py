@@ -1,0 +1,94 @@
+"""Command-line options with SPLITINFER_* environment variables behind them: the one list of all settings.
+
+Every option is declared once as an `Option`; `add_options` puts it on an argparse parser with the
+environment variable as its default, so `--port 50051` and `SPLITINFER_PORT=50051` mean the same.
+`splitinfer config` prints the full list (it is also in docs/CONFIGURATION.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from splitinfer.errors import ConfigError
+
+ENV_PREFIX = "SPLITINFER_"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: flag `--name`, environment variable SPLITINFER_NAME, a cast and a default."""
+
+    name: str
+    help: str
+    cast: Callable[[str], Any] = str
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    flag: bool = False  # a boolean switch (--name), true in the environment as 1/true/yes/on
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _from_env(option: Option, environ: Mapping[str, str]) -> Any:
+    raw = environ.get(option.env)
+    if raw is None:
+        return option.default
+    if option.flag:
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ConfigError(f"{option.env}={raw!r} is not a boolean; use 1/0, true/false, yes/no or on/off.")
+    if option.choices is not None and raw not in option.choices:
+        raise ConfigError(f"{option.env}={raw!r} is not one of {', '.join(option.choices)}.")
+    try:
+        return option.cast(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{option.env}={raw!r} is invalid for --{option.name}: {exc}") from exc
+
+
+def add_options(
+    parser: argparse.ArgumentParser,
+    options: Iterable[Option],
+    environ: Mapping[str, str] | None = None,
+) -> None:
+    """Add each option as a flag whose default comes from its SPLITINFER_* variable."""
+    environ = os.environ if environ is None else environ
+    for option in options:
+        default = _from_env(option, environ)
+        help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
+        if option.flag:
+            parser.add_argument(
+                f"--{option.name}", dest=option.dest, action=argparse.BooleanOptionalAction,
+                default=default, help=help_text,
+            )
+        else:
+            parser.add_argument(
+                f"--{option.name}", dest=option.dest, type=option.cast, default=default,
+                choices=option.choices, help=help_text,
+            )
+
+
+def describe(groups: Mapping[str, Iterable[Option]]) -> str:
+    """A Markdown table of every option, by command."""
+    lines = ["| command | flag | environment variable | default | meaning |", "|---|---|---|---|---|"]
+    for command, options in groups.items():
+        for option in options:
+            lines.append(
+                f"| {command} | `--{option.name}` | `{option.env}` | `{option.default!r}` | {option.help} |"
+            )
+    return "\n".join(lines)

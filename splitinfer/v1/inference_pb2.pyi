@@ -1,0 +1,163 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from splitinfer.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class InferRequest(_message.Message):
+    __slots__ = ("start", "frame")
+    START_FIELD_NUMBER: _ClassVar[int]
+    FRAME_FIELD_NUMBER: _ClassVar[int]
+    start: StreamStart
+    frame: FeatureFrame
+    def __init__(self, start: _Optional[_Union[StreamStart, _Mapping]] = ..., frame: _Optional[_Union[FeatureFrame, _Mapping]] = ...) -> None: ...
+
+class InferResponse(_message.Message):
+    __slots__ = ("accepted", "result")
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    accepted: StreamAccepted
+    result: InferenceResult
+    def __init__(self, accepted: _Optional[_Union[StreamAccepted, _Mapping]] = ..., result: _Optional[_Union[InferenceResult, _Mapping]] = ...) -> None: ...
+
+class StreamStart(_message.Message):
+    __slots__ = ("stream_id", "model", "cut", "codec_profile")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    CODEC_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    model: str
+    cut: str
+    codec_profile: str
+    def __init__(self, stream_id: _Optional[str] = ..., model: _Optional[str] = ..., cut: _Optional[str] = ..., codec_profile: _Optional[str] = ...) -> None: ...
+
+class StreamAccepted(_message.Message):
+    __slots__ = ("stream_id", "tensor_names")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_NAMES_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    tensor_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CaptureInfo(_message.Message):
+    __slots__ = ("capture_time", "capture_monotonic_ns", "image_width", "image_height")
+    CAPTURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_MONOTONIC_NS_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    capture_time: _timestamp_pb2.Timestamp
+    capture_monotonic_ns: int
+    image_width: int
+    image_height: int
+    def __init__(self, capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capture_monotonic_ns: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
+
+class FeatureFrame(_message.Message):
+    __slots__ = ("frame_id", "capture", "tensors", "reference_frame_id", "edge_stage_seconds")
+    class EdgeStageSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    EDGE_STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    frame_id: int
+    capture: CaptureInfo
+    tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.CompressedTensor]
+    reference_frame_id: int
+    edge_stage_seconds: _containers.ScalarMap[str, float]
+    def __init__(self, frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.CompressedTensor, _Mapping]]] = ..., reference_frame_id: _Optional[int] = ..., edge_stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("x1", "y1", "x2", "y2", "class_id", "label", "score")
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    X2_FIELD_NUMBER: _ClassVar[int]
+    Y2_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    class_id: int
+    label: str
+    score: float
+    def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class ClassScore(_message.Message):
+    __slots__ = ("class_id", "label", "score")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    label: str
+    score: float
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("code", "message", "intra_frame_requested")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    INTRA_FRAME_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    intra_frame_requested: bool
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., intra_frame_requested: _Optional[bool] = ...) -> None: ...
+
+class InferenceResult(_message.Message):
+    __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements")
+    class StageSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    frame_id: int
+    capture: CaptureInfo
+    model: str
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    classes: _containers.RepeatedCompositeFieldContainer[ClassScore]
+    error: FrameError
+    stage_seconds: _containers.ScalarMap[str, float]
+    payload_bytes: int
+    elements: int
+    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ...) -> None: ...
+
+class SubscribeRequest(_message.Message):
+    __slots__ = ("stream_ids",)
+    STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    stream_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SubscribeResponse(_message.Message):
+    __slots__ = ("result", "dropped")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    result: InferenceResult
+    dropped: int
+    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...
