@@ -1,0 +1,93 @@
+"""Scalar quantizers for clipped activations: clip to [clip_min, clip_max], map to one of N levels.
+
+A `Quantizer` is data: N-1 ascending decision thresholds and N ascending reconstruction values.
+Index k covers (thresholds[k-1], thresholds[k]] and decodes to reconstruction[k]. The uniform
+quantizer spaces N levels evenly over the clip range (its end levels are exactly clip_min and
+clip_max, where clipping piles values up); the ECSQ designer (splitinfer.codec.ecsq) produces the
+same data with other values.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from splitinfer.codec.errors import CodecError
+
+MIN_LEVELS = 2
+MAX_LEVELS = 256
+
+
+class QuantizerKind(enum.IntEnum):
+    """Values equal the wire enum splitinfer.v1.QuantizerKind."""
+
+    UNIFORM = 1
+    ECSQ = 2
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    """N-level scalar quantizer over [clip_min, clip_max]; validated on construction."""
+
+    kind: QuantizerKind
+    clip_min: float
+    clip_max: float
+    thresholds: tuple[float, ...]
+    reconstruction: tuple[float, ...]
+    _thresholds32: np.ndarray = field(init=False, repr=False, compare=False)
+    _reconstruction32: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.reconstruction)
+        if not MIN_LEVELS <= n <= MAX_LEVELS:
+            raise CodecError(f"a quantizer needs {MIN_LEVELS}..{MAX_LEVELS} levels, got {n}.")
+        if len(self.thresholds) != n - 1:
+            raise CodecError(f"{n} reconstruction values need {n - 1} thresholds, got {len(self.thresholds)}.")
+        values = (self.clip_min, self.clip_max, *self.thresholds, *self.reconstruction)
+        if not all(math.isfinite(v) for v in values):
+            raise CodecError("clip range, thresholds and reconstruction values must all be finite.")
+        if not self.clip_min < self.clip_max:
+            raise CodecError(f"clip_min {self.clip_min} must be below clip_max {self.clip_max}.")
+        rec = np.asarray(self.reconstruction, dtype=np.float32)
+        thr = np.asarray(self.thresholds, dtype=np.float32)
+        if np.any(np.diff(rec) < 0) or np.any(np.diff(thr) < 0):
+            raise CodecError("thresholds and reconstruction values must be ascending.")
+        object.__setattr__(self, "_thresholds32", thr)
+        object.__setattr__(self, "_reconstruction32", rec)
+
+    @property
+    def levels(self) -> int:
+        return len(self.reconstruction)
+
+    @classmethod
+    def uniform(cls, clip_min: float, clip_max: float, levels: int) -> Quantizer:
+        """N levels evenly spaced from clip_min to clip_max; thresholds halfway between them."""
+        if not MIN_LEVELS <= int(levels) <= MAX_LEVELS:
+            raise CodecError(f"levels must be in {MIN_LEVELS}..{MAX_LEVELS}, got {levels}.")
+        if not (math.isfinite(clip_min) and math.isfinite(clip_max) and clip_min < clip_max):
+            raise CodecError(f"the clip range [{clip_min}, {clip_max}] must be finite with clip_min < clip_max.")
+        rec = np.linspace(clip_min, clip_max, int(levels), dtype=np.float64).astype(np.float32)
+        thr = ((rec[:-1].astype(np.float64) + rec[1:]) / 2).astype(np.float32)
+        return cls(QuantizerKind.UNIFORM, float(np.float32(clip_min)), float(np.float32(clip_max)),
+                   tuple(float(t) for t in thr), tuple(float(r) for r in rec))
+
+    def quantize(self, values: np.ndarray) -> np.ndarray:
+        """Clip and map float values to uint8 level indices (same shape).
+
+        NaN is rejected; +Inf and -Inf clip to the top and bottom level like any large value.
+        """
+        array = np.asarray(values, dtype=np.float32)
+        if np.isnan(array).any():
+            raise CodecError("the tensor contains NaN: fix the model or input; NaN has no level to map to.")
+        # searchsorted(side="left") puts a value equal to a threshold into the lower level.
+        return np.searchsorted(self._thresholds32, array, side="left").astype(np.uint8)
+
+    def dequantize(self, indices: np.ndarray) -> np.ndarray:
+        """Map level indices back to float32 reconstruction values."""
+        idx = np.asarray(indices)
+        if idx.size and int(idx.max()) >= self.levels:
+            raise CodecError(f"level index {int(idx.max())} is out of range for {self.levels} levels.")
+        return self._reconstruction32[idx]
