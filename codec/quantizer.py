@@ -28,6 +28,18 @@ class QuantizerKind(enum.IntEnum):
     ECSQ = 2
 
 
+def _as_kind(kind: object) -> QuantizerKind:
+    try:
+        if isinstance(kind, str):
+            return QuantizerKind[kind.upper()]
+        if isinstance(kind, bool):
+            raise ValueError(kind)
+        return QuantizerKind(kind)
+    except (KeyError, ValueError, TypeError) as exc:
+        names = ", ".join(k.name for k in QuantizerKind)
+        raise CodecError(f"unknown quantizer kind {kind!r}: use one of {names}.") from exc
+
+
 @dataclass(frozen=True)
 class Quantizer:
     """N-level scalar quantizer over [clip_min, clip_max]; validated on construction."""
@@ -41,14 +53,31 @@ class Quantizer:
     _reconstruction32: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("thresholds", "reconstruction"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__len__"):
+                raise CodecError(f"Quantizer.{name} must be a sequence of numbers, got {value!r}.")
         n = len(self.reconstruction)
         if not MIN_LEVELS <= n <= MAX_LEVELS:
             raise CodecError(f"a quantizer needs {MIN_LEVELS}..{MAX_LEVELS} levels, got {n}.")
         if len(self.thresholds) != n - 1:
             raise CodecError(f"{n} reconstruction values need {n - 1} thresholds, got {len(self.thresholds)}.")
         values = (self.clip_min, self.clip_max, *self.thresholds, *self.reconstruction)
+        if not all(isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) for v in values):
+            raise CodecError("clip range, thresholds and reconstruction values must all be numbers.")
         if not all(math.isfinite(v) for v in values):
             raise CodecError("clip range, thresholds and reconstruction values must all be finite.")
+        # The codec and the wire work in float32: store exactly the values they use.
+        with np.errstate(over="ignore"):
+            canonical = np.asarray(values, dtype=np.float64).astype(np.float32)
+        if not np.all(np.isfinite(canonical)):
+            raise CodecError("clip range, thresholds and reconstruction values must fit in float32.")
+        clip_min, clip_max = (float(v) for v in canonical[:2])
+        object.__setattr__(self, "clip_min", clip_min)
+        object.__setattr__(self, "clip_max", clip_max)
+        object.__setattr__(self, "thresholds", tuple(float(v) for v in canonical[2 : 2 + n - 1]))
+        object.__setattr__(self, "reconstruction", tuple(float(v) for v in canonical[2 + n - 1 :]))
+        object.__setattr__(self, "kind", _as_kind(self.kind))
         if not self.clip_min < self.clip_max:
             raise CodecError(f"clip_min {self.clip_min} must be below clip_max {self.clip_max}.")
         rec = np.asarray(self.reconstruction, dtype=np.float32)
@@ -61,6 +90,16 @@ class Quantizer:
     @property
     def levels(self) -> int:
         return len(self.reconstruction)
+
+    @property
+    def zero_level(self) -> int:
+        """The level that 0.0 quantizes to."""
+        return int(np.searchsorted(self._thresholds32, np.float32(0.0), side="left"))
+
+    @property
+    def signed(self) -> bool:
+        """True when 0.0 falls in an inner level, so values spread to both sides of the most common one."""
+        return 0 < self.zero_level < self.levels - 1
 
     @classmethod
     def uniform(cls, clip_min: float, clip_max: float, levels: int) -> Quantizer:

@@ -1,0 +1,325 @@
+"""Compiled kernels: a bit-exact binary range coder and the context models that drive it.
+
+Private: arrays in, arrays out, no validation (splitinfer.codec.entropy validates). All arithmetic is
+on int64 holding 32-bit quantities, so the bitstream is identical on every machine.
+
+Range coder (LZMA style): 32-bit range, carry propagated through `cache` + `pending` 0xFF bytes,
+renormalised a byte at a time below 2**24. The always-zero first byte is not emitted, so a stream
+is exactly (renormalisations + 4) bytes and a decoder consumes exactly all of it.
+
+Probability model: P(bin = 0) as the mean of two 15-bit estimates adapting at rates 1/16 and 1/128
+(a fast and a slow window, as in VVC). Both estimates stay in [15, 32753] and [127, 32641], so the
+mixed probability is in [71, 32697]: one bin never costs more than 8.9 bits nor less than 0.0031.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+PROB_BITS = 15
+PROB_ONE = 1 << PROB_BITS
+FAST_RATE = 4
+SLOW_RATE = 7
+TOP = 1 << 24
+MASK32 = 0xFFFFFFFF
+# A bin renormalises at most twice (it keeps >= 71/2**15 of a range >= 2**24), so an element of N levels
+# (at most N bins) produces at most 2N bytes; encoders keep that much room before each element.
+_ELEMENT_ROOM = 2
+
+
+@njit(cache=True)
+def _grown(out, need):
+    size = out.size * 2
+    while size < need:
+        size *= 2
+    bigger = np.empty(size, np.uint8)
+    bigger[: out.size] = out
+    return bigger
+
+
+@njit(cache=True, inline="always")
+def _shift_low(low, cache, pending, out, pos):
+    if low < 0xFF000000 or low > MASK32:
+        carry = low >> 32
+        out[pos] = (cache + carry) & 0xFF
+        pos += 1
+        while pending > 0:
+            out[pos] = (0xFF + carry) & 0xFF
+            pos += 1
+            pending -= 1
+        cache = (low >> 24) & 0xFF
+    else:
+        pending += 1
+    low = (low & 0x00FFFFFF) << 8
+    return low, cache, pending, pos
+
+
+@njit(cache=True, inline="always")
+def _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos):
+    pa = probs[2 * ctx]
+    pb = probs[2 * ctx + 1]
+    bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
+    if bit == 0:
+        rng = bound
+        probs[2 * ctx] = pa + ((PROB_ONE - pa) >> FAST_RATE)
+        probs[2 * ctx + 1] = pb + ((PROB_ONE - pb) >> SLOW_RATE)
+    else:
+        low += bound
+        rng -= bound
+        probs[2 * ctx] = pa - (pa >> FAST_RATE)
+        probs[2 * ctx + 1] = pb - (pb >> SLOW_RATE)
+    while rng < TOP:
+        rng <<= 8
+        low, cache, pending, pos = _shift_low(low, cache, pending, out, pos)
+    return low, rng, cache, pending, pos
+
+
+@njit(cache=True, inline="always")
+def _bin_cost(bit, probs, ctx, cost_table):
+    p = (probs[2 * ctx] + probs[2 * ctx + 1]) >> 1
+    if bit == 0:
+        return cost_table[p]
+    return cost_table[PROB_ONE - p]
+
+
+@njit(cache=True, inline="always")
+def _decode_bin(probs, ctx, code, rng, data, pos):
+    pa = probs[2 * ctx]
+    pb = probs[2 * ctx + 1]
+    bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
+    if code < bound:
+        bit = 0
+        rng = bound
+        probs[2 * ctx] = pa + ((PROB_ONE - pa) >> FAST_RATE)
+        probs[2 * ctx + 1] = pb + ((PROB_ONE - pb) >> SLOW_RATE)
+    else:
+        bit = 1
+        code -= bound
+        rng -= bound
+        probs[2 * ctx] = pa - (pa >> FAST_RATE)
+        probs[2 * ctx + 1] = pb - (pb >> SLOW_RATE)
+    while rng < TOP:
+        rng <<= 8
+        byte = 0
+        if pos < data.size:
+            byte = data[pos]
+        pos += 1
+        code = ((code << 8) | byte) & MASK32
+    return bit, code, rng, pos
+
+
+@njit(cache=True, inline="always")
+def _flush(low, cache, pending, out, pos):
+    for _ in range(5):
+        low, cache, pending, pos = _shift_low(low, cache, pending, out, pos)
+    return pos
+
+
+@njit(cache=True, inline="always")
+def _start_decoder(data):
+    code = 0
+    for i in range(4):
+        byte = 0
+        if i < data.size:
+            byte = data[i]
+        code = (code << 8) | byte
+    return code, 4
+
+
+# Truncated unary: level k -> k one-bins then a zero-bin (none after the largest level). The context of
+# bin b is b * stride + w_left * (left > b) + w_above * (above > b) + w_ref * cmp(ref, b), where
+# cmp is 0, 1, 2 for ref < b, ref == b, ref > b. Neighbours outside the plane count as level 0.
+#   BIN_CONTEXTS:        stride 1, weights 0, 0, 0
+#   NEIGHBOUR_CONTEXTS:  stride 3, weights 1, 1, 0
+#   TEMPORAL_CONTEXTS:   stride 9, weights 1, 1, 3
+
+
+@njit(cache=True, nogil=True)
+def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference, cost_table):
+    probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
+    out = np.empty(levels.size // 8 + 64, np.uint8)
+    measure = cost_table.size > 0
+    cost = 0.0
+    low = 0
+    rng = MASK32
+    cache = 0
+    pending = 0
+    pos = 0
+    room = _ELEMENT_ROOM * n_levels
+    last = n_levels - 1
+    plane_size = height * width
+    for p in range(planes):
+        base = p * plane_size
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                if pos + pending + room > out.size:
+                    out = _grown(out, pos + pending + room)
+                k = levels[i]
+                left = levels[i - 1] if x > 0 else 0
+                above = levels[i - width] if y > 0 else 0
+                ref = reference[i] if w_ref != 0 else 0
+                for b in range(last):
+                    bit = 1 if k > b else 0
+                    ctx = b * stride
+                    if w_left != 0:
+                        ctx += w_left * (left > b) + w_above * (above > b)
+                    if w_ref != 0:
+                        ctx += w_ref * ((ref >= b) + (ref > b))
+                    if measure:
+                        cost += _bin_cost(bit, probs, ctx, cost_table)
+                    low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
+                    if bit == 0:
+                        break
+    if pos + pending + 8 > out.size:
+        out = _grown(out, pos + pending + 8)
+    pos = _flush(low, cache, pending, out, pos)
+    return out, pos, cost
+
+
+@njit(cache=True, nogil=True)
+def _decode_tu(data, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference):
+    levels = np.empty(planes * height * width, np.uint8)
+    probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
+    rng = MASK32
+    code, pos = _start_decoder(data)
+    last = n_levels - 1
+    plane_size = height * width
+    for p in range(planes):
+        base = p * plane_size
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                left = levels[i - 1] if x > 0 else 0
+                above = levels[i - width] if y > 0 else 0
+                ref = reference[i] if w_ref != 0 else 0
+                k = 0
+                for b in range(last):
+                    ctx = b * stride
+                    if w_left != 0:
+                        ctx += w_left * (left > b) + w_above * (above > b)
+                    if w_ref != 0:
+                        ctx += w_ref * ((ref >= b) + (ref > b))
+                    bit, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                    if bit == 0:
+                        break
+                    k += 1
+                levels[i] = k
+    return levels, pos, code < rng
+
+
+# Signed binarization around the most probable level m (side info: the payload's first byte):
+#   bin "off": k != m            context (left != m) + (above != m)                       (0..2)
+#   bin "up":  k > m             context 3 + 3 * cmp(left, m) + cmp(above, m); coded only when
+#                                levels exist on both sides of m                            (3..11)
+#   magnitude |k - m| - 1 in truncated unary up to the levels on that side; bin j has context
+#   12 + 3 * (side * (N - 1) + j) + (|left - m| > j + 1) + (|above - m| > j + 1).
+# Neighbours outside the plane count as level m.
+
+
+@njit(cache=True, inline="always")
+def _cmp3(value, pivot):
+    return (value >= pivot) + (value > pivot)
+
+
+@njit(cache=True, nogil=True)
+def _encode_signed(levels, planes, height, width, n_levels, mode, cost_table):
+    probs = np.full(2 * (12 + 6 * (n_levels - 1)), PROB_ONE // 2, np.int64)
+    out = np.empty(levels.size // 8 + 64, np.uint8)
+    measure = cost_table.size > 0
+    cost = 0.0
+    low = 0
+    rng = MASK32
+    cache = 0
+    pending = 0
+    pos = 0
+    room = _ELEMENT_ROOM * n_levels
+    up_room = n_levels - 1 - mode
+    both_sides = mode > 0 and up_room > 0
+    plane_size = height * width
+    for p in range(planes):
+        base = p * plane_size
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                if pos + pending + room > out.size:
+                    out = _grown(out, pos + pending + room)
+                k = np.int64(levels[i])
+                left = np.int64(levels[i - 1]) if x > 0 else mode
+                above = np.int64(levels[i - width]) if y > 0 else mode
+                off = 1 if k != mode else 0
+                ctx = (left != mode) + (above != mode)
+                if measure:
+                    cost += _bin_cost(off, probs, ctx, cost_table)
+                low, rng, cache, pending, pos = _encode_bin(off, probs, ctx, low, rng, cache, pending, out, pos)
+                if off == 0:
+                    continue
+                up = 1 if k > mode else 0
+                if both_sides:
+                    ctx = 3 + 3 * _cmp3(left, mode) + _cmp3(above, mode)
+                    if measure:
+                        cost += _bin_cost(up, probs, ctx, cost_table)
+                    low, rng, cache, pending, pos = _encode_bin(up, probs, ctx, low, rng, cache, pending, out, pos)
+                magnitude = k - mode - 1 if up == 1 else mode - k - 1
+                span = up_room - 1 if up == 1 else mode - 1
+                dleft = abs(left - mode)
+                dabove = abs(above - mode)
+                side = up * (n_levels - 1)
+                for j in range(span):
+                    bit = 1 if magnitude > j else 0
+                    ctx = 12 + 3 * (side + j) + (dleft > j + 1) + (dabove > j + 1)
+                    if measure:
+                        cost += _bin_cost(bit, probs, ctx, cost_table)
+                    low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
+                    if bit == 0:
+                        break
+    if pos + pending + 8 > out.size:
+        out = _grown(out, pos + pending + 8)
+    pos = _flush(low, cache, pending, out, pos)
+    return out, pos, cost
+
+
+@njit(cache=True, nogil=True)
+def _decode_signed(data, planes, height, width, n_levels, mode):
+    levels = np.empty(planes * height * width, np.uint8)
+    probs = np.full(2 * (12 + 6 * (n_levels - 1)), PROB_ONE // 2, np.int64)
+    rng = MASK32
+    code, pos = _start_decoder(data)
+    up_room = n_levels - 1 - mode
+    both_sides = mode > 0 and up_room > 0
+    plane_size = height * width
+    for p in range(planes):
+        base = p * plane_size
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                left = np.int64(levels[i - 1]) if x > 0 else mode
+                above = np.int64(levels[i - width]) if y > 0 else mode
+                ctx = (left != mode) + (above != mode)
+                off, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                if off == 0:
+                    levels[i] = mode
+                    continue
+                if both_sides:
+                    ctx = 3 + 3 * _cmp3(left, mode) + _cmp3(above, mode)
+                    up, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                else:
+                    up = 1 if up_room > 0 else 0
+                span = up_room - 1 if up == 1 else mode - 1
+                dleft = abs(left - mode)
+                dabove = abs(above - mode)
+                side = up * (n_levels - 1)
+                magnitude = 0
+                for j in range(span):
+                    ctx = 12 + 3 * (side + j) + (dleft > j + 1) + (dabove > j + 1)
+                    bit, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                    if bit == 0:
+                        break
+                    magnitude += 1
+                levels[i] = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
+    return levels, pos, code < rng

@@ -1,0 +1,234 @@
+"""Entropy coding of level-index arrays: the public, validating side of the compiled kernels.
+
+A payload is the range coder's bytes, nothing else, except for SIGNED_NEIGHBOUR_CONTEXTS whose first
+byte is the most probable level m (the binarization codes the distance from it). Shape, level count
+and coder travel beside the payload (in a CompressedTensor), so the payload has no header.
+
+Neighbours: the last two dimensions of a tensor are the plane (H, W); "left" and "above" are read
+inside each plane. A 1-D array is one row; a 0-D array is one element.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitinfer.codec import _kernels
+from splitinfer.codec.errors import CodecError
+from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
+
+CODER_VERSION = 1
+"""Bitstream version of every coder below; a decoder refuses any other."""
+
+# A payload byte holds at least 8 bits and one bin costs at least 0.0031 bits, so no valid payload
+# decodes to more than ~2561 elements per byte (+ the 4 flush bytes); 2600 leaves a margin.
+_MAX_ELEMENTS_PER_BYTE = 2600
+# One bin costs at most 8.9 bits: a payload never exceeds 9/8 byte per bin plus the flush.
+_FLUSH_BYTES = 4
+
+
+class Coder(enum.IntEnum):
+    """Binarization + context model; values equal the wire enum splitinfer.v1.EntropyCoder."""
+
+    BIN_CONTEXTS = 1
+    NEIGHBOUR_CONTEXTS = 2
+    SIGNED_NEIGHBOUR_CONTEXTS = 3
+    TEMPORAL_CONTEXTS = 4
+
+
+# Truncated-unary coders: (contexts per bin, weight of left, weight of above, weight of reference).
+_TU_MODELS = {
+    Coder.BIN_CONTEXTS: (1, 0, 0, 0),
+    Coder.NEIGHBOUR_CONTEXTS: (3, 1, 1, 0),
+    Coder.TEMPORAL_CONTEXTS: (9, 1, 1, 3),
+}
+
+
+@dataclass(frozen=True)
+class CodecLimits:
+    """What a decoder accepts before it allocates anything."""
+
+    max_elements: int = 2**26
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_elements, bool) or not isinstance(self.max_elements, int) or self.max_elements < 1:
+            raise CodecError(f"CodecLimits.max_elements must be a positive integer, got {self.max_elements!r}.")
+
+
+DEFAULT_LIMITS = CodecLimits()
+
+_NO_COST = np.empty(0, np.float64)
+_COST_TABLE: np.ndarray | None = None
+
+
+def _cost_table() -> np.ndarray:
+    """-log2(p / 2**15) for every 15-bit probability p (index 0 unused)."""
+    global _COST_TABLE
+    if _COST_TABLE is None:
+        p = np.arange(_kernels.PROB_ONE, dtype=np.float64)
+        p[0] = 1.0
+        _COST_TABLE = -np.log2(p / _kernels.PROB_ONE)
+    return _COST_TABLE
+
+
+def as_coder(coder: object) -> Coder:
+    """The Coder for an enum member, its value or its name; CodecError otherwise."""
+    if isinstance(coder, Coder):
+        return coder
+    if isinstance(coder, str):
+        try:
+            return Coder[coder.upper()]
+        except KeyError:
+            pass
+    elif isinstance(coder, (int, np.integer)) and not isinstance(coder, bool):
+        try:
+            return Coder(int(coder))
+        except ValueError:
+            pass
+    names = ", ".join(c.name for c in Coder)
+    raise CodecError(f"unknown entropy coder {coder!r}: use one of {names}.")
+
+
+def check_levels(levels: object) -> int:
+    """The level count as an int in 2..256; CodecError otherwise."""
+    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or not MIN_LEVELS <= levels <= MAX_LEVELS:
+        raise CodecError(f"levels must be an integer in {MIN_LEVELS}..{MAX_LEVELS}, got {levels!r}.")
+    return int(levels)
+
+
+def check_shape(shape: object, limits: CodecLimits | None = None) -> tuple[int, ...]:
+    """A shape as a tuple of non-negative ints whose product is within the limits."""
+    limits = limits or DEFAULT_LIMITS
+    try:
+        dims = tuple(shape)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.") from exc
+    if len(dims) > 32:
+        raise CodecError(f"shape has {len(dims)} dimensions; at most 32 are supported.")
+    for d in dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
+            raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.")
+    dims = tuple(int(d) for d in dims)
+    elements = math.prod(dims)
+    if elements > limits.max_elements:
+        raise CodecError(
+            f"shape {dims} has {elements} elements, above the limit of {limits.max_elements}; "
+            "raise CodecLimits.max_elements if the tensor is genuine."
+        )
+    return dims
+
+
+def _planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """(planes, height, width): the last two dimensions form the plane neighbours are read in."""
+    if len(shape) == 0:
+        return 1, 1, 1
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    return math.prod(shape[:-2]), shape[-2], shape[-1]
+
+
+def _as_levels(indices: np.ndarray, levels: int, what: str) -> np.ndarray:
+    array = np.asarray(indices)
+    if array.dtype.kind not in "iub":
+        raise CodecError(f"{what} must be an integer array of level indices, got dtype {array.dtype}.")
+    if array.size:
+        lo, hi = int(array.min()), int(array.max())
+        if lo < 0 or hi >= levels:
+            raise CodecError(f"{what} holds level indices {lo}..{hi}; {levels} levels allow 0..{levels - 1}.")
+    return np.ascontiguousarray(array, dtype=np.uint8).reshape(-1)
+
+
+def _reference_for(coder: Coder, reference: np.ndarray | None, shape: tuple[int, ...], levels: int) -> np.ndarray:
+    if coder is not Coder.TEMPORAL_CONTEXTS:
+        if reference is not None:
+            raise CodecError(f"a reference frame is only used by TEMPORAL_CONTEXTS, not by {coder.name}; pass none.")
+        return np.empty(0, np.uint8)
+    if reference is None:
+        raise CodecError("TEMPORAL_CONTEXTS needs the previous frame's levels as `reference`; code an intra frame "
+                         "(another coder) when there is none.")
+    ref = np.asarray(reference)
+    if ref.shape != shape:
+        raise CodecError(f"the reference has shape {ref.shape} but the tensor has shape {shape}; "
+                         "a reference must be the same tensor of the previous frame.")
+    return _as_levels(ref, levels, "the reference")
+
+
+def most_probable_level(indices: np.ndarray, levels: int) -> int:
+    """The most frequent level (the lowest on ties): the pivot of the signed binarization."""
+    flat = np.asarray(indices).reshape(-1)
+    if flat.size == 0:
+        return 0
+    return int(np.argmax(np.bincount(flat, minlength=levels)))
+
+
+def _encode(indices: np.ndarray, levels: int, coder: object, reference: np.ndarray | None,
+            cost_table: np.ndarray) -> tuple[bytes, float]:
+    levels = check_levels(levels)
+    coder = as_coder(coder)
+    array = np.asarray(indices)
+    flat = _as_levels(array, levels, "indices")
+    ref = _reference_for(coder, reference, array.shape, levels)
+    planes, height, width = _planes(array.shape)
+    if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
+        mode = most_probable_level(flat, levels)
+        out, size, cost = _kernels._encode_signed(flat, planes, height, width, levels, mode, cost_table)
+        return bytes([mode]) + out[1:size].tobytes(), cost
+    stride, w_left, w_above, w_ref = _TU_MODELS[coder]
+    out, size, cost = _kernels._encode_tu(flat, planes, height, width, levels, stride, w_left, w_above, w_ref,
+                                          ref, cost_table)
+    return out[1:size].tobytes(), cost
+
+
+def encode_indices(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> bytes:
+    """Code an integer array of level indices (0..levels-1) losslessly; returns the payload."""
+    return _encode(indices, levels, coder, reference, _NO_COST)[0]
+
+
+def ideal_cost_bits(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> float:
+    """The adaptive model's ideal cost, sum of -log2 p over every coded bin (what a perfect coder would spend)."""
+    return _encode(indices, levels, coder, reference, _cost_table())[1]
+
+
+def decode_indices(payload: bytes, shape: tuple[int, ...], levels: int, coder: Coder, *,
+                   reference: np.ndarray | None = None, limits: CodecLimits | None = None) -> np.ndarray:
+    """Decode a payload back to the uint8 level indices of the given shape; CodecError if it is not valid."""
+    levels = check_levels(levels)
+    coder = as_coder(coder)
+    shape = check_shape(shape, limits)
+    if not isinstance(payload, (bytes, bytearray, memoryview)):
+        raise CodecError(f"payload must be bytes, got {type(payload).__name__}.")
+    data = np.frombuffer(payload, dtype=np.uint8)
+    elements = math.prod(shape)
+    header = 1 if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else 0
+    if data.size < header + _FLUSH_BYTES:
+        raise CodecError(f"the payload has {data.size} bytes; a {coder.name} payload has at least "
+                         f"{header + _FLUSH_BYTES}: it is truncated.")
+    if elements > (data.size + 8) * _MAX_ELEMENTS_PER_BYTE:
+        raise CodecError(f"a {data.size}-byte payload cannot hold {elements} elements (shape {shape}): "
+                         "the shape or the payload is wrong.")
+    max_bytes = header + _FLUSH_BYTES + 8 + (elements * (levels - 1) * 9 + 7) // 8
+    if data.size > max_bytes:
+        raise CodecError(f"a {data.size}-byte payload is too long for {elements} elements of {levels} levels: "
+                         "the shape or the payload is wrong.")
+    ref = _reference_for(coder, reference, shape, levels)
+    planes, height, width = _planes(shape)
+    if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
+        mode = int(data[0])
+        if mode >= levels:
+            raise CodecError(f"the payload names most probable level {mode}, but there are only {levels} levels: "
+                             "it is corrupted.")
+        flat, consumed, in_range = _kernels._decode_signed(data[1:], planes, height, width, levels, mode)
+        consumed += 1
+    else:
+        stride, w_left, w_above, w_ref = _TU_MODELS[coder]
+        flat, consumed, in_range = _kernels._decode_tu(data, planes, height, width, levels, stride, w_left,
+                                                        w_above, w_ref, ref)
+    if consumed > data.size:
+        raise CodecError(f"the payload ended {consumed - data.size} byte(s) early: it is truncated or corrupted.")
+    if consumed < data.size or not in_range:
+        raise CodecError(f"the payload does not decode cleanly ({data.size - consumed} byte(s) left over): "
+                         "it is corrupted or was coded with another shape, level count or coder.")
+    return flat.reshape(shape)

@@ -1,0 +1,60 @@
+"""Conversion between the codec's CompressedTensor and the wire message splitinfer.v1.CompressedTensor.
+
+The codec never sees protobuf; services call these two functions at its edge. `tensor_from_proto`
+validates everything a peer could have got wrong (enums, level count, shape, limits, version, CRC-32)
+and raises CodecError with what was wrong.
+"""
+
+from __future__ import annotations
+
+from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
+from splitinfer.codec.entropy import as_coder, check_shape
+from splitinfer.v1 import tensor_pb2
+
+
+def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
+    """The wire message for a coded tensor."""
+    q = t.quantizer
+    return tensor_pb2.CompressedTensor(
+        name=t.name,
+        shape=list(t.shape),
+        clip_min=q.clip_min,
+        clip_max=q.clip_max,
+        quantizer=tensor_pb2.Quantizer(
+            kind=int(q.kind), levels=q.levels, reconstruction=list(q.reconstruction), thresholds=list(q.thresholds)
+        ),
+        coder=int(t.coder),
+        coder_version=t.coder_version,
+        payload=bytes(t.payload),
+        payload_crc32=t.payload_crc32,
+    )
+
+
+def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | None = None) -> CompressedTensor:
+    """The coded tensor a wire message carries, validated; CodecError says which field is wrong."""
+    if not isinstance(msg, tensor_pb2.CompressedTensor):
+        raise CodecError(f"expected a splitinfer.v1.CompressedTensor message, got {type(msg).__name__}.")
+    label = f"tensor {msg.name!r}"
+    shape = check_shape(tuple(msg.shape), limits)
+    if not msg.HasField("quantizer"):
+        raise CodecError(f"{label} has no quantizer: the sender must fill CompressedTensor.quantizer.")
+    wq = msg.quantizer
+    if wq.kind not in tuple(QuantizerKind):
+        raise CodecError(f"{label} has quantizer kind {wq.kind}, which this decoder does not know "
+                         f"(known: {', '.join(f'{k.value} {k.name}' for k in QuantizerKind)}).")
+    if wq.levels != len(wq.reconstruction):
+        raise CodecError(f"{label} says {wq.levels} levels but carries {len(wq.reconstruction)} reconstruction values.")
+    try:
+        quantizer = Quantizer(QuantizerKind(wq.kind), msg.clip_min, msg.clip_max,
+                              tuple(wq.thresholds), tuple(wq.reconstruction))
+    except CodecError as exc:
+        raise CodecError(f"{label} has an invalid quantizer: {exc}") from exc
+    try:
+        coder = as_coder(msg.coder)
+    except CodecError as exc:
+        raise CodecError(f"{label}: {exc}") from exc
+    tensor = CompressedTensor(name=msg.name, shape=shape, quantizer=quantizer, coder=coder,
+                              coder_version=msg.coder_version, payload=bytes(msg.payload),
+                              payload_crc32=msg.payload_crc32)
+    tensor.validate(limits)
+    return tensor

@@ -1,0 +1,196 @@
+"""A slow, obvious pure-Python version of the codec's entropy coders, to check the compiled kernels against.
+
+Written from the format description (codec/_kernels.py docstrings), one element and one bin at a time:
+binarize, pick the context, code the bin with an LZMA-style range coder, adapt the probability.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PROB_ONE = 1 << 15
+TU_MODELS = {1: (1, 0, 0, 0), 2: (3, 1, 1, 0), 4: (9, 1, 1, 3)}
+
+
+class Model:
+    """Two adaptive estimates of P(bin = 0) per context, at rates 1/16 and 1/128."""
+
+    def __init__(self) -> None:
+        self.fast: dict[int, int] = {}
+        self.slow: dict[int, int] = {}
+
+    def p0(self, ctx: int) -> int:
+        return (self.fast.get(ctx, PROB_ONE // 2) + self.slow.get(ctx, PROB_ONE // 2)) // 2
+
+    def update(self, ctx: int, bit: int) -> None:
+        fast = self.fast.get(ctx, PROB_ONE // 2)
+        slow = self.slow.get(ctx, PROB_ONE // 2)
+        if bit == 0:
+            self.fast[ctx] = fast + (PROB_ONE - fast) // 16
+            self.slow[ctx] = slow + (PROB_ONE - slow) // 128
+        else:
+            self.fast[ctx] = fast - fast // 16
+            self.slow[ctx] = slow - slow // 128
+
+
+class Encoder:
+    """Range encoder; `cost` sums -log2 p of every bin (the ideal adaptive cost)."""
+
+    def __init__(self) -> None:
+        self.model = Model()
+        self.low, self.range, self.cache, self.pending = 0, 0xFFFFFFFF, 0, 0
+        self.out = bytearray()
+        self.cost = 0.0
+
+    def shift_low(self) -> None:
+        if self.low < 0xFF000000 or self.low > 0xFFFFFFFF:
+            carry = self.low >> 32
+            self.out.append((self.cache + carry) & 0xFF)
+            self.out.extend([(0xFF + carry) & 0xFF] * self.pending)
+            self.pending = 0
+            self.cache = (self.low >> 24) & 0xFF
+        else:
+            self.pending += 1
+        self.low = (self.low & 0x00FFFFFF) << 8
+
+    def bin(self, bit: int, ctx: int) -> None:
+        p = self.model.p0(ctx)
+        self.cost -= math.log2((p if bit == 0 else PROB_ONE - p) / PROB_ONE)
+        bound = (self.range >> 15) * p
+        if bit == 0:
+            self.range = bound
+        else:
+            self.low += bound
+            self.range -= bound
+        self.model.update(ctx, bit)
+        while self.range < 1 << 24:
+            self.range <<= 8
+            self.shift_low()
+
+    def finish(self) -> bytes:
+        for _ in range(5):
+            self.shift_low()
+        return bytes(self.out[1:])  # the first byte is always 0 and is not sent
+
+
+class Decoder:
+    def __init__(self, data: bytes) -> None:
+        self.model = Model()
+        self.data = data
+        self.code = int.from_bytes(data[:4], "big")
+        self.pos = 4
+        self.range = 0xFFFFFFFF
+
+    def bin(self, ctx: int) -> int:
+        bound = (self.range >> 15) * self.model.p0(ctx)
+        if self.code < bound:
+            bit, self.range = 0, bound
+        else:
+            bit = 1
+            self.code -= bound
+            self.range -= bound
+        self.model.update(ctx, bit)
+        while self.range < 1 << 24:
+            self.range <<= 8
+            byte = self.data[self.pos] if self.pos < len(self.data) else 0
+            self.pos += 1
+            self.code = ((self.code << 8) | byte) & 0xFFFFFFFF
+        return bit
+
+
+def planes(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    if len(shape) == 0:
+        return 1, 1, 1
+    if len(shape) == 1:
+        return 1, 1, shape[0]
+    return math.prod(shape[:-2]), shape[-2], shape[-1]
+
+
+def positions(shape: tuple[int, ...]):
+    """(flat index, x, y) in coding order: plane by plane, row by row."""
+    n_planes, height, width = planes(shape)
+    for p in range(n_planes):
+        for y in range(height):
+            for x in range(width):
+                yield (p * height + y) * width + x, x, y
+
+
+def cmp3(value: int, pivot: int) -> int:
+    return 0 if value < pivot else (1 if value == pivot else 2)
+
+
+def encode_tu(q: np.ndarray, levels: int, coder: int, reference: np.ndarray | None = None) -> tuple[bytes, float]:
+    stride, w_left, w_above, w_ref = TU_MODELS[coder]
+    flat = [int(v) for v in q.reshape(-1)]
+    ref = [int(v) for v in reference.reshape(-1)] if reference is not None else None
+    width = planes(q.shape)[2]
+    enc = Encoder()
+    for i, x, y in positions(q.shape):
+        left = flat[i - 1] if x > 0 else 0
+        above = flat[i - width] if y > 0 else 0
+        for b in range(levels - 1):
+            ctx = b * stride + w_left * (left > b) + w_above * (above > b)
+            if w_ref:
+                ctx += w_ref * cmp3(ref[i], b)
+            bit = int(flat[i] > b)
+            enc.bin(bit, ctx)
+            if not bit:
+                break
+    return enc.finish(), enc.cost
+
+
+def decode_tu(data: bytes, shape: tuple[int, ...], levels: int, coder: int,
+              reference: np.ndarray | None = None) -> np.ndarray:
+    stride, w_left, w_above, w_ref = TU_MODELS[coder]
+    ref = [int(v) for v in reference.reshape(-1)] if reference is not None else None
+    flat = [0] * math.prod(shape)
+    width = planes(shape)[2]
+    dec = Decoder(data)
+    for i, x, y in positions(shape):
+        left = flat[i - 1] if x > 0 else 0
+        above = flat[i - width] if y > 0 else 0
+        k = 0
+        for b in range(levels - 1):
+            ctx = b * stride + w_left * (left > b) + w_above * (above > b)
+            if w_ref:
+                ctx += w_ref * cmp3(ref[i], b)
+            if not dec.bin(ctx):
+                break
+            k += 1
+        flat[i] = k
+    return np.array(flat, dtype=np.uint8).reshape(shape)
+
+
+def encode_signed(q: np.ndarray, levels: int) -> tuple[bytes, float]:
+    flat = [int(v) for v in q.reshape(-1)]
+    mode = max(range(levels), key=lambda level: (flat.count(level), -level)) if flat else 0
+    width = planes(q.shape)[2]
+    enc = Encoder()
+    for i, x, y in positions(q.shape):
+        k = flat[i]
+        left = flat[i - 1] if x > 0 else mode
+        above = flat[i - width] if y > 0 else mode
+        enc.bin(int(k != mode), (left != mode) + (above != mode))
+        if k == mode:
+            continue
+        up = int(k > mode)
+        if 0 < mode < levels - 1:
+            enc.bin(up, 3 + 3 * cmp3(left, mode) + cmp3(above, mode))
+        magnitude = abs(k - mode) - 1
+        span = (levels - 1 - mode if up else mode) - 1
+        for j in range(span):
+            bit = int(magnitude > j)
+            ctx = 12 + 3 * (up * (levels - 1) + j) + (abs(left - mode) > j + 1) + (abs(above - mode) > j + 1)
+            enc.bin(bit, ctx)
+            if not bit:
+                break
+    return bytes([mode]) + enc.finish(), enc.cost
+
+
+def encode(q: np.ndarray, levels: int, coder: int, reference: np.ndarray | None = None) -> tuple[bytes, float]:
+    """(payload, ideal cost in bits) exactly as the codec should produce them."""
+    if coder == 3:
+        return encode_signed(q, levels)
+    return encode_tu(q, levels, coder, reference)

@@ -1,0 +1,74 @@
+"""splitinfer.wire: a CompressedTensor survives the wire exactly; a bad message gets a CodecError naming the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splitinfer.codec import CodecError, CodecLimits, Coder, Quantizer, decode, encode
+from splitinfer.v1 import tensor_pb2
+from splitinfer.wire import tensor_from_proto, tensor_to_proto
+
+
+def _message() -> tensor_pb2.CompressedTensor:
+    x = np.random.default_rng(5).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    return tensor_to_proto(encode(x, Quantizer.uniform(-1.5, 2.5, 5), name="layer80"))
+
+
+@given(levels=st.integers(2, 256), coder=st.sampled_from([Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS,
+                                                          Coder.SIGNED_NEIGHBOUR_CONTEXTS]),
+       low=st.floats(-1e3, 0, width=32), span=st.floats(0.5, 1e3, width=32))
+@settings(max_examples=40, deadline=None)
+def test_tensors_survive_serialisation_exactly(levels: int, coder: Coder, low: float, span: float) -> None:
+    x = np.random.default_rng(levels).normal(low + span / 2, span, size=(2, 3, 5)).astype(np.float32)
+    quantizer = Quantizer.uniform(low, low + span, levels)
+    tensor = encode(x, quantizer, coder=coder, name="t")
+    wire = tensor_pb2.CompressedTensor.FromString(tensor_to_proto(tensor).SerializeToString())
+    back = tensor_from_proto(wire)
+    assert back == tensor
+    np.testing.assert_array_equal(decode(back), decode(tensor))
+
+
+def test_real_message_fields_are_filled() -> None:
+    msg = _message()
+    assert list(msg.shape) == [1, 3, 8, 8] and msg.quantizer.levels == 5
+    assert msg.coder == tensor_pb2.ENTROPY_CODER_SIGNED_NEIGHBOUR_CONTEXTS
+    assert msg.quantizer.kind == tensor_pb2.QUANTIZER_KIND_UNIFORM
+
+
+def _broken(edit) -> tensor_pb2.CompressedTensor:
+    msg = _message()
+    edit(msg)
+    return msg
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.ClearField("quantizer"), "has no quantizer"),
+        (lambda m: setattr(m.quantizer, "kind", 0), "quantizer kind 0"),
+        (lambda m: setattr(m.quantizer, "kind", 77), "quantizer kind 77"),
+        (lambda m: setattr(m.quantizer, "levels", 6), "says 6 levels but carries 5"),
+        (lambda m: m.quantizer.thresholds.pop(), "need 4 thresholds"),
+        (lambda m: m.quantizer.reconstruction.__setitem__(0, float("nan")), "finite"),
+        (lambda m: setattr(m, "clip_max", -9.0), "clip_min"),
+        (lambda m: setattr(m, "coder", 0), "unknown entropy coder 0"),
+        (lambda m: setattr(m, "coder", 12), "unknown entropy coder 12"),
+        (lambda m: setattr(m, "coder_version", 0), "coder version 0 is unknown"),
+        (lambda m: setattr(m, "payload_crc32", m.payload_crc32 ^ 1), "CRC-32"),
+        (lambda m: setattr(m, "payload", m.payload[:-3]), "CRC-32"),
+        (lambda m: m.shape.append(2**30), "above the limit"),
+    ],
+)
+def test_bad_messages_raise_codec_error(edit, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        tensor_from_proto(_broken(edit))
+
+
+def test_limits_apply_on_the_wire() -> None:
+    with pytest.raises(CodecError, match="above the limit of 10"):
+        tensor_from_proto(_message(), CodecLimits(max_elements=10))
+    with pytest.raises(CodecError, match="expected a splitinfer.v1.CompressedTensor"):
+        tensor_from_proto(b"bytes")  # type: ignore[arg-type]
