@@ -1,1 +1,18 @@
-"""clients."""
+"""What other services and people run against a cloud: subscribe to results, convert them, check health.
+
+    from splitinfer.clients import ResultSubscriber, subscribe, result_to_dict, coco_results
+"""
+
+from splitinfer.clients._results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
+from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
+
+__all__ = [
+    "COCO_CATEGORY_IDS",
+    "ResultSubscriber",
+    "SubscribedResult",
+    "capture_time_iso",
+    "check_health",
+    "coco_results",
+    "result_to_dict",
+    "subscribe",
+]

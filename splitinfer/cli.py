@@ -20,6 +20,10 @@ from splitinfer.settings import add_options
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
     "splitinfer.commands.config",
+    "splitinfer.commands.cloud",
+    "splitinfer.commands.edge",
+    "splitinfer.commands.watch",
+    "splitinfer.commands.demo",
 )
 
 

@@ -1,0 +1,95 @@
+"""Per-stream state on the cloud: coder references kept across reconnects, one connection per stream id.
+
+An edge that reconnects sends the same stream id; the new connection takes over the stream (the old
+one, if the server has not noticed it died, is told to stop) and finds what the stream had: the last
+decoded levels (the reference of temporal coding) and the last frame published to subscribers, so a
+frame resent after a reconnect reaches subscribers only once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StreamState:
+    """What the cloud remembers about one stream id (touched by one frame at a time)."""
+
+    stream_id: str
+    model: str
+    cut: str
+    # (frame id, {tensor name: uint8 levels}) of the last frame decoded: the reference of the next inter frame.
+    reference: tuple[int, dict[str, Any]] | None = None
+    last_published_frame_id: int = -1
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+class Connection:
+    """One `Infer` call that owns a stream; `stop()` asks it to finish (drain or takeover)."""
+
+    def __init__(self, state: StreamState) -> None:
+        self.state = state
+        self.stopped = asyncio.Event()
+        self.stop_reason = ""
+
+    def stop(self, reason: str) -> None:
+        if not self.stopped.is_set():
+            self.stop_reason = reason
+            self.stopped.set()
+
+
+class StreamRegistry:
+    """Stream states by id: at most `max_streams` connected, `max_retained` remembered in all."""
+
+    def __init__(self, max_streams: int, max_retained: int | None = None) -> None:
+        self.max_streams = max_streams
+        self.max_retained = max_retained or max(4 * max_streams, 16)
+        self._states: collections.OrderedDict[str, StreamState] = collections.OrderedDict()
+        self._connections: dict[str, Connection] = {}
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._connections)
+
+    def connections(self) -> list[Connection]:
+        return list(self._connections.values())
+
+    def is_full(self, stream_id: str) -> bool:
+        """True if a new stream (not a takeover of `stream_id`) would exceed max_streams."""
+        return stream_id not in self._connections and len(self._connections) >= self.max_streams
+
+    def attach(self, stream_id: str, model: str, cut: str) -> Connection:
+        """Open (or resume) a stream; a live connection of the same id is stopped and replaced."""
+        previous = self._connections.pop(stream_id, None)
+        if previous is not None:
+            previous.stop("a newer connection resumed this stream id")
+        state = self._states.pop(stream_id, None)
+        if state is None or state.model != model or state.cut != cut:
+            state = StreamState(stream_id, model, cut)
+        state.reference = None  # the edge starts every connection with an intra frame
+        state.last_seen = time.monotonic()
+        self._states[stream_id] = state
+        while len(self._states) > self.max_retained:
+            oldest = next(iter(self._states))
+            if oldest in self._connections:
+                self._states.move_to_end(oldest)
+                break
+            del self._states[oldest]
+        connection = Connection(state)
+        self._connections[stream_id] = connection
+        return connection
+
+    def detach(self, connection: Connection) -> None:
+        """Forget the connection (its state is kept for a later resume)."""
+        stream_id = connection.state.stream_id
+        if self._connections.get(stream_id) is connection:
+            del self._connections[stream_id]
+        connection.state.last_seen = time.monotonic()
+
+    def stop_all(self, reason: str) -> None:
+        for connection in self._connections.values():
+            connection.stop(reason)

@@ -1,0 +1,221 @@
+"""`splitinfer demo`: a cloud and an edge together on one video, with live progress and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.services.edge.client import FrameOutcome
+from splitinfer.services.errors import ServiceError
+
+CLOUD_START_TIMEOUT_S = 180.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    source: str
+    frames: int | None = 100
+    cloud_mode: str = "inprocess"
+    model: str = "yolo-fastest-1.1-xl"
+    weights: str | None = None
+    cut: str | None = None
+    profile: str | None = None
+    levels: int | None = None
+    clip_min: float | None = None
+    clip_max: float | None = None
+    coder: str | None = None
+    intra_period: int | None = None
+    window: int = 4
+    mode: str = "auto"
+    annotate: str | None = None
+    jsonl: str | None = None
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+class ProgressReporter:
+    """Counts results and shows a live line: frames, fps, kbit/s, bits per element, latency."""
+
+    def __init__(self, total: int | None, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.started = time.monotonic()
+        self.frames = 0
+        self.errors = 0
+        self.detections = 0
+        self.payload_bytes = 0
+        self.elements = 0
+        self.latencies: list[float] = []
+        self.stage_seconds: dict[str, float] = {}
+        self._last_print = 0.0
+        self._tty = self.stream.isatty()
+
+    def __call__(self, outcome: FrameOutcome) -> None:
+        result = outcome.result
+        self.frames += 1
+        self.errors += result.HasField("error")
+        self.detections += len(result.detections)
+        self.payload_bytes += result.payload_bytes
+        self.elements += result.elements
+        self.latencies.append(outcome.latency_seconds)
+        for stage, seconds in result.stage_seconds.items():
+            self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
+        now = time.monotonic()
+        if now - self._last_print >= (0.5 if self._tty else 5.0):
+            self._last_print = now
+            self.stream.write(("\r" if self._tty else "") + self.line() + ("" if self._tty else "\n"))
+            self.stream.flush()
+
+    @property
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started, 1e-9)
+
+    def line(self) -> str:
+        total = f"/{self.total}" if self.total else ""
+        p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
+        bpe = 8 * self.payload_bytes / self.elements if self.elements else 0.0
+        return (f"frames {self.frames}{total} | {self.frames / self.elapsed:5.1f} fps | "
+                f"{8 * self.payload_bytes / 1000 / self.elapsed:7.1f} kbit/s | {bpe:.3f} bit/element | "
+                f"latency p50 {p50:.0f} ms")
+
+    def finish(self) -> None:
+        if self._tty:
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
+
+    def summary(self) -> str:
+        if not self.frames:
+            return "no frame was answered"
+        lat = sorted(self.latencies)
+        p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
+        stage_total = sum(self.stage_seconds.values()) or 1.0
+        stages = ", ".join(f"{name} {1000 * s / self.frames:.1f} ms" for name, s in
+                           sorted(self.stage_seconds.items(), key=lambda kv: -kv[1]) if s / stage_total > 0.001)
+        rows = [
+            ("frames answered", f"{self.frames} ({self.errors} with errors) in {self.elapsed:.1f} s"),
+            ("throughput", f"{self.frames / self.elapsed:.1f} frames/s"),
+            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
+                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s, "
+                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element"),
+            ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
+                                     f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
+            ("latency capture->result", f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms"),
+            ("time per frame by stage", stages),
+            ("detections", f"{self.detections} ({self.detections / self.frames:.2f} per frame)"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+class JsonLinesFile:
+    def __init__(self, path: str) -> None:
+        from splitinfer.services.edge.output import outcome_to_dict
+
+        self._to_dict = outcome_to_dict
+        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, outcome: FrameOutcome) -> None:
+        self._file.write(json.dumps(self._to_dict(outcome), separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port_file = workdir / "cloud.port"
+    command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
+               "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.model,
+               "--max-message-bytes", str(options.max_message_bytes), "--log-level", "WARNING"]
+    if options.weights:
+        command += ["--weights", options.weights]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
+    while not port_file.exists():
+        if process.poll() is not None:
+            raise ServiceError(f"the cloud subprocess exited with code {process.returncode} before serving; "
+                               "run `splitinfer cloud` alone to see why.")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise ServiceError(f"the cloud subprocess did not serve within {CLOUD_START_TIMEOUT_S:.0f} s.")
+        await asyncio.sleep(0.1)
+    return process, f"127.0.0.1:{int(port_file.read_text())}"
+
+
+async def run_demo(options: DemoOptions) -> int:
+    """Run the demo; prints progress on stderr and the summary on stdout; returns the exit code."""
+    from splitinfer.dnn import load_model
+    from splitinfer.services.cloud.engine import TailEngine
+    from splitinfer.services.cloud.server import CloudConfig, CloudServer
+    from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
+    from splitinfer.services.edge.output import AnnotatedVideoSink
+
+    loop = asyncio.get_running_loop()
+    print(f"splitinfer demo: {options.model} split between an edge and a cloud ({options.cloud_mode}) on "
+          f"{options.source}" + (f", {options.frames} frames" if options.frames else ""), flush=True)
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        model = await loop.run_in_executor(executor, lambda: load_model(options.model, weights=options.weights))
+    settings = EdgeSettings(source=options.source, cloud="", mode=options.mode, stream_id="demo",
+                            model=options.model, weights=options.weights, cut=options.cut, profile=options.profile,
+                            levels=options.levels, clip_min=options.clip_min, clip_max=options.clip_max,
+                            coder=options.coder, intra_period=options.intra_period, window=options.window,
+                            frames=options.frames, max_message_bytes=options.max_message_bytes,
+                            give_up_after_s=30.0)
+    pipeline = build_pipeline(settings, model)
+    from splitinfer.services.edge.pipeline import quantizers_summary
+
+    described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
+    print(f"cut after layer {pipeline.cut}; tensors {described}; coder "
+          f"{pipeline.choice.coder.name if pipeline.choice.coder else 'default'}", flush=True)
+    progress = ProgressReporter(options.frames)
+    sinks: list = [progress]
+    closers = []
+    if options.annotate:
+        video = AnnotatedVideoSink(options.annotate, fps=10.0)
+        sinks.append(video)
+        closers.append(video.close)
+    if options.jsonl:
+        jsonl = JsonLinesFile(options.jsonl)
+        sinks.append(jsonl)
+        closers.append(jsonl.close)
+    server = process = None
+    with tempfile.TemporaryDirectory(prefix="splitinfer-demo-") as workdir:
+        try:
+            if options.cloud_mode == "subprocess":
+                process, cloud = await _start_subprocess_cloud(options, Path(workdir))
+            else:
+                server = CloudServer(CloudConfig(model=options.model, host="127.0.0.1", port=0, metrics_port=-1,
+                                                 max_message_bytes=options.max_message_bytes),
+                                     engine=TailEngine(model))
+                await server.start()
+                cloud = f"127.0.0.1:{server.port}"
+            settings = EdgeSettings(**{**settings.__dict__, "cloud": cloud})
+            stats = await run_edge(settings, sinks, pipeline=pipeline, handle_signals=True)
+        finally:
+            for close in closers:
+                close()
+            if server is not None:
+                await server.shutdown()
+            if process is not None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    progress.finish()
+    print(progress.summary())
+    if stats.reconnects or stats.lost_on_reconnect:
+        print(f"reconnects: {stats.reconnects}, frames resent: {stats.resent}, lost: {stats.lost_on_reconnect}")
+    if options.annotate:
+        print(f"annotated video: {os.path.abspath(options.annotate)}")
+    return 0

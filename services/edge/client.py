@@ -1,0 +1,343 @@
+"""The edge's side of the `Infer` stream: windowed sending, in-order results, reconnect and resume.
+
+At most `window` frames await their results; when the cloud is slow the sender waits, so memory stays
+bounded and the grabber (live mode) keeps only the newest frame. On UNAVAILABLE or a dropped connection
+the streamer reconnects with exponential backoff and jitter and resumes the same stream id; in file
+mode the frames that had no result yet are sent again (re-encoded from their head outputs, the first one
+intra), so every frame gets exactly one result. In live mode they are counted as lost instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
+from splitinfer.services.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
+from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+log = logging.getLogger("splitinfer.edge")
+
+# Codes after which retrying the same start message cannot succeed.
+_FATAL_CODES = {
+    grpc.StatusCode.FAILED_PRECONDITION: "the cloud refused the stream",
+    grpc.StatusCode.INVALID_ARGUMENT: "the cloud refused a message of the stream",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded a size limit (raise --max-message-bytes on both sides)",
+    grpc.StatusCode.UNIMPLEMENTED: "the server at --cloud is not a splitinfer cloud",
+    grpc.StatusCode.PERMISSION_DENIED: "the cloud denied access",
+    grpc.StatusCode.UNAUTHENTICATED: "the cloud requires authentication",
+}
+
+
+class FramePipeline(Protocol):
+    """What the streamer needs from the edge pipeline (splitinfer.services.edge.pipeline.EdgePipeline)."""
+
+    def start_message(self, stream_id: str) -> inference_pb2.StreamStart: ...
+
+    def run_head(self, frame: CapturedFrame) -> HeadOutput: ...
+
+    def encode(self, head: HeadOutput) -> inference_pb2.FeatureFrame: ...
+
+    def restart_coding(self) -> None: ...
+
+
+@dataclass
+class HeadOutput:
+    """A frame after preprocess and head: the tensors at the cut (numpy) and the edge stage times."""
+
+    frame: CapturedFrame
+    tensors: dict
+    stage_seconds: dict[str, float]
+
+    @property
+    def frame_id(self) -> int:
+        return self.frame.sequence
+
+
+@dataclass
+class FrameOutcome:
+    """What the streamer hands to the output sinks once a frame's result arrived."""
+
+    frame: CapturedFrame
+    result: inference_pb2.InferenceResult
+    sent_monotonic_ns: int
+    received_monotonic_ns: int
+
+    @property
+    def latency_seconds(self) -> float:
+        """Capture to result, on the edge's monotonic clock."""
+        return (self.received_monotonic_ns - self.frame.monotonic_ns) / 1e9
+
+
+@dataclass(frozen=True)
+class StreamerConfig:
+    """How the edge talks to the cloud."""
+
+    cloud: str
+    stream_id: str
+    window: int = 4
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    connect_timeout_s: float = 10.0
+    reconnect_initial_s: float = 0.2
+    reconnect_max_s: float = 5.0
+    # Give up when no connection could be made for this long (0: keep trying forever).
+    give_up_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ServiceError(f"the in-flight window must be at least 1 frame, got {self.window}.")
+        if not self.stream_id:
+            raise ServiceError("the stream id is empty: pass --stream-id or leave it unset to use the host name.")
+        if not self.cloud:
+            raise ServiceError("no cloud address: pass --cloud HOST:PORT (or set SPLITINFER_CLOUD).")
+
+
+@dataclass
+class StreamerStats:
+    sent: int = 0
+    resent: int = 0
+    results: int = 0
+    frame_errors: int = 0
+    lost_on_reconnect: int = 0
+    reconnects: int = 0
+    payload_bytes: int = 0
+    elements: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
+
+
+@dataclass
+class _Pending:
+    head: HeadOutput
+    request: inference_pb2.InferRequest
+    sent_monotonic_ns: int
+
+
+class _RetryableStreamError(Exception):
+    """The connection broke in a way a reconnect can fix."""
+
+
+class EdgeStreamer:
+    """Runs one camera's stream to the cloud until the source ends (or `stop()` is called)."""
+
+    def __init__(
+        self,
+        config: StreamerConfig,
+        pipeline: FramePipeline,
+        grabber: FrameGrabber,
+        on_result: Callable[[FrameOutcome], None],
+        *,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.grabber = grabber
+        self.on_result = on_result
+        self.stats = StreamerStats()
+        self._executor = executor
+        self._pending: collections.OrderedDict[int, _Pending] = collections.OrderedDict()
+        self._window_changed = asyncio.Event()
+        self._source_ended: EndOfSource | None = None
+        self._grab_future: asyncio.Future | None = None
+        self._head_future: asyncio.Future | None = None
+        self._carry: HeadOutput | None = None
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Stop taking new frames; frames already sent still get their results."""
+        self._stopping = True
+        self._window_changed.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    async def run(self) -> StreamerStats:
+        """Stream until the source ends and every sent frame has its result; returns the counters."""
+        own_executor = self._executor is None
+        executor = self._executor or ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge")
+        self._executor = executor
+        try:
+            await self._run_connections()
+        finally:
+            for future in (self._grab_future, self._head_future):
+                if future is not None:
+                    future.cancel()
+            if own_executor:
+                executor.shutdown(wait=False, cancel_futures=True)
+        if self._source_ended is not None and self._source_ended.error:
+            raise CaptureError(self._source_ended.reason)
+        return self.stats
+
+    # -- connection management -----------------------------------------------------------------
+    async def _run_connections(self) -> None:
+        attempt = 0
+        unavailable_since: float | None = None
+        options = channel_options(self.config.max_message_bytes)
+        while True:
+            accepted = False
+            try:
+                async with grpc.aio.insecure_channel(self.config.cloud, options=options) as channel:
+                    call = inference_pb2_grpc.InferenceServiceStub(channel).Infer()
+                    await self._open(call)
+                    accepted = True
+                    attempt, unavailable_since = 0, None
+                    finished = await self._stream(call)
+                    if finished:
+                        return
+                    raise _RetryableStreamError("the cloud ended the stream before every frame had its result")
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code in _FATAL_CODES:
+                    message = f"{_FATAL_CODES[code]}: {exc.details()} ({code.name})"
+                    raise StreamRejectedError(message) from exc
+                reason = f"{code.name}: {exc.details()}"
+            except (_RetryableStreamError, asyncio.TimeoutError) as exc:
+                reason = str(exc) or "no answer to the start message in time"
+            self._after_disconnect()
+            now = time.monotonic()
+            if accepted:
+                unavailable_since = None
+            unavailable_since = unavailable_since or now
+            if self.config.give_up_after_s and now - unavailable_since > self.config.give_up_after_s:
+                raise CloudUnavailableError(
+                    f"could not reach the cloud at {self.config.cloud} for {self.config.give_up_after_s:.0f} s "
+                    f"(last error: {reason}); check that `splitinfer cloud` runs there and the address is right."
+                )
+            delay = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2 ** attempt)
+            delay *= random.uniform(0.5, 1.0)
+            attempt += 1
+            self.stats.reconnects += 1
+            log.warning("stream %s: %s; reconnecting in %.2f s", self.config.stream_id, reason, delay)
+            await asyncio.sleep(delay)
+
+    async def _open(self, call: grpc.aio.StreamStreamCall) -> None:
+        start = self.pipeline.start_message(self.config.stream_id)
+        await call.write(inference_pb2.InferRequest(start=start))
+        response = await asyncio.wait_for(call.read(), self.config.connect_timeout_s)
+        if response is grpc.aio.EOF or response.WhichOneof("kind") != "accepted":
+            raise _RetryableStreamError("the cloud did not accept the stream")
+        log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
+
+    def _after_disconnect(self) -> None:
+        """Coder state restarts with an intra frame; in live mode stale unanswered frames are dropped."""
+        self.pipeline.restart_coding()
+        if self.grabber.mode is CaptureMode.LIVE and self._pending:
+            self.stats.lost_on_reconnect += len(self._pending)
+            self._pending.clear()
+            self._window_changed.set()
+
+    async def _stream(self, call: grpc.aio.StreamStreamCall) -> bool:
+        """Resend what is unanswered, then send and receive until done; True when the stream finished."""
+        loop = asyncio.get_running_loop()
+        resend = list(self._pending.values())
+        for pending in resend:
+            request = inference_pb2.InferRequest(
+                frame=await loop.run_in_executor(self._executor, self.pipeline.encode, pending.head))
+            pending.request = request
+            await call.write(request)
+            self.stats.resent += 1
+        sender = asyncio.create_task(self._send_loop(call), name="edge-send")
+        receiver = asyncio.create_task(self._receive_loop(call), name="edge-receive")
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()  # re-raise the first failure
+            await receiver
+            return await sender
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+
+    # -- the two directions --------------------------------------------------------------------
+    async def _wait_for_window(self) -> None:
+        while len(self._pending) >= self.config.window and not self._stopping:
+            self._window_changed.clear()
+            await self._window_changed.wait()
+
+    async def _next_head(self) -> HeadOutput | None:
+        """The next frame through preprocess + head; survives cancellation without losing the frame."""
+        loop = asyncio.get_running_loop()
+        if self._carry is not None:
+            return self._carry
+        if self._head_future is None:
+            if self._grab_future is None:
+                self._grab_future = loop.run_in_executor(self._executor, self.grabber.get, 0.2)
+            try:
+                frame = await asyncio.shield(self._grab_future)
+            finally:
+                if self._grab_future.done():
+                    self._grab_future = None
+            if frame is None:
+                return None
+            self._head_future = loop.run_in_executor(self._executor, self.pipeline.run_head, frame)
+        try:
+            self._carry = await asyncio.shield(self._head_future)
+        finally:
+            if self._head_future.done():
+                self._head_future = None
+        return self._carry
+
+    async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> bool:
+        loop = asyncio.get_running_loop()
+        while not self._stopping and self._source_ended is None:
+            await self._wait_for_window()
+            if self._stopping:
+                break
+            try:
+                head = await self._next_head()
+            except EndOfSource as end:
+                self._source_ended = end
+                log.info("stream %s: %s", self.config.stream_id, end.reason)
+                break
+            if head is None:
+                continue
+            frame_message = await loop.run_in_executor(self._executor, self.pipeline.encode, head)
+            request = inference_pb2.InferRequest(frame=frame_message)
+            self._pending[head.frame_id] = _Pending(head, request, time.monotonic_ns())
+            self._carry = None
+            await call.write(request)
+            self.stats.sent += 1
+        while self._pending:
+            self._window_changed.clear()
+            await self._window_changed.wait()
+        await call.done_writing()
+        return True
+
+    async def _receive_loop(self, call: grpc.aio.StreamStreamCall) -> None:
+        while True:
+            response = await call.read()
+            if response is grpc.aio.EOF:
+                if self._pending or (self._source_ended is None and not self._stopping):
+                    raise _RetryableStreamError("the cloud closed the stream")
+                return
+            if response.WhichOneof("kind") != "result":
+                continue
+            result = response.result
+            pending = self._pending.pop(result.frame_id, None)
+            if pending is None:
+                continue  # a duplicate of a frame answered before a reconnect
+            self._window_changed.set()
+            self._account(result)
+            if result.HasField("error") and result.error.intra_frame_requested:
+                self.pipeline.restart_coding()
+            self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))
+
+    def _account(self, result: inference_pb2.InferenceResult) -> None:
+        self.stats.results += 1
+        if result.HasField("error"):
+            self.stats.frame_errors += 1
+        self.stats.payload_bytes += result.payload_bytes
+        self.stats.elements += result.elements
+        for stage, seconds in result.stage_seconds.items():
+            self.stats.stage_seconds[stage] += seconds

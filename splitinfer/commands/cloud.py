@@ -1,0 +1,51 @@
+"""`splitinfer cloud`: serve InferenceService (decode -> tail -> NMS) with health, reflection and metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from splitinfer.settings import Option
+
+NAME = "cloud"
+HELP = "Run the cloud service: decode feature streams, run the tail of the model, stream detections back."
+OPTIONS = [
+    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
+    Option("host", "Address to listen on for gRPC.", default="[::]"),
+    Option("port", "gRPC port (0 picks a free one; see --port-file).", cast=int, default=50051),
+    Option("metrics-port", "Port of the Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
+           default=9090),
+    Option("max-streams", "Infer streams served at once; more get RESOURCE_EXHAUSTED.", cast=int, default=16),
+    Option("workers", "Executor threads for decode, tail and NMS (shared by all streams).", cast=int, default=2),
+    Option("stream-queue", "Frames queued per stream before gRPC flow control pushes back.", cast=int, default=4),
+    Option("subscriber-queue", "Results queued per Subscribe stream; a slow subscriber loses the oldest.", cast=int,
+           default=256),
+    Option("drain-seconds", "On SIGTERM: seconds to answer queued frames before stopping.", cast=float,
+           default=30.0),
+    Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
+           default=16 * 1024 * 1024),
+    Option("max-connection-age", "Seconds before a connection is closed so a load balancer can rebalance "
+           "(0: never); edges reconnect and resume.", cast=float, default=0.0),
+    Option("max-elements", "Largest decoded tensor (elements) accepted from a frame.", cast=int, default=2**24),
+    Option("port-file", "Write the bound gRPC port to this file once the model is loaded and serving."),
+    Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+]
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+    from pathlib import Path
+
+    from splitinfer.services.cloud.server import CloudConfig, serve
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = CloudConfig(
+        model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
+        subscriber_queue=args.subscriber_queue, drain_seconds=args.drain_seconds,
+        max_message_bytes=args.max_message_bytes, max_connection_age_s=args.max_connection_age,
+        max_elements=args.max_elements,
+    )
+    asyncio.run(serve(config, port_file=Path(args.port_file) if args.port_file else None))
+    return 0

@@ -1,0 +1,71 @@
+"""`splitinfer demo`: the whole pipeline in one command, with a live progress line and a summary.
+
+Starts a cloud (in this process, or as a `splitinfer cloud` subprocess), streams a video (by default the
+sample video in ../shared/data when present, or a camera with --source 0) through the edge, prints
+fps, kbit/s, bits per element and latency as it goes, then a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from splitinfer.commands.edge import CODEC_OPTIONS
+from splitinfer.settings import Option
+
+NAME = "demo"
+HELP = ("Run edge and cloud together on a video (default: the sample video in ../shared/data) and print live "
+        "throughput, rate and latency, then a summary.")
+SAMPLE_VIDEO = ("video", "one-by-one-person-detection.mp4")
+SAMPLE_WEIGHTS = ("models", "yolo-fastest-1.1")
+OPTIONS = [
+    Option("source", "Video file, camera index (0) or URL (default: the sample video in ../shared/data)."),
+    Option("frames", "Frames to stream (0: the whole source).", cast=int, default=100),
+    Option("cloud-mode", "Run the cloud in this process or as a `splitinfer cloud` subprocess.", default="inprocess",
+           choices=("inprocess", "subprocess")),
+    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("weights", "Weights file or folder (default: ../shared/data/models/... when present, else the cache)."),
+    *CODEC_OPTIONS,
+    Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
+    Option("mode", "Capture mode: auto, live (newest frame wins) or file (every frame).", default="auto",
+           choices=("auto", "live", "file")),
+    Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
+    Option("jsonl", "Also write every frame's result as JSON lines to this file."),
+    Option("max-message-bytes", "Largest gRPC message sent or received.", cast=int, default=16 * 1024 * 1024),
+]
+
+
+def shared_data_dir() -> Path:
+    """../shared/data beside the checkout, or $SPLITINFER_SHARED_DATA."""
+    repo = Path(__file__).resolve().parents[2]
+    return Path(os.environ.get("SPLITINFER_SHARED_DATA", repo.parent / "shared" / "data"))
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from splitinfer.errors import ConfigError
+
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    source = args.source
+    if source is None:
+        sample = shared_data_dir().joinpath(*SAMPLE_VIDEO)
+        if not sample.is_file():
+            raise ConfigError(f"no --source given and the sample video {sample} is absent: pass --source FILE, "
+                              "--source 0 for a webcam, or set SPLITINFER_SHARED_DATA.")
+        source = str(sample)
+    weights = args.weights
+    if weights is None and not os.environ.get("SPLITINFER_WEIGHTS_DIR"):
+        bundled = shared_data_dir().joinpath(*SAMPLE_WEIGHTS)
+        if bundled.is_dir():
+            weights = str(bundled)
+    from splitinfer.services.demo import DemoOptions, run_demo
+
+    options = DemoOptions(source=source, frames=args.frames or None, cloud_mode=args.cloud_mode, model=args.model,
+                          weights=weights, cut=args.cut, profile=args.profile, levels=args.levels,
+                          clip_min=args.clip_min, clip_max=args.clip_max, coder=args.coder,
+                          intra_period=args.intra_period, window=args.window, mode=args.mode,
+                          annotate=args.annotate, jsonl=args.jsonl, max_message_bytes=args.max_message_bytes)
+    return asyncio.run(run_demo(options))

@@ -1,0 +1,91 @@
+"""`splitinfer edge`: camera/file/URL -> head -> codec -> cloud; detections as JSON lines on stdout."""
+
+from __future__ import annotations
+
+import argparse
+
+from splitinfer.settings import Option
+
+NAME = "edge"
+HELP = ("Run the edge service: read a video source, run the head of the model, stream coded features to the "
+        "cloud and print its detections as JSON lines.")
+CODEC_OPTIONS = [
+    Option("cut", "Layer to cut the model after (default: the model's default cut)."),
+    Option("profile", "Codec profile JSON (quantizer, coder, intra period), e.g. from calibration."),
+    Option("levels", "Quantizer levels when no --profile is given (2..256).", cast=int),
+    Option("clip-min", "Lower clip value when no --profile is given (with --clip-max; default: built-in "
+           "ranges measured on real activations).", cast=float),
+    Option("clip-max", "Upper clip value when no --profile is given.", cast=float),
+    Option("coder", "Entropy coder (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS, "
+           "TEMPORAL_CONTEXTS); default: the profile's, else the measured default."),
+    Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames.", cast=int),
+]
+OPTIONS = [
+    Option("source", "Video source: camera index (0), file path, or rtsp:// / http:// URL.", default="0"),
+    Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
+    Option("mode", "live: newest frame wins (drops counted); file: every frame; auto: file for files, live "
+           "otherwise.", default="auto", choices=("auto", "live", "file")),
+    Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
+    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
+    *CODEC_OPTIONS,
+    Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
+    Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
+    Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
+    Option("display", "Show annotated frames in a window (needs a display and GUI OpenCV).", flag=True,
+           default=False),
+    Option("reconnect-timeout", "Give up after this many seconds without a connection to the cloud (0: never).",
+           cast=float, default=60.0),
+    Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
+           default=16 * 1024 * 1024),
+    Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+]
+
+
+def settings_from_args(args: argparse.Namespace, **overrides: object):
+    """EdgeSettings from parsed flags (shared with `splitinfer demo`)."""
+    from splitinfer.services.edge.app import EdgeSettings
+
+    values = dict(
+        source=args.source, cloud=getattr(args, "cloud", "localhost:50051"), mode=getattr(args, "mode", None),
+        stream_id=getattr(args, "stream_id", None), model=args.model, weights=args.weights, cut=args.cut,
+        profile=args.profile, levels=args.levels, clip_min=args.clip_min, clip_max=args.clip_max,
+        coder=args.coder, intra_period=args.intra_period, window=args.window, frames=args.frames or None,
+        max_message_bytes=args.max_message_bytes,
+        give_up_after_s=getattr(args, "reconnect_timeout", 60.0),
+    )
+    values.update(overrides)
+    return EdgeSettings(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from splitinfer.services.edge.app import run_edge
+    from splitinfer.services.edge.output import AnnotatedVideoSink, JsonLinesSink, WindowSink
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from_args(args)
+    sinks: list = [JsonLinesSink()]
+    closers = []
+    if args.annotate:
+        video = AnnotatedVideoSink(args.annotate, fps=10.0)
+        sinks.append(video)
+        closers.append(video.close)
+    if args.display:
+        if WindowSink.display_available():
+            window = WindowSink(f"splitinfer {settings.source}")
+            sinks.append(window)
+            closers.append(window.close)
+        else:
+            logging.getLogger("splitinfer.edge").warning("no display available: --display ignored")
+    try:
+        stats = asyncio.run(run_edge(settings, sinks, handle_signals=True))
+    finally:
+        for close in closers:
+            close()
+    logging.getLogger("splitinfer.edge").info(
+        "done: %d frames sent, %d results (%d frame errors), %d reconnects, %d resent, %d lost on reconnect",
+        stats.sent, stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
+    return 0
