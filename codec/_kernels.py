@@ -8,8 +8,8 @@ renormalised a byte at a time below 2**24. The always-zero first byte is not emi
 is exactly (renormalisations + 4) bytes and a decoder consumes exactly all of it.
 
 Probability model: P(bin = 0) as the mean of two 15-bit estimates adapting at rates 1/16 and 1/128
-(a fast and a slow window, as in VVC). Both estimates stay in [15, 32753] and [127, 32641], so the
-mixed probability is in [71, 32697]: one bin never costs more than 8.9 bits nor less than 0.0031.
+(a fast and a slow window, as in VVC). The estimates stay in [16, 32752] and [128, 32640], so the
+mixed probability is in [72, 32696]: one bin never costs more than 8.9 bits nor less than 0.0031.
 """
 
 from __future__ import annotations
@@ -21,21 +21,18 @@ PROB_BITS = 15
 PROB_ONE = 1 << PROB_BITS
 FAST_RATE = 4
 SLOW_RATE = 7
+# Each estimate moves 1/2**rate of the way to its target: HIGH after a 0-bin, LOW after a 1-bin
+# (arithmetic shift, so it rounds towards -inf and never passes the target).
+FAST_LOW = 1 << FAST_RATE
+FAST_HIGH = PROB_ONE - FAST_LOW
+SLOW_LOW = 1 << SLOW_RATE
+SLOW_HIGH = PROB_ONE - SLOW_LOW
 TOP = 1 << 24
 MASK32 = 0xFFFFFFFF
-# A bin renormalises at most twice (it keeps >= 71/2**15 of a range >= 2**24), so an element of N levels
-# (at most N bins) produces at most 2N bytes; encoders keep that much room before each element.
+# A bin renormalises at most twice (it keeps >= 72/2**15 of a range >= 2**24) and each renormalisation
+# emits at most one byte, so B bins take at most 2B + 5 bytes. Encoders write into a caller's buffer,
+# check before each element that its worst case (N bins) fits, and return -1 if it might not.
 _ELEMENT_ROOM = 2
-
-
-@njit(cache=True)
-def _grown(out, need):
-    size = out.size * 2
-    while size < need:
-        size *= 2
-    bigger = np.empty(size, np.uint8)
-    bigger[: out.size] = out
-    return bigger
 
 
 @njit(cache=True, inline="always")
@@ -57,18 +54,15 @@ def _shift_low(low, cache, pending, out, pos):
 
 @njit(cache=True, inline="always")
 def _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos):
+    # Branch-free: the bin's value selects the sub-range and the adaptation target through a mask.
     pa = probs[2 * ctx]
     pb = probs[2 * ctx + 1]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
-    if bit == 0:
-        rng = bound
-        probs[2 * ctx] = pa + ((PROB_ONE - pa) >> FAST_RATE)
-        probs[2 * ctx + 1] = pb + ((PROB_ONE - pb) >> SLOW_RATE)
-    else:
-        low += bound
-        rng -= bound
-        probs[2 * ctx] = pa - (pa >> FAST_RATE)
-        probs[2 * ctx + 1] = pb - (pb >> SLOW_RATE)
+    mask = -np.int64(bit)
+    low += bound & mask
+    rng = bound + ((rng - bound - bound) & mask)
+    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         low, cache, pending, pos = _shift_low(low, cache, pending, out, pos)
@@ -88,17 +82,12 @@ def _decode_bin(probs, ctx, code, rng, data, pos):
     pa = probs[2 * ctx]
     pb = probs[2 * ctx + 1]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
-    if code < bound:
-        bit = 0
-        rng = bound
-        probs[2 * ctx] = pa + ((PROB_ONE - pa) >> FAST_RATE)
-        probs[2 * ctx + 1] = pb + ((PROB_ONE - pb) >> SLOW_RATE)
-    else:
-        bit = 1
-        code -= bound
-        rng -= bound
-        probs[2 * ctx] = pa - (pa >> FAST_RATE)
-        probs[2 * ctx + 1] = pb - (pb >> SLOW_RATE)
+    bit = np.int64(code >= bound)
+    mask = -bit
+    code -= bound & mask
+    rng = bound + ((rng - bound - bound) & mask)
+    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         byte = 0
@@ -132,14 +121,13 @@ def _start_decoder(data):
 # cmp is 0, 1, 2 for ref < b, ref == b, ref > b. Neighbours outside the plane count as level 0.
 #   BIN_CONTEXTS:        stride 1, weights 0, 0, 0
 #   NEIGHBOUR_CONTEXTS:  stride 3, weights 1, 1, 0
-#   TEMPORAL_CONTEXTS:   stride 9, weights 1, 1, 3
+#   TEMPORAL_CONTEXTS:   stride 3, weights 0, 0, 1 (on the shared video the spatial neighbours add nothing
+#                        once the reference is known; fewer contexts adapt faster on small planes)
 
 
 @njit(cache=True, nogil=True)
-def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference, cost_table):
+def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference, out, cost_table):
     probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
-    out = np.empty(levels.size // 8 + 64, np.uint8)
-    measure = cost_table.size > 0
     cost = 0.0
     low = 0
     rng = MASK32
@@ -156,7 +144,7 @@ def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above,
             for x in range(width):
                 i = row + x
                 if pos + pending + room > out.size:
-                    out = _grown(out, pos + pending + room)
+                    return -1, cost
                 k = levels[i]
                 left = levels[i - 1] if x > 0 else 0
                 above = levels[i - width] if y > 0 else 0
@@ -168,15 +156,15 @@ def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above,
                         ctx += w_left * (left > b) + w_above * (above > b)
                     if w_ref != 0:
                         ctx += w_ref * ((ref >= b) + (ref > b))
-                    if measure:
+                    if cost_table is not None:
                         cost += _bin_cost(bit, probs, ctx, cost_table)
                     low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
                     if bit == 0:
                         break
     if pos + pending + 8 > out.size:
-        out = _grown(out, pos + pending + 8)
+        return -1, cost
     pos = _flush(low, cache, pending, out, pos)
-    return out, pos, cost
+    return pos, cost
 
 
 @njit(cache=True, nogil=True)
@@ -226,10 +214,8 @@ def _cmp3(value, pivot):
 
 
 @njit(cache=True, nogil=True)
-def _encode_signed(levels, planes, height, width, n_levels, mode, cost_table):
+def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_table):
     probs = np.full(2 * (12 + 6 * (n_levels - 1)), PROB_ONE // 2, np.int64)
-    out = np.empty(levels.size // 8 + 64, np.uint8)
-    measure = cost_table.size > 0
     cost = 0.0
     low = 0
     rng = MASK32
@@ -247,13 +233,13 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, cost_table):
             for x in range(width):
                 i = row + x
                 if pos + pending + room > out.size:
-                    out = _grown(out, pos + pending + room)
+                    return -1, cost
                 k = np.int64(levels[i])
                 left = np.int64(levels[i - 1]) if x > 0 else mode
                 above = np.int64(levels[i - width]) if y > 0 else mode
                 off = 1 if k != mode else 0
                 ctx = (left != mode) + (above != mode)
-                if measure:
+                if cost_table is not None:
                     cost += _bin_cost(off, probs, ctx, cost_table)
                 low, rng, cache, pending, pos = _encode_bin(off, probs, ctx, low, rng, cache, pending, out, pos)
                 if off == 0:
@@ -261,7 +247,7 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, cost_table):
                 up = 1 if k > mode else 0
                 if both_sides:
                     ctx = 3 + 3 * _cmp3(left, mode) + _cmp3(above, mode)
-                    if measure:
+                    if cost_table is not None:
                         cost += _bin_cost(up, probs, ctx, cost_table)
                     low, rng, cache, pending, pos = _encode_bin(up, probs, ctx, low, rng, cache, pending, out, pos)
                 magnitude = k - mode - 1 if up == 1 else mode - k - 1
@@ -272,15 +258,15 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, cost_table):
                 for j in range(span):
                     bit = 1 if magnitude > j else 0
                     ctx = 12 + 3 * (side + j) + (dleft > j + 1) + (dabove > j + 1)
-                    if measure:
+                    if cost_table is not None:
                         cost += _bin_cost(bit, probs, ctx, cost_table)
                     low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
                     if bit == 0:
                         break
     if pos + pending + 8 > out.size:
-        out = _grown(out, pos + pending + 8)
+        return -1, cost
     pos = _flush(low, cache, pending, out, pos)
-    return out, pos, cost
+    return pos, cost
 
 
 @njit(cache=True, nogil=True)

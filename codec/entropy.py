@@ -43,7 +43,7 @@ class Coder(enum.IntEnum):
 _TU_MODELS = {
     Coder.BIN_CONTEXTS: (1, 0, 0, 0),
     Coder.NEIGHBOUR_CONTEXTS: (3, 1, 1, 0),
-    Coder.TEMPORAL_CONTEXTS: (9, 1, 1, 3),
+    Coder.TEMPORAL_CONTEXTS: (3, 0, 0, 1),
 }
 
 
@@ -60,7 +60,6 @@ class CodecLimits:
 
 DEFAULT_LIMITS = CodecLimits()
 
-_NO_COST = np.empty(0, np.float64)
 _COST_TABLE: np.ndarray | None = None
 
 
@@ -164,27 +163,48 @@ def most_probable_level(indices: np.ndarray, levels: int) -> int:
     return int(np.argmax(np.bincount(flat, minlength=levels)))
 
 
+def _bin_bound(flat: np.ndarray, levels: int, coder: Coder, mode: int) -> int:
+    """An upper bound on the number of bins the binarization makes of these levels."""
+    if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
+        return int(np.abs(flat.astype(np.int64) - mode).sum()) + 2 * flat.size
+    return int(np.minimum(flat.astype(np.int64) + 1, levels - 1).sum())
+
+
+def _run_encoder(flat: np.ndarray, shape: tuple[int, ...], levels: int, coder: Coder, ref: np.ndarray,
+                 cost_table: np.ndarray | None) -> tuple[bytes, float]:
+    planes, height, width = _planes(shape)
+    mode = most_probable_level(flat, levels) if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else 0
+    # First try a buffer of one byte per element (8 bits/element covers every practical tensor); if the
+    # kernel reports it might not fit, retry with the proven bound of 2 bytes per bin.
+    capacity = flat.size + 64
+    for attempt in range(2):
+        out = np.empty(capacity, np.uint8)
+        if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
+            size, cost = _kernels._encode_signed(flat, planes, height, width, levels, mode, out, cost_table)
+        else:
+            stride, w_left, w_above, w_ref = _TU_MODELS[coder]
+            size, cost = _kernels._encode_tu(flat, planes, height, width, levels, stride, w_left, w_above, w_ref,
+                                             ref, out, cost_table)
+        if size >= 0:
+            header = bytes([mode]) if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else b""
+            return header + out[1:size].tobytes(), cost
+        capacity = 2 * _bin_bound(flat, levels, coder, mode) + 2 * _kernels._ELEMENT_ROOM * levels + 64
+    raise AssertionError("the encoder overran its proven output bound")  # unreachable: see _kernels
+
+
 def _encode(indices: np.ndarray, levels: int, coder: object, reference: np.ndarray | None,
-            cost_table: np.ndarray) -> tuple[bytes, float]:
+            cost_table: np.ndarray | None) -> tuple[bytes, float]:
     levels = check_levels(levels)
     coder = as_coder(coder)
     array = np.asarray(indices)
     flat = _as_levels(array, levels, "indices")
     ref = _reference_for(coder, reference, array.shape, levels)
-    planes, height, width = _planes(array.shape)
-    if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
-        mode = most_probable_level(flat, levels)
-        out, size, cost = _kernels._encode_signed(flat, planes, height, width, levels, mode, cost_table)
-        return bytes([mode]) + out[1:size].tobytes(), cost
-    stride, w_left, w_above, w_ref = _TU_MODELS[coder]
-    out, size, cost = _kernels._encode_tu(flat, planes, height, width, levels, stride, w_left, w_above, w_ref,
-                                          ref, cost_table)
-    return out[1:size].tobytes(), cost
+    return _run_encoder(flat, array.shape, levels, coder, ref, cost_table)
 
 
 def encode_indices(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> bytes:
     """Code an integer array of level indices (0..levels-1) losslessly; returns the payload."""
-    return _encode(indices, levels, coder, reference, _NO_COST)[0]
+    return _encode(indices, levels, coder, reference, None)[0]
 
 
 def ideal_cost_bits(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> float:

@@ -11,11 +11,11 @@ import math
 import numpy as np
 
 PROB_ONE = 1 << 15
-TU_MODELS = {1: (1, 0, 0, 0), 2: (3, 1, 1, 0), 4: (9, 1, 1, 3)}
+TU_MODELS = {1: (1, 0, 0, 0), 2: (3, 1, 1, 0), 4: (3, 0, 0, 1)}
 
 
 class Model:
-    """Two adaptive estimates of P(bin = 0) per context, at rates 1/16 and 1/128."""
+    """Two adaptive estimates of P(bin = 0) per context, at rates 1/16 and 1/128, starting at 1/2."""
 
     def __init__(self) -> None:
         self.fast: dict[int, int] = {}
@@ -25,14 +25,12 @@ class Model:
         return (self.fast.get(ctx, PROB_ONE // 2) + self.slow.get(ctx, PROB_ONE // 2)) // 2
 
     def update(self, ctx: int, bit: int) -> None:
+        """Move each estimate 1/16 (1/128) of the way, rounding down, to its target for this bin value."""
         fast = self.fast.get(ctx, PROB_ONE // 2)
         slow = self.slow.get(ctx, PROB_ONE // 2)
-        if bit == 0:
-            self.fast[ctx] = fast + (PROB_ONE - fast) // 16
-            self.slow[ctx] = slow + (PROB_ONE - slow) // 128
-        else:
-            self.fast[ctx] = fast - fast // 16
-            self.slow[ctx] = slow - slow // 128
+        fast_target, slow_target = (PROB_ONE - 16, PROB_ONE - 128) if bit == 0 else (16, 128)
+        self.fast[ctx] = fast + (fast_target - fast) // 16
+        self.slow[ctx] = slow + (slow_target - slow) // 128
 
 
 class Encoder:
