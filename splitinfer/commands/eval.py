@@ -1,0 +1,137 @@
+"""`splitinfer eval`: accuracy of a split model with and without the codec, paired on the same images.
+
+DATA is a COCO-format image folder (annotations at ../annotations/instances_<folder>.json or --annotations):
+AP and AP50; a folder with labels.csv: top-1 / top-5; any other image folder or a video file: fidelity to
+the uncompressed model only. With a codec, the compressed figures, their paired differences with a
+jackknife standard error, the real coded bits per element and bytes per frame come alongside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from splitinfer.settings import Option
+
+NAME = "eval"
+HELP = "Accuracy (COCO AP, top-1/top-5, fidelity) of a split model, uncompressed vs. through the codec."
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.strip().lower() in ("", "none", "all") else int(text)
+
+
+OPTIONS = [
+    Option("model", "registered model name (--list-models lists them)", str, "yolo-fastest-1.1-xl"),
+    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
+    Option("codec", "'none', or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),
+    Option("levels", "uniform quantizer levels instead of a profile (needs --clip-min and --clip-max)", _optional_int, None),
+    Option("clip-min", "lower clip value with --levels", float, None),
+    Option("clip-max", "upper clip value with --levels", float, None),
+    Option("coder", "entropy coder with --levels (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS); "
+           "default: the measured best for the tensor kind", str, None),
+    Option("annotations", "COCO instances JSON for DATA (default: DATA/../annotations/instances_<DATA name>.json)", str, None),
+    Option("score-threshold", "lowest detection score kept for AP (Darknet's map uses 0.005)", float, 0.005),
+    Option("live-threshold", "score threshold of deployed detections, used for fidelity lost/added counts", float, 0.25),
+    Option("iou-threshold", "NMS IoU threshold", float, 0.45),
+    Option("frame-step", "use every N-th image or video frame", int, 1),
+    Option("limit", "use at most this many images or frames", _optional_int, None),
+    Option("json", "print one JSON object instead of a table", flag=True, default=False),
+]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", nargs="?", help="COCO image folder, folder with labels.csv, image folder or video file")
+    parser.add_argument("--list-models", action="store_true", help="print the registered models and exit")
+
+
+def _profile(args: argparse.Namespace):
+    from splitinfer.codec import CodecProfile
+    from splitinfer.dnn.eval_codec import profile_from_options
+    from splitinfer.errors import ConfigError
+
+    if args.levels is not None:
+        if args.codec not in ("none", "", None):
+            raise ConfigError("pass either --codec PROFILE.json or --levels/--clip-min/--clip-max, not both.")
+        name = f"uniform N={args.levels} [{args.clip_min}, {args.clip_max}]"
+        return profile_from_options(args.levels, args.clip_min, args.clip_max, args.coder), name
+    if args.codec in ("none", "", None):
+        return None, "none"
+    if args.codec == "default":
+        from importlib import resources
+
+        from splitinfer.dnn import get_spec
+
+        packaged = get_spec(args.model).default_profile
+        if packaged is None:
+            raise ConfigError(f"model {args.model} has no default codec profile yet; pass --codec PROFILE.json "
+                              "(splitinfer calibrate writes one) or --levels/--clip-min/--clip-max.")
+        return CodecProfile.load(str(resources.files("splitinfer.dnn").joinpath(packaged))), f"default ({packaged})"
+    return CodecProfile.load(args.codec), str(args.codec)
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _print_table(report: dict, skipped: list[str]) -> None:
+    print(f"model {report['model']}  cut {report['cut']}  codec {report['codec']}  images {report['images']}")
+    if "top1" in report:
+        rows = [("top-1", report["top1_ref"], report["top1"], report["top1_delta"], report["top1_delta_se"]),
+                ("top-5", report["top5_ref"], report["top5"], None, None)]
+    else:
+        rows = [("AP", report["ap_ref"], report["ap"], report["ap_delta"], report["ap_delta_se"]),
+                ("AP50", report["ap50_ref"], report["ap50"], report["ap50_delta"], report["ap50_delta_se"])]
+    print(f"{'metric':<8}{'uncompressed':>14}{'compressed':>12}{'delta':>10}{'delta SE':>10}")
+    for name, ref, comp, delta, se in rows:
+        print(f"{name:<8}{_fmt(ref):>14}{_fmt(comp):>12}{_fmt(delta):>10}{_fmt(se):>10}")
+    if "fidelity_ap50" in report:
+        print(f"fidelity AP50 {_fmt(report['fidelity_ap50'])}  detections (score >= {report['live_score_threshold']}): "
+              f"{report['detections_ref']} uncompressed, {report['detections_lost']} lost, {report['detections_added']} added")
+    else:
+        print(f"top-1 agreement with the uncompressed model {_fmt(report['top1_agreement'])}")
+    print(f"rate {_fmt(report['bits_per_element'])} bits/element, {_fmt(report['bytes_per_frame'], 1)} bytes/frame "
+          f"({report['elements_per_frame']} elements at the cut)")
+    for line in skipped:
+        print(f"skipped: {line}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from splitinfer.dnn import list_models, load_model
+    from splitinfer.dnn.eval_images import iter_source
+    from splitinfer.dnn.evaluation import coco_annotations_for, evaluate_classification, evaluate_detection
+    from splitinfer.errors import ConfigError
+
+    if args.list_models:
+        for name in list_models():
+            print(name)
+        return 0
+    if not args.data:
+        raise ConfigError("give DATA: a COCO image folder, a folder with labels.csv, an image folder or a video file.")
+    if args.frame_step < 1:
+        raise ConfigError(f"--frame-step must be at least 1, got {args.frame_step}.")
+    data = Path(args.data)
+    if not data.exists():
+        raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
+    profile, codec_name = _profile(args)
+    model = load_model(args.model, weights=args.weights)
+    if (data / "labels.csv").is_file():
+        report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name, limit=args.limit)
+    else:
+        annotations = Path(args.annotations) if args.annotations else (coco_annotations_for(data) if data.is_dir() else None)
+        report = evaluate_detection(
+            model, iter_source(data, step=args.frame_step, limit=args.limit), cut=args.cut, profile=profile,
+            annotations=annotations, codec_name=codec_name, score_threshold=args.score_threshold,
+            live_score_threshold=args.live_threshold, iou_threshold=args.iou_threshold,
+        )
+    result = report.to_dict()
+    if args.json:
+        print(json.dumps(result, allow_nan=False))
+    else:
+        _print_table(result, report.skipped)
+    return 0
