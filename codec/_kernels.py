@@ -309,3 +309,32 @@ def _decode_signed(data, planes, height, width, n_levels, mode):
                     magnitude += 1
                 levels[i] = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
     return levels, pos, code < rng
+
+
+@njit(cache=True, nogil=True)
+def _quantize(values, thresholds, out):
+    """out[i] = number of thresholds below values[i] (= searchsorted side "left"); True if any value is NaN."""
+    nan = False
+    m = thresholds.size
+    if m <= 32:
+        for i in range(values.size):
+            v = values[i]
+            k = 0
+            for j in range(m):
+                k += v > thresholds[j]
+            out[i] = k
+            nan |= v != v
+    else:
+        for i in range(values.size):
+            v = values[i]
+            lo = 0
+            hi = m
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if thresholds[mid] < v:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            out[i] = lo
+            nan |= v != v
+    return nan

@@ -202,6 +202,12 @@ def _encode(indices: np.ndarray, levels: int, coder: object, reference: np.ndarr
     return _run_encoder(flat, array.shape, levels, coder, ref, cost_table)
 
 
+def encode_quantized(levels_array: np.ndarray, levels: int, coder: Coder, reference: np.ndarray | None) -> bytes:
+    """encode_indices for the uint8 output of Quantizer.quantize, whose range needs no second check."""
+    ref = _reference_for(coder, reference, levels_array.shape, levels)
+    return _run_encoder(np.ravel(levels_array), levels_array.shape, levels, coder, ref, None)[0]
+
+
 def encode_indices(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> bytes:
     """Code an integer array of level indices (0..levels-1) losslessly; returns the payload."""
     return _encode(indices, levels, coder, reference, None)[0]

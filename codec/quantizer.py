@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from splitinfer.codec import _kernels
 from splitinfer.codec.errors import CodecError
 
 MIN_LEVELS = 2
@@ -119,10 +120,11 @@ class Quantizer:
         NaN is rejected; +Inf and -Inf clip to the top and bottom level like any large value.
         """
         array = np.asarray(values, dtype=np.float32)
-        if np.isnan(array).any():
+        levels = np.empty(array.shape, np.uint8)
+        # Like searchsorted(side="left"): a value equal to a threshold goes into the lower level.
+        if _kernels._quantize(np.ravel(array), self._thresholds32, levels.reshape(-1)):
             raise CodecError("the tensor contains NaN: fix the model or input; NaN has no level to map to.")
-        # searchsorted(side="left") puts a value equal to a threshold into the lower level.
-        return np.searchsorted(self._thresholds32, array, side="left").astype(np.uint8)
+        return levels
 
     def dequantize(self, indices: np.ndarray) -> np.ndarray:
         """Map level indices back to float32 reconstruction values."""

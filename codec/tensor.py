@@ -20,7 +20,7 @@ from splitinfer.codec.entropy import (
     as_coder,
     check_shape,
     decode_indices,
-    encode_indices,
+    encode_quantized,
 )
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import Quantizer
@@ -95,7 +95,7 @@ def encode(array: np.ndarray, quantizer: Quantizer, *, coder: Coder | None = Non
         raise CodecError(f"name must be a string, got {type(name).__name__}.")
     levels = quantize_checked(array, quantizer, limits)
     chosen = default_coder(quantizer) if coder is None else as_coder(coder)
-    payload = encode_indices(levels, quantizer.levels, chosen, reference=reference)
+    payload = encode_quantized(levels, quantizer.levels, chosen, reference)
     return CompressedTensor(name=name, shape=tuple(int(d) for d in levels.shape), quantizer=quantizer,
                             coder=chosen, coder_version=CODER_VERSION, payload=payload,
                             payload_crc32=zlib.crc32(payload))
