@@ -1,0 +1,95 @@
+"""A damaged or forged payload never crashes, hangs or returns out-of-range levels: CodecError or a valid array.
+
+Without the CRC (decode_indices on raw bytes) a flipped byte can still decode to some array of the right
+shape; with it (decode of a CompressedTensor, test_tensor.py) every flip is caught.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from splitinfer.codec import CodecError, CodecLimits, Coder, decode_indices, encode_indices
+
+from .strategies import level_arrays
+
+_INTRA = st.sampled_from([Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS])
+
+
+def _decode_or_refuse(payload: bytes, shape: tuple[int, ...], levels: int, coder: Coder) -> np.ndarray | None:
+    try:
+        decoded = decode_indices(payload, shape, levels, coder)
+    except CodecError as exc:
+        assert str(exc)
+        return None
+    assert decoded.shape == shape and decoded.dtype == np.uint8
+    assert decoded.size == 0 or int(decoded.max()) < levels
+    return decoded
+
+
+@given(case=level_arrays(max_side=8), coder=_INTRA, data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_flipped_bytes_decode_to_valid_levels_or_raise(case, coder: Coder, data) -> None:
+    q, n = case
+    payload = bytearray(encode_indices(q, n, coder))
+    position = data.draw(st.integers(0, len(payload) - 1))
+    payload[position] ^= data.draw(st.integers(1, 255))
+    _decode_or_refuse(bytes(payload), q.shape, n, coder)
+
+
+@given(case=level_arrays(max_side=8), coder=_INTRA, data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_every_truncation_or_extension_is_refused(case, coder: Coder, data) -> None:
+    q, n = case
+    payload = encode_indices(q, n, coder)
+    cut = data.draw(st.integers(0, len(payload) - 1))
+    with pytest.raises(CodecError):
+        decode_indices(payload[:cut], q.shape, n, coder)
+    with pytest.raises(CodecError):
+        decode_indices(payload + data.draw(st.binary(min_size=1, max_size=8)), q.shape, n, coder)
+
+
+@given(payload=st.binary(max_size=64), shape=st.lists(st.integers(0, 40), max_size=4).map(tuple),
+       levels=st.integers(2, 256), coder=st.sampled_from(list(Coder)))
+@settings(max_examples=300, deadline=None)
+def test_random_bytes_never_crash_the_decoder(payload: bytes, shape, levels: int, coder: Coder) -> None:
+    if coder is Coder.TEMPORAL_CONTEXTS:
+        reference = np.zeros(shape, np.uint8)
+        try:
+            decoded = decode_indices(payload, shape, levels, coder, reference=reference)
+        except CodecError:
+            return
+        assert decoded.shape == shape and (decoded.size == 0 or int(decoded.max()) < levels)
+    else:
+        _decode_or_refuse(payload, shape, levels, coder)
+
+
+def test_a_tiny_payload_cannot_claim_a_huge_tensor() -> None:
+    with pytest.raises(CodecError, match="cannot hold"):
+        decode_indices(b"\x00" * 8, (4096, 4096), 4, Coder.BIN_CONTEXTS)
+    with pytest.raises(CodecError, match="above the limit of 1000"):
+        decode_indices(b"\x00" * 8, (40, 40), 4, Coder.BIN_CONTEXTS, limits=CodecLimits(max_elements=1000))
+
+
+def test_signed_payload_naming_a_missing_level_is_refused() -> None:
+    payload = encode_indices(np.zeros((4, 4), np.uint8), 4, Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+    with pytest.raises(CodecError, match="most probable level 9"):
+        decode_indices(b"\x09" + payload[1:], (4, 4), 4, Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+
+
+@pytest.mark.parametrize(
+    ("payload", "shape", "levels", "coder", "message"),
+    [
+        ("text", (1,), 4, Coder.BIN_CONTEXTS, "payload must be bytes"),
+        (b"\x00" * 4, (-1,), 4, Coder.BIN_CONTEXTS, "non-negative integers"),
+        (b"\x00" * 4, (1.5,), 4, Coder.BIN_CONTEXTS, "non-negative integers"),
+        (b"\x00" * 4, 7, 4, Coder.BIN_CONTEXTS, "sequence of non-negative integers"),
+        (b"\x00" * 4, (1,), 300, Coder.BIN_CONTEXTS, "levels must be"),
+        (b"\x00" * 4, (1,), 4, 0, "unknown entropy coder"),
+    ],
+)
+def test_bad_decoder_arguments_are_refused(payload, shape, levels, coder, message: str) -> None:
+    with pytest.raises(CodecError, match=message):
+        decode_indices(payload, shape, levels, coder)
