@@ -181,6 +181,10 @@ def _to_quantizer(
     for k in range(levels - 1):
         last = np.searchsorted(index, k, side="right") - 1  # last position with index <= k
         thresholds[k] = (x[last] + x[last + 1]) / 2
+    # In float32 (what the codec uses) the top threshold must stay below clip_max, or the point mass
+    # at clip_max would fall into the level below it.
+    below_max = np.nextafter(np.float32(clip_max), np.float32(-np.inf))
+    thresholds = np.minimum(thresholds.astype(np.float32), below_max)
     return Quantizer(
         QuantizerKind.ECSQ,
         float(np.float32(clip_min)),

@@ -19,6 +19,7 @@ from splitinfer.settings import add_options
 
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
+    "splitinfer.commands.calibrate",
     "splitinfer.commands.eval",
     "splitinfer.commands.config",
     "splitinfer.commands.cloud",

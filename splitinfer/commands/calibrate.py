@@ -1,0 +1,83 @@
+"""`splitinfer calibrate`: choose the clip range and quantizer at a cut on calibration images; write a codec profile."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from splitinfer.errors import ConfigError
+from splitinfer.settings import Option
+
+NAME = "calibrate"
+HELP = ("Collect activation statistics at a cut on calibration images (never the evaluation set), choose the "
+        "clip range and design the quantizer, and write a codec profile (JSON) for the edge.")
+
+_CODERS = ("auto", "bin-contexts", "neighbour-contexts", "signed-neighbour-contexts", "temporal-contexts")
+
+OPTIONS = [
+    Option("model", "registered model name (splitinfer eval --list-models lists them)", str, "yolo-fastest-1.1-xl"),
+    Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
+    Option("data", "folder of calibration images, e.g. ../shared/data/coco-mini/calib2017", str, None),
+    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    Option("levels", "number of quantizer levels N (odd N keeps an exact zero for signed tensors)", int, 7),
+    Option("quantizer", "uniform levels or the modified entropy-constrained quantizer", str, "uniform", ("uniform", "ecsq")),
+    Option("lam", "ECSQ rate weight, in units of the uniform quantizer's distortion per bit", float, 1.0),
+    Option("weight-power", "ECSQ distortion weight (1 + |x| / mean|x|) ** p; p > 0 protects large activations", float, 0.0),
+    Option("clip", "clip range rule: percentile, mse (optimal for N uniform levels) or search (tail fidelity around mse)",
+           str, "search", ("percentile", "mse", "search")),
+    Option("percentile", "upper percentile of the percentile rule (the lower one is 100 minus it)", float, 99.99),
+    Option("symmetric", "search only ranges [-c, c] (an exact zero level for odd N)", flag=True, default=False),
+    Option("coder", "entropy coder written into the profile; auto picks the measured best for the tensor kind",
+           str, "auto", _CODERS),
+    Option("intra-period", "frames between intra frames when streaming with temporal contexts", int, 30),
+    Option("max-images", "use at most this many calibration images", int, None),
+    Option("output", "profile file to write (default: <model>-cut<cut>.json)", str, None),
+    Option("progress", "show progress bars", flag=True, default=True),
+]
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from splitinfer.codec import CodecProfile, Coder, default_coder, encode
+    from splitinfer.dnn import load_model
+    from splitinfer.dnn.calibration import check_profile_matches, choose_quantizer, collect_calibration
+
+    if not args.data:
+        raise ConfigError("calibrate needs --data: a folder of calibration images (never the evaluation set), "
+                          "e.g. ../shared/data/coco-mini/calib2017.")
+    if args.levels is None or not 2 <= args.levels <= 256:
+        raise ConfigError(f"--levels must be in 2..256, got {args.levels}.")
+    if args.intra_period < 1:
+        raise ConfigError(f"--intra-period must be >= 1, got {args.intra_period}.")
+    model = load_model(args.model, weights=args.weights)
+    cut = args.cut or model.default_cut
+    calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
+    choice = choose_quantizer(
+        model, calibration, levels=args.levels, kind=args.quantizer, lam=args.lam, weight_power=args.weight_power,
+        clip=args.clip, percentile=args.percentile, symmetric=args.symmetric,
+    )
+    coder = default_coder(choice.quantizer) if args.coder == "auto" else Coder[args.coder.upper().replace("-", "_")]
+    sizes = [sum(encode(t[0], choice.quantizer, coder=coder).nbytes for t in kept.tensors.values())
+             for kept in calibration.kept]
+    figures = dict(choice.figures)
+    figures["quantizer"] = {"kind": args.quantizer, "levels": args.levels, "lam": args.lam,
+                            "weight_power": args.weight_power}
+    if sizes:
+        elements = sum(int(np.prod(s.shape)) for s in calibration.samples.values())
+        figures["bytes_per_frame"] = float(np.mean(sizes))
+        figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
+    profile = CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
+                           intra_period=args.intra_period, figures=figures)
+    check_profile_matches(profile, model.name, calibration.cut)
+    output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
+    profile.save(output)
+    q = choice.quantizer
+    print(f"{model.name} cut {calibration.cut}: {q.levels} {args.quantizer} levels over [{q.clip_min:.4g}, "
+          f"{q.clip_max:.4g}] ({figures['clip_method']}), coder {coder.name}")
+    if sizes:
+        print(f"calibration set ({len(calibration.files)} images): {figures['bytes_per_frame']:.0f} bytes/frame, "
+              f"{figures['bits_per_element']:.3f} bits/element, {figures.get('changes_per_image', float('nan')):.3f} "
+              "detections lost+added per image against the uncompressed model")
+    print(f"wrote {output}")
+    return 0
