@@ -84,3 +84,22 @@ def test_tail_rejects_missing_or_misshapen_tensors(fastest_xl):
 def test_head_rejects_an_input_of_the_wrong_size(fastest_xl):
     with pytest.raises(ModelError, match="preprocess"):
         fastest_xl.split("22").head(torch.zeros(1, 3, 416, 416))
+
+
+def test_postprocess_rejects_bad_thresholds_and_batches(fastest_xl):
+    x, info = fastest_xl.preprocess(_image())
+    outputs = fastest_xl(x)
+    with pytest.raises(ModelError, match="score_threshold"):
+        fastest_xl.postprocess(outputs, info, score_threshold=1.5)
+    with pytest.raises(ModelError, match="batch 1"):
+        fastest_xl.postprocess(fastest_xl(torch.cat([x, x])), info)
+    with pytest.raises(ModelError, match="expected 2 YOLO output maps"):
+        fastest_xl.postprocess(outputs[:1], info)
+
+
+def test_lower_threshold_only_adds_detections(fastest_xl):
+    x, info = fastest_xl.preprocess(_image())
+    outputs = fastest_xl(x)
+    live = fastest_xl.postprocess(outputs, info)
+    low = fastest_xl.postprocess(outputs, info, score_threshold=0.005)
+    assert set(live) <= set(low) and len(low) > len(live)
