@@ -120,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
     profile, codec_name = _profile(args)
     model = load_model(args.model, weights=args.weights)
+    if profile is not None:
+        from splitinfer.dnn.calibration import check_profile_matches
+
+        check_profile_matches(profile, model.name, model.split(args.cut or model.default_cut).cut)
     if (data / "labels.csv").is_file():
         report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name, limit=args.limit)
     else:

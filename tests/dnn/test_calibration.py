@@ -126,3 +126,12 @@ def test_a_malformed_profile_file_is_refused(tmp_path):
     path.write_text(json.dumps({"id": "splitinfer.codec-profile/1", "quantizer": {"kind": "UNIFORM"}}))
     with pytest.raises(CodecError, match="quantizer"):
         CodecProfile.load(path)
+
+
+def test_eval_refuses_a_profile_made_for_another_cut(tmp_path, capsys):
+    path = tmp_path / "cut80.json"
+    CodecProfile(Quantizer.uniform(-8.0, 8.0, 7), model=MODEL, cut="80").save(path)
+    code = main(["eval", str(shared_path("coco-mini", "val2017")), "--model", MODEL, "--cut", "60", "--codec", str(path),
+                 "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--limit", "1"])
+    assert code == 2
+    assert "calibrated for cut '80' but is used with cut '60'" in capsys.readouterr().err
