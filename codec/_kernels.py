@@ -116,17 +116,28 @@ def _start_decoder(data):
     return code, 4
 
 
-# Truncated unary: level k -> k one-bins then a zero-bin (none after the largest level). The context of
-# bin b is b * stride + w_left * (left > b) + w_above * (above > b) + w_ref * cmp(ref, b), where
-# cmp is 0, 1, 2 for ref < b, ref == b, ref > b. Neighbours outside the plane count as level 0.
-#   BIN_CONTEXTS:        stride 1, weights 0, 0, 0
-#   NEIGHBOUR_CONTEXTS:  stride 3, weights 1, 1, 0
-#   TEMPORAL_CONTEXTS:   stride 3, weights 0, 0, 1 (on the shared video the spatial neighbours add nothing
-#                        once the reference is known; fewer contexts adapt faster on small planes)
+# Truncated unary: level k -> k one-bins then a zero-bin (none after the largest level). Bin b's context:
+#   BIN_CONTEXTS:        b
+#   NEIGHBOUR_CONTEXTS:  3b + (left > b) + (above > b)         neighbours outside the plane count as 0
+#   TEMPORAL_CONTEXTS:   3b + cmp(ref, b), cmp = 0, 1, 2 for ref < b, ref == b, ref > b, where ref is the
+#                        co-located level of the previous frame (on the shared video the spatial
+#                        neighbours add nothing once it is known; fewer contexts adapt faster)
+# The kernels take `neighbours` (None or any int) and `reference` (None or an array): numba compiles one
+# specialisation per combination and prunes the branches on None, so each coder gets a tight loop.
+
+
+@njit(cache=True, inline="always")
+def _tu_context(b, left, above, ref, neighbours, reference):
+    if neighbours is not None:
+        return 3 * b + (left > b) + (above > b)
+    if reference is not None:
+        return 3 * b + (ref >= b) + (ref > b)
+    return b
 
 
 @njit(cache=True, nogil=True)
-def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference, out, cost_table):
+def _encode_tu(levels, planes, height, width, n_levels, neighbours, reference, out, cost_table):
+    stride = 1 if neighbours is None and reference is None else 3
     probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
     cost = 0.0
     low = 0
@@ -141,26 +152,27 @@ def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above,
         base = p * plane_size
         for y in range(height):
             row = base + y * width
+            left = 0
             for x in range(width):
                 i = row + x
                 if pos + pending + room > out.size:
                     return -1, cost
                 k = levels[i]
-                left = levels[i - 1] if x > 0 else 0
-                above = levels[i - width] if y > 0 else 0
-                ref = reference[i] if w_ref != 0 else 0
+                above = 0
+                if neighbours is not None and y > 0:
+                    above = levels[i - width]
+                ref = 0
+                if reference is not None:
+                    ref = reference[i]
                 for b in range(last):
                     bit = 1 if k > b else 0
-                    ctx = b * stride
-                    if w_left != 0:
-                        ctx += w_left * (left > b) + w_above * (above > b)
-                    if w_ref != 0:
-                        ctx += w_ref * ((ref >= b) + (ref > b))
+                    ctx = _tu_context(b, left, above, ref, neighbours, reference)
                     if cost_table is not None:
                         cost += _bin_cost(bit, probs, ctx, cost_table)
                     low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
                     if bit == 0:
                         break
+                left = k
     if pos + pending + 8 > out.size:
         return -1, cost
     pos = _flush(low, cache, pending, out, pos)
@@ -168,7 +180,8 @@ def _encode_tu(levels, planes, height, width, n_levels, stride, w_left, w_above,
 
 
 @njit(cache=True, nogil=True)
-def _decode_tu(data, planes, height, width, n_levels, stride, w_left, w_above, w_ref, reference):
+def _decode_tu(data, planes, height, width, n_levels, neighbours, reference):
+    stride = 1 if neighbours is None and reference is None else 3
     levels = np.empty(planes * height * width, np.uint8)
     probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
     rng = MASK32
@@ -179,23 +192,24 @@ def _decode_tu(data, planes, height, width, n_levels, stride, w_left, w_above, w
         base = p * plane_size
         for y in range(height):
             row = base + y * width
+            left = 0
             for x in range(width):
                 i = row + x
-                left = levels[i - 1] if x > 0 else 0
-                above = levels[i - width] if y > 0 else 0
-                ref = reference[i] if w_ref != 0 else 0
+                above = 0
+                if neighbours is not None and y > 0:
+                    above = levels[i - width]
+                ref = 0
+                if reference is not None:
+                    ref = reference[i]
                 k = 0
                 for b in range(last):
-                    ctx = b * stride
-                    if w_left != 0:
-                        ctx += w_left * (left > b) + w_above * (above > b)
-                    if w_ref != 0:
-                        ctx += w_ref * ((ref >= b) + (ref > b))
+                    ctx = _tu_context(b, left, above, ref, neighbours, reference)
                     bit, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
                     if bit == 0:
                         break
                     k += 1
                 levels[i] = k
+                left = k
     return levels, pos, code < rng
 
 
@@ -230,12 +244,12 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_tabl
         base = p * plane_size
         for y in range(height):
             row = base + y * width
+            left = mode
             for x in range(width):
                 i = row + x
                 if pos + pending + room > out.size:
                     return -1, cost
                 k = np.int64(levels[i])
-                left = np.int64(levels[i - 1]) if x > 0 else mode
                 above = np.int64(levels[i - width]) if y > 0 else mode
                 off = 1 if k != mode else 0
                 ctx = (left != mode) + (above != mode)
@@ -243,6 +257,7 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_tabl
                     cost += _bin_cost(off, probs, ctx, cost_table)
                 low, rng, cache, pending, pos = _encode_bin(off, probs, ctx, low, rng, cache, pending, out, pos)
                 if off == 0:
+                    left = k
                     continue
                 up = 1 if k > mode else 0
                 if both_sides:
@@ -263,6 +278,7 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_tabl
                     low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
                     if bit == 0:
                         break
+                left = k
     if pos + pending + 8 > out.size:
         return -1, cost
     pos = _flush(low, cache, pending, out, pos)
@@ -282,14 +298,15 @@ def _decode_signed(data, planes, height, width, n_levels, mode):
         base = p * plane_size
         for y in range(height):
             row = base + y * width
+            left = mode
             for x in range(width):
                 i = row + x
-                left = np.int64(levels[i - 1]) if x > 0 else mode
                 above = np.int64(levels[i - width]) if y > 0 else mode
                 ctx = (left != mode) + (above != mode)
                 off, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
                 if off == 0:
                     levels[i] = mode
+                    left = mode
                     continue
                 if both_sides:
                     ctx = 3 + 3 * _cmp3(left, mode) + _cmp3(above, mode)
@@ -307,7 +324,8 @@ def _decode_signed(data, planes, height, width, n_levels, mode):
                     if bit == 0:
                         break
                     magnitude += 1
-                levels[i] = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
+                left = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
+                levels[i] = left
     return levels, pos, code < rng
 
 
@@ -338,3 +356,11 @@ def _quantize(values, thresholds, out):
             out[i] = lo
             nan |= v != v
     return nan
+
+
+@njit(cache=True, nogil=True)
+def _histogram(levels, n_levels):
+    counts = np.zeros(max(n_levels, 256), np.int64)
+    for i in range(levels.size):
+        counts[levels[i]] += 1
+    return counts[:n_levels]

@@ -39,12 +39,6 @@ class Coder(enum.IntEnum):
     TEMPORAL_CONTEXTS = 4
 
 
-# Truncated-unary coders: (contexts per bin, weight of left, weight of above, weight of reference).
-_TU_MODELS = {
-    Coder.BIN_CONTEXTS: (1, 0, 0, 0),
-    Coder.NEIGHBOUR_CONTEXTS: (3, 1, 1, 0),
-    Coder.TEMPORAL_CONTEXTS: (3, 0, 0, 1),
-}
 
 
 @dataclass(frozen=True)
@@ -140,6 +134,15 @@ def _as_levels(indices: np.ndarray, levels: int, what: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.uint8).reshape(-1)
 
 
+def _tu_model(coder: Coder, ref: np.ndarray) -> tuple[int | None, np.ndarray | None]:
+    """The (neighbours, reference) arguments that select a truncated-unary kernel's context model."""
+    if coder is Coder.NEIGHBOUR_CONTEXTS:
+        return 1, None
+    if coder is Coder.TEMPORAL_CONTEXTS:
+        return None, ref
+    return None, None
+
+
 def _reference_for(coder: Coder, reference: np.ndarray | None, shape: tuple[int, ...], levels: int) -> np.ndarray:
     if coder is not Coder.TEMPORAL_CONTEXTS:
         if reference is not None:
@@ -157,10 +160,10 @@ def _reference_for(coder: Coder, reference: np.ndarray | None, shape: tuple[int,
 
 def most_probable_level(indices: np.ndarray, levels: int) -> int:
     """The most frequent level (the lowest on ties): the pivot of the signed binarization."""
-    flat = np.asarray(indices).reshape(-1)
+    flat = np.ravel(np.asarray(indices, dtype=np.uint8))
     if flat.size == 0:
         return 0
-    return int(np.argmax(np.bincount(flat, minlength=levels)))
+    return int(np.argmax(_kernels._histogram(flat, levels)))
 
 
 def _bin_bound(flat: np.ndarray, levels: int, coder: Coder, mode: int) -> int:
@@ -182,9 +185,8 @@ def _run_encoder(flat: np.ndarray, shape: tuple[int, ...], levels: int, coder: C
         if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
             size, cost = _kernels._encode_signed(flat, planes, height, width, levels, mode, out, cost_table)
         else:
-            stride, w_left, w_above, w_ref = _TU_MODELS[coder]
-            size, cost = _kernels._encode_tu(flat, planes, height, width, levels, stride, w_left, w_above, w_ref,
-                                             ref, out, cost_table)
+            size, cost = _kernels._encode_tu(flat, planes, height, width, levels, *_tu_model(coder, ref), out,
+                                             cost_table)
         if size >= 0:
             header = bytes([mode]) if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else b""
             return header + out[1:size].tobytes(), cost
@@ -249,9 +251,7 @@ def decode_indices(payload: bytes, shape: tuple[int, ...], levels: int, coder: C
         flat, consumed, in_range = _kernels._decode_signed(data[1:], planes, height, width, levels, mode)
         consumed += 1
     else:
-        stride, w_left, w_above, w_ref = _TU_MODELS[coder]
-        flat, consumed, in_range = _kernels._decode_tu(data, planes, height, width, levels, stride, w_left,
-                                                        w_above, w_ref, ref)
+        flat, consumed, in_range = _kernels._decode_tu(data, planes, height, width, levels, *_tu_model(coder, ref))
     if consumed > data.size:
         raise CodecError(f"the payload ended {consumed - data.size} byte(s) early: it is truncated or corrupted.")
     if consumed < data.size or not in_range:
