@@ -3,7 +3,7 @@
 For Yolo-Fastest-1.1-XL at several cuts (COCO-mini val: AP50 and its paired jackknife standard error,
 detections lost/added against the unsplit model), on the shared video (lost/added against the unsplit
 model; intra, temporal contexts, HEVC intra and low-delay inter) and for EfficientNet-Lite0 at two cuts
-(ImageNet sample: top-1). Every rate is the size of real coded bytes; encode/decode time per frame is
+(ImageNet sample: top-1, paired difference and its standard error). Every rate is the size of real coded bytes; encode/decode time per frame is
 measured for each codec. Clip ranges and quantizers are designed on coco-mini/calib2017 (never the
 evaluation images). Results go to a JSON file; `--report` turns it into plots and tables.
 
@@ -211,7 +211,7 @@ class Evaluator:
 
 
 def calibration_histogram(model, cut: str, max_images: int | None = None):
-    """The value histogram of the tensor at `cut` over coco-mini/calib2017 (or the ImageNet sample's first half)."""
+    """The value histogram of the tensor at `cut` over coco-mini/calib2017 (for every model)."""
     from splitinfer.codec.clip_range import ValueHistogram
     from splitinfer.dnn.calibration import collect_calibration
 
@@ -472,7 +472,7 @@ def study_classification(points, out, args) -> None:
     import csv
 
     from splitinfer.codec import Coder
-    from splitinfer.codec.clip_range import ValueHistogram, mse_optimal_range
+    from splitinfer.codec.clip_range import mse_optimal_range
     from splitinfer.dnn import load_model
     from splitinfer.dnn.eval_images import iter_folder
 
@@ -480,17 +480,14 @@ def study_classification(points, out, args) -> None:
     folder = DATA / "imagenet-sample"
     with (folder / "labels.csv").open(newline="") as stream:
         labels = {row["file"]: int(row["class_index"]) for row in csv.DictReader(stream)}
-    names = sorted(labels)
-    # Calibrate on the even-numbered images, evaluate on the odd-numbered ones: never the same pictures.
-    calib = Evaluator(model, list(iter_folder(folder, names[0::2])), labels=labels)
-    evaluator = Evaluator(model, list(iter_folder(folder, names[1::2])), labels=labels)
+    evaluator = Evaluator(model, list(iter_folder(folder, sorted(labels))), labels=labels)
     print(f"{EFFNET}: {len(evaluator.samples)} eval images, top-1 {evaluator.reference_top1:.3f}", flush=True)
     coders = [Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS]
     for quality in args.jpeg:
         points.append(jpeg(evaluator, quality, "classification"))
         _log(points, out)
     for cut in args.effnet_cuts:
-        hist = ValueHistogram.of(np.concatenate([next(iter(t.values())).ravel() for t in calib.heads(cut)]))
+        hist, _ = calibration_histogram(model, cut)  # coco-mini/calib2017: natural images, never evaluated on
         for setting, quantizer, _ in _uniform_grid(hist, args.effnet_levels, args.scales, symmetric=True):
             points += ours(evaluator, cut, quantizer, coders, "ours-uniform", setting, "classification")
             _log(points, out)

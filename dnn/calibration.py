@@ -8,6 +8,7 @@ Memory is bounded by `sample_size` and `keep_images`, never by the folder's size
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -210,9 +211,20 @@ def choose_quantizer(
     clip: str = "search",
     percentile: float = 99.99,
     symmetric: bool = False,
+    scale: float = 1.0,
 ) -> QuantizerChoice:
-    """Clip range + quantizer for a single-tensor cut, by percentile, MSE or fidelity (tail) search."""
-    from splitinfer.codec.clip_range import ValueHistogram, mse_optimal_range, percentile_range, scaled_candidates, search_range
+    """Clip range + quantizer for a single-tensor cut, by percentile, MSE or fidelity (tail) search.
+
+    `scale` stretches the percentile or MSE-optimal range (the search then centres on the stretched one).
+    """
+    from splitinfer.codec.clip_range import (
+        ClipRange,
+        ValueHistogram,
+        mse_optimal_range,
+        percentile_range,
+        scaled_candidates,
+        search_range,
+    )
 
     if len(calibration.samples) != 1:
         names = ", ".join(calibration.samples)
@@ -226,6 +238,10 @@ def choose_quantizer(
         chosen = percentile_range(hist, 100.0 - percentile, percentile)
     else:
         chosen = mse_optimal_range(hist, levels, symmetric=symmetric)
+    if not (math.isfinite(scale) and scale > 0):
+        raise ModelError(f"the clip-range scale must be a positive number, got {scale}.")
+    if scale != 1.0:
+        chosen = ClipRange(chosen.clip_min * scale, chosen.clip_max * scale, f"{chosen.method} x {scale:g}")
     figures: dict[str, Any] = {"calibration_images": len(calibration.files), "clip_method": chosen.method}
 
     def design(lo: float, hi: float):

@@ -26,6 +26,8 @@ OPTIONS = [
     Option("clip", "clip range rule: percentile, mse (optimal for N uniform levels) or search (tail fidelity around mse)",
            str, "search", ("percentile", "mse", "search")),
     Option("percentile", "upper percentile of the percentile rule (the lower one is 100 minus it)", float, 99.99),
+    Option("clip-scale", "stretch the percentile or MSE-optimal range by this factor (study: 1.5-2 keeps accuracy)",
+           float, 1.0),
     Option("symmetric", "search only ranges [-c, c] (an exact zero level for odd N)", flag=True, default=False),
     Option("coder", "entropy coder written into the profile; auto picks the measured best for the tensor kind",
            str, "auto", _CODERS),
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
     choice = choose_quantizer(
         model, calibration, levels=args.levels, kind=args.quantizer, lam=args.lam, weight_power=args.weight_power,
-        clip=args.clip, percentile=args.percentile, symmetric=args.symmetric,
+        clip=args.clip, percentile=args.percentile, symmetric=args.symmetric, scale=args.clip_scale,
     )
     coder = default_coder(choice.quantizer) if args.coder == "auto" else Coder[args.coder.upper().replace("-", "_")]
     sizes = [sum(encode(t[0], choice.quantizer, coder=coder).nbytes for t in kept.tensors.values())

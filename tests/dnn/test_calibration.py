@@ -58,6 +58,8 @@ def test_mse_rule_uses_the_mse_optimal_range_of_the_sample(model, calibration):
     assert 0.0 in quantizer.reconstruction  # odd N over a symmetric range keeps an exact zero
     assert choice.figures["changes_per_image"] >= 0.0
     assert abs(sum(choice.figures["level_probabilities"]) - 1.0) < 1e-3
+    wider = choose_quantizer(model, calibration, levels=7, clip="mse", symmetric=True, scale=1.5).quantizer
+    assert wider.clip_max == pytest.approx(1.5 * quantizer.clip_max, rel=1e-6)
 
 
 def test_fidelity_search_keeps_the_candidate_with_the_fewest_changes(model, calibration):
@@ -91,6 +93,8 @@ def test_bad_calibration_input_gets_a_clear_error(model, calibration, tmp_path):
         collect_calibration(model, "999", shared_path("coco-mini", "calib2017"), progress=False)
     with pytest.raises(ModelError, match="unknown clip method"):
         choose_quantizer(model, calibration, levels=5, clip="guess")
+    with pytest.raises(ModelError, match="scale must be a positive number"):
+        choose_quantizer(model, calibration, levels=5, clip="mse", scale=0.0)
     with pytest.raises(ModelError, match="unknown quantizer kind"):
         choose_quantizer(model, calibration, levels=5, kind="vector", clip="mse")
 
