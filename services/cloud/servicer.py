@@ -221,6 +221,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                     "digits and ._:@/- starting with a letter or digit.")
         with self.hub.subscribe(request.stream_ids) as subscription:
             self.metrics.subscribers.set(len(self.hub))
+            # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
+            await context.send_initial_metadata(())
             try:
                 while True:
                     item = await subscription.next()

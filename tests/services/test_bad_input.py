@@ -1,0 +1,300 @@
+"""Bad input on the wire gets the documented status, and the server keeps serving the other streams.
+
+Frame-level problems come back in-band (one result per frame, FrameError.code) and the stream goes on;
+stream-level problems end the call with a status (see splitinfer.services.cloud.servicer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from splitinfer.services.channel_options import channel_options
+from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+from tests.services.conftest import MODEL, encoded_frames, run, running_cloud
+
+INVALID_ARGUMENT, FAILED_PRECONDITION = 3, 9
+
+
+@pytest.fixture(scope="module")
+def frames(model, video) -> list:
+    return encoded_frames(model, video, 3)
+
+
+def start(stream_id: str = "cam-1", model: str = MODEL, cut: str = "22") -> inference_pb2.InferRequest:
+    return inference_pb2.InferRequest(start=inference_pb2.StreamStart(stream_id=stream_id, model=model, cut=cut))
+
+
+def frame_request(frame, frame_id: int) -> inference_pb2.InferRequest:
+    message = inference_pb2.FeatureFrame()
+    message.CopyFrom(frame)
+    message.frame_id = frame_id
+    return inference_pb2.InferRequest(frame=message)
+
+
+class Stream:
+    """A raw Infer call: write requests, read responses, each read bounded by a timeout."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call = inference_pb2_grpc.InferenceServiceStub(channel).Infer()
+
+    async def send(self, request: inference_pb2.InferRequest) -> None:
+        await self.call.write(request)
+
+    async def receive(self) -> inference_pb2.InferResponse:
+        return await asyncio.wait_for(self.call.read(), 30)
+
+    async def open(self, **kwargs) -> inference_pb2.StreamAccepted:
+        await self.send(start(**kwargs))
+        response = await self.receive()
+        assert response.WhichOneof("kind") == "accepted"
+        return response.accepted
+
+    async def status(self) -> tuple[grpc.StatusCode, str]:
+        """Read until the call ends; its status code and details."""
+        try:
+            while await self.receive() is not grpc.aio.EOF:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc.code(), exc.details()
+        return await self.call.code(), await self.call.details()
+
+
+async def with_stream(engine, scenario, **cloud_config):
+    async with running_cloud(engine, **cloud_config) as server:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+            return await scenario(channel, server)
+
+
+def test_unknown_model_is_refused_before_any_frame(engine) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.send(start(model="resnet-9000"))
+        return await stream.status()
+
+    code, details = run(with_stream(engine, scenario))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "resnet-9000" in details and MODEL in details
+
+
+def test_unknown_cut_is_refused_before_any_frame(engine) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.send(start(cut="layer9999"))
+        return await stream.status()
+
+    code, details = run(with_stream(engine, scenario))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "cut" in details
+
+
+def test_a_frame_before_the_start_message_is_refused(engine, frames) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.send(frame_request(frames[0], 0))
+        return await stream.status()
+
+    code, details = run(with_stream(engine, scenario))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION and "StreamStart" in details
+
+
+@pytest.mark.parametrize("stream_id", ["", " spaces ", "x" * 200, "-starts-with-dash"])
+def test_a_malformed_stream_id_is_refused(engine, stream_id) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.send(start(stream_id=stream_id))
+        return await stream.status()
+
+    code, _ = run(with_stream(engine, scenario))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_second_start_message_ends_the_call(engine, frames) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.open()
+        await stream.send(frame_request(frames[0], 0))
+        first = await stream.receive()
+        await stream.send(start())
+        return first, await stream.status()
+
+    first, (code, details) = run(with_stream(engine, scenario))
+    assert first.result.frame_id == 0 and not first.result.HasField("error")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "StreamStart" in details
+
+
+def _corrupt_crc(frame):
+    frame.tensors[0].payload_crc32 ^= 0xFFFF
+
+
+def _garbage_payload(frame):
+    payload = bytes(range(256)) * 8
+    frame.tensors[0].payload = payload
+    frame.tensors[0].payload_crc32 = zlib.crc32(payload)
+
+
+def _forged_shape(frame):
+    frame.tensors[0].shape[:] = [1, 64, 80, 81]
+
+
+def _huge_shape(frame):
+    frame.tensors[0].shape[:] = [1, 64000, 8000, 8000]
+
+
+def _missing_tensor(frame):
+    del frame.tensors[:]
+
+
+def _renamed_tensor(frame):
+    frame.tensors[0].name = "layer21"
+
+
+def _bad_levels(frame):
+    frame.tensors[0].quantizer.levels = 300
+
+
+def _unknown_coder(frame):
+    frame.tensors[0].coder = 77
+
+
+def _zero_image_size(frame):
+    frame.capture.image_width = 0
+
+
+def _missing_reference(frame):
+    frame.reference_frame_id = 12345
+
+
+BAD_FRAMES = {
+    "corrupt CRC": (_corrupt_crc, INVALID_ARGUMENT, "CRC"),
+    "forged shape": (_forged_shape, INVALID_ARGUMENT, "shape"),
+    "huge shape": (_huge_shape, INVALID_ARGUMENT, "shape"),
+    "missing tensor": (_missing_tensor, INVALID_ARGUMENT, "layer22"),
+    "renamed tensor": (_renamed_tensor, INVALID_ARGUMENT, "layer22"),
+    "bad level count": (_bad_levels, INVALID_ARGUMENT, "levels"),
+    "unknown coder": (_unknown_coder, INVALID_ARGUMENT, "coder"),
+    "zero image size": (_zero_image_size, INVALID_ARGUMENT, "image_width"),
+    "missing reference": (_missing_reference, FAILED_PRECONDITION, "intra"),
+}
+
+
+def test_each_bad_frame_gets_an_in_band_error_and_the_stream_goes_on(engine, frames) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.open()
+        answers = []
+        frame_id = 0
+        for mutate, _, _ in BAD_FRAMES.values():
+            bad = inference_pb2.FeatureFrame()
+            bad.CopyFrom(frames[0])
+            mutate(bad)
+            await stream.send(frame_request(bad, frame_id))
+            answers.append((await stream.receive()).result)
+            await stream.send(frame_request(frames[1], frame_id + 1))
+            answers.append((await stream.receive()).result)
+            frame_id += 2
+        await stream.call.done_writing()
+        return answers, await stream.status()
+
+    answers, (code, _) = run(with_stream(engine, scenario))
+    assert code == grpc.StatusCode.OK
+    assert [a.frame_id for a in answers] == list(range(2 * len(BAD_FRAMES)))
+    for (name, (_, expected_code, hint)), bad, good in zip(BAD_FRAMES.items(), answers[::2], answers[1::2]):
+        assert bad.HasField("error"), name
+        assert bad.error.code == expected_code, (name, bad.error)
+        assert hint.lower() in bad.error.message.lower(), (name, bad.error.message)
+        assert bad.error.intra_frame_requested == (name == "missing reference")
+        assert not good.HasField("error"), (name, good.error)
+
+
+def test_frame_ids_must_increase_within_a_call(engine, frames) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.open()
+        results = []
+        for frame_id in (5, 5, 3, 6):
+            await stream.send(frame_request(frames[0], frame_id))
+            results.append((await stream.receive()).result)
+        return results
+
+    results = run(with_stream(engine, scenario))
+    assert [r.HasField("error") for r in results] == [False, True, True, False]
+    assert results[1].error.code == INVALID_ARGUMENT and "increase" in results[1].error.message
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutations=st.lists(st.tuples(st.integers(0, 2**20), st.binary(min_size=1, max_size=8), st.booleans()),
+                          min_size=1, max_size=6))
+def test_random_payload_damage_never_breaks_the_stream(engine, frames, mutations) -> None:
+    """Flipped payload bytes (with or without a matching CRC): one answer per frame, stream stays usable."""
+
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        await stream.open()
+        answers = []
+        for frame_id, (offset, patch, fix_crc) in enumerate(mutations):
+            bad = inference_pb2.FeatureFrame()
+            bad.CopyFrom(frames[0])
+            tensor = bad.tensors[0]
+            payload = bytearray(tensor.payload)
+            position = offset % len(payload)
+            payload[position:position + len(patch)] = patch
+            tensor.payload = bytes(payload)
+            if fix_crc:
+                tensor.payload_crc32 = zlib.crc32(tensor.payload)
+            await stream.send(frame_request(bad, frame_id))
+            answers.append((await stream.receive()).result)
+        await stream.send(frame_request(frames[1], len(mutations)))
+        answers.append((await stream.receive()).result)
+        return answers
+
+    answers = run(with_stream(engine, scenario))
+    assert [a.frame_id for a in answers] == list(range(len(mutations) + 1))
+    for answer in answers[:-1]:
+        assert not answer.HasField("error") or answer.error.code == INVALID_ARGUMENT
+    assert not answers[-1].HasField("error")
+
+
+def test_an_oversized_message_ends_only_its_own_stream(engine, frames) -> None:
+    async def scenario(channel, server):
+        healthy, oversized = Stream(channel), Stream(channel)
+        await healthy.open(stream_id="healthy")
+        await oversized.open(stream_id="oversized")
+        big = inference_pb2.FeatureFrame()
+        big.CopyFrom(frames[0])
+        big.tensors[0].payload = b"\0" * (2 * 1024 * 1024)
+        await oversized.send(frame_request(big, 0))
+        status = await oversized.status()
+        await healthy.send(frame_request(frames[0], 0))
+        answer = await healthy.receive()
+        return status, answer
+
+    (code, _), answer = run(with_stream(engine, scenario, max_message_bytes=1024 * 1024))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert answer.result.frame_id == 0 and not answer.result.HasField("error")
+
+
+def test_streams_beyond_max_streams_are_refused(engine) -> None:
+    async def scenario(channel, server):
+        first, second = Stream(channel), Stream(channel)
+        await first.open(stream_id="one")
+        await second.send(start(stream_id="two"))
+        return await second.status()
+
+    code, details = run(with_stream(engine, scenario, max_streams=1))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams" in details
+
+
+def test_subscribe_with_a_malformed_stream_id_is_refused(engine) -> None:
+    async def scenario(channel, server):
+        call = inference_pb2_grpc.InferenceServiceStub(channel).Subscribe(
+            inference_pb2.SubscribeRequest(stream_ids=["bad id with spaces"]))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await asyncio.wait_for(call.read(), 30)
+        return caught.value.code()
+
+    assert run(with_stream(engine, scenario)) == grpc.StatusCode.INVALID_ARGUMENT

@@ -1,0 +1,187 @@
+"""The cloud's service surface: health, reflection, metrics, subscriber fan-out, stream ownership, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from splitinfer.services.channel_options import channel_options
+from splitinfer.services.cloud.server import CloudConfig, CloudServer
+from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+from tests.services.conftest import MODEL, encoded_frames, run, running_cloud
+from tests.services.test_bad_input import Stream, frame_request
+
+import pytest
+
+SERVICE = "splitinfer.v1.InferenceService"
+
+
+@pytest.fixture(scope="module")
+def frames(model, video) -> list:
+    return encoded_frames(model, video, 6)
+
+
+async def health_status(channel, service: str) -> str:
+    response = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                               timeout=10)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+def test_health_is_not_serving_until_the_model_is_loaded(weights_dir) -> None:
+    async def scenario():
+        server = CloudServer(CloudConfig(model=MODEL, weights=str(weights_dir), host="127.0.0.1", port=0,
+                                         metrics_port=-1))
+        starting = asyncio.create_task(server.start())
+        while not server.port:
+            await asyncio.sleep(0.01)
+        seen = []
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+            while not starting.done():
+                seen.append(await health_status(channel, SERVICE))
+                if seen[-1] == "NOT_SERVING" and len(seen) == 1:
+                    stream = Stream(channel)
+                    await stream.send(inference_pb2.InferRequest(start=inference_pb2.StreamStart(
+                        stream_id="early", model=MODEL, cut="22")))
+                    early = await stream.status()
+                await asyncio.sleep(0.05)
+            await starting
+            after = [await health_status(channel, name) for name in ("", SERVICE)]
+        await server.stop(grace=0)
+        return seen, early, after
+
+    seen, early, after = run(scenario())
+    assert seen and set(seen) == {"NOT_SERVING"}
+    assert early[0] == grpc.StatusCode.UNAVAILABLE and "loading" in early[1]
+    assert after == ["SERVING", "SERVING"]
+
+
+def test_reflection_lists_the_services(engine) -> None:
+    async def scenario():
+        async with running_cloud(engine) as server:
+            loop = asyncio.get_running_loop()
+
+            def services() -> list[str]:
+                with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                    return ProtoReflectionDescriptorDatabase(channel).get_services()
+
+            return await loop.run_in_executor(None, services)
+
+    assert {SERVICE, "grpc.health.v1.Health"} <= set(run(scenario()))
+
+
+def test_metrics_count_frames_bytes_and_streams(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine, metrics_port=0, metrics_host="127.0.0.1") as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                stream = Stream(channel)
+                await stream.open()
+                for frame_id in range(3):
+                    await stream.send(frame_request(frames[frame_id], frame_id))
+                    await stream.receive()
+                loop = asyncio.get_running_loop()
+                url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+                text = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url, timeout=10).read())
+                return text.decode(), sum(len(t.payload) for f in frames[:3] for t in f.tensors)
+
+    text, payload = run(scenario())
+    assert f'splitinfer_frames_total{{model="{MODEL}",outcome="OK"}} 3.0' in text
+    assert f'splitinfer_payload_bytes_total{{model="{MODEL}"}} {float(payload)}' in text
+    assert "splitinfer_open_streams 1.0" in text
+    assert 'splitinfer_stage_seconds_count{stage="tail"} 3.0' in text
+    assert f'splitinfer_bits_per_element_count{{model="{MODEL}"}} 3.0' in text
+    assert "splitinfer_dropped_results_total 0.0" in text
+
+
+def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> None:
+    async def scenario():
+        dropped = []
+        hub = SubscriberHub(capacity=3, on_drop=dropped.append)
+        with hub.subscribe(["cam"]) as slow, hub.subscribe([]) as everything, hub.subscribe(["other"]) as other:
+            for frame_id in range(10):
+                hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+            received = [await slow.next() for _ in range(3)]
+            hub.close()
+            assert await slow.next() is None
+            assert await other.next() is None
+            return received, everything.dropped_total, sum(dropped)
+
+    received, everything_dropped, total_dropped = run(scenario())
+    assert [(r.frame_id, d) for r, d in received] == [(7, 7), (8, 0), (9, 0)]
+    assert everything_dropped == 7 and total_dropped == 14
+
+
+def test_a_disconnecting_client_leaves_no_task_behind(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine) as server:
+            baseline = len(asyncio.all_tasks())
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                stream = Stream(channel)
+                await stream.open()
+                for frame_id in range(4):
+                    await stream.send(frame_request(frames[frame_id], frame_id))
+                await stream.receive()
+                assert server.registry.open_streams == 1
+                stream.call.cancel()
+            for _ in range(200):
+                if server.registry.open_streams == 0 and len(asyncio.all_tasks()) <= baseline:
+                    break
+                await asyncio.sleep(0.05)
+            readers = [t for t in asyncio.all_tasks() if t.get_name().startswith("infer-reader")]
+            return server.registry.open_streams, server.servicer._active_calls, readers
+
+    open_streams, active_calls, readers = run(scenario())
+    assert open_streams == 0 and active_calls == 0 and readers == []
+
+
+def test_a_reconnect_with_the_same_stream_id_takes_the_stream_over(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                old, new = Stream(channel), Stream(channel)
+                await old.open(stream_id="cam")
+                await old.send(frame_request(frames[0], 0))
+                await old.receive()
+                await new.open(stream_id="cam")
+                old_status = await old.status()
+                await new.send(frame_request(frames[1], 1))
+                answer = await new.receive()
+                return old_status, answer, server.registry.open_streams
+
+    (code, details), answer, open_streams = run(scenario())
+    assert code == grpc.StatusCode.ABORTED and "newer connection" in details
+    assert answer.result.frame_id == 1 and not answer.result.HasField("error") and open_streams == 1
+
+
+def test_shutdown_answers_queued_frames_then_ends_streams_with_unavailable(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine, stream_queue=8) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                stream = Stream(channel)
+                await stream.open()
+                for frame_id in range(6):
+                    await stream.send(frame_request(frames[frame_id], frame_id))
+                first = await stream.receive()
+                shutdown = asyncio.create_task(server.shutdown())
+                answered = [first.result.frame_id]
+                try:
+                    while True:
+                        response = await stream.receive()
+                        if response is grpc.aio.EOF:
+                            break
+                        answered.append(response.result.frame_id)
+                except grpc.aio.AioRpcError as exc:
+                    status = exc.code()
+                await asyncio.wait_for(shutdown, 30)
+                health = server.health._server_status[SERVICE]
+                return answered, status, health
+
+    answered, status, health = run(scenario())
+    assert status == grpc.StatusCode.UNAVAILABLE
+    # Every frame was sent (and queued) before the shutdown began: all are answered.
+    assert answered == list(range(6))
+    assert health == health_pb2.HealthCheckResponse.NOT_SERVING
