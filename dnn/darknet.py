@@ -166,7 +166,11 @@ class DarknetNetwork(nn.Module):
             j: len(infos) if OUTPUT in users else max(users, default=j) for j, users in self._consumers.items()
         }
 
-    def _build_layer(self, index, section, infos, previous_shape, previous_signed, heads):
+    def _build_layer(
+        self, index: int, section: CfgSection, infos: list[LayerInfo], previous_shape: tuple[int, int, int],
+        previous_signed: bool, heads: list[YoloHead],
+    ) -> tuple[nn.Module, tuple[int, ...], tuple[int, int, int], bool]:
+        """The module of one layer, the layers it reads, its output shape and signedness."""
         kind = section.type
         shapes = [info.shape for info in infos]
 

@@ -116,3 +116,18 @@ def test_weights_of_the_wrong_size_name_the_file_and_the_counts(tmp_path, fastes
             build_darknet(cfg, path)
     with pytest.raises(WeightsError, match="cannot read the weights file"):
         load_darknet_weights(DarknetNetwork(parse_cfg(cfg)), tmp_path / "absent.weights")
+
+
+@pytest.mark.parametrize(("activation", "signed"), [
+    ("leaky", True), ("linear", True), ("mish", True), ("swish", True), ("relu", False), ("logistic", False),
+])
+def test_activations_decide_whether_a_cut_is_signed(activation, signed):
+    import torch
+
+    text = (_NET + f"[convolutional]\nbatch_normalize=1\nfilters=8\nsize=3\npad=1\nactivation={activation}\n"
+            "[maxpool]\nsize=2\nstride=2\n[dropout]\nprobability=.1\n" + _CONV + _YOLO)
+    network = DarknetNetwork(parse_cfg_text(text)).eval()
+    assert [s.signed for s in network.tensor_specs("2")] == [signed]
+    assert network.tensor_specs("2")[0].shape == (8, 16, 16)
+    sent = network.head("2", torch.randn(2, 3, 32, 32) * 5)["layer2"]
+    assert bool((sent < 0).any()) is signed
