@@ -23,10 +23,10 @@ from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 CODER_VERSION = 1
 """Bitstream version of every coder below; a decoder refuses any other."""
 
-# A payload byte holds at least 8 bits and one bin costs at least 0.0031 bits, so no valid payload
-# decodes to more than ~2561 elements per byte (+ the 4 flush bytes); 2600 leaves a margin.
+# Every element codes at least one bin and a bin costs at least 0.0031 bits, so no valid payload
+# decodes to more than ~2561 elements per byte (+ the 4 flush bytes); 2600 leaves a margin. The other
+# way, an element codes at most N - 1 bins of at most 8.9 bits: at most 9/8 (N - 1) bytes per element.
 _MAX_ELEMENTS_PER_BYTE = 2600
-# One bin costs at most 8.9 bits: a payload never exceeds 9/8 byte per bin plus the flush.
 _FLUSH_BYTES = 4
 
 
@@ -37,8 +37,6 @@ class Coder(enum.IntEnum):
     NEIGHBOUR_CONTEXTS = 2
     SIGNED_NEIGHBOUR_CONTEXTS = 3
     TEMPORAL_CONTEXTS = 4
-
-
 
 
 @dataclass(frozen=True)
