@@ -57,9 +57,14 @@ class Stream:
 
     async def status(self) -> tuple[grpc.StatusCode, str]:
         """Read until the call ends; its status code and details."""
+        return await self.status_collecting([])
+
+    async def status_collecting(self, frame_ids: list[int]) -> tuple[grpc.StatusCode, str]:
+        """Read until the call ends, appending the frame id of each result; its status code and details."""
         try:
-            while await self.receive() is not grpc.aio.EOF:
-                pass
+            while (response := await self.receive()) is not grpc.aio.EOF:
+                if response.WhichOneof("kind") == "result":
+                    frame_ids.append(response.result.frame_id)
         except grpc.aio.AioRpcError as exc:
             return exc.code(), exc.details()
         return await self.call.code(), await self.call.details()

@@ -1,0 +1,40 @@
+"""The client API: exported names, JSON-lines records and COCO results."""
+
+from __future__ import annotations
+
+import splitinfer.clients as clients
+from splitinfer.clients import COCO_CATEGORY_IDS, coco_results, result_to_dict
+from splitinfer.v1 import inference_pb2
+
+
+def test_exported_names_do_not_drift() -> None:
+    assert sorted(clients.__all__) == [
+        "COCO_CATEGORY_IDS", "ResultSubscriber", "SubscribedResult", "capture_time_iso", "check_health",
+        "coco_results", "result_to_dict", "subscribe",
+    ]
+    assert all(hasattr(clients, name) for name in clients.__all__)
+
+
+def make_result() -> inference_pb2.InferenceResult:
+    result = inference_pb2.InferenceResult(stream_id="cam", frame_id=7, model="m")
+    result.capture.capture_time.FromNanoseconds(1_700_000_000_123_456_789)
+    result.capture.image_width, result.capture.image_height = 640, 480
+    result.detections.add(x1=10, y1=20, x2=110, y2=220, class_id=0, label="person", score=0.9)
+    result.detections.add(x1=5, y1=5, x2=15, y2=25, class_id=79, label="toothbrush", score=0.3)
+    return result
+
+
+def test_result_records_carry_the_documented_fields() -> None:
+    record = result_to_dict(make_result())
+    assert record["capture_time"] == "2023-11-14T22:13:20.123456Z"
+    assert (record["width"], record["height"], record["frame_id"]) == (640, 480, 7)
+    assert record["detections"][0] == {"x1": 10, "y1": 20, "x2": 110, "y2": 220, "class_id": 0, "label": "person",
+                                       "score": 0.9}
+    assert "error" not in record
+
+
+def test_coco_results_use_coco_category_ids_and_xywh_boxes() -> None:
+    items = coco_results([make_result()])
+    assert len(COCO_CATEGORY_IDS) == 80 and COCO_CATEGORY_IDS[79] == 90
+    assert items[0] == {"image_id": 7, "category_id": 1, "bbox": [10, 20, 100, 200], "score": 0.9}
+    assert items[1]["category_id"] == 90

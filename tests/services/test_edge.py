@@ -1,0 +1,61 @@
+"""The edge's streamer: temporal coding end to end, refusals and an unreachable cloud are reported."""
+
+from __future__ import annotations
+
+import pytest
+
+from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
+from splitinfer.services.errors import CloudUnavailableError, ServiceError, StreamRejectedError
+from tests.services.conftest import MODEL, encoded_frames, free_port, run, running_cloud
+
+
+def test_temporal_coding_references_the_previous_frame_and_restarts_every_intra_period(model, video) -> None:
+    frames = encoded_frames(model, video, 7, coder="TEMPORAL_CONTEXTS", intra_period=3)
+    assert [f.reference_frame_id if f.HasField("reference_frame_id") else None for f in frames] == [
+        None, 0, 1, None, 3, 4, None]
+    assert [f.tensors[0].coder for f in frames].count(4) == 4  # ENTROPY_CODER_TEMPORAL_CONTEXTS
+
+
+def test_temporal_stream_is_answered_without_errors(engine, model, video) -> None:
+    async def scenario():
+        outcomes = []
+        async with running_cloud(engine) as server:
+            settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="temporal",
+                                    model=MODEL, frames=8, window=3, coder="TEMPORAL_CONTEXTS", intra_period=4)
+            await run_edge(settings, [outcomes.append], pipeline=build_pipeline(settings, model))
+        return outcomes
+
+    outcomes = run(scenario())
+    assert [o.result.frame_id for o in outcomes] == list(range(8))
+    assert all(not o.result.HasField("error") for o in outcomes), [o.result.error for o in outcomes]
+
+
+def test_a_cloud_that_serves_another_model_refuses_the_stream(engine, weights_dir, video) -> None:
+    async def scenario():
+        async with running_cloud(engine) as server:
+            settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="other-model",
+                                    model="yolo-fastest-1.1", weights=str(weights_dir), frames=2)
+            await run_edge(settings, [])
+
+    with pytest.raises(StreamRejectedError, match="yolo-fastest-1.1"):
+        run(scenario())
+
+
+def test_an_unreachable_cloud_is_reported_after_the_retry_budget(model, video) -> None:
+    settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{free_port()}", stream_id="lonely", model=MODEL,
+                            frames=2, give_up_after_s=1.0)
+    with pytest.raises(CloudUnavailableError, match="could not reach the cloud"):
+        run(run_edge(settings, [], pipeline=build_pipeline(settings, model)))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(clip_min=0.0), "both --clip-min and --clip-max"),
+    (dict(levels=1), "levels"),
+    (dict(coder="ZIP"), "unknown coder"),
+    (dict(profile="/nonexistent/profile.json"), "does not exist"),
+    (dict(window=0), "window"),
+])
+def test_bad_edge_settings_are_refused_with_a_hint(model, video, overrides, message) -> None:
+    settings = EdgeSettings(**{**dict(source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1"), **overrides})
+    with pytest.raises(ServiceError, match=message):
+        run(run_edge(settings, [], pipeline=build_pipeline(settings, model)))
