@@ -1,0 +1,38 @@
+"""The public names other packages code against stay put, and the codec never pulls in torch, grpc or protobuf."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import splitinfer.codec as codec
+
+PUBLIC = {
+    "CODER_VERSION", "PROFILE_ID", "CodecError", "CodecLimits", "CodecProfile", "Coder", "CompressedTensor",
+    "Quantizer", "QuantizerKind", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
+    "encode_indices", "ideal_cost_bits",
+}
+
+
+def test_exported_names_do_not_drift() -> None:
+    assert set(codec.__all__) == PUBLIC
+    assert all(hasattr(codec, name) for name in codec.__all__)
+
+
+def test_coder_values_match_the_wire_enum() -> None:
+    from splitinfer.v1 import tensor_pb2
+
+    for coder in codec.Coder:
+        assert tensor_pb2.EntropyCoder.Value(f"ENTROPY_CODER_{coder.name}") == coder.value
+    for kind in codec.QuantizerKind:
+        assert tensor_pb2.QuantizerKind.Value(f"QUANTIZER_KIND_{kind.name}") == kind.value
+
+
+def test_codec_imports_neither_torch_nor_grpc_nor_protobuf() -> None:
+    probe = (
+        "import sys, numpy as np; import splitinfer.codec as c; "
+        "q = c.Quantizer.uniform(0, 1, 4); c.decode(c.encode(np.zeros((2, 3), np.float32), q)); "
+        "print(sorted(m for m in ('torch', 'grpc', 'google.protobuf') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
