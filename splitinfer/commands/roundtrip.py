@@ -14,7 +14,15 @@ HELP = "Codec round trip on a real activation tensor: shape, coded bytes, bits p
 
 _REPO = Path(__file__).resolve().parents[2]
 _DEFAULT_ACTIVATIONS = _REPO.parent / "shared" / "data" / "activations" / "yolo-fastest-1.1-xl.npz"
-_CODERS = ("auto", "bin-contexts", "neighbour-contexts", "signed-neighbour-contexts")
+_CODERS = ("auto", "bin-contexts", "neighbour-contexts", "signed-neighbour-contexts", "temporal-contexts")
+
+
+def _coder_name(text: str) -> str:
+    """A coder name in any spelling the other commands use (NEIGHBOUR_CONTEXTS, neighbour-contexts, auto)."""
+    name = text.strip().lower().replace("_", "-")
+    if name not in _CODERS:
+        raise ValueError(f"unknown coder {text!r}; use one of {', '.join(_CODERS)}")
+    return name
 
 
 def _optional_float(text: str) -> float | None:
@@ -32,7 +40,8 @@ OPTIONS = [
     Option("clip-max", "upper clip value (default: the --clip-percentile high percentile of the tensor)",
            _optional_float, None),
     Option("clip-percentile", "percentile p: the default clip range is [p-th, (100-p)-th] percentile", float, 0.1),
-    Option("coder", "entropy coder; auto picks the measured best for the tensor kind", str, "auto", _CODERS),
+    Option("coder", "entropy coder (auto, bin-contexts, neighbour-contexts, signed-neighbour-contexts; any case, "
+           "- or _); auto picks the measured best for the tensor kind", _coder_name, "auto"),
     Option("repeat", "timed repetitions (the median is printed)", int, 5),
 ]
 
@@ -81,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}.")
+    if args.coder == "temporal-contexts":
+        raise ConfigError("--coder temporal-contexts needs the previous frame of a video; the round trip codes one "
+                          "tensor: pick an intra coder (or auto).")
     if not 0.0 <= args.clip_percentile < 50.0:
         raise ConfigError(f"--clip-percentile must be in [0, 50), got {args.clip_percentile}.")
     x, source = _load_tensor(args)
