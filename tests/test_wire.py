@@ -72,3 +72,37 @@ def test_limits_apply_on_the_wire() -> None:
         tensor_from_proto(_message(), CodecLimits(max_elements=10))
     with pytest.raises(CodecError, match="expected a splitinfer.v1.CompressedTensor"):
         tensor_from_proto(b"bytes")  # type: ignore[arg-type]
+
+
+@given(
+    shape=st.lists(st.integers(0, 2**31), max_size=5),
+    kind=st.integers(0, 4),
+    levels=st.integers(0, 300),
+    reconstruction=st.lists(st.floats(width=32), max_size=12),
+    thresholds=st.lists(st.floats(width=32), max_size=12),
+    clip=st.tuples(st.floats(width=32), st.floats(width=32)),
+    coder=st.integers(0, 6),
+    version=st.integers(0, 3),
+    payload=st.binary(max_size=40),
+    crc_ok=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_arbitrary_messages_give_a_codec_error_or_a_valid_tensor(shape, kind, levels, reconstruction, thresholds,
+                                                                   clip, coder, version, payload, crc_ok) -> None:
+    import zlib
+
+    msg = tensor_pb2.CompressedTensor(
+        name="fuzz", shape=shape, clip_min=clip[0], clip_max=clip[1],
+        quantizer=tensor_pb2.Quantizer(kind=kind, levels=levels, reconstruction=reconstruction, thresholds=thresholds),
+        coder=coder, coder_version=version, payload=payload,
+        payload_crc32=zlib.crc32(payload) if crc_ok else zlib.crc32(payload) ^ 0x5A5A,
+    )
+    try:
+        tensor = tensor_from_proto(tensor_pb2.CompressedTensor.FromString(msg.SerializeToString()))
+        values = decode(tensor, reference=np.zeros(tensor.shape, np.uint8)
+                        if tensor.coder is Coder.TEMPORAL_CONTEXTS else None)
+    except CodecError as exc:
+        assert str(exc)
+        return
+    assert values.shape == tuple(shape) and values.dtype == np.float32
+    assert np.isin(values, np.float32(tensor.quantizer.reconstruction)).all()
