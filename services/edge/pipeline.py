@@ -56,8 +56,9 @@ class QuantizerChoice:
                       clip_max: float | None = None, coder: str | None = None,
                       intra_period: int | None = None) -> QuantizerChoice:
         """--profile FILE wins; else --levels with --clip-min/--clip-max; else the fallback ranges."""
+        name = (coder or "").strip().upper().replace("-", "_")
         try:
-            chosen_coder = None if not coder else Coder[coder.upper()]
+            chosen_coder = None if name in ("", "AUTO") else Coder[name]
         except KeyError as exc:
             raise ServiceError(f"unknown coder {coder!r}: use one of {', '.join(c.name for c in Coder)}.") from exc
         if profile:
