@@ -11,6 +11,7 @@ inside each plane. A 1-D array is one row; a 0-D array is one element.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass
 
@@ -52,17 +53,12 @@ class CodecLimits:
 
 DEFAULT_LIMITS = CodecLimits()
 
-_COST_TABLE: np.ndarray | None = None
-
-
+@functools.cache
 def _cost_table() -> np.ndarray:
     """-log2(p / 2**15) for every 15-bit probability p (index 0 unused)."""
-    global _COST_TABLE
-    if _COST_TABLE is None:
-        p = np.arange(_kernels.PROB_ONE, dtype=np.float64)
-        p[0] = 1.0
-        _COST_TABLE = -np.log2(p / _kernels.PROB_ONE)
-    return _COST_TABLE
+    p = np.arange(_kernels.PROB_ONE, dtype=np.float64)
+    p[0] = 1.0
+    return -np.log2(p / _kernels.PROB_ONE)
 
 
 def as_coder(coder: object) -> Coder:
