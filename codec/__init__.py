@@ -14,7 +14,7 @@ from splitinfer.codec.entropy import (
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import PROFILE_ID, CodecProfile
 from splitinfer.codec.quantizer import Quantizer, QuantizerKind
-from splitinfer.codec.tensor import CompressedTensor, decode, decode_levels, default_coder, encode
+from splitinfer.codec.tensor import CompressedTensor, decode, decode_levels, default_coder, encode, encode_levels
 
 __all__ = [
     "CODER_VERSION",
@@ -32,5 +32,6 @@ __all__ = [
     "default_coder",
     "encode",
     "encode_indices",
+    "encode_levels",
     "ideal_cost_bits",
 ]

@@ -94,6 +94,28 @@ def encode(array: np.ndarray, quantizer: Quantizer, *, coder: Coder | None = Non
     if not isinstance(name, str):
         raise CodecError(f"name must be a string, got {type(name).__name__}.")
     levels = quantize_checked(array, quantizer, limits)
+    return _compressed(levels, quantizer, coder, name, reference)
+
+
+def encode_levels(levels: np.ndarray, quantizer: Quantizer, *, coder: Coder | None = None, name: str = "",
+                  reference: np.ndarray | None = None, limits: CodecLimits | None = None) -> CompressedTensor:
+    """Entropy-code levels already made by `quantizer.quantize` (keep them as the next frame's reference)."""
+    if not isinstance(name, str):
+        raise CodecError(f"name must be a string, got {type(name).__name__}.")
+    if not isinstance(quantizer, Quantizer):
+        raise CodecError(f"quantizer must be a splitinfer.codec.Quantizer, got {type(quantizer).__name__}.")
+    array = np.asarray(levels)
+    check_shape(array.shape, limits)
+    if array.dtype.kind not in "iub":
+        raise CodecError(f"levels must be an integer array from Quantizer.quantize, got dtype {array.dtype}.")
+    if array.size and (int(array.min()) < 0 or int(array.max()) >= quantizer.levels):
+        raise CodecError(f"levels {int(array.min())}..{int(array.max())} do not fit a {quantizer.levels}-level "
+                         "quantizer: pass the output of this quantizer's quantize().")
+    return _compressed(array.astype(np.uint8, copy=False), quantizer, coder, name, reference)
+
+
+def _compressed(levels: np.ndarray, quantizer: Quantizer, coder: Coder | None, name: str,
+                reference: np.ndarray | None) -> CompressedTensor:
     chosen = default_coder(quantizer) if coder is None else as_coder(coder)
     payload = encode_quantized(levels, quantizer.levels, chosen, reference)
     return CompressedTensor(name=name, shape=tuple(int(d) for d in levels.shape), quantizer=quantizer,

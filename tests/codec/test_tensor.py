@@ -22,6 +22,7 @@ from splitinfer.codec import (
     decode_levels,
     default_coder,
     encode,
+    encode_levels,
 )
 
 from .strategies import shapes
@@ -144,3 +145,21 @@ def test_flipped_bytes_never_decode_silently(coded: CompressedTensor, data) -> N
 def test_decoder_refuses_a_shape_above_the_limit_before_decoding(coded: CompressedTensor) -> None:
     with pytest.raises(CodecError, match="above the limit of 100"):
         decode(coded, limits=CodecLimits(max_elements=100))
+
+
+def test_encode_levels_equals_encode_and_keeps_the_reference_cheap() -> None:
+    rng = np.random.default_rng(11)
+    frames = rng.normal(size=(3, 2, 8, 8)).astype(np.float32)
+    quantizer = Quantizer.uniform(-2.0, 2.0, 5)
+    previous = None
+    for frame in frames:
+        levels = quantizer.quantize(frame)
+        coder = Coder.TEMPORAL_CONTEXTS if previous is not None else None
+        via_levels = encode_levels(levels, quantizer, coder=coder, name="f", reference=previous)
+        assert via_levels == encode(frame, quantizer, coder=coder, name="f", reference=previous)
+        np.testing.assert_array_equal(decode_levels(via_levels, reference=previous), levels)
+        previous = levels
+    with pytest.raises(CodecError, match="do not fit a 5-level"):
+        encode_levels(np.full((2, 2), 5, np.uint8), quantizer)
+    with pytest.raises(CodecError, match="integer array"):
+        encode_levels(np.zeros((2, 2), np.float32), quantizer)
