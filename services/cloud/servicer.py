@@ -2,7 +2,8 @@
 
 Per `Infer` call: the start message is checked (unknown model or cut: FAILED_PRECONDITION before any
 frame), then a reader task moves frames into a bounded queue and the handler answers them one at a
-time, in order, with the CPU work (decode, tail, NMS) on the executor. A bad frame gets an in-band
+time, in order, with the CPU work (decode, tail, NMS) on the executor (the time a frame waited in the
+queue is reported as stage "queue"). A bad frame gets an in-band
 error and the stream goes on. Statuses that end a call:
 
     FAILED_PRECONDITION  the first message is not a StreamStart, or names an unknown model or cut
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from typing import Any
@@ -102,9 +104,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
                 if isinstance(item, BaseException):
                     raise item
+                frame, arrived = item
+                waited = time.perf_counter() - arrived
                 result = await loop.run_in_executor(
-                    self.executor, self.engine.process, connection.state, split, item, last_frame_id)
-                last_frame_id = max(last_frame_id, item.frame_id)
+                    self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
+                result.stage_seconds["queue"] = waited
+                last_frame_id = max(last_frame_id, frame.frame_id)
                 self._record(result)
                 if result.frame_id > connection.state.last_published_frame_id:
                     connection.state.last_published_frame_id = result.frame_id
@@ -157,7 +162,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     return
                 kind = request.WhichOneof("kind")
                 if kind == "frame":
-                    await queue.put(request.frame)
+                    await queue.put((request.frame, time.perf_counter()))
                 else:
                     await queue.put(_StreamProtocolError(
                         "a stream has exactly one StreamStart, as its first message; open a new call to change "
