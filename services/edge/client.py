@@ -75,8 +75,15 @@ class FrameOutcome:
 
     @property
     def latency_seconds(self) -> float:
-        """Capture to result, on the edge's monotonic clock."""
+        """Capture to result, on the edge's monotonic clock (includes waiting for a window slot)."""
         return (self.received_monotonic_ns - self.frame.monotonic_ns) / 1e9
+
+    @property
+    def pipeline_seconds(self) -> float:
+        """Preprocess + head + encode, then sent to result: the latency without waiting for a window slot."""
+        stages = self.result.stage_seconds
+        edge = sum(stages.get(name, 0.0) for name in ("preprocess", "head", "encode"))
+        return edge + (self.received_monotonic_ns - self.sent_monotonic_ns) / 1e9
 
 
 @dataclass(frozen=True)
