@@ -124,6 +124,8 @@ def _start_decoder(data):
 #                        neighbours add nothing once it is known; fewer contexts adapt faster)
 # The kernels take `neighbours` (None or any int) and `reference` (None or an array): numba compiles one
 # specialisation per combination and prunes the branches on None, so each coder gets a tight loop.
+# Decoders stop once they have decoded more than `max_bins` bins (a bound on the work a forged payload
+# can cause) and say so in their last return value.
 
 
 @njit(cache=True, inline="always")
@@ -180,12 +182,13 @@ def _encode_tu(levels, planes, height, width, n_levels, neighbours, reference, o
 
 
 @njit(cache=True, nogil=True)
-def _decode_tu(data, planes, height, width, n_levels, neighbours, reference):
+def _decode_tu(data, planes, height, width, n_levels, neighbours, reference, max_bins):
     stride = 1 if neighbours is None and reference is None else 3
     levels = np.empty(planes * height * width, np.uint8)
     probs = np.full(2 * (n_levels - 1) * stride, PROB_ONE // 2, np.int64)
     rng = MASK32
     code, pos = _start_decoder(data)
+    bins = 0
     last = n_levels - 1
     plane_size = height * width
     for p in range(planes):
@@ -210,7 +213,10 @@ def _decode_tu(data, planes, height, width, n_levels, neighbours, reference):
                     k += 1
                 levels[i] = k
                 left = k
-    return levels, pos, code < rng
+                bins += k + 1
+                if bins > max_bins:
+                    return levels, pos, False, True
+    return levels, pos, code < rng, False
 
 
 # Signed binarization around the most probable level m (side info: the payload's first byte):
@@ -286,11 +292,12 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_tabl
 
 
 @njit(cache=True, nogil=True)
-def _decode_signed(data, planes, height, width, n_levels, mode):
+def _decode_signed(data, planes, height, width, n_levels, mode, max_bins):
     levels = np.empty(planes * height * width, np.uint8)
     probs = np.full(2 * (12 + 6 * (n_levels - 1)), PROB_ONE // 2, np.int64)
     rng = MASK32
     code, pos = _start_decoder(data)
+    bins = 0
     up_room = n_levels - 1 - mode
     both_sides = mode > 0 and up_room > 0
     plane_size = height * width
@@ -304,6 +311,7 @@ def _decode_signed(data, planes, height, width, n_levels, mode):
                 above = np.int64(levels[i - width]) if y > 0 else mode
                 ctx = (left != mode) + (above != mode)
                 off, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                bins += 1
                 if off == 0:
                     levels[i] = mode
                     left = mode
@@ -326,7 +334,10 @@ def _decode_signed(data, planes, height, width, n_levels, mode):
                     magnitude += 1
                 left = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
                 levels[i] = left
-    return levels, pos, code < rng
+                bins += magnitude + 2
+                if bins > max_bins:
+                    return levels, pos, False, True
+    return levels, pos, code < rng, False
 
 
 @njit(cache=True, nogil=True)

@@ -42,13 +42,20 @@ class Coder(enum.IntEnum):
 
 @dataclass(frozen=True)
 class CodecLimits:
-    """What a decoder accepts before it allocates anything."""
+    """What a decoder accepts: elements are checked before any allocation, bins (work) while decoding.
+
+    A payload of a few MB can legitimately describe billions of bins (0.003 bits each at the most
+    skewed probability); max_bins caps the decoding time such a payload can cost (~1 s per 10**8 bins).
+    """
 
     max_elements: int = 2**26
+    max_bins: int = 2**30
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_elements, bool) or not isinstance(self.max_elements, int) or self.max_elements < 1:
-            raise CodecError(f"CodecLimits.max_elements must be a positive integer, got {self.max_elements!r}.")
+        for name in ("max_elements", "max_bins"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise CodecError(f"CodecLimits.{name} must be a positive integer, got {value!r}.")
 
 
 DEFAULT_LIMITS = CodecLimits()
@@ -237,15 +244,21 @@ def decode_indices(payload: bytes, shape: tuple[int, ...], levels: int, coder: C
                          "the shape or the payload is wrong.")
     ref = _reference_for(coder, reference, shape, levels)
     planes, height, width = _planes(shape)
+    max_bins = (limits or DEFAULT_LIMITS).max_bins
     if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
         mode = int(data[0])
         if mode >= levels:
             raise CodecError(f"the payload names most probable level {mode}, but there are only {levels} levels: "
                              "it is corrupted.")
-        flat, consumed, in_range = _kernels._decode_signed(data[1:], planes, height, width, levels, mode)
+        flat, consumed, in_range, exhausted = _kernels._decode_signed(data[1:], planes, height, width, levels, mode,
+                                                                      max_bins)
         consumed += 1
     else:
-        flat, consumed, in_range = _kernels._decode_tu(data, planes, height, width, levels, *_tu_model(coder, ref))
+        flat, consumed, in_range, exhausted = _kernels._decode_tu(data, planes, height, width, levels,
+                                                                  *_tu_model(coder, ref), max_bins)
+    if exhausted:
+        raise CodecError(f"the payload decodes to more than {max_bins} bins ({elements} elements of {levels} "
+                         "levels): it is forged or corrupted; raise CodecLimits.max_bins if the tensor is genuine.")
     if consumed > data.size:
         raise CodecError(f"the payload ended {consumed - data.size} byte(s) early: it is truncated or corrupted.")
     if consumed < data.size or not in_range:

@@ -93,3 +93,18 @@ def test_signed_payload_naming_a_missing_level_is_refused() -> None:
 def test_bad_decoder_arguments_are_refused(payload, shape, levels, coder, message: str) -> None:
     with pytest.raises(CodecError, match=message):
         decode_indices(payload, shape, levels, coder)
+
+
+def test_decoding_work_is_capped_by_max_bins() -> None:
+    q = np.full((64, 64), 255, np.uint8)  # 255 bins per element, each nearly free once adapted
+    payload = encode_indices(q, 256, Coder.BIN_CONTEXTS)
+    assert len(payload) < 4000  # about a million bins in a few kB
+    np.testing.assert_array_equal(decode_indices(payload, q.shape, 256, Coder.BIN_CONTEXTS), q)
+    with pytest.raises(CodecError, match="more than 100000 bins"):
+        decode_indices(payload, q.shape, 256, Coder.BIN_CONTEXTS, limits=CodecLimits(max_bins=100_000))
+    signed = encode_indices(np.where(np.arange(4096).reshape(64, 64) % 3, 0, 255).astype(np.uint8), 256,
+                            Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+    with pytest.raises(CodecError, match="more than 1000 bins"):
+        decode_indices(signed, (64, 64), 256, Coder.SIGNED_NEIGHBOUR_CONTEXTS, limits=CodecLimits(max_bins=1000))
+    with pytest.raises(CodecError, match="max_bins must be a positive integer"):
+        CodecLimits(max_bins=0)
