@@ -1,6 +1,17 @@
 """The lightweight feature codec: clip, quantize, binarize, context-adaptive binary arithmetic coding.
 
-numpy + numba only: no torch, no grpc, no protobuf. Services convert at the edge of the codec.
+numpy + numba only: no torch, no grpc, no protobuf. Services convert at the edge of the codec
+(splitinfer.wire). In one picture:
+
+    encode(x, quantizer) -> CompressedTensor(shape, quantizer, coder, coder_version, payload, crc32)
+    decode(tensor) -> float32 reconstruction; decode_levels(tensor) -> uint8 levels (next reference)
+
+Coders (splitinfer.codec.entropy, kernels in _kernels): truncated unary with one context per bin
+(the paper), with left/above neighbour contexts, a signed binarization (distance from the most
+probable level + sign) and temporal contexts on the previous frame's co-located level; the default
+(`default_coder`) is the one measured smallest for the tensor kind (docs/BENCHMARKS.md). NaN input is
+refused, +-Inf clips to the end levels. Decoders check CodecLimits (elements before allocating, bins
+while decoding), the CRC-32, and that the payload is consumed exactly.
 """
 
 from splitinfer.codec.entropy import (
