@@ -8,6 +8,7 @@ becomes an in-band `FrameError`; the stream goes on.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import Any
@@ -20,12 +21,14 @@ from splitinfer.services.cloud.streams import StreamState
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_from_proto
 
+log = logging.getLogger("splitinfer.cloud")
+
 # google.rpc.Code values used in FrameError.code
 INVALID_ARGUMENT = 3
 FAILED_PRECONDITION = 9
 INTERNAL = 13
 
-MAX_IMAGE_SIDE = 16384
+MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
 
 
@@ -56,10 +59,11 @@ class TailEngine:
         return cls(load_model(name, weights=weights), limits=limits)
 
     def open_stream(self, model: str, cut: str) -> Any:
-        """The Split for a stream's start message; LookupError (with a message for the user) if unknown."""
+        """The Split for a stream's start message (empty cut: the model's default); LookupError if unknown."""
         if model != self.model_name:
             raise LookupError(f"this cloud serves model {self.model_name!r}, not {model!r}: start the stream "
                               f"with --model {self.model_name} or connect to a cloud that serves {model!r}.")
+        cut = cut or self.model.default_cut
         with self._lock:
             split = self._splits.get(cut)
             if split is None:
@@ -98,9 +102,10 @@ class TailEngine:
             result.error.message = exc.message
             result.error.intra_frame_requested = exc.intra_frame_requested
             return result
-        except (ModelError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
+            log.exception("frame %d of stream %s failed", frame.frame_id, state.stream_id)
             result.error.code = INTERNAL
-            result.error.message = f"the tail failed on this frame: {exc}"
+            result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
             return result
         state.reference = (frame.frame_id, levels)
         result.stage_seconds["decode"] = decoded - started

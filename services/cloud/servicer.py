@@ -111,8 +111,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 result.stage_seconds["queue"] = waited
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self._record(result)
-                if result.frame_id > connection.state.last_published_frame_id:
-                    connection.state.last_published_frame_id = result.frame_id
+                if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():

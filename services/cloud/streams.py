@@ -2,8 +2,8 @@
 
 An edge that reconnects sends the same stream id; the new connection takes over the stream (the old
 one, if the server has not noticed it died, is told to stop) and finds what the stream had: the last
-decoded levels (the reference of temporal coding) and the last frame published to subscribers, so a
-frame resent after a reconnect reaches subscribers only once.
+decoded levels (the reference of temporal coding) and the frames recently published to subscribers,
+so a frame resent after a reconnect reaches subscribers only once.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import collections
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+PUBLISHED_MEMORY = 64
 
 
 @dataclass
@@ -24,8 +26,18 @@ class StreamState:
     cut: str
     # (frame id, {tensor name: uint8 levels}) of the last frame decoded: the reference of the next inter frame.
     reference: tuple[int, dict[str, Any]] | None = None
-    last_published_frame_id: int = -1
     last_seen: float = field(default_factory=time.monotonic)
+    # (frame id, capture time) of recent results sent to subscribers: a frame resent after a reconnect
+    # is not published twice, while a restarted edge (frame ids from 0 again, new capture times) is.
+    published: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PUBLISHED_MEMORY))
+
+    def first_publication(self, frame_id: int, capture_ns: int) -> bool:
+        """True the first time a frame is seen; remembers it."""
+        key = (frame_id, capture_ns)
+        if key in self.published:
+            return False
+        self.published.append(key)
+        return True
 
 
 class Connection:

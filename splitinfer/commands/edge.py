@@ -80,12 +80,15 @@ def run(args: argparse.Namespace) -> int:
             closers.append(window.close)
         else:
             logging.getLogger("splitinfer.edge").warning("no display available: --display ignored")
+    streamers = []
     try:
-        stats = asyncio.run(run_edge(settings, sinks, handle_signals=True))
+        stats = asyncio.run(run_edge(settings, sinks, on_streamer=streamers.append, handle_signals=True))
     finally:
         for close in closers:
             close()
+    capture = streamers[0].grabber.stats
     logging.getLogger("splitinfer.edge").info(
-        "done: %d frames sent, %d results (%d frame errors), %d reconnects, %d resent, %d lost on reconnect",
-        stats.sent, stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
+        "done: %d frames grabbed, %d dropped by the live grabber, %d sent, %d results (%d frame errors), "
+        "%d reconnects, %d resent, %d lost on reconnect", capture.grabbed, capture.dropped, stats.sent,
+        stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
     return 0

@@ -185,3 +185,37 @@ def test_shutdown_answers_queued_frames_then_ends_streams_with_unavailable(engin
     # Every frame was sent (and queued) before the shutdown began: all are answered.
     assert answered == list(range(6))
     assert health == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def test_a_frame_resent_after_a_reconnect_reaches_subscribers_once(engine, frames) -> None:
+    from splitinfer.clients import ResultSubscriber
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            address = f"127.0.0.1:{server.port}"
+            async with ResultSubscriber(address, ["cam"]) as subscriber, \
+                    grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+                await subscriber.wait_subscribed()
+                first = Stream(channel)
+                await first.open(stream_id="cam")
+                await first.send(frame_request(frames[0], 0))
+                await first.receive()
+                resumed = Stream(channel)
+                await resumed.open(stream_id="cam")
+                await resumed.send(frame_request(frames[0], 0))  # the same frame, resent
+                await resumed.receive()
+                restarted = frame_request(frames[0], 0)  # a restarted edge: frame 0 again, captured later
+                restarted.frame.capture.capture_time.FromNanoseconds(frames[0].capture.capture_time.ToNanoseconds() + 1)
+                await resumed.send(restarted)
+                await resumed.receive()
+                seen = []
+                iterator = aiter(subscriber)
+                for _ in range(2):
+                    seen.append((await asyncio.wait_for(anext(iterator), 30)).result)
+                # Nothing else is waiting for the subscriber: the resent frame was not published again.
+                return seen, [len(s._queue) for s in server.hub._subscriptions]
+
+    seen, queued = run(scenario())
+    times = [r.capture.capture_time.ToNanoseconds() for r in seen]
+    assert [r.frame_id for r in seen] == [0, 0] and times[1] == times[0] + 1
+    assert queued == [0]
