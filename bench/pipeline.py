@@ -85,6 +85,15 @@ class Run:
         self.detections[key] = dets
         self.frames += 1
 
+    def merge(self, other: Run) -> None:
+        self.latencies += other.latencies
+        self.bytes += other.bytes
+        for stage, seconds in other.stages.items():
+            self.stages[stage] += seconds
+        self.detections.update({(key[0], key[1], len(self.detections)): dets for key, dets in other.detections.items()})
+        self.frames += other.frames
+        self.elapsed += other.elapsed
+
     def overhead(self) -> float:
         s = self.stages
         return (s["encode"] + s["decode"] + s["network"]) / max(s["head"] + s["tail"], 1e-9)
@@ -116,12 +125,17 @@ def write_clip(frames: list[np.ndarray], path: Path) -> Path:
 
 
 def split_choice(spec: str) -> tuple[str, QuantizerChoice, str]:
-    """'80:6' (cut 80, 6 levels, built-in clip range) or '80:path/profile.json'."""
+    """'80:6' (cut 80, 6 levels, the edge's built-in clip range), '80:16:-20:24' (levels and clip range)
+    or '80:path/profile.json'."""
     cut, _, rest = spec.partition(":")
     if rest.endswith(".json"):
         return cut, QuantizerChoice.from_settings(profile=rest), f"split cut {cut}, profile {Path(rest).name}"
-    levels = int(rest or 4)
-    return cut, QuantizerChoice.from_settings(levels=levels), f"split cut {cut}, {levels} levels"
+    levels, *clip = rest.split(":") if rest else ["4"]
+    if clip:
+        low, high = float(clip[0]), float(clip[1])
+        return (cut, QuantizerChoice.from_settings(levels=int(levels), clip_min=low, clip_max=high),
+                f"split cut {cut}, {levels} levels [{low:g}, {high:g}]")
+    return cut, QuantizerChoice.from_settings(levels=int(levels)), f"split cut {cut}, {levels} levels (built-in range)"
 
 
 async def run_split_streams(model, engine, clip: Path, cut: str, choice: QuantizerChoice, streams: int,
@@ -244,11 +258,10 @@ async def run_jpeg(model, images: list[np.ndarray], quality: int, size: str, win
     return run
 
 
-def fidelity(run: Run, reference: list[list], stream_prefix: str | None = None) -> Fidelity:
+def fidelity(run: Run, reference: list[list]) -> Fidelity:
     total = Fidelity(0, 0, 0, 0)
-    for (stream, frame_id), dets in run.detections.items():
-        if frame_id < len(reference):
-            total = total + compare(reference[frame_id], dets)
+    for (_, frame_id, *_), dets in run.detections.items():
+        total = total + compare(reference[frame_id], dets)
     return total
 
 
@@ -289,19 +302,28 @@ async def main(args: argparse.Namespace) -> None:
         print(f"streams {streams}: done", flush=True)
     print(f"\n### Concurrent edge streams ({label}; {len(images)} frames per stream)\n")
     print(table(["streams", "latency p50 ms", "p95 ms", "frames/s (all)", "bytes/frame", "kbit/s per stream @10 fps",
-                 "time share % " + " / ".join(STAGES), "codec+gRPC overhead / (head+tail)"], rows))
+                 "time share % " + " / ".join(STAGES) + " (network incl. transport queueing)", "codec+gRPC overhead / (head+tail)"], rows))
 
-    rows = []
-    for spec in args.configs:
-        cut, choice, label = split_choice(spec)
-        run = await run_split_streams(model, engine, clip, cut, choice, 1, len(images), 1)
-        rows.append((label, run))
-    for quality in args.jpeg:
-        for size in args.jpeg_sizes:
-            run = await run_jpeg(model, images, quality, size, 1)
-            geometry = "768x432 source" if size == "source" else f"{model.input_size[1]}x{model.input_size[0]} input"
-            rows.append((f"JPEG q{quality}, {geometry}, whole model in cloud", run))
-    print(f"\n### Split vs JPEG on the same {len(images)} frames (one stream, window 1: no queueing)\n")
+    configs = [("split", spec) for spec in args.configs]
+    configs += [("jpeg", (quality, size)) for quality in args.jpeg for size in args.jpeg_sizes]
+    runs = {config: Run() for config in configs}
+    labels = {}
+    for round_index in range(args.rounds):
+        # Alternate the order between rounds so that load from other processes spreads over all rows.
+        for kind, spec in configs if round_index % 2 == 0 else configs[::-1]:
+            if kind == "split":
+                cut, choice, labels[(kind, spec)] = split_choice(spec)
+                run = await run_split_streams(model, engine, clip, cut, choice, 1, len(images), 1)
+            else:
+                quality, size = spec
+                geometry = "768x432 source" if size == "source" else f"{model.input_size[1]}x{model.input_size[0]} input"
+                labels[(kind, spec)] = f"JPEG q{quality}, {geometry}, whole model in cloud"
+                run = await run_jpeg(model, images, quality, size, 1)
+            runs[(kind, spec)].merge(run)
+        print(f"round {round_index + 1}: done", flush=True)
+    rows = [(labels[config], runs[config]) for config in configs]
+    print(f"\n### Split vs JPEG on the same {len(images)} frames (one stream, window 1: no queueing; "
+          f"{args.rounds} interleaved rounds)\n")
     out = []
     for label, run in rows:
         f = fidelity(run, reference)
@@ -309,7 +331,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"{1000 * statistics.median(run.latencies):.0f}", f"{1000 * pct(run.latencies, 0.95):.0f}",
                     f"{f.lost} + {f.added} = {f.changed}", f"{100 * run.overhead():.1f} %"])
     print(table(["configuration", "bytes/frame", "kbit/s @10 fps", "latency p50 ms", "p95 ms",
-                 f"fidelity: lost + added (of {sum(map(len, reference))})", "overhead"], out))
+                 f"fidelity: lost + added (of {args.rounds} x {sum(map(len, reference))})", "overhead"], out))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -321,10 +343,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=4, help="in-flight window of part 1 (part 2 uses 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the edges and cloud share the CPU)")
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
-    parser.add_argument("--streams-config", default="80:6", help="cut:levels or cut:profile.json for part 1")
-    parser.add_argument("--configs", type=lambda s: s.split(","), default=["22:4", "80:4", "80:6", "80:8"],
+    parser.add_argument("--streams-config", default="80:16:-20:24",
+                        help="cut:levels[:clip_min:clip_max] or cut:profile.json for part 1")
+    parser.add_argument("--configs", type=lambda s: s.split(","),
+                        default=["22:4", "80:8", "80:12:-16:16", "80:16:-20:24", "80:32:-16:16"],
                         help="split configurations for part 2")
     parser.add_argument("--jpeg", type=lambda s: [int(x) for x in s.split(",")], default=[50, 90])
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of part 2 (fidelity summed)")
     parser.add_argument("--jpeg-sizes", type=lambda s: s.split(","), default=["source", "input"])
     return parser.parse_args(argv)
 
