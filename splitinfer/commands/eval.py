@@ -119,6 +119,12 @@ def run(args: argparse.Namespace) -> int:
     if not data.exists():
         raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
     profile, codec_name = _profile(args)
+    if profile is not None and profile.model not in (None, args.model):
+        raise ConfigError(f"the codec profile was made for model {profile.model}, not {args.model}; pass --model {profile.model}.")
+    if profile is not None and profile.cut is not None:
+        if args.cut is not None and str(args.cut) != profile.cut:
+            raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
+        args.cut = profile.cut
     model = load_model(args.model, weights=args.weights)
     if profile is not None:
         from splitinfer.dnn.calibration import check_profile_matches
