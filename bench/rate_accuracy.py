@@ -503,6 +503,80 @@ def study_classification(points, out, args) -> None:
             _log(points, out)
 
 
+def study_mse(points, out, args) -> None:
+    """ECSQ against uniform levels at equal rate on the tensor alone: real bytes vs MSE on the val images."""
+    from splitinfer.codec import Coder, Quantizer, decode, encode
+    from splitinfer.codec.clip_range import mse_optimal_range
+    from splitinfer.codec.ecsq import design_ecsq
+    from splitinfer.dnn import load_model
+    from splitinfer.dnn.eval_images import iter_folder
+
+    model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
+    evaluator = Evaluator(model, list(iter_folder(DATA / "coco-mini" / "val2017")))
+    for cut in args.ecsq_cuts:
+        hist, _ = calibration_histogram(model, cut)
+        tensors = [next(iter(h.values()))[0] for h in evaluator.heads(cut)]
+        candidates = []
+        for levels in range(3, 17):
+            base = mse_optimal_range(hist, levels, symmetric=levels % 2 == 1)
+            candidates.append(("ours-uniform", f"N={levels}", Quantizer.uniform(base.clip_min, base.clip_max, levels)))
+        for levels in args.ecsq_levels:
+            base = mse_optimal_range(hist, levels, symmetric=levels % 2 == 1)
+            for power in args.powers:
+                for lam in (0.0, 0.1, 0.3, 1.0, 2.0, 3.0, 5.0, 10.0):
+                    q = design_ecsq(hist, levels, base.clip_min, base.clip_max, lam=lam, weight_power=power).quantizer
+                    candidates.append(("ours-ecsq", f"N={levels} lam={lam} w={power}", q))
+        for family, setting, quantizer in candidates:
+            sizes, errors = [], []
+            for t in tensors:
+                coded = encode(t, quantizer, coder=Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+                sizes.append(coded.nbytes)
+                errors.append(float(np.mean((decode(coded) - t) ** 2)))
+            mse = float(np.mean(errors))
+            mean = float(np.mean(sizes))
+            points.append(Point("mse", YOLO, cut, family, setting, "SIGNED_NEIGHBOUR_CONTEXTS", mean,
+                                8 * mean / tensors[0].size, extra={"mse": mse}))
+            _log(points, out)
+
+
+def study_speed(points, out, args) -> None:
+    """Encoder and decoder time per frame on the same tensors, interleaved: our codec against x265."""
+    from baselines.hevc import hevc_roundtrip
+
+    from splitinfer.codec import Coder, Quantizer, decode, encode
+    from splitinfer.codec.clip_range import mse_optimal_range
+    from splitinfer.dnn import load_model
+    from splitinfer.dnn.eval_images import iter_folder
+
+    model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
+    frames = list(iter_folder(DATA / "coco-mini" / "val2017"))[: args.speed_frames]
+    evaluator = Evaluator(model, frames)
+    for cut in args.ecsq_cuts:
+        hist, _ = calibration_histogram(model, cut)
+        tensors = [next(iter(h.values()))[0] for h in evaluator.heads(cut)]
+        base = mse_optimal_range(hist, 7, symmetric=True)
+        quantizer = Quantizer.uniform(base.clip_min * 2, base.clip_max * 2, 7)
+        wide = mse_optimal_range(hist, 256)
+        timings: dict[str, list[float]] = {}
+        for _ in range(args.speed_rounds):
+            for preset in ("medium", "ultrafast"):
+                result = hevc_roundtrip(tensors, wide.clip_min, wide.clip_max, qp=32, bits=8, keyint=1, preset=preset)
+                timings.setdefault(f"x265 {preset} enc", []).append(result.encode_seconds / len(tensors))
+                timings.setdefault(f"x265 {preset} dec", []).append(result.decode_seconds / len(tensors))
+            for coder in (Coder.SIGNED_NEIGHBOUR_CONTEXTS, Coder.BIN_CONTEXTS):
+                for t in tensors:
+                    start = time.perf_counter()
+                    coded = encode(t, quantizer, coder=coder)
+                    middle = time.perf_counter()
+                    decode(coded)
+                    timings.setdefault(f"ours {coder.name} enc", []).append(middle - start)
+                    timings.setdefault(f"ours {coder.name} dec", []).append(time.perf_counter() - middle)
+        for name, values in timings.items():
+            points.append(Point("speed", YOLO, cut, "speed", name, extra={"ms": _median_ms(values), "samples": len(values)}))
+            print(f"  cut {cut} {name:40s} {_median_ms(values):9.3f} ms/frame (median of {len(values)})", flush=True)
+        out.write_text(json.dumps([asdict(q) for q in points], indent=1, allow_nan=True))
+
+
 # ------------------------------------------------------------------------------------------- report
 
 OURS = ("ours-uniform", "ours-ecsq")
@@ -510,9 +584,14 @@ MARKERS = {"ours-uniform": "o", "ours-ecsq": "s", "ours-perchannel": "P", "hevc-
            "jpeg": "D", "float16": "x", "uint8": "+"}
 
 
-def _quality(p: Point) -> float:
-    """Higher is better: AP50 / top-1 where there is ground truth, else minus the results lost + added."""
-    return p.accuracy if not math.isnan(p.accuracy) else -float(p.lost + p.added)
+def _quality(p: Point, metric: str = "accuracy") -> float:
+    """Higher is better. accuracy: AP50 / top-1; fidelity: minus the results lost + added against the
+    unsplit model; the tensor-only comparison: -10 log10(MSE)."""
+    if "mse" in p.extra:
+        return -10.0 * math.log10(p.extra["mse"])
+    if metric == "accuracy" and not math.isnan(p.accuracy):
+        return p.accuracy
+    return -float(p.lost + p.added)
 
 
 def _best_coder(points: list[Point]) -> list[Point]:
@@ -527,17 +606,19 @@ def _best_coder(points: list[Point]) -> list[Point]:
     return list(best.values())
 
 
-def _front(points: list[Point]) -> list[Point]:
+def _front(points: list[Point], metric: str = "accuracy") -> list[Point]:
     from bd_rate import pareto_front
 
-    keep = set(pareto_front([(p.bytes_per_frame, _quality(p)) for p in points]))
-    return sorted((p for p in points if (p.bytes_per_frame, _quality(p)) in keep), key=lambda p: p.bytes_per_frame)
+    keep = set(pareto_front([(p.bytes_per_frame, _quality(p, metric)) for p in points]))
+    return sorted((p for p in points if (p.bytes_per_frame, _quality(p, metric)) in keep),
+                  key=lambda p: p.bytes_per_frame)
 
 
-def _bd(anchor: list[Point], test: list[Point]) -> str:
+def _bd(anchor: list[Point], test: list[Point], metric: str = "accuracy") -> str:
     from bd_rate import bd_rate
 
-    value = bd_rate([(p.bytes_per_frame, _quality(p)) for p in anchor], [(p.bytes_per_frame, _quality(p)) for p in test])
+    value = bd_rate([(p.bytes_per_frame, _quality(p, metric)) for p in anchor],
+                    [(p.bytes_per_frame, _quality(p, metric)) for p in test])
     return "n/a (no overlap)" if value is None else f"{value:+.1f} %"
 
 
@@ -549,74 +630,109 @@ def _row(p: Point) -> str:
 
 HEADER = ("| cut | codec | setting | coder | bytes/frame | bits/element | accuracy (Δ ± SE) | lost / added | "
           "enc ms | dec ms |\n|---|---|---|---|---|---|---|---|---|---|")
+METRICS = {"accuracy": "AP50 / top-1", "fidelity": "results lost + added vs unsplit"}
+
+
+def _families(intra: list[Point], temporal: list[Point], cut: str) -> dict[str, list[Point]]:
+    by_family: dict[str, list[Point]] = {}
+    for p in intra:
+        if p.cut in (cut, "input"):
+            by_family.setdefault(p.family, []).append(p)
+    for period in sorted({p.coder for p in temporal if p.cut == cut}, key=lambda c: int(c.split("=")[1])):
+        by_family[f"ours temporal {period.split('/')[1]}"] = [p for p in temporal if p.cut == cut and p.coder == period]
+    return by_family
 
 
 def write_report(points: list[Point], docs: Path) -> None:
-    """Plots under `docs` and Markdown tables (Pareto fronts, BD-rates, targets) on stdout."""
+    """Plots under `docs` and Markdown tables (Pareto fronts, BD-rates, speed) on stdout."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
     docs.mkdir(parents=True, exist_ok=True)
-    for part, ylabel in (("images", "AP50 (coco-mini val)"), ("classification", "top-1 (ImageNet sample)"),
-                         ("video", "detections lost + added vs unsplit (negated)")):
+    speed = [p for p in points if p.part == "speed"]
+    for cut in dict.fromkeys(p.cut for p in speed):
+        ms = {p.setting: p.extra["ms"] for p in speed if p.cut == cut}
+        print(f"\n## Encode / decode time per frame, cut {cut} (same tensors, interleaved rounds, medians)\n")
+        print("| codec | encode ms | decode ms |\n|---|---|---|")
+        for name in dict.fromkeys(k.rsplit(" ", 1)[0] for k in ms):
+            print(f"| {name} | {ms[name + ' enc']:.3f} | {ms[name + ' dec']:.3f} |")
+        ours_enc = ms["ours SIGNED_NEIGHBOUR_CONTEXTS enc"]
+        print(f"\nx265 medium / ours: {ms['x265 medium enc'] / ours_enc:.0f}x to encode; "
+              f"x265 ultrafast / ours: {ms['x265 ultrafast enc'] / ours_enc:.0f}x")
+    mse_points = [p for p in points if p.part == "mse"]
+    for cut in dict.fromkeys(p.cut for p in mse_points):
+        uniform = [p for p in mse_points if p.cut == cut and p.family == "ours-uniform"]
+        print(f"\n## ECSQ vs uniform levels on the tensor alone, cut {cut} (real bytes, MSE on val)\n")
+        for power in sorted({p.setting.split("w=")[1] for p in mse_points if p.family == "ours-ecsq"}):
+            ecsq = [p for p in mse_points if p.cut == cut and p.family == "ours-ecsq" and p.setting.endswith(f"w={power}")]
+            print(f"- BD-rate at equal MSE of ECSQ (weight power {power}) against uniform levels: {_bd(uniform, ecsq)}")
+    for part in ("images", "classification", "video"):
         chosen = [p for p in points if p.part == part]
         if not chosen:
             continue
         intra = _best_coder(chosen)
         temporal = [p for p in chosen if p.coder.startswith("TEMPORAL")]
         cuts = [c for c in dict.fromkeys(p.cut for p in intra) if c != "input"]
-        jpeg_points = [p for p in intra if p.family == "jpeg"]
-        print(f"\n## {part}\n")
-        figure, axes = plt.subplots(1, len(cuts), figsize=(4.2 * len(cuts), 3.6), squeeze=False, sharey=True)
-        for ax, cut in zip(axes[0], cuts):
-            at_cut = [p for p in intra if p.cut == cut]
-            ours = [p for p in at_cut if p.family in OURS]
-            by_family: dict[str, list[Point]] = {}
-            for p in at_cut + jpeg_points:
-                by_family.setdefault(p.family, []).append(p)
-            for period in sorted({p.coder for p in temporal if p.cut == cut}):
-                by_family[f"ours {period.split('/')[1]} temporal"] = [p for p in temporal if p.cut == cut and p.coder == period]
-            for family, group in by_family.items():
-                front = _front(group)
-                ax.plot([p.bytes_per_frame for p in group], [_quality(p) for p in group], MARKERS.get(family, "."),
-                        alpha=0.35, color=f"C{list(by_family).index(family)}")
-                ax.plot([p.bytes_per_frame for p in front], [_quality(p) for p in front], "-" + MARKERS.get(family, "."),
-                        label=family, color=f"C{list(by_family).index(family)}")
-            elements = ours[0].bytes_per_frame * 8 / ours[0].bits_per_element if ours else None
-            if elements:
-                top = ax.secondary_xaxis("top", functions=(lambda b, e=elements: 8 * b / e, lambda bpe, e=elements: bpe * e / 8))
-                top.set_xlabel("bits per element at the cut", fontsize=8)
-            ax.set_xscale("log")
-            ax.set_title(f"{chosen[0].model} cut {cut}", fontsize=9)
-            ax.set_xlabel("bytes per frame (real coded bytes)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            print(f"### cut {cut}: Pareto fronts\n\n{HEADER}")
-            for family, group in by_family.items():
-                for p in _front(group):
+        metrics = ["fidelity"] if part == "video" else ["accuracy", "fidelity"]
+        print(f"\n## {part}: {chosen[0].model}\n")
+        figure, axes = plt.subplots(len(metrics), len(cuts), figsize=(4.2 * len(cuts), 3.4 * len(metrics)),
+                                    squeeze=False, sharey="row")
+        for column, cut in enumerate(cuts):
+            by_family = _families(intra, temporal, cut)
+            ours = [p for p in intra if p.cut == cut and p.family in OURS]
+            print(f"### cut {cut}: Pareto fronts by {METRICS[metrics[0]]}\n\n{HEADER}")
+            for group in by_family.values():
+                for p in _front(group, metrics[0]):
                     print(_row(p))
-            best_ours = _front(ours)
-            for family in ("hevc-intra", "jpeg"):
-                anchor = [p for p in by_family.get(family, [])]
-                if anchor and best_ours:
-                    print(f"\nBD-rate of our codec (uniform + ECSQ, best intra coder) against {family}: {_bd(anchor, best_ours)}")
-            for period in sorted({p.coder for p in temporal if p.cut == cut}):
-                group = [p for p in temporal if p.cut == cut and p.coder == period]
-                for family in ("hevc-inter", "jpeg"):
-                    anchor = by_family.get(family, [])
-                    if anchor:
-                        print(f"BD-rate of our codec with {period} against {family}: {_bd(anchor, group)}")
-            hevc_enc = [p.encode_ms for p in at_cut if p.family.startswith("hevc")]
+            print()
+            for metric in metrics:
+                for family in ("hevc-intra", "hevc-inter", "jpeg"):
+                    if by_family.get(family) and ours:
+                        print(f"- BD-rate ({METRICS[metric]}) of our codec, intra, against {family}: "
+                              f"{_bd(by_family[family], ours, metric)}")
+                    for name, group in by_family.items():
+                        if name.startswith("ours temporal") and by_family.get(family):
+                            print(f"- BD-rate ({METRICS[metric]}) of {name} against {family}: "
+                                  f"{_bd(by_family[family], group, metric)}")
+                uniform = by_family.get("ours-uniform", [])
+                for power in sorted({p.setting.split("w=")[1] for p in by_family.get("ours-ecsq", [])}):
+                    ecsq = [p for p in by_family["ours-ecsq"] if p.setting.endswith(f"w={power}")]
+                    print(f"- BD-rate ({METRICS[metric]}) of ECSQ with weight power {power} against uniform levels: "
+                          f"{_bd(uniform, ecsq, metric)}")
+            hevc_enc = [p.encode_ms for p in intra if p.cut == cut and p.family.startswith("hevc")]
             ours_enc = [p.encode_ms for p in ours]
             if hevc_enc and ours_enc:
-                print(f"encode time per frame: ours median {statistics.median(ours_enc):.2f} ms, x265 (medium, 1 thread) "
-                      f"median {statistics.median(hevc_enc):.2f} ms: {statistics.median(hevc_enc) / statistics.median(ours_enc):.0f}x")
+                ratio = statistics.median(hevc_enc) / statistics.median(ours_enc)
+                print(f"- encode time per frame: ours median {statistics.median(ours_enc):.2f} ms, x265 (preset medium, "
+                      f"one thread, batch of all frames) median {statistics.median(hevc_enc):.1f} ms: {ratio:.0f}x")
             print()
-        axes[0][0].set_ylabel(ylabel)
+            for row, metric in enumerate(metrics):
+                ax = axes[row][column]
+                for index, (family, group) in enumerate(by_family.items()):
+                    color = f"C{index}"
+                    front = _front(group, metric)
+                    ax.plot([p.bytes_per_frame for p in group], [_quality(p, metric) for p in group],
+                            MARKERS.get(family, "."), alpha=0.3, color=color)
+                    ax.plot([p.bytes_per_frame for p in front], [_quality(p, metric) for p in front],
+                            "-" + MARKERS.get(family, "."), label=family, color=color)
+                if ours:
+                    elements = ours[0].bytes_per_frame * 8 / ours[0].bits_per_element
+                    top = ax.secondary_xaxis("top", functions=(lambda b, e=elements: 8 * b / e,
+                                                               lambda v, e=elements: v * e / 8))
+                    top.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+                    top.set_xlabel(f"bits per element ({int(elements)} at the cut)", fontsize=7)
+                ax.set_xscale("log")
+                ax.set_title(f"cut {cut}", fontsize=9)
+                ax.set_xlabel("bytes per frame (real coded bytes)", fontsize=8)
+                ax.set_ylabel(METRICS[metric] if metric == "accuracy" else "- (lost + added)", fontsize=8)
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=6)
+        figure.suptitle(f"{chosen[0].model}: {part}", fontsize=10)
         figure.tight_layout()
-        figure.savefig(docs / f"rate_accuracy_{part}.png", dpi=80)
+        figure.savefig(docs / f"rate_accuracy_{part}.png", dpi=72)
         plt.close(figure)
 
 
@@ -629,6 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("/tmp/rate_accuracy.json"))
     parser.add_argument("--parts", type=_csv(str), default=["images", "video", "classification"])
     parser.add_argument("--report", action="store_true", help="plots and tables from --out instead of running")
+    parser.add_argument("--also", type=_csv(Path), default=[], help="more result files to merge into the report")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--cuts", type=_csv(str), default=["34", "59", "60", "80"])
     parser.add_argument("--ecsq-cuts", type=_csv(str), default=["60", "80"])
@@ -646,12 +763,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video-scales", type=_csv(float), default=[1.5, 2.0])
     parser.add_argument("--video-jpeg", type=_csv(int), default=[50, 70, 90])
     parser.add_argument("--periods", type=_csv(int), default=[30, 300])
+    parser.add_argument("--speed-frames", type=int, default=20)
+    parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--effnet-cuts", type=_csv(str), default=["blocks.2", "blocks.3"])
     parser.add_argument("--effnet-levels", type=_csv(int), default=[4, 6, 8])
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.report:
-        write_report([Point(**p) for p in json.loads(args.out.read_text())], args.docs)
+        write_report([Point(**p) for path in [args.out, *args.also] for p in json.loads(path.read_text())], args.docs)
         return 0
     import torch
 
@@ -660,7 +779,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists():  # keep the other parts' results; the parts run now replace their own
         points = [Point(**p) for p in json.loads(args.out.read_text()) if p["part"] not in args.parts]
     for part in args.parts:
-        {"images": study_images, "video": study_video, "classification": study_classification}[part](points, args.out, args)
+        {"images": study_images, "video": study_video, "classification": study_classification,
+         "mse": study_mse, "speed": study_speed}[part](points, args.out, args)
     return 0
 
 
