@@ -191,3 +191,12 @@ def test_coco_mini_ap_matches_the_independent_loader(name, ap50, ap, fastest_dir
     assert report.images == 79 and not report.skipped
     assert report.ap50 == pytest.approx(ap50, abs=0.01)
     assert report.ap == pytest.approx(ap, abs=0.01)
+
+
+def test_eval_command_refuses_a_profile_made_for_another_model_or_cut(val_folder, fastest_dir, tmp_path, capsys):
+    for model, cut, message in [("yolov3", "12", "made for model yolov3"), ("yolo-fastest-1.1-xl", "80", "made for cut 80")]:
+        path = tmp_path / f"{model}-{cut}.json"
+        CodecProfile(Quantizer.uniform(-1.0, 6.0, 8), model=model, cut=cut).save(path)
+        argv = ["eval", str(val_folder), "--weights", str(fastest_dir), "--codec", str(path), "--cut", "22"]
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
