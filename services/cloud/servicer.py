@@ -12,6 +12,10 @@ error and the stream goes on. Statuses that end a call:
                          message above --max-message-bytes)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection resumed the same stream id
+
+Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
+UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MODEL_LOADING, DRAINING,
+STREAM_TAKEN_OVER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ import re
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import Connection, StreamRegistry
@@ -33,6 +40,7 @@ from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.cloud")
 
+ERROR_DOMAIN = "splitinfer.v1"
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _END = object()
 
@@ -80,9 +88,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request_iterator: AsyncIterator[inference_pb2.InferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.InferResponse]:
         if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another replica.")
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
+                         "replica.", "DRAINING", retry_after_s=1.0)
         if self.engine is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.")
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
+                         "MODEL_LOADING", retry_after_s=2.0)
         start = await self._read_start(request_iterator, context)
         split = await self._check_start(start, context)
         connection = self.registry.attach(start.stream_id, start.model, split.cut)
@@ -101,7 +111,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if item is _END:
                     break
                 if isinstance(item, _StreamProtocolError):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), "STREAM_PROTOCOL")
                 if isinstance(item, BaseException):
                     raise item
                 frame, arrived = item
@@ -115,8 +125,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
-                code = grpc.StatusCode.UNAVAILABLE if self.draining else grpc.StatusCode.ABORTED
-                await context.abort(code, f"{connection.stop_reason}; reconnect with the same stream id to resume.")
+                message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
+                if self.draining:
+                    await _abort(context, grpc.StatusCode.UNAVAILABLE, message, "DRAINING", retry_after_s=1.0)
+                await _abort(context, grpc.StatusCode.ABORTED, message, "STREAM_TAKEN_OVER")
         finally:
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -129,30 +141,33 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart message.")
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
+                         "message.", "NO_STREAM_START")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                "the first message of an Infer stream must be a StreamStart (stream id, model, cut).")
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                         "the first message of an Infer stream must be a StreamStart (stream id, model, cut).",
+                         "NO_STREAM_START")
         return first.start
 
     async def _check_start(self, start: inference_pb2.StreamStart, context: grpc.aio.ServicerContext) -> Any:
         if not STREAM_ID_PATTERN.fullmatch(start.stream_id):
             self.metrics.rejected_streams.labels("bad_stream_id").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"stream id {start.stream_id[:64]!r} is invalid: use 1-128 characters from "
-                                "letters, digits and ._:@/- starting with a letter or digit.")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"stream id {start.stream_id[:64]!r} is invalid: use 1-128 characters from "
+                         "letters, digits and ._:@/- starting with a letter or digit.", "BAD_STREAM_ID")
         if self.registry.is_full(start.stream_id):
             self.metrics.rejected_streams.labels("max_streams").inc()
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"this cloud serves at most {self.registry.max_streams} streams at once; "
-                                "retry later or raise --max-streams.")
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"this cloud serves at most {self.registry.max_streams} streams at once; "
+                         "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc))
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                         "UNKNOWN_MODEL_OR_CUT")
 
     async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: asyncio.Queue) -> None:
         try:
@@ -220,9 +235,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         for stream_id in request.stream_ids:
             if not STREAM_ID_PATTERN.fullmatch(stream_id):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, "
-                                    "digits and ._:@/- starting with a letter or digit.")
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                             f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, "
+                             "digits and ._:@/- starting with a letter or digit.", "BAD_STREAM_ID")
         with self.hub.subscribe(request.stream_ids) as subscription:
             self.metrics.subscribers.set(len(self.hub))
             # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
@@ -236,6 +251,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     yield inference_pb2.SubscribeResponse(result=result, dropped=dropped)
             finally:
                 self.metrics.subscribers.set(len(self.hub) - 1)
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, reason: str,
+                 *, retry_after_s: float | None = None) -> NoReturn:
+    """End the call with a rich status: google.rpc ErrorInfo(reason, domain) and, if retrying helps, RetryInfo."""
+    details = [any_pb2.Any()]
+    details[0].Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    if retry_after_s is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(retry_after_s * 1e9))
+        details.append(any_pb2.Any())
+        details[-1].Pack(retry)
+    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
 class _StreamProtocolError(Exception):

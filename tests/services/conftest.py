@@ -19,6 +19,7 @@ from tests.conftest import shared_path
 VIDEO = ("video", "one-by-one-person-detection.mp4")
 WEIGHTS = ("models", "yolo-fastest-1.1")
 MODEL = "yolo-fastest-1.1-xl"
+CUT = "80"  # pinned, so that the tests do not follow changes of the model's default cut
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -126,7 +127,7 @@ def encoded_frames(model, video: Path, count: int, **choice) -> list:
     from splitinfer.services.edge.capture import FrameGrabber
     from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
 
-    pipeline = EdgePipeline(model, model.default_cut, QuantizerChoice.from_settings(**choice))
+    pipeline = EdgePipeline(model, CUT, QuantizerChoice.from_settings(**choice))
     frames = []
     with FrameGrabber(str(video), max_frames=count) as grabber:
         from splitinfer.services.edge.capture import EndOfSource

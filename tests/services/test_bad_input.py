@@ -11,12 +11,14 @@ import zlib
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from splitinfer.services.channel_options import channel_options
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
-from tests.services.conftest import MODEL, encoded_frames, run, running_cloud
+from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
 
 INVALID_ARGUMENT, FAILED_PRECONDITION = 3, 9
 
@@ -26,7 +28,7 @@ def frames(model, video) -> list:
     return encoded_frames(model, video, 3)
 
 
-def start(stream_id: str = "cam-1", model: str = MODEL, cut: str = "22") -> inference_pb2.InferRequest:
+def start(stream_id: str = "cam-1", model: str = MODEL, cut: str = CUT) -> inference_pb2.InferRequest:
     return inference_pb2.InferRequest(start=inference_pb2.StreamStart(stream_id=stream_id, model=model, cut=cut))
 
 
@@ -76,15 +78,21 @@ async def with_stream(engine, scenario, **cloud_config):
             return await scenario(channel, server)
 
 
-def test_unknown_model_is_refused_before_any_frame(engine) -> None:
+def test_unknown_model_is_refused_before_any_frame_with_a_rich_status(engine) -> None:
     async def scenario(channel, server):
         stream = Stream(channel)
         await stream.send(start(model="resnet-9000"))
-        return await stream.status()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream.receive()
+        return caught.value
 
-    code, details = run(with_stream(engine, scenario))
-    assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "resnet-9000" in details and MODEL in details
+    error = run(with_stream(engine, scenario))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "resnet-9000" in error.details() and MODEL in error.details()
+    status = rpc_status.from_call(error)
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, info.domain) == ("UNKNOWN_MODEL_OR_CUT", "splitinfer.v1")
 
 
 def test_unknown_cut_is_refused_before_any_frame(engine) -> None:
@@ -143,7 +151,7 @@ def _garbage_payload(frame):
 
 
 def _forged_shape(frame):
-    frame.tensors[0].shape[:] = [1, 64, 80, 81]
+    frame.tensors[0].shape[:] = [1, 48, 20, 21]
 
 
 def _huge_shape(frame):
@@ -155,7 +163,7 @@ def _missing_tensor(frame):
 
 
 def _renamed_tensor(frame):
-    frame.tensors[0].name = "layer21"
+    frame.tensors[0].name = "layer79"
 
 
 def _bad_levels(frame):
@@ -178,8 +186,8 @@ BAD_FRAMES = {
     "corrupt CRC": (_corrupt_crc, INVALID_ARGUMENT, "CRC"),
     "forged shape": (_forged_shape, INVALID_ARGUMENT, "shape"),
     "huge shape": (_huge_shape, INVALID_ARGUMENT, "shape"),
-    "missing tensor": (_missing_tensor, INVALID_ARGUMENT, "layer22"),
-    "renamed tensor": (_renamed_tensor, INVALID_ARGUMENT, "layer22"),
+    "missing tensor": (_missing_tensor, INVALID_ARGUMENT, f"layer{CUT}"),
+    "renamed tensor": (_renamed_tensor, INVALID_ARGUMENT, f"layer{CUT}"),
     "bad level count": (_bad_levels, INVALID_ARGUMENT, "levels"),
     "unknown coder": (_unknown_coder, INVALID_ARGUMENT, "coder"),
     "zero image size": (_zero_image_size, INVALID_ARGUMENT, "image_width"),
@@ -292,6 +300,21 @@ def test_streams_beyond_max_streams_are_refused(engine) -> None:
 
     code, details = run(with_stream(engine, scenario, max_streams=1))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "--max-streams" in details
+
+
+def test_a_refused_stream_says_when_to_retry(engine) -> None:
+    async def scenario(channel, server):
+        first, second = Stream(channel), Stream(channel)
+        await first.open(stream_id="one")
+        await second.send(start(stream_id="two"))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await second.receive()
+        return rpc_status.from_call(caught.value)
+
+    status = run(with_stream(engine, scenario, max_streams=1))
+    retry = error_details_pb2.RetryInfo()
+    assert any(detail.Unpack(retry) for detail in status.details)
+    assert retry.retry_delay.ToNanoseconds() > 0
 
 
 def test_subscribe_with_a_malformed_stream_id_is_refused(engine) -> None:

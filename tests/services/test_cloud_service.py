@@ -13,7 +13,7 @@ from splitinfer.services.channel_options import channel_options
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
-from tests.services.conftest import MODEL, encoded_frames, run, running_cloud
+from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
 
 import pytest
@@ -46,7 +46,7 @@ def test_health_is_not_serving_until_the_model_is_loaded(weights_dir) -> None:
                 if seen[-1] == "NOT_SERVING" and len(seen) == 1:
                     stream = Stream(channel)
                     await stream.send(inference_pb2.InferRequest(start=inference_pb2.StreamStart(
-                        stream_id="early", model=MODEL, cut="22")))
+                        stream_id="early", model=MODEL, cut=CUT)))
                     early = await stream.status()
                 await asyncio.sleep(0.05)
             await starting
