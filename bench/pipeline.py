@@ -42,7 +42,7 @@ from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.app import EdgeSettings, run_edge
 from splitinfer.services.edge.capture import EndOfSource, FrameGrabber
 from splitinfer.services.edge.client import FrameOutcome
-from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
 from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
 
@@ -124,10 +124,15 @@ def write_clip(frames: list[np.ndarray], path: Path) -> Path:
     return path
 
 
-def split_choice(spec: str) -> tuple[str, QuantizerChoice, str]:
-    """'80:6' (cut 80, 6 levels, the edge's built-in clip range), '80:16:-20:24' (levels and clip range)
-    or '80:path/profile.json'."""
+def split_choice(spec: str, model_name: str) -> tuple[str, QuantizerChoice, str]:
+    """'80:6' (cut 80, 6 levels, the edge's built-in clip range), '80:16:-20:24' (levels and clip range),
+    '80:path/profile.json', or '80:shipped' (the codec profile shipped with the model)."""
     cut, _, rest = spec.partition(":")
+    if rest == "shipped":
+        path = packaged_profile(model_name)
+        if path is None:
+            raise SystemExit(f"{model_name} ships no codec profile; name a profile file instead of 'shipped'.")
+        return cut, QuantizerChoice.from_settings(profile=str(path)), f"split cut {cut}, shipped profile {path.name}"
     if rest.endswith(".json"):
         return cut, QuantizerChoice.from_settings(profile=rest), f"split cut {cut}, profile {Path(rest).name}"
     levels, *clip = rest.split(":") if rest else ["4"]
@@ -291,7 +296,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{len(images)} frames (every {args.stride}th) of {VIDEO.name}, model {model.name}, window {args.window}, torch threads "
           f"{args.threads}; unsplit model: {sum(map(len, reference))} detections", flush=True)
 
-    cut, choice, label = split_choice(args.streams_config)
+    cut, choice, label = split_choice(args.streams_config, model.name)
     rows = []
     for streams in args.streams:
         run = await run_split_streams(model, engine, clip, cut, choice, streams, len(images), args.window)
@@ -312,7 +317,7 @@ async def main(args: argparse.Namespace) -> None:
         # Alternate the order between rounds so that load from other processes spreads over all rows.
         for kind, spec in configs if round_index % 2 == 0 else configs[::-1]:
             if kind == "split":
-                cut, choice, labels[(kind, spec)] = split_choice(spec)
+                cut, choice, labels[(kind, spec)] = split_choice(spec, model.name)
                 run = await run_split_streams(model, engine, clip, cut, choice, 1, len(images), 1)
             else:
                 quality, size = spec
@@ -343,10 +348,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=4, help="in-flight window of part 1 (part 2 uses 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the edges and cloud share the CPU)")
     parser.add_argument("--streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2, 4, 8])
-    parser.add_argument("--streams-config", default="80:16:-20:24",
-                        help="cut:levels[:clip_min:clip_max] or cut:profile.json for part 1")
+    parser.add_argument("--streams-config", default="80:shipped",
+                        help="cut:levels[:clip_min:clip_max], cut:profile.json or cut:shipped for part 1")
     parser.add_argument("--configs", type=lambda s: s.split(","),
-                        default=["22:4", "80:8", "80:12:-16:16", "80:16:-20:24", "80:32:-16:16"],
+                        default=["22:4", "22:8", "80:8", "80:shipped", "80:16:-20:24", "80:32:-16:16"],
                         help="split configurations for part 2")
     parser.add_argument("--jpeg", type=lambda s: [int(x) for x in s.split(",")], default=[50, 90])
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of part 2 (fidelity summed)")

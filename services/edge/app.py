@@ -19,7 +19,8 @@ from typing import Any
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
-from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+from splitinfer.codec import CodecProfile
+from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -61,10 +62,16 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         from splitinfer.dnn import load_model
 
         model = load_model(settings.model, weights=settings.weights)
-    choice = QuantizerChoice.from_settings(profile=settings.profile, levels=settings.levels,
+    profile, cut = settings.profile, settings.cut or model.default_cut
+    if profile is None and settings.levels is None and settings.clip_min is None and settings.clip_max is None:
+        shipped = packaged_profile(settings.model)
+        if shipped is not None and CodecProfile.load(shipped).cut in (None, str(cut)):
+            profile = str(shipped)
+            log.info("using the codec profile shipped with %s: %s", settings.model, shipped.name)
+    choice = QuantizerChoice.from_settings(profile=profile, levels=settings.levels,
                                            clip_min=settings.clip_min, clip_max=settings.clip_max,
                                            coder=settings.coder, intra_period=settings.intra_period)
-    return EdgePipeline(model, settings.cut or model.default_cut, choice)
+    return EdgePipeline(model, cut, choice)
 
 
 def build_grabber(settings: EdgeSettings) -> FrameGrabber:

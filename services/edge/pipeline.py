@@ -1,7 +1,7 @@
 """The edge's CPU work per frame: preprocess -> head -> encode, with per-stream temporal coder state.
 
-Quantizers come from a codec profile (--profile), from --levels/--clip-min/--clip-max, or from the
-built-in fallback below. Temporal coding (profile coder TEMPORAL_CONTEXTS) codes each frame against
+Quantizers come from a codec profile (--profile), from --levels/--clip-min/--clip-max, from the profile
+shipped with the model (when the cut is its cut), or from the built-in fallback below. Temporal coding (profile coder TEMPORAL_CONTEXTS) codes each frame against
 the levels of the frame sent before it; intra frames (the measured default coder, no reference) open
 the stream, follow every reconnect or intra request, and recur every `intra_period` frames.
 """
@@ -85,6 +85,20 @@ class QuantizerChoice:
         elif not 2 <= levels <= 256:
             raise ServiceError(f"--levels must be within 2..256, got {levels}.")
         return cls(shared, levels, chosen_coder, intra_period or 30, "")
+
+
+def packaged_profile(model_name: str) -> Path | None:
+    """The codec profile shipped with a registered model (ModelSpec.default_profile), if there is one."""
+    from splitinfer import dnn
+
+    try:
+        relative = getattr(dnn.get_spec(model_name), "default_profile", None)
+    except dnn.ModelError:
+        return None
+    if not relative:
+        return None
+    path = Path(dnn.__file__).resolve().parent / relative
+    return path if path.is_file() else None
 
 
 class EdgePipeline:

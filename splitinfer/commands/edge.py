@@ -11,8 +11,10 @@ HELP = ("Run the edge service: read a video source, run the head of the model, s
         "cloud and print its detections as JSON lines.")
 CODEC_OPTIONS = [
     Option("cut", "Layer to cut the model after (default: the model's default cut)."),
-    Option("profile", "Codec profile JSON (quantizer, coder, intra period), e.g. from calibration."),
-    Option("levels", "Quantizer levels when no --profile is given (2..256).", cast=int),
+    Option("profile", "Codec profile JSON (quantizer, coder, intra period), e.g. from `splitinfer calibrate`; "
+           "default: the profile shipped with the model when --cut is its cut, else built-in clip ranges."),
+    Option("levels", "Quantizer levels when no --profile is given (2..256; default 8 with the built-in ranges).",
+           cast=int),
     Option("clip-min", "Lower clip value when no --profile is given (with --clip-max; default: built-in "
            "ranges measured on real activations).", cast=float),
     Option("clip-max", "Upper clip value when no --profile is given.", cast=float),
