@@ -139,3 +139,25 @@ def test_eval_refuses_a_profile_made_for_another_cut(tmp_path, capsys):
                  "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--limit", "1"])
     error = capsys.readouterr().err
     assert code == 2 and "cut" in error and "80" in error and "60" in error
+
+
+def test_default_profiles_match_their_registry_entries():
+    from importlib import resources
+
+    from splitinfer.dnn import get_spec, list_models
+
+    with_profiles = [name for name in list_models() if get_spec(name).default_profile]
+    assert MODEL in with_profiles
+    for name in with_profiles:
+        spec = get_spec(name)
+        profile = CodecProfile.load(str(resources.files("splitinfer.dnn").joinpath(spec.default_profile)))
+        check_profile_matches(profile, name, spec.default_cut)
+        assert profile.cut == spec.default_cut and profile.figures["bytes_per_frame"] > 0
+
+
+def test_eval_codec_default_uses_the_packaged_profile_and_its_cut(capsys):
+    code = main(["eval", str(shared_path("coco-mini", "val2017")), "--model", MODEL, "--codec", "default",
+                 "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--limit", "2", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["cut"] == "80" and result["codec"].startswith("default") and result["bytes_per_frame"] > 0

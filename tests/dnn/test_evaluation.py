@@ -92,7 +92,8 @@ def test_lost_and_added_detections_match_by_class_and_iou():
 
 
 def test_without_a_codec_the_compressed_figures_equal_the_reference(fastest_xl, val_folder):
-    report = evaluate_detection(fastest_xl, iter_source(val_folder, limit=6), annotations=coco_annotations_for(val_folder))
+    report = evaluate_detection(fastest_xl, iter_source(val_folder, limit=6), cut="22",
+                                annotations=coco_annotations_for(val_folder))
     assert report.images == 6 and report.codec == "none"
     assert report.ap50 == report.ap50_ref and report.ap50_delta == 0.0
     assert report.fidelity_ap50 == 1.0 and report.detections_lost == report.detections_added == 0
@@ -101,9 +102,9 @@ def test_without_a_codec_the_compressed_figures_equal_the_reference(fastest_xl, 
 
 def test_codec_rates_are_the_real_coded_bytes(fastest_xl, val_folder):
     frames = list(iter_source(val_folder, limit=4))
-    report = evaluate_detection(fastest_xl, frames, profile=PROFILE, annotations=coco_annotations_for(val_folder),
-                                codec_name="uniform-8")
-    split = fastest_xl.split(fastest_xl.default_cut)
+    report = evaluate_detection(fastest_xl, frames, cut="22", profile=PROFILE,
+                                annotations=coco_annotations_for(val_folder), codec_name="uniform-8")
+    split = fastest_xl.split("22")
     coded = [encode(split.head(fastest_xl.preprocess(f.image)[0])["layer22"][0].numpy(), PROFILE.quantizer).nbytes
              for f in frames]
     assert report.bytes_per_frame == pytest.approx(np.mean(coded))
@@ -159,7 +160,7 @@ def test_classification_pairs_top1_with_and_without_the_codec():
 
 def test_eval_command_prints_json_with_the_agreed_keys(val_folder, fastest_dir, capsys):
     code = main(["eval", str(val_folder), "--weights", str(fastest_dir), "--limit", "3", "--levels", "8",
-                 "--clip-min", "-1", "--clip-max", "6", "--json"])
+                 "--clip-min", "-1", "--clip-max", "6", "--cut", "22", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     for key in ("ap", "ap50", "ap_ref", "ap50_ref", "ap50_delta", "ap50_delta_se", "fidelity_ap50",
@@ -172,7 +173,7 @@ def test_eval_command_prints_json_with_the_agreed_keys(val_folder, fastest_dir, 
     (["eval", "/nonexistent/folder"], "does not exist"),
     (["eval", "{val}", "--levels", "8"], "--levels needs --clip-min and --clip-max"),
     (["eval", "{val}", "--model", "yolov9"], "unknown model"),
-    (["eval", "{val}", "--codec", "default"], "no default codec profile"),
+    (["eval", "{val}", "--model", "yolo-fastest-1.1", "--codec", "default"], "no default codec profile"),
     (["eval", "{val}", "--codec", "/nonexistent/profile.json"], "cannot read the codec profile"),
 ])
 def test_eval_command_errors_are_one_line(args, message, val_folder, fastest_dir, capsys):
