@@ -208,8 +208,8 @@ class EdgeStreamer:
                     message = f"{_FATAL_CODES[code]}: {exc.details()} ({code.name})"
                     raise StreamRejectedError(message) from exc
                 reason = f"{code.name}: {exc.details()}"
-            except (_RetryableStreamError, asyncio.TimeoutError) as exc:
-                reason = str(exc) or "no answer to the start message in time"
+            except (_RetryableStreamError, asyncio.TimeoutError, asyncio.InvalidStateError) as exc:
+                reason = str(exc) or "no answer from the cloud in time"
             self._after_disconnect()
             now = time.monotonic()
             if accepted:
@@ -256,9 +256,10 @@ class EdgeStreamer:
         sender = asyncio.create_task(self._send_loop(call), name="edge-send")
         receiver = asyncio.create_task(self._receive_loop(call), name="edge-receive")
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()  # re-raise the first failure
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_EXCEPTION)
+            if sender.done() and isinstance(sender.exception(), asyncio.InvalidStateError):
+                # The call ended under the sender's feet; the receiver reads the status that says why.
+                await asyncio.wait_for(receiver, self.config.connect_timeout_s)
             await receiver
             return await sender
         finally:
