@@ -95,3 +95,20 @@ def test_any_source_text_is_classified_or_refused_clearly(text) -> None:
         assert isinstance(source_kind(text), SourceKind)
     except CaptureError as exc:
         assert str(exc)
+
+
+def test_an_unreachable_live_source_is_retried_with_backoff_and_reported(caplog) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    grabber = FrameGrabber(f"http://127.0.0.1:{port}/video.mjpg", open_timeout_s=1, reopen_initial_s=0.05,
+                           reopen_max_s=0.2)
+    assert grabber.mode is CaptureMode.LIVE
+    with caplog.at_level("WARNING", logger="splitinfer.edge.capture"), grabber:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(caplog.records) < 2:
+            assert grabber.get(timeout=0.2) is None  # no frame, and no end: a live source is retried
+    assert len(caplog.records) >= 2
+    assert all("retrying" in record.getMessage() for record in caplog.records)

@@ -59,3 +59,14 @@ def test_bad_edge_settings_are_refused_with_a_hint(model, video, overrides, mess
     settings = EdgeSettings(**{**dict(source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1"), **overrides})
     with pytest.raises(ServiceError, match=message):
         run(run_edge(settings, [], pipeline=build_pipeline(settings, model)))
+
+
+def test_demo_streams_the_sample_video_and_prints_a_summary(capsys) -> None:
+    from splitinfer.cli import main
+    from tests.conftest import shared_path
+
+    shared_path("video")
+    assert main(["demo", "--frames", "6", "--weights", str(shared_path("models", "yolo-fastest-1.1"))]) == 0
+    out = capsys.readouterr().out
+    assert "frames answered" in out and "6 (0 with errors)" in out
+    assert "bits/element" in out and "latency preprocess->result" in out
