@@ -80,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     if sizes:
         print(f"calibration set ({len(calibration.files)} images): {figures['bytes_per_frame']:.0f} bytes/frame, "
               f"{figures['bits_per_element']:.3f} bits/element, {figures.get('changes_per_image', float('nan')):.3f} "
-              "detections lost+added per image against the uncompressed model")
+              "results (detections, or top-1 classes) lost+added per image against the uncompressed model")
     print(f"wrote {output}")
     return 0
