@@ -27,6 +27,8 @@ OPTIONS = [
     Option("max-connection-age", "Seconds before a connection is closed so a load balancer can rebalance "
            "(0: never); edges reconnect and resume.", cast=float, default=0.0),
     Option("max-elements", "Largest decoded tensor (elements) accepted from a frame.", cast=int, default=2**24),
+    Option("torch-threads", "Threads per torch operation (0: torch's default, one per core; set it to the "
+           "container's CPU limit).", cast=int, default=0),
     Option("port-file", "Write the bound gRPC port to this file once the model is loaded and serving."),
     Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 ]
@@ -37,9 +39,16 @@ def run(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
+    from splitinfer.errors import ConfigError
     from splitinfer.services.cloud.server import CloudConfig, serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.torch_threads < 0:
+        raise ConfigError(f"--torch-threads must be 0 (torch's default) or more, got {args.torch_threads}.")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
         max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
