@@ -71,6 +71,8 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
     choice = QuantizerChoice.from_settings(profile=profile, levels=settings.levels,
                                            clip_min=settings.clip_min, clip_max=settings.clip_max,
                                            coder=settings.coder, intra_period=settings.intra_period)
+    if settings.cut is None and choice.profile_cut is not None:
+        cut = choice.profile_cut  # a profile's cut is the default cut
     return EdgePipeline(model, cut, choice)
 
 

@@ -53,6 +53,9 @@ class QuantizerChoice:
     coder: Coder | None = None
     intra_period: int = 30
     profile_json: str = ""
+    # The model and cut the profile was made for (None: any); the edge refuses a mismatch.
+    profile_model: str | None = None
+    profile_cut: str | None = None
 
     @classmethod
     def from_settings(cls, *, profile: str | None = None, levels: int | None = None, clip_min: float | None = None,
@@ -72,7 +75,7 @@ class QuantizerChoice:
             except CodecError as exc:
                 raise ServiceError(f"codec profile {profile!r} is invalid: {exc}") from exc
             return cls(loaded.quantizer, loaded.quantizer.levels, chosen_coder or loaded.coder,
-                       intra_period or loaded.intra_period, loaded.to_json())
+                       intra_period or loaded.intra_period, loaded.to_json(), loaded.model, loaded.cut)
         levels = DEFAULT_LEVELS if levels is None else levels
         if (clip_min is None) != (clip_max is None):
             raise ServiceError("pass both --clip-min and --clip-max (or neither, to use the fallback ranges).")
@@ -108,6 +111,12 @@ class EdgePipeline:
         self.model = model
         self.split = model.split(cut)
         self.choice = choice
+        if choice.profile_model not in (None, model.name):
+            raise ServiceError(f"the codec profile was made for model {choice.profile_model!r}, not {model.name!r}: "
+                               "pass a profile calibrated for this model (splitinfer calibrate).")
+        if choice.profile_cut is not None and model.split(choice.profile_cut).cut != self.split.cut:
+            raise ServiceError(f"the codec profile was made for cut {choice.profile_cut}, not {self.split.cut}: "
+                               f"drop --cut to use the profile's cut, or calibrate one for cut {self.split.cut}.")
         self.limits = limits
         self._quantizers: dict[str, Quantizer] = {}
         for spec in self.split.tensors:

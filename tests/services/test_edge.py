@@ -70,3 +70,20 @@ def test_demo_streams_the_sample_video_and_prints_a_summary(capsys) -> None:
     out = capsys.readouterr().out
     assert "frames answered" in out and "6 (0 with errors)" in out
     assert "bits/element" in out and "latency preprocess->result" in out
+
+
+def test_a_profile_for_another_cut_or_model_is_refused_and_its_own_cut_is_the_default(model, video, tmp_path) -> None:
+    from splitinfer.codec import CodecProfile, Quantizer
+
+    def profile(name: str, **fields) -> str:
+        path = tmp_path / name
+        CodecProfile(Quantizer.uniform(-16.0, 16.0, 12), **fields).save(path)
+        return str(path)
+
+    base = dict(source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1")
+    pipeline = build_pipeline(EdgeSettings(**base, profile=profile("p80.json", model=MODEL, cut="80")), model)
+    assert pipeline.cut == "80" and pipeline.quantizer("layer80").levels == 12
+    with pytest.raises(ServiceError, match="made for cut 80"):
+        build_pipeline(EdgeSettings(**base, cut="34", profile=profile("p80b.json", model=MODEL, cut="80")), model)
+    with pytest.raises(ServiceError, match="made for model"):
+        build_pipeline(EdgeSettings(**base, profile=profile("other.json", model="yolo-fastest-1.1", cut="80")), model)
