@@ -96,10 +96,11 @@ class StreamRegistry:
         return connection
 
     def detach(self, connection: Connection) -> None:
-        """Forget the connection (its state is kept for a later resume)."""
+        """Forget the connection; the small state is kept for a later resume, the reference levels are not."""
         stream_id = connection.state.stream_id
         if self._connections.get(stream_id) is connection:
             del self._connections[stream_id]
+            connection.state.reference = None  # a resumed stream starts with an intra frame anyway
         connection.state.last_seen = time.monotonic()
 
     def stop_all(self, reason: str) -> None:

@@ -6,17 +6,16 @@ import asyncio
 import urllib.request
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from splitinfer.services.channel_options import channel_options
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.cloud.subscribers import SubscriberHub
-from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+from splitinfer.v1 import inference_pb2
 from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
-
-import pytest
 
 SERVICE = "splitinfer.v1.InferenceService"
 
