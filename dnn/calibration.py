@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from splitinfer.dnn.eval_coco import count_lost_added
 from splitinfer.dnn.eval_images import image_files, read_image
 from splitinfer.dnn.results import Detection
 
+if TYPE_CHECKING:
+    from splitinfer.codec import CodecProfile, Quantizer
+    from splitinfer.dnn.model import SplitModel
+
 DEFAULT_SAMPLE_SIZE = 2_000_000
 
 
@@ -30,7 +34,7 @@ class ProfileMismatchError(CodecError):
     """A codec profile was made for another model or cut than the one it is used with."""
 
 
-def check_profile_matches(profile, model: str, cut: str | int) -> None:
+def check_profile_matches(profile: CodecProfile, model: str, cut: str | int) -> None:
     """Refuse a profile calibrated for another model or cut (its clip range and levels would be wrong).
 
     A profile with no model or cut (hand-written, not calibrated) matches anything.
@@ -91,7 +95,7 @@ def calibration_images(folder: str | os.PathLike, limit: int | None = None) -> l
 
 
 def collect_calibration(
-    model,
+    model: SplitModel,
     cut: str | int,
     folder: str | os.PathLike,
     *,
@@ -151,7 +155,7 @@ def result_changes(reference: Sequence, result: Sequence) -> tuple[int, int]:
 
 
 def fidelity_loss(
-    model,
+    model: SplitModel,
     calibration: Calibration,
     roundtrip: Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]],
 ) -> float:
@@ -175,7 +179,7 @@ SEARCH_SCALES = (1.0, 0.8, 1.25, 1.5, 2.0, 2.5)
 class QuantizerChoice:
     """What calibration chose for one tensor: the quantizer and the figures it was chosen on."""
 
-    quantizer: Any
+    quantizer: Quantizer
     figures: dict[str, Any]
 
 
@@ -188,7 +192,7 @@ def design_quantizer(
     kind: str = "uniform",
     lam: float = 1.0,
     weight_power: float = 0.0,
-):
+) -> Quantizer:
     """A uniform or modified-ECSQ quantizer for the range, designed on the calibration sample."""
     from splitinfer.codec.ecsq import design_ecsq
     from splitinfer.codec.quantizer import Quantizer
@@ -201,7 +205,7 @@ def design_quantizer(
 
 
 def choose_quantizer(
-    model,
+    model: SplitModel,
     calibration: Calibration,
     *,
     levels: int,
