@@ -59,6 +59,8 @@ def hevc_roundtrip(
     preset: str = "medium",
 ) -> HevcResult:
     """Code (C, H, W) tensors as one HEVC sequence and decode it; keyint=1 is all-intra."""
+    if not tensors:
+        raise ValueError("hevc_roundtrip needs at least one tensor")
     ffmpeg = _ffmpeg()
     pix_fmt, dtype = _pix_fmt(bits)
     frames = []
@@ -66,7 +68,6 @@ def hevc_roundtrip(
     for tensor in tensors:
         frame, layout = tile(np.asarray(tensor, dtype=np.float32), clip_min, clip_max, bits)
         frames.append(frame.astype(dtype))
-    assert layout is not None, "at least one tensor"
     height, width = frames[0].shape
     params = [f"qp={qp}", f"keyint={keyint}", f"min-keyint={keyint}", "scenecut=0", "bframes=0",
               "info=0", "pools=1", "frame-threads=1", "log-level=error"]
