@@ -15,7 +15,7 @@ from types import ModuleType
 
 from splitinfer import __version__
 from splitinfer.errors import SplitInferError
-from splitinfer.settings import add_options
+from splitinfer.settings import add_options, raise_config_errors
 
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
@@ -51,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        raise_config_errors(args)
         return int(args.run(args) or 0)
     except SplitInferError as exc:
         print(f"splitinfer: error: {exc}", file=sys.stderr)

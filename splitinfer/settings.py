@@ -68,8 +68,15 @@ def add_options(
 ) -> None:
     """Add each option as a flag whose default comes from its SPLITINFER_* variable."""
     environ = os.environ if environ is None else environ
+    errors: list[ConfigError] = []
     for option in options:
-        default = _from_env(option, environ)
+        try:
+            default = _from_env(option, environ)
+        except ConfigError as exc:
+            # Raised only if this command runs (see config_errors): a variable meant for another command
+            # must not break every command of the CLI.
+            errors.append(exc)
+            default = option.default
         help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
         if option.flag:
             parser.add_argument(
@@ -81,6 +88,14 @@ def add_options(
                 f"--{option.name}", dest=option.dest, type=option.cast, default=default,
                 choices=option.choices, help=help_text,
             )
+    parser.set_defaults(config_errors=tuple(errors))
+
+
+def raise_config_errors(args: argparse.Namespace) -> None:
+    """Raise the first invalid SPLITINFER_* value found for the command that is about to run."""
+    errors = getattr(args, "config_errors", ())
+    if errors:
+        raise errors[0]
 
 
 def describe(groups: Mapping[str, Iterable[Option]]) -> str:

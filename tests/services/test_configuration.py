@@ -9,7 +9,7 @@ import pytest
 
 from splitinfer.cli import _commands, build_parser
 from splitinfer.errors import ConfigError
-from splitinfer.settings import add_options, describe
+from splitinfer.settings import add_options, describe, raise_config_errors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "CONFIGURATION.md"
 SERVICE_COMMANDS = ("cloud", "edge", "watch", "demo")
@@ -39,8 +39,10 @@ def test_environment_variables_set_the_defaults_of_service_commands(command) -> 
     parser = argparse.ArgumentParser()
     add_options(parser, module.OPTIONS, environ={int_option.env: "7"})
     assert getattr(parser.parse_args([]), int_option.dest) == 7
+    parser = argparse.ArgumentParser()
+    add_options(parser, module.OPTIONS, environ={int_option.env: "seven"})
     with pytest.raises(ConfigError, match=int_option.env):
-        add_options(argparse.ArgumentParser(), module.OPTIONS, environ={int_option.env: "seven"})
+        raise_config_errors(parser.parse_args([]))
 
 
 def test_service_commands_parse_their_flags() -> None:
