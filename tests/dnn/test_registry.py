@@ -202,3 +202,14 @@ def test_efficientnet_lite0_classifies_real_images():
         assert len(scores) == 5 and scores[0].score >= scores[1].score
         hits += scores[0].class_id == truth[path.name]
     assert hits >= 5  # about 80 % top-1 on these images
+
+
+def test_exported_names_do_not_drift():
+    import splitinfer.dnn as dnn
+
+    assert set(dnn.__all__) == {
+        "CfgError", "ClassScore", "Detection", "ImageDecodeError", "MissingDependencyError", "ModelError",
+        "ModelSpec", "PreprocessInfo", "Split", "SplitModel", "TensorSpec", "WeightsError",
+        "WeightsUnavailableError", "get_spec", "list_models", "load_model",
+    }
+    assert all(issubclass(getattr(dnn, n), dnn.ModelError) for n in dnn.__all__ if n.endswith("Error") and n != "ModelError")
