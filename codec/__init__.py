@@ -24,7 +24,7 @@ from splitinfer.codec.entropy import (
 )
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import PROFILE_ID, CodecProfile
-from splitinfer.codec.quantizer import Quantizer, QuantizerKind
+from splitinfer.codec.quantizer import Quantizer, QuantizerKind, quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor, decode, decode_levels, default_coder, encode, encode_levels
 
 __all__ = [
@@ -45,4 +45,5 @@ __all__ = [
     "encode_indices",
     "encode_levels",
     "ideal_cost_bits",
+    "quantize_with_reference",
 ]

@@ -375,3 +375,27 @@ def _histogram(levels, n_levels):
     for i in range(levels.size):
         counts[levels[i]] += 1
     return counts[:n_levels]
+
+
+@njit(cache=True, nogil=True)
+def _quantize_with_reference(values, thresholds, reconstruction, reference, margin, out):
+    """_quantize, but keep reference[i] while values[i] lies within `margin` steps beyond its cell; True on NaN.
+
+    A step is the distance between the reference's reconstruction value and its neighbour's on that side.
+    """
+    nan = _quantize(values, thresholds, out)
+    if margin <= 0.0:
+        return nan
+    for i in range(values.size):
+        k = out[i]
+        r = reference[i]
+        if k == r:
+            continue
+        v = values[i]
+        if k > r:
+            keep = v <= thresholds[r] + margin * (reconstruction[r + 1] - reconstruction[r])
+        else:
+            keep = v > thresholds[r - 1] - margin * (reconstruction[r] - reconstruction[r - 1])
+        if keep:
+            out[i] = r
+    return nan

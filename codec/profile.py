@@ -4,10 +4,11 @@
      "quantizer": {"kind": "UNIFORM", "clip_min": 0.0, "clip_max": 4.0,
                    "thresholds": [...], "reconstruction": [...]},
      "coder": "NEIGHBOUR_CONTEXTS" | null, "model": "yolo-fastest-1.1-xl" | null, "cut": "80" | null,
-     "intra_period": 30, "figures": {...}}
+     "intra_period": 30, "hysteresis": 0.0, "figures": {...}}
 
 `coder` null means the measured default for the quantizer's tensor kind; `figures` records what the
-profile was chosen on (calibration writes it). Unknown ids, unknown or missing fields raise CodecError.
+profile was chosen on (calibration writes it); `hysteresis` is the edge's temporal hysteresis margin in steps
+(codec.quantize_with_reference; 0 = off, the default for files without the field). Unknown ids, unknown or missing fields raise CodecError.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any
 
 from splitinfer.codec.entropy import Coder, as_coder
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.quantizer import Quantizer, QuantizerKind
+from splitinfer.codec.quantizer import MAX_HYSTERESIS, Quantizer, QuantizerKind
 
 PROFILE_ID = "splitinfer.codec-profile/1"
-_FIELDS = {"id", "quantizer", "coder", "model", "cut", "intra_period", "figures"}
+_FIELDS = {"id", "quantizer", "coder", "model", "cut", "intra_period", "hysteresis", "figures"}
 _QUANTIZER_FIELDS = {"kind", "clip_min", "clip_max", "thresholds", "reconstruction"}
 
 
@@ -58,7 +59,7 @@ def quantizer_from_dict(data: object) -> Quantizer:
 
 @dataclass(frozen=True)
 class CodecProfile:
-    """How a stream codes its tensors: quantizer, coder (None: the measured default), intra period."""
+    """How a stream codes its tensors: quantizer, coder (None: the measured default), intra period, hysteresis."""
 
     quantizer: Quantizer
     coder: Coder | None = None
@@ -66,6 +67,7 @@ class CodecProfile:
     cut: str | None = None
     intra_period: int = 30
     figures: dict = field(default_factory=dict)
+    hysteresis: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.quantizer, Quantizer):
@@ -80,6 +82,11 @@ class CodecProfile:
         if isinstance(period, bool) or not isinstance(period, int) or period < 1:
             raise CodecError(f"profile field 'intra_period' must be a positive integer (frames between intra "
                              f"frames; 1 = every frame intra), got {period!r}.")
+        margin = self.hysteresis
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin <= MAX_HYSTERESIS:
+            raise CodecError(f"profile field 'hysteresis' must be a number of steps in [0, {MAX_HYSTERESIS}] "
+                             f"(0 = off), got {margin!r}.")
+        object.__setattr__(self, "hysteresis", float(margin))
         if not isinstance(self.figures, dict):
             raise CodecError(f"profile field 'figures' must be an object, got {type(self.figures).__name__}.")
         try:
@@ -95,6 +102,7 @@ class CodecProfile:
             "model": self.model,
             "cut": self.cut,
             "intra_period": self.intra_period,
+            "hysteresis": self.hysteresis,
             "figures": self.figures,
         }
 
@@ -123,6 +131,7 @@ class CodecProfile:
             model=data.get("model"),
             cut=data.get("cut"),
             intra_period=data.get("intra_period", 30),
+            hysteresis=data.get("hysteresis", 0.0),
             figures=data.get("figures", {}),
         )
 

@@ -132,3 +132,39 @@ class Quantizer:
         if idx.size and int(idx.max()) >= self.levels:
             raise CodecError(f"level index {int(idx.max())} is out of range for {self.levels} levels.")
         return self._reconstruction32[idx]
+
+
+MAX_HYSTERESIS = 1.0
+
+
+def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_levels: np.ndarray,
+                            margin: float) -> np.ndarray:
+    """Quantize like `quantizer.quantize`, but keep an element's reference level while its value lies within
+    `margin` steps beyond that level's cell (temporal hysteresis: near-threshold flicker costs inter bits).
+
+    The error per element stays within (0.5 + margin) of a step of uniform levels; margin 0 is plain quantize.
+    """
+    if not isinstance(quantizer, Quantizer):
+        raise CodecError(f"quantizer must be a splitinfer.codec.Quantizer, got {type(quantizer).__name__}.")
+    if isinstance(margin, bool) or not isinstance(margin, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(margin) <= MAX_HYSTERESIS:
+        raise CodecError(f"the hysteresis margin must be a number of steps in [0, {MAX_HYSTERESIS}], got {margin!r}.")
+    array = np.asarray(values)
+    if array.dtype.kind not in "fiub":
+        raise CodecError(f"the tensor must hold real numbers, got dtype {array.dtype}.")
+    array = np.asarray(array, dtype=np.float32)
+    reference = np.asarray(reference_levels)
+    if reference.shape != array.shape:
+        raise CodecError(f"the reference levels have shape {reference.shape} but the tensor has shape {array.shape}: "
+                         "pass the previous frame's levels of the same tensor.")
+    if reference.dtype.kind not in "iub":
+        raise CodecError(f"reference levels must be integers from Quantizer.quantize, got dtype {reference.dtype}.")
+    if reference.size and (int(reference.min()) < 0 or int(reference.max()) >= quantizer.levels):
+        raise CodecError(f"reference levels {int(reference.min())}..{int(reference.max())} do not fit a "
+                         f"{quantizer.levels}-level quantizer: pass levels made by this quantizer.")
+    levels = np.empty(array.shape, np.uint8)
+    if _kernels._quantize_with_reference(np.ravel(array), quantizer._thresholds32, quantizer._reconstruction32,
+                                         np.ravel(reference).astype(np.uint8, copy=False), float(margin),
+                                         levels.reshape(-1)):
+        raise CodecError("the tensor contains NaN: fix the model or input; NaN has no level to map to.")
+    return levels

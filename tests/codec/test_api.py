@@ -10,7 +10,7 @@ import splitinfer.codec as codec
 PUBLIC = {
     "CODER_VERSION", "PROFILE_ID", "CodecError", "CodecLimits", "CodecProfile", "Coder", "CompressedTensor",
     "Quantizer", "QuantizerKind", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
-    "encode_indices", "encode_levels", "ideal_cost_bits",
+    "encode_indices", "encode_levels", "ideal_cost_bits", "quantize_with_reference",
 }
 
 

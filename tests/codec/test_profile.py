@@ -46,6 +46,10 @@ def _edited(**changes) -> str:
         (_edited(coder=5), "'coder' must be a coder name or null"),
         (_edited(intra_period=0), "'intra_period' must be a positive integer"),
         (_edited(intra_period="30"), "'intra_period' must be a positive integer"),
+        (_edited(hysteresis=-0.1), "'hysteresis' must be a number of steps in \\[0, 1.0\\]"),
+        (_edited(hysteresis=2), "'hysteresis' must be a number of steps"),
+        (_edited(hysteresis="0.1"), "'hysteresis' must be a number of steps"),
+        (_edited(hysteresis=True), "'hysteresis' must be a number of steps"),
         (_edited(model=3), "'model' must be a string or null"),
         (_edited(figures=[1]), "'figures' must be an object"),
         (_edited(quantizer=[1]), "'quantizer' must be an object"),
@@ -81,3 +85,11 @@ def test_bad_quantizers_in_profiles_raise_codec_error(quantizer: dict, message: 
 def test_missing_profile_file_says_which(tmp_path: Path) -> None:
     with pytest.raises(CodecError, match="cannot read the codec profile"):
         CodecProfile.load(tmp_path / "absent.json")
+
+
+def test_hysteresis_round_trips_and_files_without_it_load_with_it_off() -> None:
+    held = CodecProfile(Quantizer.uniform(-4, 4, 9), coder=Coder.TEMPORAL_CONTEXTS, hysteresis=0.1)
+    assert CodecProfile.from_json(held.to_json()) == held and json.loads(held.to_json())["hysteresis"] == 0.1
+    old = json.loads(_edited())
+    del old["hysteresis"]
+    assert CodecProfile.from_dict(old).hysteresis == 0.0
