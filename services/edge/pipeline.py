@@ -3,7 +3,8 @@
 Quantizers come from a codec profile (--profile), from --levels/--clip-min/--clip-max, from the profile
 shipped with the model (when the cut is its cut), or from the built-in fallback below. Temporal coding (profile coder TEMPORAL_CONTEXTS) codes each frame against
 the levels of the frame sent before it; intra frames (the measured default coder, no reference) open
-the stream, follow every reconnect or intra request, and recur every `intra_period` frames.
+the stream, follow every reconnect or intra request, and recur every `intra_period` frames. A profile's
+`hysteresis` keeps an inter frame's level at the reference level near cell boundaries (fewer bits for flicker).
 """
 
 from __future__ import annotations
@@ -18,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from splitinfer.codec import CodecError, CodecLimits, CodecProfile, Coder, Quantizer, default_coder, encode
+from splitinfer.codec import (
+    CodecError,
+    CodecLimits,
+    CodecProfile,
+    Coder,
+    Quantizer,
+    default_coder,
+    encode,
+    encode_levels,
+    quantize_with_reference,
+)
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
 from splitinfer.services.errors import ServiceError
@@ -56,6 +67,7 @@ class QuantizerChoice:
     # The model and cut the profile was made for (None: any); the edge refuses a mismatch.
     profile_model: str | None = None
     profile_cut: str | None = None
+    hysteresis: float = 0.0
 
     @classmethod
     def from_settings(cls, *, profile: str | None = None, levels: int | None = None, clip_min: float | None = None,
@@ -75,7 +87,8 @@ class QuantizerChoice:
             except CodecError as exc:
                 raise ServiceError(f"codec profile {profile!r} is invalid: {exc}") from exc
             return cls(loaded.quantizer, loaded.quantizer.levels, chosen_coder or loaded.coder,
-                       intra_period or loaded.intra_period, loaded.to_json(), loaded.model, loaded.cut)
+                       intra_period or loaded.intra_period, loaded.to_json(), loaded.model, loaded.cut,
+                       loaded.hysteresis)
         levels = DEFAULT_LEVELS if levels is None else levels
         if (clip_min is None) != (clip_max is None):
             raise ServiceError("pass both --clip-min and --clip-max (or neither, to use the fallback ranges).")
@@ -194,12 +207,14 @@ class EdgePipeline:
                     coder = self.choice.coder if self.choice.coder not in (None, Coder.TEMPORAL_CONTEXTS) else None
                     compressed = encode(tensor, quantizer, coder=coder or default_coder(quantizer), name=name,
                                         limits=self.limits)
+                    if self.temporal:
+                        levels[name] = quantizer.quantize(tensor)
                 else:
-                    compressed = encode(tensor, quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
-                                        reference=reference[1][name], limits=self.limits)
+                    levels[name] = quantize_with_reference(tensor, quantizer, reference[1][name],
+                                                           self.choice.hysteresis)
+                    compressed = encode_levels(levels[name], quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
+                                               reference=reference[1][name], limits=self.limits)
                 message.tensors.append(tensor_to_proto(compressed))
-                if self.temporal:
-                    levels[name] = quantizer.quantize(tensor)
             if self.temporal:
                 self._reference = (frame.sequence, levels)
                 self._since_intra = 1 if intra else self._since_intra + 1

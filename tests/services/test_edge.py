@@ -87,3 +87,44 @@ def test_a_profile_for_another_cut_or_model_is_refused_and_its_own_cut_is_the_de
         build_pipeline(EdgeSettings(**base, cut="34", profile=profile("p80b.json", model=MODEL, cut="80")), model)
     with pytest.raises(ServiceError, match="made for model"):
         build_pipeline(EdgeSettings(**base, profile=profile("other.json", model="yolo-fastest-1.1", cut="80")), model)
+
+
+def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model, video, tmp_path) -> None:
+    import numpy as np
+
+    from splitinfer.codec import CodecProfile, Coder, Quantizer, decode_levels
+    from splitinfer.services.edge.capture import EndOfSource, FrameGrabber
+    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+    from splitinfer.wire import tensor_from_proto
+    from tests.services.conftest import CUT
+
+    quantizer = Quantizer.uniform(-12.0, 12.0, 9)
+    pipelines = {}
+    for margin in (0.0, 0.3):
+        path = tmp_path / f"h{margin}.json"
+        CodecProfile(quantizer, coder=Coder.TEMPORAL_CONTEXTS, model=MODEL, cut=CUT, intra_period=100,
+                     hysteresis=margin).save(path)
+        pipelines[margin] = EdgePipeline(model, CUT, QuantizerChoice.from_settings(profile=str(path)))
+    assert pipelines[0.3].choice.hysteresis == 0.3
+    sizes = {0.0: 0, 0.3: 0}
+    previous = None
+    with FrameGrabber(str(video), max_frames=5) as grabber:
+        while True:
+            try:
+                frame = grabber.get(timeout=10)
+            except EndOfSource:
+                break
+            if frame is None:
+                continue
+            head = pipelines[0.0].run_head(frame)
+            for margin, pipeline in pipelines.items():
+                message = pipeline.encode(head)
+                (coded,) = message.tensors
+                sizes[margin] += len(coded.payload) if message.HasField("reference_frame_id") else 0
+                if margin == 0.3:
+                    levels = decode_levels(tensor_from_proto(coded), reference=previous)
+                    plain = quantizer.quantize(head.tensors["layer80"])
+                    assert np.all((levels == plain) | (levels == previous)) if previous is not None else \
+                        np.array_equal(levels, plain)
+                    previous = levels
+    assert sizes[0.3] < sizes[0.0]
