@@ -222,9 +222,13 @@ def calibration_histogram(model, cut: str, max_images: int | None = None):
 
 
 def ours(evaluator: Evaluator, cut: str, quantizer, coders: Sequence, family: str, setting: str,
-         part: str, *, temporal_period: Sequence[int] = ()) -> list[Point]:
-    """Code every picture's tensors with `quantizer` and each coder (real bytes), run the tail once."""
-    from splitinfer.codec import Coder, decode, decode_levels, default_coder, encode
+         part: str, *, temporal_period: Sequence[int] = (), hysteresis: Sequence[float] = (0.0,)) -> list[Point]:
+    """Code every picture's tensors with `quantizer` and each coder (real bytes), run the tail once.
+
+    Temporal coding runs once per intra period and hysteresis margin (codec.quantize_with_reference against
+    the previous frame's levels); a margin above 0 changes the levels, so its tail runs again.
+    """
+    from splitinfer.codec import decode, encode
 
     heads = evaluator.heads(cut)
     elements = sum(v.size for v in heads[0].values())
@@ -246,25 +250,42 @@ def ours(evaluator: Evaluator, cut: str, quantizer, coders: Sequence, family: st
             sizes.append(total)
         points.append(_point(part, evaluator, cut, family, setting, coder.name, sizes, elements, enc, dec, scores))
     for period in temporal_period:
-        sizes, enc, dec = [], [], []
-        previous: dict[str, np.ndarray] = {}
-        for n, h in enumerate(heads):
-            total = 0
-            for name, v in h.items():
-                intra = n % period == 0 or name not in previous
-                start = time.perf_counter()
-                coded = (encode(v[0], quantizer, coder=default_coder(quantizer)) if intra
-                         else encode(v[0], quantizer, coder=Coder.TEMPORAL_CONTEXTS, reference=previous[name]))
-                enc.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                levels = decode_levels(coded, reference=None if intra else previous[name])
-                dec.append(time.perf_counter() - start)
-                previous[name] = levels
-                total += coded.nbytes
-            sizes.append(total)
-        points.append(_point(part, evaluator, cut, family, setting, f"TEMPORAL_CONTEXTS/K={period}", sizes, elements,
-                             enc, dec, scores))
+        for margin in hysteresis:
+            sizes, enc, dec, tensors = _temporal(heads, quantizer, period, margin)
+            label = setting if margin == 0 else f"{setting} h={margin:g}"
+            margin_scores = scores if margin == 0 else evaluator.score(evaluator.run_tail(cut, tensors))
+            points.append(_point(part, evaluator, cut, family, label, f"TEMPORAL_CONTEXTS/K={period}", sizes,
+                                 elements, enc, dec, margin_scores))
     return points
+
+
+def _temporal(heads, quantizer, period: int, margin: float):
+    """Intra every `period` frames, temporal contexts between; sizes, encode / decode seconds, decoded tensors."""
+    from splitinfer.codec import Coder, decode_levels, default_coder, encode_levels, quantize_with_reference
+
+    sizes, enc, dec, tensors = [], [], [], []
+    previous: dict[str, np.ndarray] = {}
+    for n, h in enumerate(heads):
+        total = 0
+        decoded = {}
+        for name, v in h.items():
+            intra = n % period == 0 or name not in previous
+            start = time.perf_counter()
+            if intra:
+                coded = encode_levels(quantizer.quantize(v[0]), quantizer, coder=default_coder(quantizer))
+            else:
+                levels = quantize_with_reference(v[0], quantizer, previous[name], margin)
+                coded = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, reference=previous[name])
+            enc.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            levels = decode_levels(coded, reference=None if intra else previous[name])
+            dec.append(time.perf_counter() - start)
+            previous[name] = levels
+            decoded[name] = quantizer.dequantize(levels)[None]
+            total += coded.nbytes
+        sizes.append(total)
+        tensors.append(decoded)
+    return sizes, enc, dec, tensors
 
 
 def _point(part, evaluator, cut, family, setting, coder, sizes, elements, enc, dec, scores) -> Point:
@@ -456,10 +477,11 @@ def study_video(points, out, args) -> None:
     coders = [Coder.SIGNED_NEIGHBOUR_CONTEXTS]
     for setting, quantizer, _ in _uniform_grid(hist, args.video_levels, args.video_scales, symmetric=True):
         points += ours(evaluator, cut, quantizer, coders, "ours-uniform", setting, "video",
-                       temporal_period=args.periods)
+                       temporal_period=args.periods, hysteresis=args.hysteresis)
         _log(points, out)
     for setting, quantizer in _ecsq_grid(hist, args.ecsq_levels, args.ecsq_scale, args.lambdas, args.powers, True):
-        points += ours(evaluator, cut, quantizer, coders, "ours-ecsq", setting, "video", temporal_period=args.periods)
+        points += ours(evaluator, cut, quantizer, coders, "ours-ecsq", setting, "video", temporal_period=args.periods,
+                       hysteresis=args.hysteresis)
         _log(points, out)
     wide = mse_optimal_range(hist, 256)
     for keyint in (1, args.periods[0]):
@@ -636,7 +658,8 @@ def _row(p: Point) -> str:
 HEADER = ("| cut | codec | setting | coder | bytes/frame | bits/element | accuracy (Δ ± SE) | lost / added | "
           "enc ms | dec ms |\n|---|---|---|---|---|---|---|---|---|---|")
 COLORS = {"ours-uniform": "C1", "ours-ecsq": "C2", "ours-perchannel": "C3", "hevc-intra": "C4", "hevc-inter": "C5",
-          "jpeg": "C0", "float16": "C7", "uint8": "C6", "ours temporal K=30": "C8", "ours temporal K=300": "C9"}
+          "jpeg": "C0", "float16": "C7", "uint8": "C6", "ours temporal K=30": "C8", "ours temporal K=300": "C9",
+          "ours temporal K=30 hysteresis": "m", "ours temporal K=300 hysteresis": "k"}
 METRICS = {"accuracy": "AP50 / top-1", "fidelity": "results lost + added vs unsplit"}
 
 
@@ -646,7 +669,11 @@ def _families(intra: list[Point], temporal: list[Point], cut: str) -> dict[str, 
         if p.cut in (cut, "input"):
             by_family.setdefault(p.family, []).append(p)
     for period in sorted({p.coder for p in temporal if p.cut == cut}, key=lambda c: int(c.split("=")[1])):
-        by_family[f"ours temporal {period.split('/')[1]}"] = [p for p in temporal if p.cut == cut and p.coder == period]
+        chosen = [p for p in temporal if p.cut == cut and p.coder == period]
+        by_family[f"ours temporal {period.split('/')[1]}"] = [p for p in chosen if " h=" not in p.setting]
+        held = [p for p in chosen if " h=" in p.setting]
+        if held:
+            by_family[f"ours temporal {period.split('/')[1]} hysteresis"] = held
     return by_family
 
 
@@ -704,6 +731,10 @@ def write_report(points: list[Point], docs: Path) -> None:
                         if name.startswith("ours temporal") and by_family.get(family):
                             print(f"- BD-rate ({METRICS[metric]}) of {name} against {family}: "
                                   f"{_bd(by_family[family], group, metric)}")
+                for name, group in by_family.items():
+                    if name.endswith(" hysteresis") and by_family.get(name[: -len(" hysteresis")]):
+                        print(f"- BD-rate ({METRICS[metric]}) of {name} against {name[: -len(' hysteresis')]} "
+                              f"(no hysteresis): {_bd(by_family[name[: -len(' hysteresis')]], group, metric)}")
                 uniform = by_family.get("ours-uniform", [])
                 for power in sorted({p.setting.split("w=")[1] for p in by_family.get("ours-ecsq", [])}):
                     ecsq = [p for p in by_family["ours-ecsq"] if p.setting.endswith(f"w={power}")]
@@ -771,6 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--video-scales", type=_csv(float), default=[1.5, 2.0])
     parser.add_argument("--video-jpeg", type=_csv(int), default=[50, 70, 90])
     parser.add_argument("--periods", type=_csv(int), default=[30, 300])
+    parser.add_argument("--hysteresis", type=_csv(float), default=[0.0],
+                        help="temporal hysteresis margins in steps (video; 0 = plain quantize)")
     parser.add_argument("--speed-frames", type=int, default=20)
     parser.add_argument("--speed-rounds", type=int, default=3)
     parser.add_argument("--effnet-cuts", type=_csv(str), default=["blocks.2", "blocks.3"])
