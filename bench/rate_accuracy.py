@@ -811,7 +811,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.report:
-        write_report([Point(**p) for path in [args.out, *args.also] for p in json.loads(path.read_text())], args.docs)
+        # A setting measured again in a later file replaces the earlier measurement (no duplicate rows).
+        merged = {(p["part"], p["model"], p["cut"], p["family"], p["setting"], p["coder"]): p
+                  for path in [args.out, *args.also] for p in json.loads(path.read_text())}
+        write_report([Point(**p) for p in merged.values()], args.docs)
         return 0
     import torch
 
