@@ -96,8 +96,6 @@ def test_hysteresis_round_trips_and_files_without_it_load_with_it_off() -> None:
 
 
 def test_the_shipped_video_profile_codes_temporally_with_hysteresis() -> None:
-    import splitinfer.dnn
-
-    profile = CodecProfile.load(Path(splitinfer.dnn.__file__).parent / "profiles" / "yolo-fastest-1.1-xl-video.json")
+    profile = CodecProfile.load(Path(__file__).resolve().parents[2] / "dnn" / "profiles" / "yolo-fastest-1.1-xl-video.json")
     assert (profile.model, profile.cut, profile.coder) == ("yolo-fastest-1.1-xl", "60", Coder.TEMPORAL_CONTEXTS)
     assert 0.0 < profile.hysteresis <= 0.1 and profile.quantizer.levels == 13 and profile.intra_period == 30
