@@ -21,10 +21,12 @@ from splitinfer.codec.entropy import (
     decode_indices,
     encode_indices,
     ideal_cost_bits,
+    parse_coder,
 )
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import PROFILE_ID, CodecProfile
 from splitinfer.codec.quantizer import Quantizer, QuantizerKind, quantize_with_reference
+from splitinfer.codec.sequence import TemporalEncoder
 from splitinfer.codec.tensor import CompressedTensor, decode, decode_levels, default_coder, encode, encode_levels
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "CompressedTensor",
     "Quantizer",
     "QuantizerKind",
+    "TemporalEncoder",
     "decode",
     "decode_indices",
     "decode_levels",
@@ -45,5 +48,6 @@ __all__ = [
     "encode_indices",
     "encode_levels",
     "ideal_cost_bits",
+    "parse_coder",
     "quantize_with_reference",
 ]

@@ -40,6 +40,21 @@ class Coder(enum.IntEnum):
     TEMPORAL_CONTEXTS = 4
 
 
+def parse_coder(text: str | None) -> Coder | None:
+    """A coder from any spelling users type (NEIGHBOUR_CONTEXTS, neighbour-contexts); "auto" or "" -> None.
+
+    None means "the measured default for the tensor kind" (see default_coder).
+    """
+    name = (text or "").strip().upper().replace("-", "_")
+    if name in ("", "AUTO"):
+        return None
+    try:
+        return Coder[name]
+    except KeyError:
+        names = ", ".join(["auto", *(c.name.lower().replace("_", "-") for c in Coder)])
+        raise CodecError(f"unknown coder {text!r}: use one of {names} (any case, '-' or '_').") from None
+
+
 @dataclass(frozen=True)
 class CodecLimits:
     """What a decoder accepts: elements are checked before any allocation, bins (work) while decoding.

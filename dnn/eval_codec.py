@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
 
-from splitinfer.codec import CodecProfile, Coder, Quantizer, decode, encode
+from splitinfer.codec import (
+    CodecError,
+    CodecProfile,
+    Coder,
+    Quantizer,
+    TemporalEncoder,
+    decode,
+    decode_levels,
+    encode,
+    parse_coder,
+)
 from splitinfer.dnn.errors import ModelError
 
 
 def compress_roundtrip(tensors: Mapping[str, np.ndarray], profile: CodecProfile) -> tuple[dict[str, np.ndarray], int]:
-    """Encode and decode each tensor (intra, no temporal reference); returns the decoded tensors and the coded bytes."""
+    """Encode and decode each tensor (intra, no temporal reference); returns the decoded tensors and the coded bytes.
+
+    A TEMPORAL_CONTEXTS profile is coded here as its intra frames are; use SequenceRoundtrip for a video.
+    """
+    if profile.coder is Coder.TEMPORAL_CONTEXTS:
+        profile = dataclasses.replace(profile, coder=None)
     decoded: dict[str, np.ndarray] = {}
     nbytes = 0
     for name, array in tensors.items():
@@ -28,10 +44,32 @@ def profile_from_options(levels: int, clip_min: float | None, clip_max: float | 
             "--levels needs --clip-min and --clip-max (or pass a profile file with --codec PROFILE.json; "
             "`splitinfer calibrate` measures a clip range on the calibration set)."
         )
-    chosen = None
-    if coder is not None:
-        try:
-            chosen = Coder[coder.upper()]
-        except KeyError:
-            raise ModelError(f"unknown coder {coder!r}; choose one of {', '.join(c.name for c in Coder)}.") from None
+    try:
+        chosen = parse_coder(coder)
+    except CodecError as exc:
+        raise ModelError(f"invalid --coder: {exc}") from exc
     return CodecProfile(Quantizer.uniform(clip_min, clip_max, levels), coder=chosen)
+
+
+class SequenceRoundtrip:
+    """The codec round trip of consecutive frames, as a stream codes them: temporal profiles code inter frames."""
+
+    def __init__(self, profile: CodecProfile) -> None:
+        self.profile = profile
+        self._encoder = (TemporalEncoder(intra_period=profile.intra_period, hysteresis=profile.hysteresis)
+                         if profile.coder is Coder.TEMPORAL_CONTEXTS else None)
+        self._decoded_levels: dict[str, np.ndarray] = {}
+
+    def __call__(self, tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+        """Encode and decode one frame; returns the decoded tensors and the coded bytes."""
+        if self._encoder is None:
+            return compress_roundtrip(tensors, self.profile)
+        arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in tensors.items()}
+        coded, intra = self._encoder.encode_frame(arrays, {name: self.profile.quantizer for name in arrays})
+        decoded: dict[str, np.ndarray] = {}
+        for name, tensor in coded.items():
+            reference = None if intra else self._decoded_levels[name]
+            levels = decode_levels(tensor, reference=reference)
+            self._decoded_levels[name] = levels
+            decoded[name] = self.profile.quantizer.dequantize(levels)
+        return decoded, sum(t.nbytes for t in coded.values())

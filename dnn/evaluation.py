@@ -19,7 +19,7 @@ import torch
 
 from splitinfer.codec import CodecProfile
 from splitinfer.dnn.errors import ModelError
-from splitinfer.dnn.eval_codec import compress_roundtrip
+from splitinfer.dnn.eval_codec import SequenceRoundtrip
 from splitinfer.dnn.eval_coco import PerImageAP, count_lost_added, fidelity_ap50, jackknife_se, to_coco_results
 from splitinfer.dnn.eval_images import Frame, iter_folder
 from splitinfer.dnn.model import SplitModel
@@ -42,6 +42,7 @@ def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: Co
                skipped: list[str]) -> Iterable[CodedOutputs]:
     """For each decodable frame: head, tail on the exact tensors, tail on the codec round trip."""
     split = model.split(cut)
+    roundtrip = SequenceRoundtrip(profile) if profile is not None else None
     for frame in frames:
         if frame.image is None:
             skipped.append(frame.error or f"{frame.key}: not decodable")
@@ -53,10 +54,10 @@ def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: Co
             continue
         sent = split.head(x)
         reference = split.tail(sent)
-        if profile is None:
+        if roundtrip is None:
             compressed, coded = reference, sum(4 * t.numel() for t in sent.values())
         else:
-            decoded, coded = compress_roundtrip({k: v[0].numpy() for k, v in sent.items()}, profile)
+            decoded, coded = roundtrip({k: v[0].numpy() for k, v in sent.items()})
             compressed = split.tail({k: torch.from_numpy(v[None]) for k, v in decoded.items()})
         yield CodedOutputs(frame.key, reference, compressed, coded, info)
 

@@ -50,3 +50,17 @@ def test_a_bad_variable_of_one_command_does_not_break_the_others(monkeypatch, ca
     assert main(["config"]) == 0
     assert main(["cloud"]) == 2
     assert "SPLITINFER_PORT='not-a-port'" in capsys.readouterr().err
+
+
+def test_one_coder_variable_suits_every_command_that_reads_it(monkeypatch) -> None:
+    from splitinfer.cli import build_parser
+
+    monkeypatch.setenv("SPLITINFER_CODER", "temporal-contexts")
+    parser = build_parser()
+    for argv in (["edge"], ["calibrate"], ["eval", "DATA"], ["roundtrip"]):
+        args = parser.parse_args(argv)
+        raise_config_errors(args)
+        assert args.coder == "temporal-contexts"
+    monkeypatch.setenv("SPLITINFER_CODER", "zip")
+    with pytest.raises(ConfigError, match="unknown coder 'zip'"):
+        raise_config_errors(build_parser().parse_args(["calibrate"]))

@@ -28,6 +28,7 @@ from splitinfer.codec import (
     default_coder,
     encode,
     encode_levels,
+    parse_coder,
     quantize_with_reference,
 )
 from splitinfer.services.edge.capture import CapturedFrame
@@ -74,11 +75,10 @@ class QuantizerChoice:
                       clip_max: float | None = None, coder: str | None = None,
                       intra_period: int | None = None) -> QuantizerChoice:
         """--profile FILE wins; else --levels with --clip-min/--clip-max; else the fallback ranges."""
-        name = (coder or "").strip().upper().replace("-", "_")
         try:
-            chosen_coder = None if name in ("", "AUTO") else Coder[name]
-        except KeyError as exc:
-            raise ServiceError(f"unknown coder {coder!r}: use one of {', '.join(c.name for c in Coder)}.") from exc
+            chosen_coder = parse_coder(coder)
+        except CodecError as exc:
+            raise ServiceError(f"invalid --coder: {exc}") from exc
         if profile:
             if not Path(profile).is_file():
                 raise ServiceError(f"codec profile {profile!r} does not exist: check --profile.")

@@ -1,1 +1,17 @@
 """Subcommands of the `splitinfer` console script, one module each (see splitinfer.cli)."""
+
+from __future__ import annotations
+
+
+def coder_name(text: str) -> str:
+    """Option cast for --coder: any spelling of a coder (or "auto"), checked now, kept as text.
+
+    Every command reads it with splitinfer.codec.parse_coder, so one SPLITINFER_CODER suits them all.
+    """
+    from splitinfer.codec import CodecError, parse_coder
+
+    try:
+        parse_coder(text)
+    except CodecError as exc:
+        raise ValueError(str(exc)) from exc
+    return text

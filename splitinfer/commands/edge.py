@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.commands import coder_name
 from splitinfer.settings import Option
 
 NAME = "edge"
@@ -19,7 +20,7 @@ CODEC_OPTIONS = [
            "ranges measured on real activations).", cast=float),
     Option("clip-max", "Upper clip value when no --profile is given.", cast=float),
     Option("coder", "Entropy coder (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS, "
-           "TEMPORAL_CONTEXTS); default: the profile's, else the measured default."),
+           "TEMPORAL_CONTEXTS; any case, '-' or '_'); default: the profile's, else the measured default.", cast=coder_name),
     Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames.", cast=int),
 ]
 OPTIONS = [

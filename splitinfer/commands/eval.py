@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from splitinfer.commands import coder_name
 from splitinfer.settings import Option
 
 NAME = "eval"
@@ -32,7 +33,7 @@ OPTIONS = [
     Option("clip-min", "lower clip value with --levels", float, None),
     Option("clip-max", "upper clip value with --levels", float, None),
     Option("coder", "entropy coder with --levels (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS); "
-           "default: the measured best for the tensor kind", str, None),
+           "default: the measured best for the tensor kind", coder_name, None),
     Option("annotations", "COCO instances JSON for DATA (default: DATA/../annotations/instances_<DATA name>.json)", str, None),
     Option("score-threshold", "lowest detection score kept for AP (Darknet's map uses 0.005)", float, 0.005),
     Option("live-threshold", "score threshold of deployed detections, used for fidelity lost/added counts", float, 0.25),

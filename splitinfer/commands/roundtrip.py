@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+from splitinfer.commands import coder_name
 from splitinfer.errors import ConfigError
 from splitinfer.settings import Option
 
@@ -14,15 +15,6 @@ HELP = "Codec round trip on a real activation tensor: shape, coded bytes, bits p
 
 _REPO = Path(__file__).resolve().parents[2]
 _DEFAULT_ACTIVATIONS = _REPO.parent / "shared" / "data" / "activations" / "yolo-fastest-1.1-xl.npz"
-_CODERS = ("auto", "bin-contexts", "neighbour-contexts", "signed-neighbour-contexts", "temporal-contexts")
-
-
-def _coder_name(text: str) -> str:
-    """A coder name in any spelling the other commands use (NEIGHBOUR_CONTEXTS, neighbour-contexts, auto)."""
-    name = text.strip().lower().replace("_", "-")
-    if name not in _CODERS:
-        raise ValueError(f"unknown coder {text!r}; use one of {', '.join(_CODERS)}")
-    return name
 
 
 def _optional_float(text: str) -> float | None:
@@ -41,7 +33,7 @@ OPTIONS = [
            _optional_float, None),
     Option("clip-percentile", "percentile p: the default clip range is [p-th, (100-p)-th] percentile", float, 0.1),
     Option("coder", "entropy coder (auto, bin-contexts, neighbour-contexts, signed-neighbour-contexts; any case, "
-           "- or _); auto picks the measured best for the tensor kind", _coder_name, "auto"),
+           "- or _); auto picks the measured best for the tensor kind", coder_name, "auto"),
     Option("repeat", "timed repetitions (the median is printed)", int, 5),
 ]
 
@@ -86,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from splitinfer.codec import Coder, Quantizer, decode, encode
+    from splitinfer.codec import Coder, Quantizer, decode, encode, parse_coder
 
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}.")
-    if args.coder == "temporal-contexts":
+    coder = parse_coder(args.coder)
+    if coder is Coder.TEMPORAL_CONTEXTS:
         raise ConfigError("--coder temporal-contexts needs the previous frame of a video; the round trip codes one "
                           "tensor: pick an intra coder (or auto).")
     if not 0.0 <= args.clip_percentile < 50.0:
@@ -100,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
     clip_min = float(low) if args.clip_min is None else args.clip_min
     clip_max = float(high) if args.clip_max is None else args.clip_max
     quantizer = Quantizer.uniform(clip_min, clip_max, args.levels)
-    coder = None if args.coder == "auto" else Coder[args.coder.upper().replace("-", "_")]
 
     start = time.perf_counter()
     tensor = encode(x, quantizer, coder=coder, name=args.tensor)

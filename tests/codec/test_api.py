@@ -9,8 +9,8 @@ import splitinfer.codec as codec
 
 PUBLIC = {
     "CODER_VERSION", "PROFILE_ID", "CodecError", "CodecLimits", "CodecProfile", "Coder", "CompressedTensor",
-    "Quantizer", "QuantizerKind", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
-    "encode_indices", "encode_levels", "ideal_cost_bits", "quantize_with_reference",
+    "Quantizer", "QuantizerKind", "TemporalEncoder", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
+    "encode_indices", "encode_levels", "ideal_cost_bits", "parse_coder", "quantize_with_reference",
 }
 
 
@@ -36,3 +36,18 @@ def test_codec_imports_neither_torch_nor_grpc_nor_protobuf() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_coders_parse_from_every_spelling_users_type() -> None:
+    assert codec.parse_coder("NEIGHBOUR_CONTEXTS") is codec.Coder.NEIGHBOUR_CONTEXTS
+    assert codec.parse_coder(" neighbour-contexts ") is codec.Coder.NEIGHBOUR_CONTEXTS
+    assert codec.parse_coder("Temporal_Contexts") is codec.Coder.TEMPORAL_CONTEXTS
+    for automatic in (None, "", "auto", "AUTO"):
+        assert codec.parse_coder(automatic) is None
+
+
+def test_an_unknown_coder_lists_the_valid_names() -> None:
+    import pytest
+
+    with pytest.raises(codec.CodecError, match="unknown coder 'zip'.*signed-neighbour-contexts"):
+        codec.parse_coder("zip")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from splitinfer.cli import main
-from splitinfer.codec import CodecError, CodecProfile, Quantizer
+from splitinfer.codec import CodecError, CodecProfile, Coder, Quantizer
 from splitinfer.codec.clip_range import ValueHistogram, mse_optimal_range
 from splitinfer.dnn import ImageDecodeError, ModelError, load_model
 from splitinfer.dnn.calibration import (
@@ -118,6 +118,18 @@ def test_calibrate_command_writes_a_profile_the_edge_can_load(tmp_path, capsys):
     assert profile.figures["calibration_images"] == 3 and profile.figures["bytes_per_frame"] > 0
     assert "wrote" in capsys.readouterr().out
     check_profile_matches(profile, MODEL, "80")
+
+
+def test_calibrate_command_writes_a_temporal_profile_for_video(tmp_path):
+    output = tmp_path / "video.json"
+    code = main(["calibrate", "--model", MODEL, "--cut", "80", "--data", str(shared_path("coco-mini", "calib2017")),
+                 "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--levels", "9", "--clip", "mse",
+                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--max-images", "2", "--output", str(output),
+                 "--no-progress"])
+    assert code == 0
+    profile = CodecProfile.load(output)
+    assert (profile.coder, profile.hysteresis) == (Coder.TEMPORAL_CONTEXTS, 0.1)
+    assert profile.figures["bytes_per_frame"] > 0  # measured as the intra frames the stream opens with
 
 
 def test_calibrate_command_without_data_says_what_to_pass(capsys):

@@ -20,7 +20,7 @@ from splitinfer.dnn import (
     list_models,
     load_model,
 )
-from splitinfer.dnn.registry import ModelSpec, register
+from splitinfer.dnn.registry import register
 from splitinfer.dnn.weights import RemoteFile, resolve_file
 
 
