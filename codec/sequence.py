@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-
-from splitinfer.codec.entropy import Coder
+from splitinfer.codec.entropy import CodecLimits, Coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor, default_coder, encode_levels
@@ -21,7 +20,8 @@ from splitinfer.codec.tensor import CompressedTensor, default_coder, encode_leve
 class TemporalEncoder:
     """Encodes successive frames (dicts of named tensors) intra or against the previous frame's levels."""
 
-    def __init__(self, *, intra_period: int = 30, hysteresis: float = 0.0, intra_coder: Coder | None = None) -> None:
+    def __init__(self, *, intra_period: int = 30, hysteresis: float = 0.0, intra_coder: Coder | None = None,
+                 limits: CodecLimits | None = None) -> None:
         if intra_period < 1:
             raise CodecError(f"intra_period must be at least 1 frame, got {intra_period}.")
         if intra_coder is Coder.TEMPORAL_CONTEXTS:
@@ -29,6 +29,7 @@ class TemporalEncoder:
         self.intra_period = intra_period
         self.hysteresis = hysteresis
         self.intra_coder = intra_coder
+        self.limits = limits
         self._reference: dict[str, np.ndarray] | None = None
         self._since_intra = 0
 
@@ -49,11 +50,11 @@ class TemporalEncoder:
             if intra:
                 levels[name] = quantizer.quantize(tensor)
                 coder = self.intra_coder or default_coder(quantizer)
-                coded[name] = encode_levels(levels[name], quantizer, coder=coder, name=name)
+                coded[name] = encode_levels(levels[name], quantizer, coder=coder, name=name, limits=self.limits)
             else:
                 levels[name] = quantize_with_reference(tensor, quantizer, reference[name], self.hysteresis)
                 coded[name] = encode_levels(levels[name], quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
-                                            reference=reference[name])
+                                            reference=reference[name], limits=self.limits)
         self._reference = levels
         self._since_intra = 1 if intra else self._since_intra + 1
         return coded, intra

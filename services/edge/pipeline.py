@@ -18,22 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from splitinfer.codec import (
     CodecError,
     CodecLimits,
     CodecProfile,
     Coder,
     Quantizer,
-    default_coder,
+    TemporalEncoder,
     encode,
-    encode_levels,
     parse_coder,
-    quantize_with_reference,
 )
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
 from splitinfer.services.errors import ServiceError
+
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_to_proto
 
@@ -138,9 +136,10 @@ class EdgePipeline:
             elif spec.name in FALLBACK_CLIP_RANGES:
                 self._quantizers[spec.name] = Quantizer.uniform(*FALLBACK_CLIP_RANGES[spec.name], choice.levels)
         self._lock = threading.Lock()
-        self._reference: tuple[int, dict[str, np.ndarray]] | None = None
-        self._since_intra = 0
-        self._restart = True
+        intra_coder = choice.coder if choice.coder is not Coder.TEMPORAL_CONTEXTS else None
+        self._encoder = TemporalEncoder(intra_period=choice.intra_period, hysteresis=choice.hysteresis,
+                                        intra_coder=intra_coder, limits=limits)
+        self._reference_id: int | None = None  # frame id of the levels the encoder holds as reference
 
     @property
     def temporal(self) -> bool:
@@ -160,7 +159,7 @@ class EdgePipeline:
     def restart_coding(self) -> None:
         """The next frame is intra (after a reconnect, or when the cloud asked for one)."""
         with self._lock:
-            self._restart = True
+            self._encoder.restart()
 
     def run_head(self, frame: CapturedFrame) -> HeadOutput:
         """Preprocess and head: the tensors at the cut as float32 numpy arrays (1, C, H, W)."""
@@ -190,34 +189,20 @@ class EdgePipeline:
         started = time.perf_counter()
         frame = head.frame
         with self._lock:
-            if self._restart:
-                self._reference, self._restart = None, False
-            reference = self._reference
-            intra = not self.temporal or reference is None or self._since_intra >= self.choice.intra_period
             message = inference_pb2.FeatureFrame(frame_id=frame.sequence)
             message.capture.capture_time.FromNanoseconds(frame.wall_time_ns)
             message.capture.capture_monotonic_ns = frame.monotonic_ns
             message.capture.image_height, message.capture.image_width = frame.image.shape[:2]
-            if not intra:
-                message.reference_frame_id = reference[0]
-            levels: dict[str, np.ndarray] = {}
-            for name, tensor in head.tensors.items():
-                quantizer = self._quantizer_for(name, tensor)
-                if intra:
-                    coder = self.choice.coder if self.choice.coder not in (None, Coder.TEMPORAL_CONTEXTS) else None
-                    compressed = encode(tensor, quantizer, coder=coder or default_coder(quantizer), name=name,
-                                        limits=self.limits)
-                    if self.temporal:
-                        levels[name] = quantizer.quantize(tensor)
-                else:
-                    levels[name] = quantize_with_reference(tensor, quantizer, reference[1][name],
-                                                           self.choice.hysteresis)
-                    compressed = encode_levels(levels[name], quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
-                                               reference=reference[1][name], limits=self.limits)
-                message.tensors.append(tensor_to_proto(compressed))
+            quantizers = {name: self._quantizer_for(name, tensor) for name, tensor in head.tensors.items()}
             if self.temporal:
-                self._reference = (frame.sequence, levels)
-                self._since_intra = 1 if intra else self._since_intra + 1
+                coded, intra = self._encoder.encode_frame(head.tensors, quantizers)
+                if not intra:
+                    message.reference_frame_id = self._reference_id
+                self._reference_id = frame.sequence
+            else:
+                coded = {name: encode(tensor, quantizers[name], coder=self.choice.coder, name=name, limits=self.limits)
+                         for name, tensor in head.tensors.items()}
+            message.tensors.extend(tensor_to_proto(compressed) for compressed in coded.values())
         for stage, seconds in head.stage_seconds.items():
             message.edge_stage_seconds[stage] = seconds
         message.edge_stage_seconds["encode"] = time.perf_counter() - started
