@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.services.edge.app import EdgeSettings
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.services.errors import ServiceError
 
@@ -25,23 +26,12 @@ CLOUD_START_TIMEOUT_S = 180.0
 
 @dataclass(frozen=True)
 class DemoOptions:
-    source: str
-    frames: int | None = 100
+    """The edge's settings (its cloud address is filled in once the cloud runs) and what only the demo has."""
+
+    edge: EdgeSettings
     cloud_mode: str = "inprocess"
-    model: str = "yolo-fastest-1.1-xl"
-    weights: str | None = None
-    cut: str | None = None
-    profile: str | None = None
-    levels: int | None = None
-    clip_min: float | None = None
-    clip_max: float | None = None
-    coder: str | None = None
-    intra_period: int | None = None
-    window: int = 4
-    mode: str = "auto"
     annotate: str | None = None
     jsonl: str | None = None
-    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 class ProgressReporter:
@@ -135,10 +125,10 @@ class JsonLinesFile:
 async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:
     port_file = workdir / "cloud.port"
     command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
-               "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.model,
-               "--max-message-bytes", str(options.max_message_bytes), "--log-level", "WARNING"]
-    if options.weights:
-        command += ["--weights", options.weights]
+               "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.edge.model,
+               "--max-message-bytes", str(options.edge.max_message_bytes), "--log-level", "WARNING"]
+    if options.edge.weights:
+        command += ["--weights", options.edge.weights]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + CLOUD_START_TIMEOUT_S
     while not port_file.exists():
@@ -155,7 +145,6 @@ async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[
 def _warm_up(pipeline) -> None:
     """Run head and coder once on a blank frame so the first real frame is not slowed by compilation."""
     import numpy as np
-
     from splitinfer.services.edge.capture import CapturedFrame
 
     pipeline.encode(pipeline.run_head(CapturedFrame(0, np.zeros((432, 768, 3), np.uint8), time.time_ns(),
@@ -168,20 +157,15 @@ async def run_demo(options: DemoOptions) -> int:
     from splitinfer.dnn import load_model
     from splitinfer.services.cloud.engine import TailEngine
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
-    from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
+    from splitinfer.services.edge.app import build_pipeline, run_edge
     from splitinfer.services.edge.output import AnnotatedVideoSink
 
     loop = asyncio.get_running_loop()
-    print(f"splitinfer demo: {options.model} split between an edge and a cloud ({options.cloud_mode}) on "
-          f"{options.source}" + (f", {options.frames} frames" if options.frames else ""), flush=True)
+    settings = options.edge
+    print(f"splitinfer demo: {settings.model} split between an edge and a cloud ({options.cloud_mode}) on "
+          f"{settings.source}" + (f", {settings.frames} frames" if settings.frames else ""), flush=True)
     with ThreadPoolExecutor(max_workers=1) as executor:
-        model = await loop.run_in_executor(executor, lambda: load_model(options.model, weights=options.weights))
-    settings = EdgeSettings(source=options.source, cloud="", mode=options.mode, stream_id="demo",
-                            model=options.model, weights=options.weights, cut=options.cut, profile=options.profile,
-                            levels=options.levels, clip_min=options.clip_min, clip_max=options.clip_max,
-                            coder=options.coder, intra_period=options.intra_period, window=options.window,
-                            frames=options.frames, max_message_bytes=options.max_message_bytes,
-                            give_up_after_s=30.0)
+        model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights))
     pipeline = build_pipeline(settings, model)
     await loop.run_in_executor(None, _warm_up, pipeline)
     from splitinfer.services.edge.pipeline import quantizers_summary
@@ -189,7 +173,7 @@ async def run_demo(options: DemoOptions) -> int:
     described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
     print(f"cut after layer {pipeline.cut}; tensors {described}; coder "
           f"{pipeline.choice.coder.name if pipeline.choice.coder else 'default'}", flush=True)
-    progress = ProgressReporter(options.frames)
+    progress = ProgressReporter(settings.frames)
     sinks: list = [progress]
     closers = []
     if options.annotate:
@@ -206,12 +190,12 @@ async def run_demo(options: DemoOptions) -> int:
             if options.cloud_mode == "subprocess":
                 process, cloud = await _start_subprocess_cloud(options, Path(workdir))
             else:
-                server = CloudServer(CloudConfig(model=options.model, host="127.0.0.1", port=0, metrics_port=-1,
-                                                 max_message_bytes=options.max_message_bytes),
+                server = CloudServer(CloudConfig(model=settings.model, host="127.0.0.1", port=0, metrics_port=-1,
+                                                 max_message_bytes=settings.max_message_bytes),
                                      engine=TailEngine(model))
                 await server.start()
                 cloud = f"127.0.0.1:{server.port}"
-            settings = EdgeSettings(**{**settings.__dict__, "cloud": cloud})
+            settings = dataclasses.replace(settings, cloud=cloud)
             stats = await run_edge(settings, sinks, pipeline=pipeline, handle_signals=True)
         finally:
             for close in closers:
