@@ -27,7 +27,15 @@ from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import PROFILE_ID, CodecProfile
 from splitinfer.codec.quantizer import Quantizer, QuantizerKind, quantize_with_reference
 from splitinfer.codec.sequence import TemporalEncoder
-from splitinfer.codec.tensor import CompressedTensor, decode, decode_levels, default_coder, encode, encode_levels
+from splitinfer.codec.tensor import (
+    CompressedTensor,
+    decode,
+    decode_levels,
+    default_coder,
+    encode,
+    encode_levels,
+    warm_up,
+)
 
 __all__ = [
     "CODER_VERSION",
@@ -50,4 +58,5 @@ __all__ = [
     "ideal_cost_bits",
     "parse_coder",
     "quantize_with_reference",
+    "warm_up",
 ]

@@ -23,7 +23,7 @@ from splitinfer.codec.entropy import (
     encode_quantized,
 )
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.quantizer import Quantizer
+from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,17 @@ def decode(tensor: CompressedTensor, *, reference: np.ndarray | None = None,
     """The tensor's float32 reconstruction: each level index mapped to its reconstruction value."""
     levels = decode_levels(tensor, reference=reference, limits=limits)
     return tensor.quantizer.dequantize(levels)
+
+
+def warm_up() -> None:
+    """Load every compiled kernel once (from numba's cache, or by compiling it), so no real frame pays for it.
+
+    Services call this while their health check still says NOT_SERVING.
+    """
+    quantizer = Quantizer.uniform(-1.0, 1.0, 5)
+    values = np.linspace(-1.5, 1.5, 2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    reference = quantizer.quantize(values[::-1].copy())
+    for coder in Coder:
+        ref = reference if coder is Coder.TEMPORAL_CONTEXTS else None
+        decode(encode(values, quantizer, coder=coder, reference=ref), reference=ref)
+    quantize_with_reference(values, quantizer, reference, 0.1)

@@ -132,11 +132,13 @@ class CloudServer:
         log.info("serving %s on port %d", engine.model_name, self._port)
 
     def _load(self) -> object:
-        from splitinfer.codec import CodecLimits
+        from splitinfer.codec import CodecLimits, warm_up
         from splitinfer.services.cloud.engine import TailEngine
 
-        return TailEngine.load(self.config.model, weights=self.config.weights,
-                               limits=CodecLimits(max_elements=self.config.max_elements))
+        engine = TailEngine.load(self.config.model, weights=self.config.weights,
+                                 limits=CodecLimits(max_elements=self.config.max_elements))
+        warm_up()  # before SERVING: the first frame of the first stream should not load the codec's kernels
+        return engine
 
     async def shutdown(self) -> None:
         """Graceful stop: NOT_SERVING, drain queued frames (at most drain_seconds), then stop."""

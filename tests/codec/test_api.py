@@ -10,7 +10,7 @@ import splitinfer.codec as codec
 PUBLIC = {
     "CODER_VERSION", "PROFILE_ID", "CodecError", "CodecLimits", "CodecProfile", "Coder", "CompressedTensor",
     "Quantizer", "QuantizerKind", "TemporalEncoder", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
-    "encode_indices", "encode_levels", "ideal_cost_bits", "parse_coder", "quantize_with_reference",
+    "encode_indices", "encode_levels", "ideal_cost_bits", "parse_coder", "quantize_with_reference", "warm_up",
 }
 
 
@@ -51,3 +51,25 @@ def test_an_unknown_coder_lists_the_valid_names() -> None:
 
     with pytest.raises(codec.CodecError, match="unknown coder 'zip'.*signed-neighbour-contexts"):
         codec.parse_coder("zip")
+
+
+def test_after_warm_up_real_frames_compile_nothing_new() -> None:
+    code = (
+        "import numpy as np, splitinfer.codec as c\n"
+        "from splitinfer.codec import _kernels as k\n"
+        "def signatures():\n"
+        "    return sum(len(getattr(k, n).signatures) for n in dir(k) if hasattr(getattr(k, n), 'signatures'))\n"
+        "c.warm_up()\n"
+        "after_warm_up = signatures()\n"
+        "q = c.Quantizer.uniform(-4.0, 4.0, 9)\n"
+        "x = np.random.default_rng(0).normal(size=(1, 48, 20, 20)).astype(np.float32)\n"
+        "ref = q.quantize(x[:, ::-1].copy())\n"
+        "for coder in c.Coder:\n"
+        "    r = ref if coder is c.Coder.TEMPORAL_CONTEXTS else None\n"
+        "    c.decode(c.encode(x, q, coder=coder, reference=r), reference=r)\n"
+        "c.quantize_with_reference(x, q, ref, 0.1)\n"
+        "print(after_warm_up, signatures())\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    after_warm_up, after_frames = map(int, result.stdout.split())
+    assert after_warm_up > 0 and after_frames == after_warm_up
