@@ -40,14 +40,6 @@ def cache_dir() -> Path:
     return Path(base) / "splitinfer"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_file(remote: RemoteFile, explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
     """The local path of `remote`: explicit path (file or folder), $SPLITINFER_WEIGHTS_DIR, cache, download."""
     if explicit is not None:
