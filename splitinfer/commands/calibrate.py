@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     from splitinfer.codec import CodecProfile, Coder, default_coder, encode, parse_coder
     from splitinfer.dnn import load_model
-    from splitinfer.dnn.calibration import check_profile_matches, choose_quantizer, collect_calibration
+    from splitinfer.dnn.calibration import choose_quantizer, collect_calibration
 
     if not args.data:
         raise ConfigError("calibrate needs --data: a folder of calibration images (never the evaluation set), "
@@ -74,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
     profile = CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
                            intra_period=args.intra_period, hysteresis=args.hysteresis, figures=figures)
-    check_profile_matches(profile, model.name, calibration.cut)
     output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
     profile.save(output)
     q = choice.quantizer
