@@ -62,8 +62,15 @@ def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: Co
         yield CodedOutputs(frame.key, reference, compressed, coded, info)
 
 
+class _Report:
+    """What the report dataclasses share: to_dict gives JSON-ready data, None for a NaN (a figure that does not apply)."""
+
+    def to_dict(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
 @dataclass
-class DetectionReport:
+class DetectionReport(_Report):
     """Everything `splitinfer eval` prints for a detector; NaN where a figure does not apply."""
 
     model: str
@@ -90,9 +97,6 @@ class DetectionReport:
     score_threshold: float = EVAL_SCORE_THRESHOLD
     live_score_threshold: float = LIVE_SCORE_THRESHOLD
     iou_threshold: float = NMS_IOU_THRESHOLD
-
-    def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
 def coco_annotations_for(folder: Path) -> Path | None:
@@ -187,7 +191,7 @@ def _load_coco(annotations: str | os.PathLike):
 
 
 @dataclass
-class ClassificationReport:
+class ClassificationReport(_Report):
     model: str
     cut: str
     codec: str
@@ -203,9 +207,6 @@ class ClassificationReport:
     bits_per_element: float = math.nan
     bytes_per_frame: float = math.nan
     elements_per_frame: int = 0
-
-    def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
 def read_labels(folder: Path) -> dict[str, int]:
