@@ -159,8 +159,7 @@ async def run_split_streams(model, engine, clip: Path, cut: str, choice: Quantiz
         pipelines = []
         for _ in range(streams):
             pipeline = EdgePipeline(model, cut, choice)
-            pipeline.encode(pipeline.run_head(_blank_frame()))  # compile the coder before timing
-            pipeline.restart_coding()
+            pipeline.warm_up()  # load the codec's kernels and run the head once before timing
             pipelines.append(pipeline)
         started = time.monotonic()
         await asyncio.gather(*(
@@ -172,12 +171,6 @@ async def run_split_streams(model, engine, clip: Path, cut: str, choice: Quantiz
     finally:
         await server.stop(grace=0)
     return run
-
-
-def _blank_frame():
-    from splitinfer.services.edge.capture import CapturedFrame
-
-    return CapturedFrame(0, np.zeros((432, 768, 3), np.uint8), time.time_ns(), time.monotonic_ns())
 
 
 # -- JPEG baseline: bytes in, InferenceResult out, whole model in the cloud ----------------------------

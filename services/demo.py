@@ -142,16 +142,6 @@ async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[
     return process, f"127.0.0.1:{int(port_file.read_text())}"
 
 
-def _warm_up(pipeline) -> None:
-    """Run head and coder once on a blank frame so the first real frame is not slowed by compilation."""
-    import numpy as np
-    from splitinfer.services.edge.capture import CapturedFrame
-
-    pipeline.encode(pipeline.run_head(CapturedFrame(0, np.zeros((432, 768, 3), np.uint8), time.time_ns(),
-                                                    time.monotonic_ns())))
-    pipeline.restart_coding()
-
-
 async def run_demo(options: DemoOptions) -> int:
     """Run the demo; prints progress on stderr and the summary on stdout; returns the exit code."""
     from splitinfer.dnn import load_model
@@ -167,7 +157,7 @@ async def run_demo(options: DemoOptions) -> int:
     with ThreadPoolExecutor(max_workers=1) as executor:
         model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights))
     pipeline = build_pipeline(settings, model)
-    await loop.run_in_executor(None, _warm_up, pipeline)
+    await loop.run_in_executor(None, pipeline.warm_up)
     from splitinfer.services.edge.pipeline import quantizers_summary
 
     described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())

@@ -28,6 +28,7 @@ from splitinfer.codec import (
     encode,
     parse_coder,
 )
+from splitinfer.codec import warm_up as warm_up_codec
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
 from splitinfer.services.errors import ServiceError
@@ -160,6 +161,13 @@ class EdgePipeline:
         """The next frame is intra (after a reconnect, or when the cloud asked for one)."""
         with self._lock:
             self._encoder.restart()
+
+    def warm_up(self) -> None:
+        """Load the codec's kernels and run preprocess and head once on a blank frame, so that the first real
+        frame pays for neither. Nothing is coded: the encoder's state and any quantizer still to be taken from
+        the first frame's percentiles are left to the first real frame."""
+        warm_up_codec()
+        self.run_head(CapturedFrame(0, np.zeros((432, 768, 3), np.uint8), time.time_ns(), time.monotonic_ns()))
 
     def run_head(self, frame: CapturedFrame) -> HeadOutput:
         """Preprocess and head: the tensors at the cut as float32 numpy arrays (1, C, H, W)."""

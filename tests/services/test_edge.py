@@ -128,3 +128,11 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
                         np.array_equal(levels, plain)
                     previous = levels
     assert sizes[0.3] < sizes[0.0]
+
+
+def test_warm_up_leaves_first_frame_clip_ranges_and_coding_to_the_first_real_frame(model) -> None:
+    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+
+    pipeline = EdgePipeline(model, "60", QuantizerChoice.from_settings())  # layer60 has no built-in clip range
+    pipeline.warm_up()
+    assert pipeline.quantizer("layer60") is None
