@@ -127,10 +127,6 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
         args.cut = profile.cut
     model = load_model(args.model, weights=args.weights)
-    if profile is not None:
-        from splitinfer.dnn.calibration import check_profile_matches
-
-        check_profile_matches(profile, model.name, model.split(args.cut or model.default_cut).cut)
     if (data / "labels.csv").is_file():
         report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name, limit=args.limit)
     else:
