@@ -61,12 +61,9 @@ def run(args: argparse.Namespace) -> int:
         bundled = shared_data_dir().joinpath(*SAMPLE_WEIGHTS)
         if bundled.is_dir():
             weights = str(bundled)
+    from splitinfer.commands.edge import settings_from_args
     from splitinfer.services.demo import DemoOptions, run_demo
-    from splitinfer.services.edge.app import EdgeSettings
 
-    edge = EdgeSettings(source=source, cloud="", mode=args.mode, stream_id="demo", model=args.model, weights=weights,
-                        cut=args.cut, profile=args.profile, levels=args.levels, clip_min=args.clip_min,
-                        clip_max=args.clip_max, coder=args.coder, intra_period=args.intra_period, window=args.window,
-                        frames=args.frames or None, max_message_bytes=args.max_message_bytes, give_up_after_s=30.0)
+    edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0)
     options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl)
     return asyncio.run(run_demo(options))
