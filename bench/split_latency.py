@@ -11,6 +11,7 @@ so load from other processes spreads evenly over all rows.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from splitinfer.dnn import load_model
 from splitinfer.dnn.eval_images import read_image
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_SHARED = Path(os.environ.get("SPLITINFER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _time_ms(fn) -> float:
