@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from splitinfer.codec import CodecProfile, Coder, default_coder, encode, parse_coder
+    from splitinfer.codec.quantizer import MAX_HYSTERESIS
     from splitinfer.dnn import load_model
     from splitinfer.dnn.calibration import choose_quantizer, collect_calibration
 
@@ -53,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--levels must be in 2..256, got {args.levels}.")
     if args.intra_period < 1:
         raise ConfigError(f"--intra-period must be >= 1, got {args.intra_period}.")
+    if not 0.0 <= args.hysteresis <= MAX_HYSTERESIS:  # checked before calibrating, not after minutes of it
+        raise ConfigError(f"--hysteresis must be a fraction of a step in [0, {MAX_HYSTERESIS}], got {args.hysteresis}.")
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
