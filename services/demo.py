@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import signal
 import statistics
@@ -108,20 +107,6 @@ class ProgressReporter:
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-class JsonLinesFile:
-    def __init__(self, path: str) -> None:
-        from splitinfer.services.edge.output import outcome_to_dict
-
-        self._to_dict = outcome_to_dict
-        self._file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-
-    def __call__(self, outcome: FrameOutcome) -> None:
-        self._file.write(json.dumps(self._to_dict(outcome), separators=(",", ":")) + "\n")
-
-    def close(self) -> None:
-        self._file.close()
-
-
 async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:
     port_file = workdir / "cloud.port"
     command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
@@ -148,7 +133,7 @@ async def run_demo(options: DemoOptions) -> int:
     from splitinfer.services.cloud.engine import TailEngine
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
     from splitinfer.services.edge.app import build_pipeline, run_edge
-    from splitinfer.services.edge.output import AnnotatedVideoSink
+    from splitinfer.services.edge.output import AnnotatedVideoSink, JsonLinesSink
 
     loop = asyncio.get_running_loop()
     settings = options.edge
@@ -171,8 +156,8 @@ async def run_demo(options: DemoOptions) -> int:
         sinks.append(video)
         closers.append(video.close)
     if options.jsonl:
-        jsonl = JsonLinesFile(options.jsonl)
-        sinks.append(jsonl)
+        jsonl = open(options.jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed with the other sinks
+        sinks.append(JsonLinesSink(jsonl))
         closers.append(jsonl.close)
     server = process = None
     with tempfile.TemporaryDirectory(prefix="splitinfer-demo-") as workdir:
