@@ -19,7 +19,7 @@ import numpy as np
 
 from splitinfer.codec.clip_range import ValueHistogram
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS, Quantizer, QuantizerKind
+from splitinfer.codec.quantizer import Quantizer, QuantizerKind
 
 _EMPTY_PROBABILITY = 1e-12  # a level no value uses costs ~40 bits, so it stays empty
 
@@ -85,10 +85,7 @@ def design_ecsq(
     uniform quantizer over the same range, so the same lambdas suit every layer. lam=0 gives a
     Lloyd-Max quantizer with fixed end levels.
     """
-    if not MIN_LEVELS <= int(levels) <= MAX_LEVELS:
-        raise CodecError(f"levels must be in {MIN_LEVELS}..{MAX_LEVELS}, got {levels}.")
-    if not (math.isfinite(clip_min) and math.isfinite(clip_max) and clip_min < clip_max):
-        raise CodecError(f"the clip range [{clip_min}, {clip_max}] must be finite with clip_min < clip_max.")
+    uniform = Quantizer.uniform(clip_min, clip_max, levels)  # also checks the level count and the clip range
     if not (math.isfinite(lam) and lam >= 0):
         raise CodecError(f"lambda must be a finite number >= 0, got {lam}.")
     if not (math.isfinite(weight_power) and weight_power >= 0):
@@ -98,7 +95,6 @@ def design_ecsq(
     x, n = _clipped_histogram(hist, float(clip_min), float(clip_max))
     w = distortion_weights(x, n, clip_min, clip_max, weight_power)
     total = n.sum()
-    uniform = Quantizer.uniform(clip_min, clip_max, levels)
     rec = np.asarray(uniform.reconstruction, dtype=np.float64)
     rec[0], rec[-1] = clip_min, clip_max
     uniform_distortion = float(np.dot(n * w, (x - rec[_assign_nearest(x, rec)]) ** 2) / total)
