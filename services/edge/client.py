@@ -125,7 +125,6 @@ class StreamerStats:
 @dataclass
 class _Pending:
     head: HeadOutput
-    request: inference_pb2.InferRequest
     sent_monotonic_ns: int
 
 
@@ -246,12 +245,9 @@ class EdgeStreamer:
     async def _stream(self, call: grpc.aio.StreamStreamCall) -> bool:
         """Resend what is unanswered, then send and receive until done; True when the stream finished."""
         loop = asyncio.get_running_loop()
-        resend = list(self._pending.values())
-        for pending in resend:
-            request = inference_pb2.InferRequest(
-                frame=await loop.run_in_executor(self._executor, self.pipeline.encode, pending.head))
-            pending.request = request
-            await call.write(request)
+        for pending in list(self._pending.values()):
+            frame = await loop.run_in_executor(self._executor, self.pipeline.encode, pending.head)
+            await call.write(inference_pb2.InferRequest(frame=frame))
             self.stats.resent += 1
         sender = asyncio.create_task(self._send_loop(call), name="edge-send")
         receiver = asyncio.create_task(self._receive_loop(call), name="edge-receive")
@@ -311,10 +307,9 @@ class EdgeStreamer:
             if head is None:
                 continue
             frame_message = await loop.run_in_executor(self._executor, self.pipeline.encode, head)
-            request = inference_pb2.InferRequest(frame=frame_message)
-            self._pending[head.frame_id] = _Pending(head, request, time.monotonic_ns())
+            self._pending[head.frame_id] = _Pending(head, time.monotonic_ns())
             self._carry = None
-            await call.write(request)
+            await call.write(inference_pb2.InferRequest(frame=frame_message))
             self.stats.sent += 1
         while self._pending:
             self._window_changed.clear()
