@@ -1,9 +1,10 @@
-"""Per-stream state on the cloud: coder references kept across reconnects, one connection per stream id.
+"""Per-stream state on the cloud: one connection per stream id, recent publications kept across reconnects.
 
 An edge that reconnects sends the same stream id; the new connection takes over the stream (the old
-one, if the server has not noticed it died, is told to stop) and finds what the stream had: the last
-decoded levels (the reference of temporal coding) and the frames recently published to subscribers,
-so a frame resent after a reconnect reaches subscribers only once.
+one, if the server has not noticed it died, is told to stop) and finds the frames recently published
+to subscribers, so a frame resent after a reconnect reaches subscribers only once. The last decoded
+levels (the reference of temporal coding) live only as long as the connection: every connection
+starts with an intra frame.
 """
 
 from __future__ import annotations
