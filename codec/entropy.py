@@ -45,12 +45,11 @@ def parse_coder(text: str | None) -> Coder | None:
 
     None means "the measured default for the tensor kind" (see default_coder).
     """
-    name = (text or "").strip().upper().replace("-", "_")
-    if name in ("", "AUTO"):
+    if (text or "").strip().upper() in ("", "AUTO"):
         return None
     try:
-        return Coder[name]
-    except KeyError:
+        return as_coder(text)
+    except CodecError:
         names = ", ".join(["auto", *(c.name.lower().replace("_", "-") for c in Coder)])
         raise CodecError(f"unknown coder {text!r}: use one of {names} (any case, '-' or '_').") from None
 
@@ -89,7 +88,7 @@ def as_coder(coder: object) -> Coder:
         return coder
     if isinstance(coder, str):
         try:
-            return Coder[coder.upper()]
+            return Coder[coder.strip().upper().replace("-", "_")]
         except KeyError:
             pass
     elif isinstance(coder, (int, np.integer)) and not isinstance(coder, bool):

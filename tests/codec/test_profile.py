@@ -99,3 +99,13 @@ def test_the_shipped_video_profile_codes_temporally_with_hysteresis() -> None:
     profile = CodecProfile.load(Path(__file__).resolve().parents[2] / "dnn" / "profiles" / "yolo-fastest-1.1-xl-video.json")
     assert (profile.model, profile.cut, profile.coder) == ("yolo-fastest-1.1-xl", "60", Coder.TEMPORAL_CONTEXTS)
     assert 0.0 < profile.hysteresis <= 0.1 and profile.quantizer.levels == 13 and profile.intra_period == 30
+
+
+def test_a_profile_names_its_coder_in_any_spelling_the_command_line_accepts() -> None:
+    import json
+
+    from splitinfer.codec import CodecProfile, Coder, Quantizer
+
+    text = json.loads(CodecProfile(Quantizer.uniform(-1.0, 1.0, 5), coder=Coder.NEIGHBOUR_CONTEXTS).to_json())
+    text["coder"] = "neighbour-contexts"
+    assert CodecProfile.from_json(json.dumps(text)).coder is Coder.NEIGHBOUR_CONTEXTS
