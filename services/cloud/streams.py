@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +26,6 @@ class StreamState:
     cut: str
     # (frame id, {tensor name: uint8 levels}) of the last frame decoded: the reference of the next inter frame.
     reference: tuple[int, dict[str, Any]] | None = None
-    last_seen: float = field(default_factory=time.monotonic)
     # (frame id, capture time) of recent results sent to subscribers: a frame resent after a reconnect
     # is not published twice, while a restarted edge (frame ids from 0 again, new capture times) is.
     published: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PUBLISHED_MEMORY))
@@ -84,7 +82,6 @@ class StreamRegistry:
         if state is None or state.model != model or state.cut != cut:
             state = StreamState(stream_id, model, cut)
         state.reference = None  # the edge starts every connection with an intra frame
-        state.last_seen = time.monotonic()
         self._states[stream_id] = state
         while len(self._states) > self.max_retained:
             oldest = next(iter(self._states))
@@ -102,7 +99,6 @@ class StreamRegistry:
         if self._connections.get(stream_id) is connection:
             del self._connections[stream_id]
             connection.state.reference = None  # a resumed stream starts with an intra frame anyway
-        connection.state.last_seen = time.monotonic()
 
     def stop_all(self, reason: str) -> None:
         for connection in self._connections.values():
