@@ -153,9 +153,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _check_start(self, start: inference_pb2.StreamStart, context: grpc.aio.ServicerContext) -> Any:
         if not STREAM_ID_PATTERN.fullmatch(start.stream_id):
             self.metrics.rejected_streams.labels("bad_stream_id").inc()
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"stream id {start.stream_id[:64]!r} is invalid: use 1-128 characters from "
-                         "letters, digits and ._:@/- starting with a letter or digit.", "BAD_STREAM_ID")
+            await _abort_bad_stream_id(context, start.stream_id)
         if self.registry.is_full(start.stream_id):
             self.metrics.rejected_streams.labels("max_streams").inc()
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -235,9 +233,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         for stream_id in request.stream_ids:
             if not STREAM_ID_PATTERN.fullmatch(stream_id):
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                             f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, "
-                             "digits and ._:@/- starting with a letter or digit.", "BAD_STREAM_ID")
+                await _abort_bad_stream_id(context, stream_id)
         with self.hub.subscribe(request.stream_ids) as subscription:
             self.metrics.subscribers.set(len(self.hub))
             # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
@@ -266,6 +262,12 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, messa
     status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
     await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
+
+
+async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str) -> NoReturn:
+    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                 f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
+                 "starting with a letter or digit.", "BAD_STREAM_ID")
 
 
 class _StreamProtocolError(Exception):
