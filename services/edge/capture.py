@@ -122,7 +122,6 @@ class FrameGrabber:
         self.pace = (self.kind is SourceKind.FILE and self.mode is CaptureMode.LIVE) if pace is None else pace
         self.stats = CaptureStats()
         self.fps: float | None = None
-        self.frame_size: tuple[int, int] | None = None
         self._queue: queue.Queue[CapturedFrame | _End] = queue.Queue(maxsize=queue_size)
         self._latest: CapturedFrame | _End | None = None
         self._latest_lock = threading.Condition()
@@ -256,7 +255,6 @@ class FrameGrabber:
                         break
                     frame = CapturedFrame(sequence, image, time.time_ns(), time.monotonic_ns(),
                                           time.perf_counter() - started)
-                    self.frame_size = (image.shape[1], image.shape[0])
                     sequence += 1
                     self.stats.grabbed += 1
                     if not self._deliver(frame):
