@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "cloud"
@@ -23,7 +24,7 @@ OPTIONS = [
     Option("drain-seconds", "On SIGTERM: seconds to answer queued frames before stopping.", cast=float,
            default=30.0),
     Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
-           default=16 * 1024 * 1024),
+           default=DEFAULT_MAX_MESSAGE_BYTES),
     Option("max-connection-age", "Seconds before a connection is closed so a load balancer can rebalance "
            "(0: never); edges reconnect and resume.", cast=float, default=0.0),
     Option("max-elements", "Largest decoded tensor (elements) accepted from a frame.", cast=int, default=2**24),

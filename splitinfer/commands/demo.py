@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from splitinfer.commands.edge import CODEC_OPTIONS
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "demo"
@@ -32,7 +33,7 @@ OPTIONS = [
            choices=("auto", "live", "file")),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
     Option("jsonl", "Also write every frame's result as JSON lines to this file."),
-    Option("max-message-bytes", "Largest gRPC message sent or received.", cast=int, default=16 * 1024 * 1024),
+    Option("max-message-bytes", "Largest gRPC message sent or received.", cast=int, default=DEFAULT_MAX_MESSAGE_BYTES),
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from splitinfer.commands import coder_name
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "edge"
@@ -40,7 +41,7 @@ OPTIONS = [
     Option("reconnect-timeout", "Give up after this many seconds without a connection to the cloud (0: never).",
            cast=float, default=60.0),
     Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
-           default=16 * 1024 * 1024),
+           default=DEFAULT_MAX_MESSAGE_BYTES),
     Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 ]
 
