@@ -1,8 +1,9 @@
 """Where the edge's results go: JSON lines on stdout, an annotated video file, a local window.
 
 A JSON line per frame: stream_id, frame_id, capture_time (ISO 8601, UTC), model, width, height,
-detections [{x1, y1, x2, y2 (source pixels), class_id, label, score}], latency_s, payload_bytes,
-and `error` {code, message} instead of detections when the cloud could not process the frame.
+detections [{x1, y1, x2, y2 (source pixels), class_id, label, score}] (empty when the cloud could not
+process the frame, which then carries `error` {code, message, intra_frame_requested}), payload_bytes,
+elements, stage_seconds and latency_s (splitinfer.clients.result_to_dict plus the edge's latency).
 """
 
 from __future__ import annotations
