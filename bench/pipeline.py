@@ -40,7 +40,7 @@ from splitinfer.services.channel_options import channel_options, server_options
 from splitinfer.services.cloud.engine import TailEngine
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.app import EdgeSettings, run_edge
-from splitinfer.services.edge.capture import EndOfSource, FrameGrabber
+from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
 from splitinfer.services.fidelity import Fidelity, compare
@@ -102,14 +102,7 @@ class Run:
 def read_frames(count: int, stride: int) -> list[np.ndarray]:
     """Every `stride`-th frame of the shared video, `count` of them."""
     with FrameGrabber(str(VIDEO), max_frames=count * stride) as grabber:
-        frames = []
-        while True:
-            try:
-                frame = grabber.get(timeout=10)
-            except EndOfSource:
-                return frames
-            if frame is not None and frame.sequence % stride == 0:
-                frames.append(frame.image)
+        return [frame.image for frame in grabber.frames() if frame.sequence % stride == 0]
 
 
 def write_clip(frames: list[np.ndarray], path: Path) -> Path:

@@ -14,6 +14,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,16 @@ class FrameGrabber:
             raise EndOfSource(item.reason, item.error)
         self.stats.delivered += 1
         return item
+
+    def frames(self, timeout: float = 10.0) -> Iterator[CapturedFrame]:
+        """Every frame `get` hands out, until the source ends (reading a whole file: tests, benchmarks)."""
+        while True:
+            try:
+                frame = self.get(timeout)
+            except EndOfSource:
+                return
+            if frame is not None:
+                yield frame
 
     # -- grabber thread ------------------------------------------------------------------------
     def _open(self) -> Any:

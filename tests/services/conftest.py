@@ -128,15 +128,5 @@ def encoded_frames(model, video: Path, count: int, **choice) -> list:
     from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
 
     pipeline = EdgePipeline(model, CUT, QuantizerChoice.from_settings(**choice))
-    frames = []
     with FrameGrabber(str(video), max_frames=count) as grabber:
-        from splitinfer.services.edge.capture import EndOfSource
-
-        while True:
-            try:
-                frame = grabber.get(timeout=10)
-            except EndOfSource:
-                break
-            if frame is not None:
-                frames.append(pipeline.encode(pipeline.run_head(frame)))
-    return frames
+        return [pipeline.encode(pipeline.run_head(frame)) for frame in grabber.frames()]

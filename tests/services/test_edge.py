@@ -93,7 +93,7 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
     import numpy as np
 
     from splitinfer.codec import CodecProfile, Coder, Quantizer, decode_levels
-    from splitinfer.services.edge.capture import EndOfSource, FrameGrabber
+    from splitinfer.services.edge.capture import FrameGrabber
     from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
     from splitinfer.wire import tensor_from_proto
     from tests.services.conftest import CUT
@@ -109,13 +109,7 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
     sizes = {0.0: 0, 0.3: 0}
     previous = None
     with FrameGrabber(str(video), max_frames=5) as grabber:
-        while True:
-            try:
-                frame = grabber.get(timeout=10)
-            except EndOfSource:
-                break
-            if frame is None:
-                continue
+        for frame in grabber.frames():
             head = pipelines[0.0].run_head(frame)
             for margin, pipeline in pipelines.items():
                 message = pipeline.encode(head)

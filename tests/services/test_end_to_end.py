@@ -9,7 +9,7 @@ import pytest
 
 from splitinfer.clients import ResultSubscriber
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
-from splitinfer.services.edge.capture import EndOfSource, FrameGrabber
+from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.output import JsonLinesSink
 from splitinfer.services.fidelity import Fidelity, compare
 from tests.services.conftest import CUT, MODEL, run, running_cloud
@@ -23,14 +23,10 @@ def unsplit_detections(model, video, count: int) -> list:
     """What the whole model finds locally on the same frames."""
     found = []
     with FrameGrabber(str(video), max_frames=count) as grabber:
-        while True:
-            try:
-                frame = grabber.get(timeout=10)
-            except EndOfSource:
-                return found
-            if frame is not None:
-                x, info = model.preprocess(frame.image)
-                found.append(model.postprocess(model.forward(x), info))
+        for frame in grabber.frames():
+            x, info = model.preprocess(frame.image)
+            found.append(model.postprocess(model.forward(x), info))
+    return found
 
 
 @pytest.fixture(scope="module")
