@@ -32,7 +32,9 @@ log = logging.getLogger("splitinfer.edge")
 _FATAL_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION: "the cloud refused the stream",
     grpc.StatusCode.INVALID_ARGUMENT: "the cloud refused a message of the stream",
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded a size limit (raise --max-message-bytes on both sides)",
+    # The details that follow say which of the two it was.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "the cloud serves its --max-streams already, or a message exceeded a size "
+                                        "limit (raise --max-message-bytes on both sides)",
     grpc.StatusCode.UNIMPLEMENTED: "the server at --cloud is not a splitinfer cloud",
     grpc.StatusCode.PERMISSION_DENIED: "the cloud denied access",
     grpc.StatusCode.UNAUTHENTICATED: "the cloud requires authentication",
