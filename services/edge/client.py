@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
@@ -28,17 +30,32 @@ from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.edge")
 
-# Codes after which retrying the same start message cannot succeed.
+# Codes after which retrying the same start message cannot succeed, unless the status carries RetryInfo.
 _FATAL_CODES = {
     grpc.StatusCode.FAILED_PRECONDITION: "the cloud refused the stream",
     grpc.StatusCode.INVALID_ARGUMENT: "the cloud refused a message of the stream",
     # The details that follow say which of the two it was.
-    grpc.StatusCode.RESOURCE_EXHAUSTED: "the cloud serves its --max-streams already, or a message exceeded a size "
-                                        "limit (raise --max-message-bytes on both sides)",
+    # --max-streams refusals carry RetryInfo and are retried with backoff; a message over the size limit is fatal.
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "a message exceeded a size limit (raise --max-message-bytes on both sides)",
     grpc.StatusCode.UNIMPLEMENTED: "the server at --cloud is not a splitinfer cloud",
     grpc.StatusCode.PERMISSION_DENIED: "the cloud denied access",
     grpc.StatusCode.UNAUTHENTICATED: "the cloud requires authentication",
 }
+
+
+def _retry_after_s(error: grpc.aio.AioRpcError) -> float | None:
+    """The delay of a google.rpc.RetryInfo the cloud attached (it says retrying helps, e.g. MAX_STREAMS), else None."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details that do not match the status: ignore them rather than fail the edge
+        return None
+    if status is None:
+        return None
+    retry = error_details_pb2.RetryInfo()
+    for detail in status.details:
+        if detail.Unpack(retry):
+            return retry.retry_delay.ToNanoseconds() / 1e9
+    return None
 
 
 class FramePipeline(Protocol):
@@ -205,12 +222,13 @@ class EdgeStreamer:
                     raise _RetryableStreamError("the cloud ended the stream before every frame had its result")
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                if code in _FATAL_CODES:
+                retry_after_s = _retry_after_s(exc)
+                if code in _FATAL_CODES and retry_after_s is None:
                     message = f"{_FATAL_CODES[code]}: {exc.details()} ({code.name})"
                     raise StreamRejectedError(message) from exc
                 reason = f"{code.name}: {exc.details()}"
             except (_RetryableStreamError, asyncio.TimeoutError, asyncio.InvalidStateError) as exc:
-                reason = str(exc) or "no answer from the cloud in time"
+                reason, retry_after_s = str(exc) or "no answer from the cloud in time", None
             self._after_disconnect()
             now = time.monotonic()
             if accepted:
@@ -223,6 +241,8 @@ class EdgeStreamer:
                 )
             delay = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2 ** attempt)
             delay *= random.uniform(0.5, 1.0)
+            if retry_after_s is not None:
+                delay = max(delay, retry_after_s)
             attempt += 1
             self.stats.reconnects += 1
             log.warning("stream %s: %s; reconnecting in %.2f s", self.config.stream_id, reason, delay)

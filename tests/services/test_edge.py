@@ -130,3 +130,28 @@ def test_warm_up_leaves_first_frame_clip_ranges_and_coding_to_the_first_real_fra
     pipeline = EdgePipeline(model, "60", QuantizerChoice.from_settings())  # layer60 has no built-in clip range
     pipeline.warm_up()
     assert pipeline.quantizer("layer60") is None
+
+
+def test_an_edge_refused_for_max_streams_retries_and_streams_once_a_slot_frees(engine, model, video) -> None:
+    async def scenario():
+        import asyncio
+
+        async with running_cloud(engine, max_streams=1) as server:
+            def settings(stream_id, frames):
+                return EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id=stream_id,
+                                    model=MODEL, frames=frames, window=1, give_up_after_s=60.0)
+
+            first, second = [], []
+            first_stats = asyncio.create_task(run_edge(settings("first", 30), [first.append],
+                                                       pipeline=build_pipeline(settings("first", 30), model)))
+            while not first:  # the first stream holds the only slot
+                await asyncio.sleep(0.05)
+            second_stats = await run_edge(settings("second", 4), [second.append],
+                                          pipeline=build_pipeline(settings("second", 4), model))
+            await first_stats
+        return first, second, second_stats
+
+    first, second, second_stats = run(scenario())
+    assert [o.result.frame_id for o in first] == list(range(30))
+    assert [o.result.frame_id for o in second] == [0, 1, 2, 3]
+    assert second_stats.reconnects >= 1  # refused with RetryInfo, retried after the hinted delay
