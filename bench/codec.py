@@ -26,7 +26,6 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -40,9 +39,9 @@ from splitinfer.codec import (
     encode_indices,
     ideal_cost_bits,
 )
+from splitinfer.sample_data import shared_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("SPLITINFER_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = shared_data_dir()
 ACTIVATIONS = SHARED / "activations" / "yolo-fastest-1.1-xl.npz"
 VIDEO = SHARED / "video" / "one-by-one-person-detection.mp4"
 WEIGHTS = SHARED / "models" / "yolo-fastest-1.1" / "yolo-fastest-1.1-xl.weights"

@@ -43,10 +43,11 @@ from splitinfer.services.edge.app import EdgeSettings, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
+from splitinfer.sample_data import shared_data_dir
 from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
 
-_SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+_SHARED = shared_data_dir()
 VIDEO = _SHARED / "video" / "one-by-one-person-detection.mp4"
 SOURCE_FPS = 10.0
 STAGES = ("capture", "head", "encode", "network", "queue", "decode", "tail", "nms")

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from splitinfer.sample_data import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = shared_data_dir()
 
 YOLO = "yolo-fastest-1.1-xl"
 EFFNET = "efficientnet-lite0"

@@ -11,17 +11,16 @@ so load from other processes spreads evenly over all rows.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from splitinfer.dnn import load_model
 from splitinfer.dnn.eval_images import read_image
+from splitinfer.sample_data import shared_data_dir
 
-_SHARED = Path(os.environ.get("SPLITINFER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+_SHARED = shared_data_dir()
 
 
 def _time_ms(fn) -> float:

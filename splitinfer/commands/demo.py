@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 from splitinfer.commands.edge import CODEC_OPTIONS
+from splitinfer.sample_data import shared_data_dir
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
@@ -35,12 +35,6 @@ OPTIONS = [
     Option("jsonl", "Also write every frame's result as JSON lines to this file."),
     Option("max-message-bytes", "Largest gRPC message sent or received.", cast=int, default=DEFAULT_MAX_MESSAGE_BYTES),
 ]
-
-
-def shared_data_dir() -> Path:
-    """../shared/data beside the checkout, or $SPLITINFER_SHARED_DATA."""
-    repo = Path(__file__).resolve().parents[2]
-    return Path(os.environ.get("SPLITINFER_SHARED_DATA", repo.parent / "shared" / "data"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from splitinfer.commands import coder_name
 from splitinfer.errors import ConfigError
+from splitinfer.sample_data import shared_data_dir
 from splitinfer.settings import Option
 
 NAME = "roundtrip"
 HELP = "Codec round trip on a real activation tensor: shape, coded bytes, bits per element, error, time."
 
-_REPO = Path(__file__).resolve().parents[2]
-_DEFAULT_ACTIVATIONS = _REPO.parent / "shared" / "data" / "activations" / "yolo-fastest-1.1-xl.npz"
 
 
 def _optional_float(text: str) -> float | None:
@@ -41,10 +39,7 @@ OPTIONS = [
 def _activations_path(explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
-    shared = os.environ.get("SPLITINFER_SHARED_DATA")
-    if shared:
-        return Path(shared) / "activations" / "yolo-fastest-1.1-xl.npz"
-    return _DEFAULT_ACTIVATIONS
+    return shared_data_dir() / "activations" / "yolo-fastest-1.1-xl.npz"
 
 
 def _load_tensor(args: argparse.Namespace):
