@@ -141,8 +141,7 @@ async def run_demo(options: DemoOptions) -> int:
           f"{settings.source}" + (f", {settings.frames} frames" if settings.frames else ""), flush=True)
     with ThreadPoolExecutor(max_workers=1) as executor:
         model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights))
-    pipeline = build_pipeline(settings, model)
-    await loop.run_in_executor(None, pipeline.warm_up)
+    pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
     from splitinfer.services.edge.pipeline import quantizers_summary
 
     described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())

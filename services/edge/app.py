@@ -19,7 +19,7 @@ from typing import Any
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
-from splitinfer.codec import CodecProfile, warm_up
+from splitinfer.codec import CodecProfile
 from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
 
 log = logging.getLogger("splitinfer.edge")
@@ -57,7 +57,7 @@ class EdgeSettings:
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
-    """Load the model (unless given) and set up its head and quantizers for the chosen cut."""
+    """Load the model (unless given), set up its head and quantizers for the chosen cut, and warm it up."""
     if model is None:
         from splitinfer.dnn import load_model
 
@@ -73,8 +73,9 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
                                            coder=settings.coder, intra_period=settings.intra_period)
     if settings.cut is None and choice.profile_cut is not None:
         cut = choice.profile_cut  # a profile's cut is the default cut
-    warm_up()  # load the codec's kernels now, not on the first frame
-    return EdgePipeline(model, cut, choice)
+    pipeline = EdgePipeline(model, cut, choice)
+    pipeline.warm_up()  # codec kernels and the head, now rather than on the first frame
+    return pipeline
 
 
 def build_grabber(settings: EdgeSettings) -> FrameGrabber:
