@@ -33,9 +33,9 @@ def exact_mse(values: np.ndarray, quantizer: Quantizer) -> float:
 def test_percentile_range_matches_numpy_percentiles(activations):
     values = activations["layer59"]
     chosen = percentile_range(values, 0.1, 99.9)
-    width = (values.max() - values.min()) / 8192
-    assert chosen.clip_min == pytest.approx(np.percentile(values, 0.1), abs=2 * width)
-    assert chosen.clip_max == pytest.approx(np.percentile(values, 99.9), abs=2 * width)
+    width = float(values.max() - values.min()) / 8192  # pytest refuses numpy scalars as tolerances
+    assert chosen.clip_min == pytest.approx(float(np.percentile(values, 0.1)), abs=2 * width)
+    assert chosen.clip_max == pytest.approx(float(np.percentile(values, 99.9)), abs=2 * width)
 
 
 @pytest.mark.parametrize("layer", ["layer59", "layer80"])
