@@ -35,6 +35,7 @@ import cv2
 import grpc
 import numpy as np
 
+from splitinfer.channel_security import ChannelSecurity
 from splitinfer.dnn import load_model
 from splitinfer.services.channel_options import channel_options, server_options
 from splitinfer.services.cloud.engine import TailEngine
@@ -146,7 +147,7 @@ async def run_split_streams(model, engine, clip: Path, cut: str, choice: Quantiz
         run.add(dict(r.stage_seconds), outcome.sent_monotonic_ns, outcome.received_monotonic_ns, r.payload_bytes,
                 (r.stream_id, r.frame_id), list(r.detections))
 
-    server = CloudServer(CloudConfig(model=model.name, host="127.0.0.1", port=0, metrics_port=-1,
+    server = CloudServer(CloudConfig(model=model.name, host="127.0.0.1", port=0, metrics_port=-1, plaintext=True,
                                      max_streams=max(16, streams), workers=2), engine=engine)
     await server.start()
     try:
@@ -157,7 +158,7 @@ async def run_split_streams(model, engine, clip: Path, cut: str, choice: Quantiz
             pipelines.append(pipeline)
         started = time.monotonic()
         await asyncio.gather(*(
-            run_edge(EdgeSettings(source=str(clip), cloud=f"127.0.0.1:{server.port}", stream_id=f"bench-{i}",
+            run_edge(EdgeSettings(security=ChannelSecurity(plaintext=True), source=str(clip), cloud=f"127.0.0.1:{server.port}", stream_id=f"bench-{i}",
                                   model=model.name, frames=frames, window=window, mode="file"),
                      [sink], pipeline=pipelines[i])
             for i in range(streams)))

@@ -1,13 +1,19 @@
 """What other services and people run against a cloud: subscribe to results, convert them, check health.
 
-    from splitinfer.clients import ResultSubscriber, subscribe, result_to_dict, coco_results
+    from splitinfer.clients import ChannelSecurity, ResultSubscriber, subscribe, result_to_dict, coco_results
+
+Every client speaks TLS unless given `security=ChannelSecurity(plaintext=True)`; see ChannelSecurity for
+the CA, client certificate (mTLS) and bearer token.
 """
+
+from splitinfer.channel_security import ChannelSecurity
 
 from splitinfer.clients._results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
 from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
 
 __all__ = [
     "COCO_CATEGORY_IDS",
+    "ChannelSecurity",
     "ResultSubscriber",
     "SubscribedResult",
     "capture_time_iso",

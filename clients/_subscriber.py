@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from splitinfer.channel_security import ChannelSecurity, is_tls_failure
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from splitinfer.services.errors import CloudUnavailableError, ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
@@ -26,8 +27,11 @@ class SubscribedResult:
 def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return CloudUnavailableError(f"the cloud at {cloud} is unavailable ({code.name}: {exc.details()}); check that "
-                                     "`splitinfer cloud` runs there and the address is right.")
+        hint = ("the TLS handshake failed: check the CA (--tls-ca), the server name and your client certificate"
+                if is_tls_failure(exc.details()) else
+                "check that `splitinfer cloud` runs there, the address is right, and both sides agree on TLS or "
+                "--plaintext")
+        return CloudUnavailableError(f"the cloud at {cloud} is unavailable ({code.name}: {exc.details()}); {hint}.")
     return ServiceError(f"subscription to {cloud} failed ({code.name}: {exc.details()}).")
 
 
@@ -40,15 +44,17 @@ class ResultSubscriber:
     """
 
     def __init__(self, cloud: str, stream_ids: Iterable[str] = (), *,
+                 security: ChannelSecurity = ChannelSecurity(),
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.cloud = cloud
         self.stream_ids = list(stream_ids)
+        self.security = security
         self._options = channel_options(max_message_bytes)
         self._channel: grpc.aio.Channel | None = None
         self._call = None
 
     async def __aenter__(self) -> ResultSubscriber:
-        self._channel = grpc.aio.insecure_channel(self.cloud, options=self._options)
+        self._channel = self.security.aio_channel(self.cloud, self._options)
         stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
         self._call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=self.stream_ids))
         return self
@@ -93,9 +99,10 @@ class ResultSubscriber:
 
 
 def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | None = None,
+              security: ChannelSecurity = ChannelSecurity(),
               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[SubscribedResult]:
     """Blocking iterator over a cloud's results (ends when the cloud ends the subscription or `timeout` passes)."""
-    with grpc.insecure_channel(cloud, options=channel_options(max_message_bytes)) as channel:
+    with security.channel(cloud, channel_options(max_message_bytes)) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
         call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=list(stream_ids)), timeout=timeout)
         try:
@@ -109,9 +116,10 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
             call.cancel()
 
 
-def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.0) -> str:
+def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.0,
+                 security: ChannelSecurity = ChannelSecurity()) -> str:
     """The health status name of `service` at `cloud` (SERVING, NOT_SERVING, ...), as a probe sees it."""
-    with grpc.insecure_channel(cloud, options=channel_options()) as channel:
+    with security.channel(cloud, channel_options()) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

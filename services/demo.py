@@ -110,7 +110,7 @@ class ProgressReporter:
 async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:
     port_file = workdir / "cloud.port"
     command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
-               "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.edge.model,
+               "--plaintext", "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.edge.model,
                "--max-message-bytes", str(options.edge.max_message_bytes), "--log-level", "WARNING"]
     if options.edge.weights:
         command += ["--weights", options.edge.weights]
@@ -165,7 +165,7 @@ async def run_demo(options: DemoOptions) -> int:
                 process, cloud = await _start_subprocess_cloud(options, Path(workdir))
             else:
                 server = CloudServer(CloudConfig(model=settings.model, host="127.0.0.1", port=0, metrics_port=-1,
-                                                 max_message_bytes=settings.max_message_bytes),
+                                                 plaintext=True, max_message_bytes=settings.max_message_bytes),
                                      engine=TailEngine(model))
                 await server.start()
                 cloud = f"127.0.0.1:{server.port}"

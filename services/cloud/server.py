@@ -1,5 +1,9 @@
 """The cloud service: grpc.aio server with InferenceService, health, reflection and Prometheus metrics.
 
+Transport: TLS (mTLS with a client CA) from certificate files that are re-read when they change, or plaintext
+when asked for explicitly; an optional second, plaintext port serves only the health service, for probes
+that cannot speak TLS (kubelet's native gRPC probes). Who may do what: services/cloud/access.py.
+
 Lifecycle: bind and answer health checks NOT_SERVING while the model loads, SERVING once it is loaded;
 on SIGTERM (or `shutdown()`): NOT_SERVING, stop taking streams and frames, answer the frames already
 queued, end the streams with UNAVAILABLE (edges reconnect elsewhere), then stop.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +24,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
+from splitinfer.services.cloud.access import AccessFile, AccessPolicy
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
 from splitinfer.services.errors import ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -50,6 +57,14 @@ class CloudConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connection_age_s: float = 0.0
     max_elements: int = 2**24
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    plaintext: bool = False
+    auth_tokens: Path | None = None
+    health_port: int = -1  # a plaintext port serving only grpc.health.v1 (-1: none)
+    reflection: bool = True
+    max_streams_per_identity: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "max_message_bytes", "max_elements"):
@@ -60,6 +75,26 @@ class CloudConfig:
                                f"{self.metrics_port}.")
         if self.drain_seconds < 0:
             raise ServiceError(f"drain-seconds must not be negative, got {self.drain_seconds}.")
+        if not -1 <= self.health_port <= 65535:
+            raise ServiceError(f"health-port must be within 0..65535 (-1: none), got {self.health_port}.")
+        if self.max_streams_per_identity is not None and self.max_streams_per_identity < 1:
+            raise ServiceError("max-streams-per-identity must be at least 1 (or unset for no limit), got "
+                               f"{self.max_streams_per_identity}.")
+        if self.plaintext and (self.tls_cert or self.tls_key or self.tls_client_ca):
+            raise ServiceError("--plaintext cannot be combined with --tls-cert, --tls-key or --tls-client-ca: choose "
+                               "one.")
+        if not self.plaintext and (self.tls_cert is None or self.tls_key is None):
+            raise ServiceError("the cloud serves TLS: give --tls-cert and --tls-key (PEM files), or pass --plaintext "
+                               "to serve without encryption (only on a trusted network).")
+        if self.plaintext and self.auth_tokens is not None:
+            raise ServiceError("--auth-tokens needs TLS: bearer tokens would travel in clear over --plaintext. Give "
+                               "--tls-cert and --tls-key.")
+
+    @property
+    def tls(self) -> ServerTls | None:
+        if self.plaintext or self.tls_cert is None or self.tls_key is None:
+            return None
+        return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
 
 
 class CloudServer:
@@ -71,9 +106,17 @@ class CloudServer:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams)
         self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
-        self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
-                                          executor=self.executor, stream_queue_size=config.stream_queue)
+        self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
+        self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
+        open_policy = AccessPolicy()
+        self.servicer = InferenceServicer(
+            registry=self.registry, hub=self.hub, metrics=self.metrics, executor=self.executor,
+            stream_queue_size=config.stream_queue,
+            access=self.access_file.current if self.access_file is not None else lambda: open_policy,
+            max_streams_per_identity=config.max_streams_per_identity)
         self.health = health.aio.HealthServicer()
+        self._health_server: grpc.aio.Server | None = None
+        self._health_port = 0
         self._engine = engine
         self._server: grpc.aio.Server | None = None
         self._metrics_http: MetricsHttpServer | None = None
@@ -84,6 +127,11 @@ class CloudServer:
     @property
     def port(self) -> int:
         return self._port
+
+    @property
+    def health_port(self) -> int | None:
+        """The plaintext health-only port, if one was asked for."""
+        return self._health_port if self._health_server is not None else None
 
     @property
     def metrics_port(self) -> int | None:
@@ -99,17 +147,25 @@ class CloudServer:
                                                         self.config.max_connection_age_s))
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        address = f"{self.config.host}:{self.config.port}"
-        try:
-            self._port = server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise ServiceError(f"could not listen on {address}: {exc}; pick another --port.") from exc
-        if self._port == 0:
-            raise ServiceError(f"could not listen on {address}: the port is taken or the host is wrong; "
-                               "pick another --port (0 picks a free one).")
+        if self.config.reflection:
+            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self._port = _bind(server, self.config.host, self.config.port, "--port",
+                           self.certificates.credentials() if self.certificates is not None else None)
+        if self.config.plaintext:
+            _warn_if_exposed(self.config.host)
         for name in HEALTH_SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.config.health_port >= 0:
+            health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+            try:
+                self._health_port = _bind(health_server, self.config.host, self.config.health_port, "--health-port",
+                                          None)
+            except ServiceError:
+                await health_server.stop(0)
+                raise
+            await health_server.start()
+            self._health_server = health_server
         await server.start()
         self._server = server
         if self.config.metrics_port >= 0:
@@ -159,6 +215,9 @@ class CloudServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         if self._metrics_http is not None:
             await self._metrics_http.stop()
             self._metrics_http = None
@@ -167,6 +226,34 @@ class CloudServer:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+
+def _bind(server: grpc.aio.Server, host: str, port: int, flag: str,
+          credentials: grpc.ServerCredentials | None) -> int:
+    """Listen on host:port (TLS when credentials are given); the bound port, or a ServiceError with the fix."""
+    address = f"{host}:{port}"
+    try:
+        bound = (server.add_insecure_port(address) if credentials is None
+                 else server.add_secure_port(address, credentials))
+    except RuntimeError as exc:
+        raise ServiceError(f"could not listen on {address}: {exc}; pick another {flag}.") from exc
+    if bound == 0:
+        raise ServiceError(f"could not listen on {address}: the port is taken or the host is wrong; "
+                           f"pick another {flag} (0 picks a free one).")
+    return bound
+
+
+def _warn_if_exposed(host: str) -> None:
+    """Plaintext is for loopback and trusted networks: say so loudly when the cloud listens beyond loopback."""
+    name = host.strip("[]")
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name == "localhost"
+    if not loopback:
+        log.warning("!!! serving PLAINTEXT gRPC on %s: feature streams, detections and any credentials travel "
+                    "unencrypted and unauthenticated to anyone who can reach this port. Use --tls-cert/--tls-key "
+                    "(see docs/SECURITY.md), or --host 127.0.0.1 for local use. !!!", host)
 
 
 async def serve(config: CloudConfig, *, port_file: Path | None = None) -> None:
@@ -187,7 +274,9 @@ async def serve(config: CloudConfig, *, port_file: Path | None = None) -> None:
             return
         stopper.cancel()
         starting.result()
-        print(f"splitinfer cloud: serving {config.model} on port {server.port}"
+        transport = "plaintext" if config.plaintext else ("mTLS" if config.tls_client_ca else "TLS")
+        print(f"splitinfer cloud: serving {config.model} on port {server.port} ({transport})"
+              + (f", health on port {server.health_port}" if server.health_port else "")
               + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""), flush=True)
         if port_file is not None:
             tmp = port_file.with_name(port_file.name + ".tmp")

@@ -11,11 +11,15 @@ error and the stream goes on. Statuses that end a call:
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams (or, from gRPC itself, a
                          message above --max-message-bytes)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
-    ABORTED              a newer connection resumed the same stream id
+    ABORTED              a newer connection of the same identity resumed the same stream id
+    UNAUTHENTICATED      no credential, or one the access file does not know (Infer and Subscribe)
+    PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MODEL_LOADING, DRAINING,
-STREAM_TAKEN_OVER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, IDENTITY_MAX_STREAMS, MODEL_LOADING,
+DRAINING, STREAM_TAKEN_OVER, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
+STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and
+retrying helps. Authorization (services/cloud/access.py) is checked before anything else of a call is read.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from typing import Any, NoReturn
 
@@ -33,8 +37,14 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
 from splitinfer.services.cloud.metrics import CloudMetrics
-from splitinfer.services.cloud.streams import Connection, StreamRegistry
+from splitinfer.services.cloud.streams import (
+    Connection,
+    IdentityStreamLimitError,
+    StreamOwnedError,
+    StreamRegistry,
+)
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -56,8 +66,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         metrics: CloudMetrics,
         executor: Executor,
         stream_queue_size: int = 4,
+        access: Callable[[], AccessPolicy] = AccessPolicy,
+        max_streams_per_identity: int | None = None,
     ) -> None:
         self.engine: Any = None  # set once the model is loaded
+        self.access = access
+        self.max_streams_per_identity = max_streams_per_identity
         self.registry = registry
         self.hub = hub
         self.metrics = metrics
@@ -87,6 +101,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Infer(
         self, request_iterator: AsyncIterator[inference_pb2.InferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.InferResponse]:
+        identity = await self._authenticate(context)
         if self.draining:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
                          "replica.", "DRAINING", retry_after_s=1.0)
@@ -94,8 +109,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
                          "MODEL_LOADING", retry_after_s=2.0)
         start = await self._read_start(request_iterator, context)
-        split = await self._check_start(start, context)
-        connection = self.registry.attach(start.stream_id, start.model, split.cut)
+        split = await self._check_start(start, identity, context)
+        connection = await self._attach(start, split.cut, identity, context)
         self._enter_call()
         queue: asyncio.Queue = asyncio.Queue(maxsize=self.stream_queue_size)
         reader = asyncio.create_task(self._read_frames(request_iterator, connection, queue),
@@ -150,10 +165,25 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          "NO_STREAM_START")
         return first.start
 
-    async def _check_start(self, start: inference_pb2.StreamStart, context: grpc.aio.ServicerContext) -> Any:
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
+        """The caller's identity from its bearer token or client certificate; UNAUTHENTICATED if none is valid."""
+        try:
+            return self.access().authenticate(context.invocation_metadata() or (),
+                                              peer_certificate_names(context.auth_context()))
+        except AuthenticationError as exc:
+            self.metrics.rejected_streams.labels("unauthenticated").inc()
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), exc.reason)
+
+    async def _check_start(self, start: inference_pb2.StreamStart, identity: Identity,
+                           context: grpc.aio.ServicerContext) -> Any:
         if not STREAM_ID_PATTERN.fullmatch(start.stream_id):
             self.metrics.rejected_streams.labels("bad_stream_id").inc()
             await _abort_bad_stream_id(context, start.stream_id)
+        if not identity.may_publish(start.stream_id):
+            self.metrics.rejected_streams.labels("permission_denied").inc()
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
+                         "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
         if self.registry.is_full(start.stream_id):
             self.metrics.rejected_streams.labels("max_streams").inc()
             await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -166,6 +196,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
                          "UNKNOWN_MODEL_OR_CUT")
+
+    async def _attach(self, start: inference_pb2.StreamStart, cut: str, identity: Identity,
+                      context: grpc.aio.ServicerContext) -> Connection:
+        limits = [limit for limit in (identity.max_streams, self.max_streams_per_identity) if limit is not None]
+        try:
+            return self.registry.attach(start.stream_id, start.model, cut, owner=identity.name,
+                                        owner_limit=min(limits) if limits else None)
+        except StreamOwnedError:
+            self.metrics.rejected_streams.labels("permission_denied").inc()
+            await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                         f"stream {start.stream_id!r} belongs to another identity; pick another stream id.",
+                         "STREAM_OWNED_BY_OTHER")
+        except IdentityStreamLimitError:
+            self.metrics.rejected_streams.labels("identity_max_streams").inc()
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"identity {identity.name!r} already has {min(limits)} streams open, its limit; close one "
+                         "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
+                         retry_after_s=5.0)
 
     async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: asyncio.Queue) -> None:
         try:
@@ -231,10 +279,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        identity = await self._authenticate(context)
         for stream_id in request.stream_ids:
             if not STREAM_ID_PATTERN.fullmatch(stream_id):
                 await _abort_bad_stream_id(context, stream_id)
-        with self.hub.subscribe(request.stream_ids) as subscription:
+            if not identity.may_subscribe(stream_id):
+                await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                             f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
+                             "subscribe patterns allow, or extend them in the cloud's access file.",
+                             "STREAM_NOT_PERMITTED")
+        # An empty list means every stream this identity may read.
+        with self.hub.subscribe(request.stream_ids, identity.may_subscribe) as subscription:
             self.metrics.subscribers.set(len(self.hub))
             # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
             await context.send_initial_metadata(())

@@ -2,7 +2,8 @@
 
 An edge that reconnects sends the same stream id; the new connection takes over the stream (the old
 one, if the server has not noticed it died, is told to stop) and finds the frames recently published
-to subscribers, so a frame resent after a reconnect reaches subscribers only once. The last decoded
+to subscribers, so a frame resent after a reconnect reaches subscribers only once. A stream id belongs to
+the identity that opened it for as long as its state is remembered: another identity cannot take it over. The last decoded
 levels (the reference of temporal coding) live only as long as the connection: every connection
 starts with an intra frame.
 """
@@ -17,6 +18,14 @@ from typing import Any
 PUBLISHED_MEMORY = 64
 
 
+class StreamOwnedError(Exception):
+    """The stream id is held by another identity (see services/cloud/access.py)."""
+
+
+class IdentityStreamLimitError(Exception):
+    """The identity already has as many streams open as it may."""
+
+
 @dataclass
 class StreamState:
     """What the cloud remembers about one stream id (touched by one frame at a time)."""
@@ -24,6 +33,7 @@ class StreamState:
     stream_id: str
     model: str
     cut: str
+    owner: str = ""  # the identity that opened the stream (services/cloud/access.py)
     # (frame id, {tensor name: uint8 levels}) of the last frame decoded: the reference of the next inter frame.
     reference: tuple[int, dict[str, Any]] | None = None
     # (frame id, capture time) of recent results sent to subscribers: a frame resent after a reconnect
@@ -73,14 +83,28 @@ class StreamRegistry:
         """True if a new stream (not a takeover of `stream_id`) would exceed max_streams."""
         return stream_id not in self._connections and len(self._connections) >= self.max_streams
 
-    def attach(self, stream_id: str, model: str, cut: str) -> Connection:
-        """Open (or resume) a stream; a live connection of the same id is stopped and replaced."""
+    def open_for(self, owner: str) -> int:
+        """Streams open now for one identity."""
+        return sum(1 for connection in self._connections.values() if connection.state.owner == owner)
+
+    def attach(self, stream_id: str, model: str, cut: str, owner: str = "",
+               owner_limit: int | None = None) -> Connection:
+        """Open (or resume) a stream; a live connection of the same id and owner is stopped and replaced.
+
+        Raises StreamOwnedError if another identity holds the id, IdentityStreamLimitError if `owner` already
+        has `owner_limit` other streams open.
+        """
+        known = self._states.get(stream_id)
+        if known is not None and known.owner != owner:
+            raise StreamOwnedError(stream_id)
+        if owner_limit is not None and stream_id not in self._connections and self.open_for(owner) >= owner_limit:
+            raise IdentityStreamLimitError(owner)
         previous = self._connections.pop(stream_id, None)
         if previous is not None:
             previous.stop("a newer connection resumed this stream id")
         state = self._states.pop(stream_id, None)
         if state is None or state.model != model or state.cut != cut:
-            state = StreamState(stream_id, model, cut)
+            state = StreamState(stream_id, model, cut, owner)
         state.reference = None  # the edge starts every connection with an intra frame
         self._states[stream_id] = state
         while len(self._states) > self.max_retained:

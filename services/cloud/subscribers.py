@@ -18,10 +18,12 @@ from splitinfer.v1 import inference_pb2
 class Subscription:
     """One subscriber: a filter on stream ids and a bounded queue of results."""
 
-    def __init__(self, stream_ids: Iterable[str], capacity: int) -> None:
+    def __init__(self, stream_ids: Iterable[str], capacity: int,
+                 permits: Callable[[str], bool] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"a subscriber queue needs room for at least one result, got {capacity}")
         self.stream_ids = frozenset(stream_ids)
+        self._permits = permits  # authorization: the streams this subscriber's identity may read
         self._queue: collections.deque[inference_pb2.InferenceResult] = collections.deque(maxlen=capacity)
         self._ready = asyncio.Event()
         self._dropped_since_read = 0
@@ -29,6 +31,8 @@ class Subscription:
         self.closed = False
 
     def wants(self, stream_id: str) -> bool:
+        if self._permits is not None and not self._permits(stream_id):
+            return False
         return not self.stream_ids or stream_id in self.stream_ids
 
     def offer(self, result: inference_pb2.InferenceResult) -> bool:
@@ -69,9 +73,10 @@ class SubscriberHub:
         return len(self._subscriptions)
 
     @contextmanager
-    def subscribe(self, stream_ids: Iterable[str]) -> Iterator[Subscription]:
-        """Register a subscription for the duration of the `with` block."""
-        subscription = Subscription(stream_ids, self.capacity)
+    def subscribe(self, stream_ids: Iterable[str],
+                  permits: Callable[[str], bool] | None = None) -> Iterator[Subscription]:
+        """Register a subscription for the duration of the `with` block; `permits` filters what it may read."""
+        subscription = Subscription(stream_ids, self.capacity, permits)
         if self._closed:
             subscription.close()
         self._subscriptions.add(subscription)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from splitinfer.channel_security import ChannelSecurity
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
@@ -38,6 +39,7 @@ class EdgeSettings:
 
     source: str
     cloud: str = "localhost:50051"
+    security: ChannelSecurity = ChannelSecurity()
     mode: str | None = None
     stream_id: str | None = None
     model: str = "yolo-fastest-1.1-xl"
@@ -104,6 +106,7 @@ async def run_edge(
                 sink(outcome)
 
         config = StreamerConfig(cloud=settings.cloud, stream_id=settings.stream_id or default_stream_id(settings.source),
+                                security=settings.security,
                                 window=settings.window, max_message_bytes=settings.max_message_bytes,
                                 give_up_after_s=settings.give_up_after_s)
         streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor)
@@ -112,8 +115,8 @@ async def run_edge(
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, streamer.stop)
-        log.info("streaming %s (%s mode) to %s as stream %s, cut %s", settings.source, grabber.mode.value,
-                 settings.cloud, config.stream_id, pipeline.cut)
+        log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
+                 settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
         try:
             with grabber:
                 return await streamer.run()

@@ -23,6 +23,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from splitinfer.channel_security import ChannelSecurity, is_tls_failure
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
 from splitinfer.services.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
@@ -111,6 +112,7 @@ class StreamerConfig:
 
     cloud: str
     stream_id: str
+    security: ChannelSecurity = ChannelSecurity()
     window: int = 4
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     connect_timeout_s: float = 10.0
@@ -211,7 +213,7 @@ class EdgeStreamer:
         while True:
             accepted = False
             try:
-                async with grpc.aio.insecure_channel(self.config.cloud, options=options) as channel:
+                async with self.config.security.aio_channel(self.config.cloud, options) as channel:
                     call = inference_pb2_grpc.InferenceServiceStub(channel).Infer()
                     await self._open(call)
                     accepted = True
@@ -235,9 +237,14 @@ class EdgeStreamer:
                 unavailable_since = None
             unavailable_since = unavailable_since or now
             if self.config.give_up_after_s and now - unavailable_since > self.config.give_up_after_s:
+                hint = ("the TLS handshake failed: check --tls-ca (it must sign the cloud's certificate), "
+                        "--tls-server-name, and that your client certificate is valid and not expired"
+                        if is_tls_failure(reason) else
+                        "check that `splitinfer cloud` runs there, the address is right, and both sides agree on "
+                        "TLS or --plaintext")
                 raise CloudUnavailableError(
                     f"could not reach the cloud at {self.config.cloud} for {self.config.give_up_after_s:.0f} s "
-                    f"(last error: {reason}); check that `splitinfer cloud` runs there and the address is right."
+                    f"(last error: {reason}); {hint}."
                 )
             delay = min(self.config.reconnect_max_s, self.config.reconnect_initial_s * 2 ** attempt)
             delay *= random.uniform(0.5, 1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
@@ -30,6 +31,19 @@ OPTIONS = [
     Option("max-elements", "Largest decoded tensor (elements) accepted from a frame.", cast=int, default=2**24),
     Option("torch-threads", "Threads per torch operation (0: torch's default, one per core; set it to the "
            "container's CPU limit).", cast=int, default=0),
+    Option("tls-cert", "PEM certificate chain the cloud serves TLS with (re-read when the file changes).", cast=Path),
+    Option("tls-key", "PEM private key of --tls-cert.", cast=Path),
+    Option("tls-client-ca", "PEM CA certificates: require client certificates they sign (mTLS).", cast=Path),
+    Option("plaintext", "Serve without TLS (loopback or a trusted network only); required when no --tls-cert is "
+           "given.", flag=True, default=False),
+    Option("auth-tokens", "Access file (YAML): identities, token hashes, client certificate names and the stream-id "
+           "patterns each may publish and subscribe to (docs/SECURITY.md). Unset: every caller may do everything.",
+           cast=Path),
+    Option("max-streams-per-identity", "Infer streams one identity may hold open at once (unset: only --max-streams "
+           "applies).", cast=int),
+    Option("health-port", "Second, plaintext port that serves only the gRPC health service, for probes that "
+           "cannot speak TLS (-1: none).", cast=int, default=-1),
+    Option("reflection", "Serve gRPC server reflection.", flag=True, default=True),
     Option("port-file", "Write the bound gRPC port to this file once the model is loaded and serving."),
     Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
 ]
@@ -38,7 +52,6 @@ OPTIONS = [
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
-    from pathlib import Path
 
     from splitinfer.errors import ConfigError
     from splitinfer.services.cloud.server import CloudConfig, serve
@@ -55,7 +68,10 @@ def run(args: argparse.Namespace) -> int:
         max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
         subscriber_queue=args.subscriber_queue, drain_seconds=args.drain_seconds,
         max_message_bytes=args.max_message_bytes, max_connection_age_s=args.max_connection_age,
-        max_elements=args.max_elements,
+        max_elements=args.max_elements, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca, plaintext=args.plaintext, auth_tokens=args.auth_tokens,
+        max_streams_per_identity=args.max_streams_per_identity, health_port=args.health_port,
+        reflection=args.reflection,
     )
     asyncio.run(serve(config, port_file=Path(args.port_file) if args.port_file else None))
     return 0

@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.commands.edge import settings_from_args
     from splitinfer.services.demo import DemoOptions, run_demo
 
-    edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0)
+    from splitinfer.channel_security import ChannelSecurity
+
+    # Edge and cloud meet on 127.0.0.1 inside this command: plaintext never leaves the machine.
+    edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0,
+                              security=ChannelSecurity(plaintext=True))
     options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl)
     return asyncio.run(run_demo(options))

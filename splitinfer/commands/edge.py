@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitinfer.commands import coder_name
+from splitinfer.commands import client_security, coder_name
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
@@ -27,6 +27,7 @@ CODEC_OPTIONS = [
 OPTIONS = [
     Option("source", "Video source: camera index (0), file path, or rtsp:// / http:// URL.", default="0"),
     Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
+    *client_security.OPTIONS,
     Option("mode", "live: newest frame wins (drops counted); file: every frame; auto: file for files, live "
            "otherwise.", default="auto", choices=("auto", "live", "file")),
     Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
@@ -58,6 +59,8 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         max_message_bytes=args.max_message_bytes,
         give_up_after_s=getattr(args, "reconnect_timeout", 60.0),
     )
+    if hasattr(args, "plaintext"):
+        values["security"] = client_security.security_from_args(args)
     values.update(overrides)
     return EdgeSettings(**values)
 

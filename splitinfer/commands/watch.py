@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.commands import client_security
 from splitinfer.settings import Option
 
 NAME = "watch"
 HELP = "Subscribe to a cloud's detections and print them as JSON lines (or COCO results JSON with --coco)."
 OPTIONS = [
     Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
+    *client_security.OPTIONS,
     Option("stream", "Only these stream ids (comma-separated; default: every stream)."),
     Option("coco", "Print one COCO results JSON array at the end instead of JSON lines.", flag=True, default=False),
     Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     collected = []
     dropped = 0
     try:
-        for index, item in enumerate(subscribe(args.cloud, stream_ids, timeout=args.timeout or None), start=1):
+        for index, item in enumerate(subscribe(args.cloud, stream_ids, timeout=args.timeout or None,
+                                                     security=client_security.security_from_args(args)), start=1):
             dropped += item.dropped
             if args.coco:
                 collected.append(item.result)

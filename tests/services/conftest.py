@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from splitinfer.channel_security import ChannelSecurity
 from tests.conftest import shared_path
 
 VIDEO = ("video", "one-by-one-person-detection.mp4")
@@ -21,6 +22,9 @@ WEIGHTS = ("models", "yolo-fastest-1.1")
 MODEL = "yolo-fastest-1.1-xl"
 CUT = "80"  # pinned, so that the tests do not follow changes of the model's default cut
 REPO = Path(__file__).resolve().parents[2]
+# The service tests talk over loopback without TLS, as they must say explicitly; tests/services/test_security.py
+# covers TLS and authorization.
+PLAINTEXT = ChannelSecurity(plaintext=True)
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +62,8 @@ async def running_cloud(engine, **config) -> AsyncIterator:
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
 
     settings = dict(model=engine.model_name, host="127.0.0.1", port=0, metrics_port=-1, drain_seconds=5.0)
+    if not any(key.startswith("tls_") for key in config):
+        settings["plaintext"] = True
     settings.update(config)
     server = CloudServer(CloudConfig(**settings), engine=engine)
     await server.start()
@@ -77,6 +83,8 @@ class CloudProcess:
     """`python -m splitinfer.cli cloud` as a subprocess on a chosen port."""
 
     def __init__(self, weights_dir: Path, port: int, tmp_path: Path, *extra: str) -> None:
+        if not any(flag.startswith("--tls-") for flag in extra):
+            extra = ("--plaintext", *extra)
         self.port = port
         self.port_file = tmp_path / f"cloud-{port}-{time.monotonic_ns()}.port"
         self.log = tmp_path / f"cloud-{port}-{time.monotonic_ns()}.log"

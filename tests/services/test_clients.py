@@ -9,7 +9,7 @@ from splitinfer.v1 import inference_pb2
 
 def test_exported_names_do_not_drift() -> None:
     assert sorted(clients.__all__) == [
-        "COCO_CATEGORY_IDS", "ResultSubscriber", "SubscribedResult", "capture_time_iso", "check_health",
+        "COCO_CATEGORY_IDS", "ChannelSecurity", "ResultSubscriber", "SubscribedResult", "capture_time_iso", "check_health",
         "coco_results", "result_to_dict", "subscribe",
     ]
     assert all(hasattr(clients, name) for name in clients.__all__)

@@ -14,7 +14,7 @@ from splitinfer.services.channel_options import channel_options
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.v1 import inference_pb2
-from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
+from tests.services.conftest import CUT, MODEL, PLAINTEXT, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
 
 SERVICE = "splitinfer.v1.InferenceService"
@@ -33,7 +33,7 @@ async def health_status(channel, service: str) -> str:
 
 def test_health_is_not_serving_until_the_model_is_loaded(weights_dir) -> None:
     async def scenario():
-        server = CloudServer(CloudConfig(model=MODEL, weights=str(weights_dir), host="127.0.0.1", port=0,
+        server = CloudServer(CloudConfig(model=MODEL, weights=str(weights_dir), host="127.0.0.1", port=0, plaintext=True,
                                          metrics_port=-1))
         starting = asyncio.create_task(server.start())
         while not server.port:
@@ -197,7 +197,7 @@ def test_a_frame_resent_after_a_reconnect_reaches_subscribers_once(engine, frame
     async def scenario():
         async with running_cloud(engine) as server:
             address = f"127.0.0.1:{server.port}"
-            async with ResultSubscriber(address, ["cam"]) as subscriber, \
+            async with ResultSubscriber(address, ["cam"], security=PLAINTEXT) as subscriber, \
                     grpc.aio.insecure_channel(address, options=channel_options()) as channel:
                 await subscriber.wait_subscribed()
                 first = Stream(channel)

@@ -6,7 +6,7 @@ import pytest
 
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.errors import CloudUnavailableError, ServiceError, StreamRejectedError
-from tests.services.conftest import MODEL, encoded_frames, free_port, run, running_cloud
+from tests.services.conftest import MODEL, PLAINTEXT, encoded_frames, free_port, run, running_cloud
 
 
 def test_temporal_coding_references_the_previous_frame_and_restarts_every_intra_period(model, video) -> None:
@@ -20,7 +20,7 @@ def test_temporal_stream_is_answered_without_errors(engine, model, video) -> Non
     async def scenario():
         outcomes = []
         async with running_cloud(engine) as server:
-            settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="temporal",
+            settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="temporal",
                                     model=MODEL, frames=8, window=3, coder="TEMPORAL_CONTEXTS", intra_period=4)
             await run_edge(settings, [outcomes.append], pipeline=build_pipeline(settings, model))
         return outcomes
@@ -33,7 +33,7 @@ def test_temporal_stream_is_answered_without_errors(engine, model, video) -> Non
 def test_a_cloud_that_serves_another_model_refuses_the_stream(engine, weights_dir, video) -> None:
     async def scenario():
         async with running_cloud(engine) as server:
-            settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="other-model",
+            settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id="other-model",
                                     model="yolo-fastest-1.1", weights=str(weights_dir), frames=2)
             await run_edge(settings, [])
 
@@ -42,7 +42,7 @@ def test_a_cloud_that_serves_another_model_refuses_the_stream(engine, weights_di
 
 
 def test_an_unreachable_cloud_is_reported_after_the_retry_budget(model, video) -> None:
-    settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{free_port()}", stream_id="lonely", model=MODEL,
+    settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{free_port()}", stream_id="lonely", model=MODEL,
                             frames=2, give_up_after_s=1.0)
     with pytest.raises(CloudUnavailableError, match="could not reach the cloud"):
         run(run_edge(settings, [], pipeline=build_pipeline(settings, model)))
@@ -56,7 +56,7 @@ def test_an_unreachable_cloud_is_reported_after_the_retry_budget(model, video) -
     (dict(window=0), "window"),
 ])
 def test_bad_edge_settings_are_refused_with_a_hint(model, video, overrides, message) -> None:
-    settings = EdgeSettings(**{**dict(source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1"), **overrides})
+    settings = EdgeSettings(**{**dict(security=PLAINTEXT, source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1"), **overrides})
     with pytest.raises(ServiceError, match=message):
         run(run_edge(settings, [], pipeline=build_pipeline(settings, model)))
 
@@ -80,7 +80,7 @@ def test_a_profile_for_another_cut_or_model_is_refused_and_its_own_cut_is_the_de
         CodecProfile(Quantizer.uniform(-16.0, 16.0, 12), **fields).save(path)
         return str(path)
 
-    base = dict(source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1")
+    base = dict(security=PLAINTEXT, source=str(video), stream_id="s", model=MODEL, cloud="127.0.0.1:1")
     pipeline = build_pipeline(EdgeSettings(**base, profile=profile("p80.json", model=MODEL, cut="80")), model)
     assert pipeline.cut == "80" and pipeline.quantizer("layer80").levels == 12
     with pytest.raises(ServiceError, match="made for cut 80"):
@@ -138,7 +138,7 @@ def test_an_edge_refused_for_max_streams_retries_and_streams_once_a_slot_frees(e
 
         async with running_cloud(engine, max_streams=1) as server:
             def settings(stream_id, frames):
-                return EdgeSettings(source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id=stream_id,
+                return EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{server.port}", stream_id=stream_id,
                                     model=MODEL, frames=frames, window=1, give_up_after_s=60.0)
 
             first, second = [], []

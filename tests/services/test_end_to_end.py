@@ -12,7 +12,7 @@ from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.output import JsonLinesSink
 from splitinfer.services.fidelity import Fidelity, compare
-from tests.services.conftest import CUT, MODEL, run, running_cloud
+from tests.services.conftest import CUT, MODEL, PLAINTEXT, run, running_cloud
 
 FRAMES = 20
 # Near-lossless: 256 levels (step 0.19) over a range wider than layer 80 reaches on real images (-19.6..20.3).
@@ -39,11 +39,11 @@ async def stream_video(engine, model, video, codec: dict):
     outcomes, subscribed = [], []
     async with running_cloud(engine) as server:
         address = f"127.0.0.1:{server.port}"
-        settings = EdgeSettings(source=str(video), cloud=address, stream_id="cam-e2e", model=MODEL, frames=FRAMES,
+        settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=address, stream_id="cam-e2e", model=MODEL, frames=FRAMES,
                                 window=3, **codec)
         pipeline = build_pipeline(settings, model)
-        async with ResultSubscriber(address, ["cam-e2e"]) as subscriber, \
-                ResultSubscriber(address, ["another-camera"]) as other:
+        async with ResultSubscriber(address, ["cam-e2e"], security=PLAINTEXT) as subscriber, \
+                ResultSubscriber(address, ["another-camera"], security=PLAINTEXT) as other:
             await subscriber.wait_subscribed()
             await other.wait_subscribed()
 

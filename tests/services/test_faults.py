@@ -12,7 +12,7 @@ import pytest
 
 from splitinfer.services.channel_options import channel_options
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
-from tests.services.conftest import MODEL, REPO, encoded_frames, free_port, run
+from tests.services.conftest import MODEL, PLAINTEXT, REPO, encoded_frames, free_port, run
 from tests.services.test_bad_input import Stream, frame_request
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ def test_edge_survives_a_cloud_restart_and_every_frame_gets_exactly_one_result(m
             first.process.wait(timeout=30)
             restarted.append(cloud_process(port))
 
-    settings = EdgeSettings(source=str(video), cloud=f"127.0.0.1:{port}", stream_id="cam-restart", model=MODEL,
+    settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{port}", stream_id="cam-restart", model=MODEL,
                             frames=frames, window=4, mode="file", give_up_after_s=120)
     stats = run(run_edge(settings, [kill_and_restart], pipeline=build_pipeline(settings, model)), timeout=240)
     assert restarted, "the cloud was never killed"
@@ -69,10 +69,10 @@ def test_command_line_edge_and_watch_against_a_cloud(video, weights_dir, cloud_p
     cloud = cloud_process()
     cloud.wait_serving()
     base = [sys.executable, "-m", "splitinfer.cli"]
-    watch = subprocess.Popen(base + ["watch", "--cloud", cloud.address, "--stream", "cli-cam", "--count", "5",
+    watch = subprocess.Popen(base + ["watch", "--plaintext", "--cloud", cloud.address, "--stream", "cli-cam", "--count", "5",
                                      "--coco", "--timeout", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, cwd=REPO)
-    edge = subprocess.run(base + ["edge", "--source", str(video), "--cloud", cloud.address, "--stream-id", "cli-cam",
+    edge = subprocess.run(base + ["edge", "--plaintext", "--source", str(video), "--cloud", cloud.address, "--stream-id", "cli-cam",
                                   "--weights", str(weights_dir), "--frames", "5", "--annotate",
                                   str(tmp_path / "annotated.avi")],
                           capture_output=True, text=True, timeout=180, cwd=REPO)
