@@ -78,6 +78,8 @@ class ResultSubscriber:
 
         try:
             await asyncio.wait_for(self._call.initial_metadata(), timeout)
+            if self._call.done() and await self._call.code() != grpc.StatusCode.OK:
+                await self._call.read()  # a call that failed before its headers (TLS, credentials) raises here
         except grpc.aio.AioRpcError as exc:
             raise _wrap(exc, self.cloud) from exc
         except asyncio.TimeoutError as exc:
