@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "splitinfer.commands.cloud",
     "splitinfer.commands.edge",
     "splitinfer.commands.watch",
+    "splitinfer.commands.token",
     "splitinfer.commands.demo",
 )
 
