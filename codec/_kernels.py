@@ -125,7 +125,9 @@ def _start_decoder(data):
 # The kernels take `neighbours` (None or any int) and `reference` (None or an array): numba compiles one
 # specialisation per combination and prunes the branches on None, so each coder gets a tight loop.
 # Decoders stop once they have decoded more than `max_bins` bins (a bound on the work a forged payload
-# can cause) and say so in their last return value.
+# can cause) and say so in their last return value; they also stop as soon as they have read past the
+# payload's end (a valid stream is consumed exactly), so a truncated or forged payload costs only the
+# work its own length can pay for.
 
 
 @njit(cache=True, inline="always")
@@ -216,6 +218,8 @@ def _decode_tu(data, planes, height, width, n_levels, neighbours, reference, max
                 bins += k + 1
                 if bins > max_bins:
                     return levels, pos, False, True
+                if pos > data.size:  # read past the end: the payload cannot end cleanly, stop the work now
+                    return levels, pos, False, False
     return levels, pos, code < rng, False
 
 
@@ -337,6 +341,8 @@ def _decode_signed(data, planes, height, width, n_levels, mode, max_bins):
                 bins += magnitude + 2
                 if bins > max_bins:
                     return levels, pos, False, True
+                if pos > data.size:  # read past the end: the payload cannot end cleanly, stop the work now
+                    return levels, pos, False, False
     return levels, pos, code < rng, False
 
 

@@ -29,6 +29,7 @@ CODER_VERSION = 1
 # way, an element codes at most N - 1 bins of at most 8.9 bits: at most 9/8 (N - 1) bytes per element.
 _MAX_ELEMENTS_PER_BYTE = 2600
 _FLUSH_BYTES = 4
+MAX_DIMENSIONS = 32
 
 
 class Coder(enum.IntEnum):
@@ -59,11 +60,14 @@ class CodecLimits:
     """What a decoder accepts: elements are checked before any allocation, bins (work) while decoding.
 
     A payload of a few MB can legitimately describe billions of bins (0.003 bits each at the most
-    skewed probability); max_bins caps the decoding time such a payload can cost (~1 s per 10**8 bins).
+    skewed probability: 400 kB of 0xFF reads as a 4-million-element tensor of 256 levels, all at the
+    top one); max_bins caps the decoding time such a payload can cost (~0.3 s per 10**8 bins). The
+    default, 2**27, fits a 2**24-element tensor of 8 levels (7 bins per element at most); raise it
+    for larger tensors or more levels.
     """
 
     max_elements: int = 2**26
-    max_bins: int = 2**30
+    max_bins: int = 2**27
 
     def __post_init__(self) -> None:
         for name in ("max_elements", "max_bins"):
@@ -110,21 +114,32 @@ def check_levels(levels: object) -> int:
 def check_shape(shape: object, limits: CodecLimits | None = None) -> tuple[int, ...]:
     """A shape as a tuple of non-negative ints whose product is within the limits."""
     limits = limits or DEFAULT_LIMITS
+    length = len(shape) if hasattr(shape, "__len__") else None  # checked before a forged, long list is copied
+    if length is not None and length > MAX_DIMENSIONS:
+        raise CodecError(f"shape has {length} dimensions; at most {MAX_DIMENSIONS} are supported.")
     try:
         dims = tuple(shape)  # type: ignore[arg-type]
     except TypeError as exc:
         raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.") from exc
-    if len(dims) > 32:
-        raise CodecError(f"shape has {len(dims)} dimensions; at most 32 are supported.")
+    if len(dims) > MAX_DIMENSIONS:
+        raise CodecError(f"shape has {len(dims)} dimensions; at most {MAX_DIMENSIONS} are supported.")
     for d in dims:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0:
-            raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.")
+            raise CodecError(f"shape must be a sequence of non-negative integers, got {str(shape)[:200]}.")
     dims = tuple(int(d) for d in dims)
     elements = math.prod(dims)
     if elements > limits.max_elements:
         raise CodecError(
             f"shape {dims} has {elements} elements, above the limit of {limits.max_elements}; "
             "raise CodecLimits.max_elements if the tensor is genuine."
+        )
+    # An empty tensor (a zero dimension) still has its other dimensions checked: numpy cannot even hold a
+    # shape like (2**32 - 1, 2**32 - 1, 0), and a decoder would loop over the planes it describes.
+    spanned = math.prod(d for d in dims if d)
+    if spanned > limits.max_elements:
+        raise CodecError(
+            f"shape {dims} spans {spanned} elements without its zero dimension(s), above the limit of "
+            f"{limits.max_elements}: it is forged or corrupted."
         )
     return dims
 

@@ -8,7 +8,8 @@ and raises CodecError with what was wrong.
 from __future__ import annotations
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
-from splitinfer.codec.entropy import as_coder, check_shape
+from splitinfer.codec.entropy import MAX_DIMENSIONS, as_coder, check_shape
+from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 from splitinfer.v1 import tensor_pb2
 
 
@@ -34,7 +35,10 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
     """The coded tensor a wire message carries, validated; CodecError says which field is wrong."""
     if not isinstance(msg, tensor_pb2.CompressedTensor):
         raise CodecError(f"expected a splitinfer.v1.CompressedTensor message, got {type(msg).__name__}.")
-    label = f"tensor {msg.name!r}"
+    label = f"tensor {msg.name[:64]!r}"
+    # Lengths first: a forged message can carry millions of dimensions or thresholds, not worth copying.
+    if len(msg.shape) > MAX_DIMENSIONS:
+        raise CodecError(f"{label} has {len(msg.shape)} dimensions; at most {MAX_DIMENSIONS} are supported.")
     shape = check_shape(tuple(msg.shape), limits)
     if not msg.HasField("quantizer"):
         raise CodecError(f"{label} has no quantizer: the sender must fill CompressedTensor.quantizer.")
@@ -42,8 +46,13 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
     if wq.kind not in tuple(QuantizerKind):
         raise CodecError(f"{label} has quantizer kind {wq.kind}, which this decoder does not know "
                          f"(known: {', '.join(f'{k.value} {k.name}' for k in QuantizerKind)}).")
+    if not MIN_LEVELS <= wq.levels <= MAX_LEVELS:
+        raise CodecError(f"{label} says {wq.levels} levels; a quantizer has {MIN_LEVELS}..{MAX_LEVELS}.")
     if wq.levels != len(wq.reconstruction):
         raise CodecError(f"{label} says {wq.levels} levels but carries {len(wq.reconstruction)} reconstruction values.")
+    if len(wq.thresholds) != wq.levels - 1:
+        raise CodecError(f"{label} says {wq.levels} levels, which need {wq.levels - 1} thresholds; it carries "
+                         f"{len(wq.thresholds)}.")
     try:
         quantizer = Quantizer(QuantizerKind(wq.kind), msg.clip_min, msg.clip_max,
                               tuple(wq.thresholds), tuple(wq.reconstruction))

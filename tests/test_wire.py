@@ -106,3 +106,16 @@ def test_arbitrary_messages_give_a_codec_error_or_a_valid_tensor(shape, kind, le
         return
     assert values.shape == tuple(shape) and values.dtype == np.float32
     assert np.isin(values, np.float32(tensor.quantizer.reconstruction)).all()
+
+
+def test_long_repeated_fields_are_refused_by_their_length() -> None:
+    """Issue #13: a forged message's shape or threshold list is checked for length before it is copied."""
+    long_shape = _broken(lambda m: m.shape.extend([1] * 100_000))
+    with pytest.raises(CodecError, match="100004 dimensions"):
+        tensor_from_proto(long_shape)
+    long_thresholds = _broken(lambda m: m.quantizer.thresholds.extend([0.0] * 100_000))
+    with pytest.raises(CodecError, match="need 4 thresholds"):
+        tensor_from_proto(long_thresholds)
+    many_levels = _broken(lambda m: setattr(m.quantizer, "levels", 100_000))
+    with pytest.raises(CodecError, match="100000 levels"):
+        tensor_from_proto(many_levels)

@@ -18,6 +18,7 @@ import numpy as np
 from splitinfer.codec import CodecError, CodecLimits, decode_levels
 from splitinfer.dnn import ModelError, load_model
 from splitinfer.services.cloud.streams import StreamState
+from splitinfer.services.stages import known_edge_stages
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_from_proto
 
@@ -30,6 +31,8 @@ INTERNAL = 13
 
 MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
+# Client-chosen text (tensor names) quoted in an in-band error is cut to this many characters.
+_QUOTE_CHARS = 64
 
 
 class FrameRejected(Exception):
@@ -80,9 +83,8 @@ class TailEngine:
         """Answer one frame: detections, or a FrameError when the frame is bad (never raises for bad input)."""
         result = inference_pb2.InferenceResult(stream_id=state.stream_id, frame_id=frame.frame_id,
                                                model=self.model_name)
-        result.capture.CopyFrom(frame.capture)
-        for stage, seconds in frame.edge_stage_seconds.items():
-            result.stage_seconds[stage] = seconds
+        _copy_capture(frame.capture, result.capture)
+        result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
         result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
         try:
             if frame.frame_id <= previous_frame_id:
@@ -141,10 +143,13 @@ class TailEngine:
     def _decode(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
         expected = {spec.name: spec for spec in split.tensors}
+        if len(frame.tensors) != len(expected):
+            raise FrameRejected(INVALID_ARGUMENT, f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
+                                                  f"has {len(frame.tensors)} tensor(s).")
         names = [t.name for t in frame.tensors]
         if sorted(names) != sorted(expected):
             raise FrameRejected(INVALID_ARGUMENT, f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
-                                                  f"has {sorted(names)}.")
+                                                  f"has {[_quote(name) for name in sorted(names)]}.")
         reference: dict[str, np.ndarray] | None = None
         if frame.HasField("reference_frame_id"):
             if state.reference is None or state.reference[0] != frame.reference_frame_id:
@@ -158,9 +163,11 @@ class TailEngine:
         elements = 0
         for message in frame.tensors:
             spec = expected[message.name]
-            shape = tuple(message.shape)
+            rank = len(message.shape)  # checked before the list is copied: a forged one can hold millions
+            shape = tuple(message.shape) if rank <= len(spec.shape) + 1 else ()
             if shape not in (tuple(spec.shape), (1, *spec.shape)):
-                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} has shape {list(shape)}; cut "
+                shown = list(shape) if shape else f"{rank} dimensions"
+                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} has shape {shown}; cut "
                                                       f"{split.cut} needs [1, {', '.join(map(str, spec.shape))}].")
             try:
                 compressed = tensor_from_proto(message)
@@ -168,8 +175,23 @@ class TailEngine:
                 tensor_levels = decode_levels(compressed, reference=ref, limits=self.limits)
                 values = compressed.quantizer.dequantize(tensor_levels)
             except CodecError as exc:
-                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} could not be decoded: {exc}") from exc
+                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} could not be decoded: "
+                                                      f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
             levels[message.name] = tensor_levels
             tensors[message.name] = values.reshape((1, *spec.shape))
             elements += values.size
         return tensors, levels, elements
+
+
+def _copy_capture(source: inference_pb2.CaptureInfo, target: inference_pb2.CaptureInfo) -> None:
+    """Copy the capture fields the result echoes, field by field: unknown fields a client added are not echoed."""
+    target.capture_time.seconds = source.capture_time.seconds
+    target.capture_time.nanos = source.capture_time.nanos
+    target.capture_monotonic_ns = source.capture_monotonic_ns
+    target.image_width = source.image_width
+    target.image_height = source.image_height
+
+
+def _quote(text: str, limit: int = _QUOTE_CHARS) -> str:
+    """Client-chosen text, cut to `limit` characters, for an error message."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

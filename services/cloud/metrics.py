@@ -16,7 +16,11 @@ _MAX_REQUEST_BYTES = 8192
 
 
 class CloudMetrics:
-    """Frames, bytes, bits per element, stage latencies, open streams, dropped results."""
+    """Frames, bytes, bits per element, stage latencies, open streams, dropped results, refused input.
+
+    Every label value is server-defined: model names, status code names, refusal reasons and the stage
+    names of splitinfer.services.stages.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -36,6 +40,13 @@ class CloudMetrics:
                                        "Results dropped because a subscriber read too slowly.", registry=r)
         self.rejected_streams = Counter("splitinfer_rejected_streams", "Infer streams refused, by reason.",
                                         ["reason"], registry=r)
+        self.ignored_stage_entries = Counter(
+            "splitinfer_ignored_stage_entries", "edge_stage_seconds entries dropped: an unknown stage name or a value "
+            "that is not a time (they never become label values nor reach results).", registry=r)
+        self.idle_streams = Counter("splitinfer_idle_streams", "Infer streams ended after --stream-idle-timeout "
+                                    "seconds without a frame.", registry=r)
+        self.oversized_results = Counter("splitinfer_oversized_results", "Results replaced by an in-band error because "
+                                         "they would exceed --max-message-bytes.", registry=r)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

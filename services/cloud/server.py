@@ -50,8 +50,11 @@ class CloudConfig:
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 9090  # 0: any free port; -1: no metrics endpoint
     max_streams: int = 16
+    max_streams_per_peer: int = 0  # 0: no cap per client address
+    stream_idle_timeout_s: float = 60.0  # 0: never end an idle stream
     workers: int = 2
     stream_queue: int = 4
+    stream_queue_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     subscriber_queue: int = 256
     drain_seconds: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -67,9 +70,14 @@ class CloudConfig:
     max_streams_per_identity: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "max_message_bytes", "max_elements"):
+        for name in ("max_streams", "workers", "stream_queue", "stream_queue_bytes", "subscriber_queue",
+                     "max_message_bytes", "max_elements"):
             if getattr(self, name) < 1:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
+        if self.max_streams_per_peer < 0:
+            raise ServiceError(f"max-streams-per-peer must be 0 (no cap) or more, got {self.max_streams_per_peer}.")
+        if self.stream_idle_timeout_s < 0:
+            raise ServiceError(f"stream-idle-timeout must be 0 (never) or more seconds, got {self.stream_idle_timeout_s}.")
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
             raise ServiceError(f"ports must be within 0..65535 (metrics: -1 disables), got {self.port} and "
                                f"{self.metrics_port}.")
@@ -104,14 +112,15 @@ class CloudServer:
         self.config = config
         self.metrics = CloudMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
-        self.registry = StreamRegistry(config.max_streams)
+        self.registry = StreamRegistry(config.max_streams, max_streams_per_peer=config.max_streams_per_peer)
         self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
         self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
         self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
         open_policy = AccessPolicy()
         self.servicer = InferenceServicer(
             registry=self.registry, hub=self.hub, metrics=self.metrics, executor=self.executor,
-            stream_queue_size=config.stream_queue,
+            stream_queue_size=config.stream_queue, stream_queue_bytes=config.stream_queue_bytes,
+            stream_idle_timeout_s=config.stream_idle_timeout_s, max_message_bytes=config.max_message_bytes,
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
             max_streams_per_identity=config.max_streams_per_identity)
         self.health = health.aio.HealthServicer()

@@ -4,22 +4,29 @@ Per `Infer` call: the start message is checked (unknown model or cut: FAILED_PRE
 frame), then a reader task moves frames into a bounded queue and the handler answers them one at a
 time, in order, with the CPU work (decode, tail, NMS) on the executor (the time a frame waited in the
 queue is reported as stage "queue"). A bad frame gets an in-band
-error and the stream goes on. Statuses that end a call:
+error and the stream goes on; so does a frame whose result would exceed --max-message-bytes
+(RESOURCE_EXHAUSTED in-band). Statuses that end a call:
 
     FAILED_PRECONDITION  the first message is not a StreamStart, or names an unknown model or cut
     INVALID_ARGUMENT     a second StreamStart, or a malformed stream id
-    RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams (or, from gRPC itself, a
-                         message above --max-message-bytes)
+    RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
+                         the caller's address (or, from gRPC itself, a message above --max-message-bytes)
+    DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection of the same identity resumed the same stream id
     UNAUTHENTICATED      no credential, or one the access file does not know (Infer and Subscribe)
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, IDENTITY_MAX_STREAMS, MODEL_LOADING,
-DRAINING, STREAM_TAKEN_OVER, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
-STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and
-retrying helps. Authorization (services/cloud/access.py) is checked before anything else of a call is read.
+UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
+STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN,
+UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
+waiting and retrying helps. Authorization (services/cloud/access.py) is checked before anything else of a call
+is read.
+
+Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
+the queue (one frame is always let through), and results carry only server-defined data plus the
+frame's fixed-size capture fields (see splitinfer.services.stages for the stage times).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import (
@@ -44,8 +52,10 @@ from splitinfer.services.cloud.streams import (
     IdentityStreamLimitError,
     StreamOwnedError,
     StreamRegistry,
+    peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.services.stages import STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.cloud")
@@ -53,6 +63,10 @@ log = logging.getLogger("splitinfer.cloud")
 ERROR_DOMAIN = "splitinfer.v1"
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _END = object()
+_IDLE = object()
+RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
+# Room left in --max-message-bytes for the InferResponse wrapper around a result.
+_RESPONSE_OVERHEAD_BYTES = 64
 
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
@@ -66,6 +80,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         metrics: CloudMetrics,
         executor: Executor,
         stream_queue_size: int = 4,
+        stream_queue_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        stream_idle_timeout_s: float = 0.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         access: Callable[[], AccessPolicy] = AccessPolicy,
         max_streams_per_identity: int | None = None,
     ) -> None:
@@ -77,6 +94,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics = metrics
         self.executor = executor
         self.stream_queue_size = stream_queue_size
+        self.stream_queue_bytes = stream_queue_bytes
+        self.stream_idle_timeout_s = stream_idle_timeout_s
+        self.max_result_bytes = max_message_bytes - _RESPONSE_OVERHEAD_BYTES
         self.draining = False
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
@@ -110,21 +130,29 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          "MODEL_LOADING", retry_after_s=2.0)
         start = await self._read_start(request_iterator, context)
         split = await self._check_start(start, identity, context)
-        connection = await self._attach(start, split.cut, identity, context)
+        connection = await self._attach(start, split, identity, context)
+        # From here on nothing may leak the slot: the finally below does the bookkeeping before its only await.
         self._enter_call()
-        queue: asyncio.Queue = asyncio.Queue(maxsize=self.stream_queue_size)
+        queue = _FrameQueue(self.stream_queue_size, self.stream_queue_bytes)
         reader = asyncio.create_task(self._read_frames(request_iterator, connection, queue),
                                      name=f"infer-reader:{start.stream_id}")
-        log.info("stream %s opened (model %s, cut %s)", start.stream_id, start.model, split.cut)
+        log.info("stream %s opened (model %s, cut %s, peer %s)", start.stream_id, start.model, split.cut,
+                 connection.peer)
         try:
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
                 stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors]))
             last_frame_id = -1
             loop = asyncio.get_running_loop()
             while True:
-                item = await self._next_item(queue, connection)
+                item = await self._next_item(queue, connection, self.stream_idle_timeout_s)
                 if item is _END:
                     break
+                if item is _IDLE:
+                    self.metrics.idle_streams.inc()
+                    await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 f"no frame arrived for {self.stream_idle_timeout_s:g} s (--stream-idle-timeout): the "
+                                 "stream was ended to free its slot; reconnect with the same stream id to resume.",
+                                 "STREAM_IDLE")
                 if isinstance(item, _StreamProtocolError):
                     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), "STREAM_PROTOCOL")
                 if isinstance(item, BaseException):
@@ -135,6 +163,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
                 result.stage_seconds["queue"] = waited
                 last_frame_id = max(last_frame_id, frame.frame_id)
+                self._count_ignored_stages(frame, result)
+                del frame, item  # the frame's bytes are not held while the result is sent
+                self._bound_result_size(result)
                 self._record(result)
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     self.hub.publish(result)
@@ -145,11 +176,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     await _abort(context, grpc.StatusCode.UNAVAILABLE, message, "DRAINING", retry_after_s=1.0)
                 await _abort(context, grpc.StatusCode.ABORTED, message, "STREAM_TAKEN_OVER")
         finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+            # The bookkeeping comes first and without an await: a second cancellation of this call (gRPC cancels
+            # the handler when the client goes away, possibly while it is already cleaning up) would otherwise
+            # skip it and leak the stream's slot for good.
             self.registry.detach(connection)
             self._leave_call()
+            reader.cancel()
             log.info("stream %s closed", start.stream_id)
+            await asyncio.gather(reader, return_exceptions=True)
 
     async def _read_start(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext
                           ) -> inference_pb2.StreamStart:
@@ -184,11 +218,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
                          f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
                          "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
-        if self.registry.is_full(start.stream_id):
-            self.metrics.rejected_streams.labels("max_streams").inc()
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"this cloud serves at most {self.registry.max_streams} streams at once; "
-                         "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
+        await self._refuse_if_full(start.stream_id, peer_address(context.peer() or ""), context)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
@@ -197,11 +227,30 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
                          "UNKNOWN_MODEL_OR_CUT")
 
-    async def _attach(self, start: inference_pb2.StreamStart, cut: str, identity: Identity,
+    async def _refuse_if_full(self, stream_id: str, peer: str, context: grpc.aio.ServicerContext) -> None:
+        """End the call with RESOURCE_EXHAUSTED (and RetryInfo) if the stream would exceed a stream cap."""
+        reason = self.registry.refusal(stream_id, peer)
+        if reason is None:
+            return
+        self.metrics.rejected_streams.labels(reason).inc()
+        if reason == "max_streams":
+            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"this cloud serves at most {self.registry.max_streams} streams at once; "
+                         "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
+        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                     f"this cloud serves at most {self.registry.max_streams_per_peer} streams from one address "
+                     f"({peer[:64]}); close one, retry later or raise --max-streams-per-peer.",
+                     "MAX_STREAMS_PER_PEER", retry_after_s=5.0)
+
+    async def _attach(self, start: inference_pb2.StreamStart, split: Any, identity: Identity,
                       context: grpc.aio.ServicerContext) -> Connection:
+        """Check the stream caps again (the model lookup awaited) and attach, with no await in between."""
+        peer = peer_address(context.peer() or "")
+        if self.registry.refusal(start.stream_id, peer) is not None:
+            await self._refuse_if_full(start.stream_id, peer, context)
         limits = [limit for limit in (identity.max_streams, self.max_streams_per_identity) if limit is not None]
         try:
-            return self.registry.attach(start.stream_id, start.model, cut, owner=identity.name,
+            return self.registry.attach(start.stream_id, start.model, split.cut, peer, owner=identity.name,
                                         owner_limit=min(limits) if limits else None)
         except StreamOwnedError:
             self.metrics.rejected_streams.labels("permission_denied").inc()
@@ -215,14 +264,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
                          retry_after_s=5.0)
 
-    async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: asyncio.Queue) -> None:
+    async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: _FrameQueue) -> None:
         try:
             async for request in request_iterator:
+                connection.last_frame_at = time.monotonic()
                 if connection.stopped.is_set():
                     return
                 kind = request.WhichOneof("kind")
                 if kind == "frame":
-                    await queue.put((request.frame, time.perf_counter()))
+                    await queue.put_frame(request.frame, request.ByteSize())
                 else:
                     await queue.put(_StreamProtocolError(
                         "a stream has exactly one StreamStart, as its first message; open a new call to change "
@@ -235,23 +285,51 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await queue.put(exc)
 
     @staticmethod
-    async def _next_item(queue: asyncio.Queue, connection: Connection) -> Any:
-        """The next queued frame; _END once the queue is empty and the connection was told to stop."""
+    async def _next_item(queue: _FrameQueue, connection: Connection, idle_timeout_s: float) -> Any:
+        """The next queued item; _END once the queue is empty and the connection was told to stop; _IDLE once
+        nothing arrived for idle_timeout_s seconds (0: never) while the queue was empty."""
+        waiting_since = time.monotonic()
         while True:
             if not queue.empty():
                 return queue.get_nowait()
             if connection.stopped.is_set():
                 return _END
+            timeout = None
+            if idle_timeout_s > 0:
+                timeout = max(connection.last_frame_at, waiting_since) + idle_timeout_s - time.monotonic()
+                if timeout <= 0:
+                    return _IDLE
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(connection.stopped.wait())
             try:
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
                 if not getter.done():
                     getter.cancel()
             if getter.done() and not getter.cancelled():
-                return getter.result()
+                return queue.taken(getter.result())
+
+    def _count_ignored_stages(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
+        """Count the frame's edge_stage_seconds entries that the engine did not copy into the result."""
+        reported = len(frame.edge_stage_seconds)
+        if reported:
+            kept = sum(1 for name in frame.edge_stage_seconds if name in result.stage_seconds)
+            if reported > kept:
+                self.metrics.ignored_stage_entries.inc(reported - kept)
+
+    def _bound_result_size(self, result: inference_pb2.InferenceResult) -> None:
+        """Replace a result too large to send by an in-band error, so that the stream goes on."""
+        size = result.ByteSize()
+        if size <= self.max_result_bytes:
+            return
+        self.metrics.oversized_results.inc()
+        for name in ("detections", "classes", "stage_seconds"):
+            result.ClearField(name)
+        result.error.code = RESOURCE_EXHAUSTED
+        result.error.message = (f"the result of this frame would be {size} bytes, above --max-message-bytes "
+                                f"({self.max_result_bytes + _RESPONSE_OVERHEAD_BYTES}); the stream goes on.")
+        result.error.intra_frame_requested = False
 
     def _record(self, result: inference_pb2.InferenceResult) -> None:
         model = result.model
@@ -261,8 +339,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics.elements.labels(model).inc(result.elements)
         if result.elements and not result.HasField("error"):
             self.metrics.bits_per_element.labels(model).observe(8 * result.payload_bytes / result.elements)
-        for stage, seconds in result.stage_seconds.items():
-            self.metrics.stage_seconds.labels(stage).observe(seconds)
+        for stage in STAGES:
+            if stage in result.stage_seconds:
+                self.metrics.stage_seconds.labels(stage).observe(result.stage_seconds[stage])
 
     def _enter_call(self) -> None:
         self._active_calls += 1
@@ -323,6 +402,46 @@ async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str
     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                  f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
                  "starting with a letter or digit.", "BAD_STREAM_ID")
+
+
+class _FrameQueue:
+    """A stream's queue of (frame, arrival time), bounded in frames and in bytes (one frame always fits)."""
+
+    def __init__(self, max_frames: int, max_bytes: int) -> None:
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=max_frames)
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._freed = asyncio.Event()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    async def put_frame(self, frame: inference_pb2.FeatureFrame, size: int) -> None:
+        """Queue a frame; waits (so gRPC flow control pushes back on the client) while the bound is reached."""
+        while self._bytes and self._bytes + size > self._max_bytes:
+            self._freed.clear()
+            await self._freed.wait()
+        self._bytes += size
+        await self._queue.put((frame, time.perf_counter(), size))
+
+    async def put(self, item: object) -> None:
+        """Queue a control item (_END, an error)."""
+        await self._queue.put(item)
+
+    async def get(self) -> Any:
+        return await self._queue.get()
+
+    def get_nowait(self) -> Any:
+        return self.taken(self._queue.get_nowait())
+
+    def taken(self, item: Any) -> Any:
+        """Account for an item taken off the queue: a frame becomes (frame, arrival time) and frees its bytes."""
+        if isinstance(item, tuple):
+            frame, arrived, size = item
+            self._bytes -= size
+            self._freed.set()
+            return frame, arrived
+        return item
 
 
 class _StreamProtocolError(Exception):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,10 +53,12 @@ class StreamState:
 class Connection:
     """One `Infer` call that owns a stream; `stop()` asks it to finish (drain or takeover)."""
 
-    def __init__(self, state: StreamState) -> None:
+    def __init__(self, state: StreamState, peer: str = "") -> None:
         self.state = state
+        self.peer = peer
         self.stopped = asyncio.Event()
         self.stop_reason = ""
+        self.last_frame_at = time.monotonic()  # when the last message arrived (the idle timeout's clock)
 
     def stop(self, reason: str) -> None:
         if not self.stopped.is_set():
@@ -63,11 +66,21 @@ class Connection:
             self.stopped.set()
 
 
-class StreamRegistry:
-    """Stream states by id: at most `max_streams` connected, `max_retained` remembered in all."""
+def peer_address(peer: str) -> str:
+    """The client's address without its port, from grpc's `context.peer()` ("ipv4:10.0.0.7:53122" -> "ipv4:10.0.0.7")."""
+    head, sep, port = peer.rpartition(":")
+    if sep and port.isdigit() and ":" in head:
+        return head
+    return peer
 
-    def __init__(self, max_streams: int, max_retained: int | None = None) -> None:
+
+class StreamRegistry:
+    """Stream states by id: at most `max_streams` connected (and `max_streams_per_peer` from one address, 0: no
+    such cap), `max_retained` remembered in all."""
+
+    def __init__(self, max_streams: int, max_retained: int | None = None, *, max_streams_per_peer: int = 0) -> None:
         self.max_streams = max_streams
+        self.max_streams_per_peer = max_streams_per_peer
         self.max_retained = max_retained or max(4 * max_streams, 16)
         self._states: collections.OrderedDict[str, StreamState] = collections.OrderedDict()
         self._connections: dict[str, Connection] = {}
@@ -87,7 +100,22 @@ class StreamRegistry:
         """Streams open now for one identity."""
         return sum(1 for connection in self._connections.values() if connection.state.owner == owner)
 
-    def attach(self, stream_id: str, model: str, cut: str, owner: str = "",
+    def streams_of_peer(self, peer: str, *, besides: str = "") -> int:
+        """Connections open from one peer address, not counting stream id `besides` (a takeover replaces it)."""
+        return sum(1 for stream_id, c in self._connections.items() if c.peer == peer and stream_id != besides)
+
+    def refusal(self, stream_id: str, peer: str) -> str | None:
+        """Why a stream from `peer` cannot be attached now ("max_streams", "max_streams_per_peer"), or None.
+
+        Check and attach() without an await between them, so that concurrent calls cannot both pass.
+        """
+        if self.is_full(stream_id):
+            return "max_streams"
+        if self.max_streams_per_peer and self.streams_of_peer(peer, besides=stream_id) >= self.max_streams_per_peer:
+            return "max_streams_per_peer"
+        return None
+
+    def attach(self, stream_id: str, model: str, cut: str, peer: str = "", owner: str = "",
                owner_limit: int | None = None) -> Connection:
         """Open (or resume) a stream; a live connection of the same id and owner is stopped and replaced.
 
@@ -113,7 +141,7 @@ class StreamRegistry:
                 self._states.move_to_end(oldest)
                 break
             del self._states[oldest]
-        connection = Connection(state)
+        connection = Connection(state, peer)
         self._connections[stream_id] = connection
         return connection
 

@@ -212,6 +212,7 @@ class EdgeStreamer:
         options = channel_options(self.config.max_message_bytes)
         while True:
             accepted = False
+            refused_for_capacity = False
             try:
                 async with self.config.security.aio_channel(self.config.cloud, options) as channel:
                     call = inference_pb2_grpc.InferenceServiceStub(channel).Infer()
@@ -228,6 +229,8 @@ class EdgeStreamer:
                 if code in _FATAL_CODES and retry_after_s is None:
                     message = f"{_FATAL_CODES[code]}: {exc.details()} ({code.name})"
                     raise StreamRejectedError(message) from exc
+                # RESOURCE_EXHAUSTED with RetryInfo: the cloud is up but full (a stream cap), not unreachable.
+                refused_for_capacity = code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 reason = f"{code.name}: {exc.details()}"
             except (_RetryableStreamError, asyncio.TimeoutError, asyncio.InvalidStateError) as exc:
                 reason, retry_after_s = str(exc) or "no answer from the cloud in time", None
@@ -237,6 +240,11 @@ class EdgeStreamer:
                 unavailable_since = None
             unavailable_since = unavailable_since or now
             if self.config.give_up_after_s and now - unavailable_since > self.config.give_up_after_s:
+                if refused_for_capacity:
+                    raise CloudUnavailableError(
+                        f"the cloud at {self.config.cloud} kept refusing the stream for "
+                        f"{self.config.give_up_after_s:.0f} s because it is full (last answer: {reason}); retry "
+                        "later, connect to another cloud, or ask its operator to raise its stream limits.")
                 hint = ("the TLS handshake failed: check --tls-ca (it must sign the cloud's certificate), "
                         "--tls-server-name, and that your client certificate is valid and not expired"
                         if is_tls_failure(reason) else

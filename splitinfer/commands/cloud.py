@@ -18,8 +18,15 @@ OPTIONS = [
     Option("metrics-port", "Port of the Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
            default=9090),
     Option("max-streams", "Infer streams served at once; more get RESOURCE_EXHAUSTED.", cast=int, default=16),
+    Option("max-streams-per-peer", "Infer streams served at once from one client address (0: no cap); more get "
+           "RESOURCE_EXHAUSTED. Behind a proxy or NAT every client shares one address: leave it 0 there.",
+           cast=int, default=0),
+    Option("stream-idle-timeout", "Seconds an Infer stream may go without a frame before it is ended with "
+           "DEADLINE_EXCEEDED to free its slot (0: never); edges reconnect and resume.", cast=float, default=60.0),
     Option("workers", "Executor threads for decode, tail and NMS (shared by all streams).", cast=int, default=2),
     Option("stream-queue", "Frames queued per stream before gRPC flow control pushes back.", cast=int, default=4),
+    Option("stream-queue-bytes", "Bytes of frames queued per stream before gRPC flow control pushes back (one "
+           "frame always fits).", cast=int, default=DEFAULT_MAX_MESSAGE_BYTES),
     Option("subscriber-queue", "Results queued per Subscribe stream; a slow subscriber loses the oldest.", cast=int,
            default=256),
     Option("drain-seconds", "On SIGTERM: seconds to answer queued frames before stopping.", cast=float,
@@ -65,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
-        max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
+        max_streams=args.max_streams, max_streams_per_peer=args.max_streams_per_peer,
+        stream_idle_timeout_s=args.stream_idle_timeout, workers=args.workers, stream_queue=args.stream_queue,
+        stream_queue_bytes=args.stream_queue_bytes,
         subscriber_queue=args.subscriber_queue, drain_seconds=args.drain_seconds,
         max_message_bytes=args.max_message_bytes, max_connection_age_s=args.max_connection_age,
         max_elements=args.max_elements, tls_cert=args.tls_cert, tls_key=args.tls_key,

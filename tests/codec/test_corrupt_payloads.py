@@ -6,12 +6,24 @@ shape; with it (decode of a CompressedTensor, test_tensor.py) every flip is caug
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitinfer.codec import CodecError, CodecLimits, Coder, decode_indices, encode_indices
+from splitinfer.codec import (
+    CODER_VERSION,
+    CodecError,
+    CodecLimits,
+    Coder,
+    CompressedTensor,
+    Quantizer,
+    decode,
+    decode_indices,
+    encode_indices,
+)
 
 from .strategies import level_arrays
 
@@ -108,3 +120,37 @@ def test_decoding_work_is_capped_by_max_bins() -> None:
         decode_indices(signed, (64, 64), 256, Coder.SIGNED_NEIGHBOUR_CONTEXTS, limits=CodecLimits(max_bins=1000))
     with pytest.raises(CodecError, match="max_bins must be a positive integer"):
         CodecLimits(max_bins=0)
+
+
+def test_a_forged_empty_shape_with_huge_dimensions_is_refused() -> None:
+    """Issue #13: [2**32 - 1, 2**32 - 1, 0] has no elements, but numpy raised ValueError when reshaping."""
+    quantizer = Quantizer.uniform(-1.0, 1.0, 8)
+    payload = b"\x00" * 4
+    forged = CompressedTensor("forged", (2**32 - 1, 2**32 - 1, 0), quantizer, Coder.BIN_CONTEXTS, CODER_VERSION,
+                              payload, zlib.crc32(payload))
+    with pytest.raises(CodecError, match="spans"):
+        decode(forged)
+    with pytest.raises(CodecError, match="spans"):
+        decode_indices(payload, (0, 2**31, 2**31), 8, Coder.BIN_CONTEXTS)
+    assert decode_indices(encode_indices(np.zeros((3, 0, 5), np.uint8), 8, Coder.BIN_CONTEXTS), (3, 0, 5), 8,
+                          Coder.BIN_CONTEXTS).shape == (3, 0, 5)
+
+
+def test_a_forged_long_shape_is_refused_by_its_length() -> None:
+    with pytest.raises(CodecError, match="1000000 dimensions"):
+        decode_indices(b"\x00" * 4, [1] * 1_000_000, 8, Coder.BIN_CONTEXTS)
+
+
+@pytest.mark.parametrize("coder", [Coder.BIN_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS])
+def test_a_payload_that_runs_out_is_refused_before_the_work_cap(coder: Coder) -> None:
+    """Issue #13: 0xFF bytes read as a tensor whose every element sits at the top level, ~2500 nearly free bins
+    per byte; the decoder used to go on (reading zeros past the end) until max_bins. It now stops once it has
+    read past the payload's end: here after ~10**7 bins, not at the cap of 2**29."""
+    payload = b"\xff" * 4000
+    with pytest.raises(CodecError, match="ended .* early"):
+        decode_indices(payload, (1, 2048, 2048), 256, coder, limits=CodecLimits(max_bins=2**29))
+
+
+def test_the_default_work_cap_refuses_400_kb_of_0xff_within_2_to_the_27_bins() -> None:
+    with pytest.raises(CodecError, match="more than 134217728 bins"):
+        decode_indices(b"\xff" * 400_000, (1, 8192, 8192), 256, Coder.BIN_CONTEXTS)
