@@ -14,6 +14,7 @@ import enum
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,7 @@ def check_shape(shape: object, limits: CodecLimits | None = None) -> tuple[int, 
     """A shape as a tuple of non-negative ints whose product is within the limits."""
     limits = limits or DEFAULT_LIMITS
     try:
-        dims = tuple(shape)  # type: ignore[arg-type]
+        dims: tuple[Any, ...] = tuple(shape)  # type: ignore[arg-type]
     except TypeError as exc:
         raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.") from exc
     if len(dims) > 32:
