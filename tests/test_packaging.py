@@ -126,6 +126,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel_venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> WheelVenv:
+    """The wheel installed non-editable and without dependencies into a fresh venv that borrows the test env's."""
     base = tmp_path_factory.mktemp("wheel-venv")
     installed = WheelVenv(base / "venv", base / "work")
     installed.workdir.mkdir()
