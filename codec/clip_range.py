@@ -126,7 +126,7 @@ def mse_optimal_range(
     best: ClipRange | None = None
     for clip_min, clip_max in pairs:
         error = _uniform_mse(hist, float(clip_min), float(clip_max), levels)
-        if best is None or error < best.score:
+        if best is None or best.score is None or error < best.score:
             best = ClipRange(float(clip_min), float(clip_max), f"mse-optimal N={levels}", error)
     if best is None:
         raise CodecError("no candidate clip range: the calibration values are constant.")
@@ -154,7 +154,7 @@ def search_range(
         value = float(loss(float(clip_min), float(clip_max)))
         if math.isnan(value):
             raise CodecError(f"the loss of clip range [{clip_min}, {clip_max}] is NaN: check the loss function.")
-        if best is None or value < best.score:
+        if best is None or best.score is None or value < best.score:
             best = ClipRange(float(clip_min), float(clip_max), method, value)
     if best is None:
         raise CodecError("search_range needs at least one candidate clip range.")

@@ -14,6 +14,7 @@ import enum
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -118,7 +119,7 @@ def check_shape(shape: object, limits: CodecLimits | None = None) -> tuple[int, 
     if length is not None and length > MAX_DIMENSIONS:
         raise CodecError(f"shape has {length} dimensions; at most {MAX_DIMENSIONS} are supported.")
     try:
-        dims = tuple(shape)  # type: ignore[arg-type]
+        dims: tuple[Any, ...] = tuple(shape)  # type: ignore[arg-type]
     except TypeError as exc:
         raise CodecError(f"shape must be a sequence of non-negative integers, got {shape!r}.") from exc
     if len(dims) > MAX_DIMENSIONS:

@@ -35,7 +35,7 @@ def _as_kind(kind: object) -> QuantizerKind:
             return QuantizerKind[kind.upper()]
         if isinstance(kind, bool):
             raise ValueError(kind)
-        return QuantizerKind(kind)
+        return QuantizerKind(kind)  # type: ignore[arg-type]  # anything but a valid value raises, caught below
     except (KeyError, ValueError, TypeError) as exc:
         names = ", ".join(k.name for k in QuantizerKind)
         raise CodecError(f"unknown quantizer kind {kind!r}: use one of {names}.") from exc

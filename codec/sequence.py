@@ -47,7 +47,7 @@ class TemporalEncoder:
         levels: dict[str, np.ndarray] = {}
         for name, tensor in tensors.items():
             quantizer = quantizers[name]
-            if intra:
+            if intra or reference is None:
                 levels[name] = quantizer.quantize(tensor)
                 coder = self.intra_coder or default_coder(quantizer)
                 coded[name] = encode_levels(levels[name], quantizer, coder=coder, name=name, limits=self.limits)

@@ -25,6 +25,7 @@ from splitinfer.dnn.results import Detection
 
 if TYPE_CHECKING:
     from splitinfer.codec import CodecProfile, Quantizer
+    from splitinfer.codec.clip_range import ValueHistogram
     from splitinfer.dnn.model import SplitModel
 
 DEFAULT_SAMPLE_SIZE = 2_000_000
@@ -184,7 +185,7 @@ class QuantizerChoice:
 
 
 def design_quantizer(
-    sample: np.ndarray,
+    sample: np.ndarray | ValueHistogram,
     levels: int,
     clip_min: float,
     clip_max: float,

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -186,12 +187,13 @@ class DarknetNetwork(nn.Module):
         prev = index - 1
         if kind == "convolutional":
             block = _conv_block(section, previous_shape[0])
-            conv = block.conv
-            h = (previous_shape[1] + 2 * conv.padding[0] - conv.kernel_size[0]) // conv.stride[0] + 1
-            w = (previous_shape[2] + 2 * conv.padding[1] - conv.kernel_size[1]) // conv.stride[1] + 1
+            conv = cast(nn.Conv2d, block.conv)  # torch types a submodule attribute as Tensor | Module
+            pad = cast(tuple[int, int], conv.padding)  # _conv_block passes a number, never "same" or "valid"
+            h = (previous_shape[1] + 2 * pad[0] - conv.kernel_size[0]) // conv.stride[0] + 1
+            w = (previous_shape[2] + 2 * pad[1] - conv.kernel_size[1]) // conv.stride[1] + 1
             if h <= 0 or w <= 0:
                 raise CfgError(f"{section.where()}: the convolution leaves no pixels of its {previous_shape} input.")
-            return block, (prev,), (conv.out_channels, h, w), block.act.kind not in _NON_NEGATIVE
+            return block, (prev,), (conv.out_channels, h, w), cast(_Activation, block.act).kind not in _NON_NEGATIVE
         if kind == "maxpool":
             stride = section.get_int("stride", 1)
             size = section.get_int("size", stride)
@@ -282,7 +284,7 @@ class DarknetNetwork(nn.Module):
         """Layers <= cut whose outputs are read after the cut (by a later layer or as a network output)."""
         return [j for j in range(cut + 1) if any(u > cut or u == OUTPUT for u in self._consumers[j])]
 
-    def run(self, first: int, last: int, cache: dict[int, torch.Tensor], keep: set[int] = frozenset()) -> dict[int, torch.Tensor]:
+    def run(self, first: int, last: int, cache: dict[int, torch.Tensor], keep: frozenset[int] | set[int] = frozenset()) -> dict[int, torch.Tensor]:
         """Run layers first..last reading earlier outputs from `cache` (-1 = input); returns the cache.
 
         Tensors no longer needed after `last` are dropped, except those listed in `keep`.
@@ -343,14 +345,14 @@ class DarknetNetwork(nn.Module):
 
 
 def _conv_blocks(network: DarknetNetwork) -> list[nn.Sequential]:
-    return [layer for layer, info in zip(network.layers, network.infos) if info.type == "convolutional"]
+    return [cast(nn.Sequential, layer) for layer, info in zip(network.layers, network.infos) if info.type == "convolutional"]
 
 
 def expected_weight_count(network: DarknetNetwork) -> int:
     """How many float32 values a .weights file for this cfg holds after its header."""
     total = 0
     for block in _conv_blocks(network):
-        conv = block.conv
+        conv = cast(nn.Conv2d, block.conv)
         total += conv.out_channels * (4 if hasattr(block, "bn") else 1) + conv.weight.numel()
     return total
 
@@ -377,22 +379,26 @@ def load_darknet_weights(network: DarknetNetwork, path: str | os.PathLike) -> No
     values = np.frombuffer(data, dtype="<f4", offset=header)
     offset = 0
 
-    def take(tensor: torch.Tensor) -> None:
+    def take(tensor: torch.Tensor | None) -> None:
         nonlocal offset
+        if tensor is None:  # pragma: no cover - every conv has a bias or a batch norm with running statistics
+            raise WeightsError(f"internal error: a convolution block of {network.source} lacks a parameter.")
         count = tensor.numel()
         tensor.copy_(torch.from_numpy(values[offset : offset + count].copy()).view_as(tensor))
         offset += count
 
     with torch.no_grad():
         for block in _conv_blocks(network):
+            conv = cast(nn.Conv2d, block.conv)
             if hasattr(block, "bn"):
-                take(block.bn.bias)
-                take(block.bn.weight)
-                take(block.bn.running_mean)
-                take(block.bn.running_var)
+                bn = cast(nn.BatchNorm2d, block.bn)
+                take(bn.bias)
+                take(bn.weight)
+                take(bn.running_mean)
+                take(bn.running_var)
             else:
-                take(block.conv.bias)
-            take(block.conv.weight)
+                take(conv.bias)
+            take(conv.weight)
     if offset != expected:  # pragma: no cover - guarded by the size check above
         raise WeightsError(f"internal error: consumed {offset} of {expected} values of {path}.")
 

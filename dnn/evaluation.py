@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ from splitinfer.dnn.eval_codec import SequenceRoundtrip
 from splitinfer.dnn.eval_coco import PerImageAP, count_lost_added, fidelity_ap50, jackknife_se, to_coco_results
 from splitinfer.dnn.eval_images import Frame, iter_folder
 from splitinfer.dnn.model import SplitModel
+from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.results import Detection
 from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD, LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
 
@@ -32,10 +34,10 @@ class CodedOutputs:
     """The model outputs of one frame without and with the codec, and the coded size."""
 
     key: str
-    reference: object
-    compressed: object
+    reference: Any
+    compressed: Any
     coded_bytes: int
-    info: object
+    info: PreprocessInfo
 
 
 def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: CodecProfile | None,
@@ -62,6 +64,7 @@ def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: Co
         yield CodedOutputs(frame.key, reference, compressed, coded, info)
 
 
+@dataclass
 class _Report:
     """What the report dataclasses share: to_dict gives JSON-ready data, None for a NaN (a figure that does not apply)."""
 
@@ -132,9 +135,11 @@ def evaluate_detection(
         if coco_gt is not None and out.key not in ids_by_name:
             skipped.append(f"{out.key}: not in {annotations}")
             continue
-        kwargs = dict(score_threshold=score_threshold, iou_threshold=iou_threshold)
-        reference[image_id] = model.postprocess(out.reference, out.info, **kwargs)
-        compressed[image_id] = reference[image_id] if profile is None else model.postprocess(out.compressed, out.info, **kwargs)
+        kwargs: dict[str, Any] = dict(score_threshold=score_threshold, iou_threshold=iou_threshold)
+        # A detector's postprocess gives Detections (the task is checked above).
+        reference[image_id] = cast(list[Detection], model.postprocess(out.reference, out.info, **kwargs))
+        compressed[image_id] = reference[image_id] if profile is None else cast(
+            list[Detection], model.postprocess(out.compressed, out.info, **kwargs))
         coded_total += out.coded_bytes
     report = DetectionReport(model.name, split.cut, codec_name, len(reference), skipped,
                              score_threshold=score_threshold, live_score_threshold=live_score_threshold,

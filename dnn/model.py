@@ -14,6 +14,7 @@ from splitinfer.dnn.errors import ModelError
 from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.results import ClassScore, Detection
 from splitinfer.dnn.split import Split
+from splitinfer.dnn.staged import StagedNetwork
 from splitinfer.dnn.yolo_postprocess import LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD, yolo_detections
 
 Task = Literal["detection", "classification"]
@@ -26,7 +27,7 @@ class SplitModel(nn.Module):
         self,
         name: str,
         task: Task,
-        network: nn.Module,
+        network: DarknetNetwork | StagedNetwork,
         input_size: tuple[int, int],
         class_names: Sequence[str],
         default_cut: str,
@@ -81,6 +82,8 @@ class SplitModel(nn.Module):
     ) -> list[Detection] | list[ClassScore]:
         """Detections in source-image pixels (decode + class-aware NMS), or the top_k classes by softmax."""
         if self.task == "detection":
+            if not isinstance(self.network, DarknetNetwork):
+                raise ModelError(f"internal error: detection model {self.name} has no YOLO heads to decode.")
             return yolo_detections(
                 outputs, self.network.yolo_heads, self.input_size, info, self.class_names,
                 score_threshold=score_threshold, iou_threshold=iou_threshold,

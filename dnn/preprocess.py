@@ -107,6 +107,6 @@ class CenterCropPreprocess:
         resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         top, left = (new_h - self.crop) // 2, (new_w - self.crop) // 2
         crop = resized[top : top + self.crop, left : left + self.crop]
-        rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        rgb: np.ndarray = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         rgb = (rgb - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return _to_tensor(rgb), PreprocessInfo(h, w, scale, scale, -left, -top)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from torch import nn
 
@@ -130,7 +130,7 @@ def _darknet_cfg_path(spec: ModelSpec, weights: PathArg, cfg: PathArg, download:
     return resolve_file(spec.cfg, None, download=download)
 
 
-def _torchvision_weights(spec: ModelSpec) -> tuple[object, RemoteFile]:
+def _torchvision_weights(spec: ModelSpec) -> tuple[Any, RemoteFile]:
     import torchvision.models as tvm
 
     enum_name, member = str(spec.weights).split(".")
@@ -210,7 +210,7 @@ def _build_timm(spec: ModelSpec, weights: PathArg, cfg: PathArg, pretrained: boo
         ) from exc
     from splitinfer.dnn.staged import StagedNetwork
 
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    net: Any = timm.create_model("tf_efficientnet_lite0", pretrained=False)  # an EfficientNet: its stages by name
     if pretrained:
         path = Path(weights) if weights is not None else _pip_weights_file()
         if not path.is_file():

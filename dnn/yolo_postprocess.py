@@ -71,6 +71,6 @@ def yolo_detections(
         boxes, scores, class_idx = boxes[kept], scores[kept], class_idx[kept]
         src = info.to_source(boxes.double().numpy())
     return [
-        Detection(*(float(v) for v in src[i].tolist()), int(class_idx[i]), class_names[int(class_idx[i])], float(scores[i]))
-        for i in range(len(src))
+        Detection(float(x1), float(y1), float(x2), float(y2), int(class_idx[i]), class_names[int(class_idx[i])], float(scores[i]))
+        for i, (x1, y1, x2, y2) in enumerate(src.tolist())
     ]

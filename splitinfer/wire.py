@@ -7,6 +7,8 @@ and raises CodecError with what was wrong.
 
 from __future__ import annotations
 
+from typing import cast
+
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
 from splitinfer.codec.entropy import MAX_DIMENSIONS, as_coder, check_shape
 from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
@@ -22,9 +24,11 @@ def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
         clip_min=q.clip_min,
         clip_max=q.clip_max,
         quantizer=tensor_pb2.Quantizer(
-            kind=int(q.kind), levels=q.levels, reconstruction=list(q.reconstruction), thresholds=list(q.thresholds)
+            # The generated stubs accept enum members or names only; protobuf takes the plain int value too.
+            kind=cast(tensor_pb2.QuantizerKind, int(q.kind)), levels=q.levels, reconstruction=list(q.reconstruction),
+            thresholds=list(q.thresholds),
         ),
-        coder=int(t.coder),
+        coder=cast(tensor_pb2.EntropyCoder, int(t.coder)),
         coder_version=t.coder_version,
         payload=bytes(t.payload),
         payload_crc32=t.payload_crc32,

@@ -18,6 +18,7 @@ import ipaddress
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,6 +33,9 @@ from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
 from splitinfer.services.errors import ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+if TYPE_CHECKING:
+    from splitinfer.services.cloud.engine import TailEngine
 
 log = logging.getLogger("splitinfer.cloud")
 
@@ -108,7 +112,7 @@ class CloudConfig:
 class CloudServer:
     """One cloud service instance; `engine` may be passed in (already loaded) to share a model."""
 
-    def __init__(self, config: CloudConfig, *, engine: object | None = None) -> None:
+    def __init__(self, config: CloudConfig, *, engine: TailEngine | None = None) -> None:
         self.config = config
         self.metrics = CloudMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
@@ -187,7 +191,8 @@ class CloudServer:
                                    "pick another --metrics-port (-1 disables it).") from exc
         log.info("listening on port %d; loading model %s", self._port, self.config.model)
         try:
-            engine = self._engine or await asyncio.get_running_loop().run_in_executor(self.executor, self._load)
+            engine = self._engine if self._engine is not None else await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._load)
         except BaseException:
             await self.stop(grace=0)
             raise
@@ -196,7 +201,7 @@ class CloudServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving %s on port %d", engine.model_name, self._port)
 
-    def _load(self) -> object:
+    def _load(self) -> TailEngine:
         from splitinfer.codec import CodecLimits, warm_up
         from splitinfer.services.cloud.engine import TailEngine
 

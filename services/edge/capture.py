@@ -161,7 +161,7 @@ class FrameGrabber:
             raise EndOfSource(self._end.reason, self._end.error)
         if self.mode is CaptureMode.FILE:
             try:
-                item = self._queue.get(timeout=timeout)
+                item: CapturedFrame | _End | None = self._queue.get(timeout=timeout)
             except queue.Empty:
                 return None
         else:

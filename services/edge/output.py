@@ -12,13 +12,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from splitinfer.clients import result_to_dict
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.services.errors import ServiceError
+
+if TYPE_CHECKING:
+    import cv2
 
 
 def outcome_to_dict(outcome: FrameOutcome) -> dict:
@@ -60,7 +63,8 @@ def draw_detections(image: np.ndarray, outcome: FrameOutcome) -> np.ndarray:
 
 def _colour(class_id: int) -> tuple[int, int, int]:
     rng = np.random.default_rng(class_id * 7919 + 17)
-    return tuple(int(c) for c in rng.integers(64, 256, size=3))
+    blue, green, red = (int(c) for c in rng.integers(64, 256, size=3))
+    return blue, green, red
 
 
 class AnnotatedVideoSink:
@@ -69,14 +73,14 @@ class AnnotatedVideoSink:
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 10.0
-        self._writer = None
+        self._writer: cv2.VideoWriter | None = None
 
     def __call__(self, outcome: FrameOutcome) -> None:
         import cv2
 
         image = draw_detections(outcome.frame.image, outcome)
         if self._writer is None:
-            fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
+            fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             height, width = image.shape[:2]
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
             if not self._writer.isOpened():

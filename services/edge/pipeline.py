@@ -92,7 +92,7 @@ class QuantizerChoice:
         if (clip_min is None) != (clip_max is None):
             raise ServiceError("pass both --clip-min and --clip-max (or neither, to use the fallback ranges).")
         shared = None
-        if clip_min is not None:
+        if clip_min is not None and clip_max is not None:
             try:
                 shared = Quantizer.uniform(clip_min, clip_max, levels)
             except CodecError as exc:
@@ -205,6 +205,8 @@ class EdgePipeline:
             if self.temporal:
                 coded, intra = self._encoder.encode_frame(head.tensors, quantizers)
                 if not intra:
+                    if self._reference_id is None:  # pragma: no cover - the encoder codes an intra frame first
+                        raise ServiceError("internal error: an inter frame without a reference frame id.")
                     message.reference_frame_id = self._reference_id
                 self._reference_id = frame.sequence
             else:

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from splitinfer.services.edge.app import run_edge
+    from splitinfer.services.edge.client import EdgeStreamer
     from splitinfer.services.edge.output import AnnotatedVideoSink, JsonLinesSink, WindowSink
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             closers.append(window.close)
         else:
             logging.getLogger("splitinfer.edge").warning("no display available: --display ignored")
-    streamers = []
+    streamers: list[EdgeStreamer] = []
     try:
         stats = asyncio.run(run_edge(settings, sinks, on_streamer=streamers.append, handle_signals=True))
     finally:

@@ -105,7 +105,9 @@ def _print_table(report: dict, skipped: list[str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from splitinfer.dnn import list_models, load_model
     from splitinfer.dnn.eval_images import iter_source
-    from splitinfer.dnn.evaluation import coco_annotations_for, evaluate_classification, evaluate_detection
+    from splitinfer.dnn.evaluation import (
+        ClassificationReport, DetectionReport, coco_annotations_for, evaluate_classification, evaluate_detection,
+    )
     from splitinfer.errors import ConfigError
 
     if args.list_models:
@@ -127,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
         args.cut = profile.cut
     model = load_model(args.model, weights=args.weights)
+    report: ClassificationReport | DetectionReport
     if (data / "labels.csv").is_file():
         report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name, limit=args.limit)
     else:
