@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from splitinfer.codec import CODER_VERSION, CodecError, Coder, Quantizer, decode, decode_levels, encode_levels
+from splitinfer.codec import (
+    CODER_VERSION,
+    CodecError,
+    CodecLimits,
+    Coder,
+    Quantizer,
+    decode,
+    decode_levels,
+    encode_levels,
+)
 from splitinfer.codec.ecsq import design_ecsq
 from splitinfer.codec.quantizer import quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor
@@ -97,8 +106,8 @@ def _synthetic(rng: np.random.Generator) -> list[dict]:
                 u(0, 1, 4))
     every_coder("all-zero", "every element level 0 of 4", np.zeros((2, 5, 6), np.uint8), 4, u(0, 3, 4))
     every_coder("all-max", "every element the top level of 8", np.full((3, 4, 5), 7, np.uint8), 8, u(0, 7, 8))
-    every_coder("all-top-256", "every element level 255 of 256: the longest binarization", np.full((4, 8), 255, np.uint8),
-                256, u(0, 255, 256))
+    every_coder("all-top-256", "every element level 255 of 256: the longest binarization",
+                np.full((4, 8), 255, np.uint8), 256, u(0, 255, 256))
     every_coder("all-inner", "every element level 2 of 5", np.full((2, 2, 9), 2, np.uint8), 5, u(-2, 2, 5))
     every_coder("column", "planes one column wide (W = 1)", rng.integers(0, 6, (3, 5, 1)).astype(np.uint8), 6,
                 u(-1, 1, 6))
@@ -209,7 +218,32 @@ def _refused(valid: dict, signed_valid: dict, temporal_valid: dict) -> list[dict
         variant(temporal_valid, "refuse-reference-level", "the reference holds a level >= N", reference_levels=tref),
         variant(temporal_valid, "refuse-reference-missing", "a temporal tensor without its reference",
                 reference_levels=None),
+        _with_limits(variant(valid, "refuse-work-limit", "more bins than max_bins = 100"), 100),
+        _with_limits(_mode_run(), 10),
     ]
+
+
+def _with_limits(doc: dict, max_bins: int) -> dict:
+    doc["limits"] = {"max_elements": 2**26, "max_bins": max_bins}
+    return doc
+
+
+def _mode_run() -> dict:
+    """One element off the pivot, then 59 on it: 61 bins, beyond max_bins = 10 (see KNOWN_BUGS)."""
+    levels = np.full(60, 2, np.uint8)
+    levels[0] = 1
+    doc = _vector("refuse-work-limit-signed-mode-run", "", "synthetic", levels, Quantizer.uniform(-2, 2, 5),
+                  Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+    reason = "61 bins (the last 59 elements on the pivot) exceed max_bins = 10"
+    doc.update(description=reason, expect_error=reason, levels=None, values=None)
+    return doc
+
+
+# Refused tensors our decoder still accepts: a codec bug each (reported, not fixed here; the test expects failure).
+KNOWN_BUGS = {
+    "refuse-work-limit-signed-mode-run": "the signed decoder checks max_bins only after an element off the pivot, "
+                                         "so a run of pivot elements at the end is never checked",
+}
 
 
 def _check_refused(doc: dict) -> None:
@@ -226,13 +260,16 @@ def _check_refused(doc: dict) -> None:
         coder=t["coder_value"], coder_version=t["coder_version"], payload=base64.b64decode(t["payload_base64"]),
         payload_crc32=t["payload_crc32"])
     ref = doc["reference_levels"]
+    limits = CodecLimits(**doc["limits"]) if "limits" in doc else None
     try:
-        tensor = tensor_from_proto(message)
+        tensor = tensor_from_proto(message, limits)
         reference = None if ref is None else np.array(ref, dtype=np.int64).reshape(tensor.shape)
-        decode_levels(tensor, reference=reference)
+        decode_levels(tensor, reference=reference, limits=limits)
     except CodecError:
+        assert doc["name"] not in KNOWN_BUGS, f"{doc['name']} is refused now: remove it from KNOWN_BUGS"
         return
-    raise AssertionError(f"{doc['name']}: our decoder accepted it")
+    assert doc["name"] in KNOWN_BUGS, f"{doc['name']}: our decoder accepted it"
+    print(f"known bug, accepted by our decoder: {doc['name']}: {KNOWN_BUGS[doc['name']]}")
 
 
 def main() -> None:
