@@ -1,5 +1,5 @@
 """The conformance vectors of docs/BITSTREAM.md: our decoder reads each exactly and our encoder rewrites its bytes;
-the independent Node.js decoder written from the document alone (clients/examples/node-decoder) agrees."""
+the independent Node.js decoder and encoder written from the document alone (clients/examples/node-decoder) agree."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from splitinfer.wire import tensor_from_proto
 
 ROOT = Path(__file__).resolve().parents[2]
 FOLDER = ROOT / "tests" / "codec" / "conformance"
-NODE_DECODER = ROOT / "clients" / "examples" / "node-decoder" / "decode.js"
+NODE_CODER = ROOT / "clients" / "examples" / "node-decoder"
 VECTORS = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(FOLDER.glob("*.json"))]
 VALID = [v for v in VECTORS if v["expect_error"] is None]
 REFUSED = [v for v in VECTORS if v["expect_error"] is not None]
@@ -89,12 +89,21 @@ def test_refuses_what_the_document_says_a_decoder_must_refuse(vector: dict) -> N
         decode_levels(tensor_from_proto(_message(vector), limits), reference=_reference(vector), limits=limits)
 
 
-def test_independent_node_decoder_agrees_on_every_vector() -> None:
+def _node(script: Path) -> subprocess.CompletedProcess[str]:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed: the independent decoder (clients/examples/node-decoder) needs Node.js "
+        pytest.skip("node is not installed: the independent coder (clients/examples/node-decoder) needs Node.js "
                     ">= 18 on PATH")
-    result = subprocess.run([node, str(NODE_DECODER), str(FOLDER)], capture_output=True, text=True, timeout=120,
-                            check=False)
+    return subprocess.run([node, str(script), str(FOLDER)], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_independent_node_decoder_agrees_on_every_vector() -> None:
+    result = _node(NODE_CODER / "decode.js")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(VALID)} decoded exactly, {len(REFUSED)} refused as expected" in result.stdout
+
+
+def test_independent_node_encoder_reproduces_every_payload() -> None:
+    result = _node(NODE_CODER / "encode.js")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(VALID)} re-encoded byte for byte, 0 differ" in result.stdout

@@ -8,6 +8,7 @@ binarizations, plus tensors a decoder must refuse. Run only when the bitstream c
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import sys
 import zlib
@@ -130,7 +131,32 @@ def _synthetic(rng: np.random.Generator) -> list[dict]:
     for coder in (Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS):
         out.append(_vector(f"skewed-long-{short[coder]}", "2400 elements, 97 % level 0 of 3: probabilities at "
                            "their bounds, carries", "synthetic", skewed, u(0, 2, 3), coder))
+    # A carry that runs back through two held-back 0xFF bytes (seeds found by search; checked below).
+    for seed, coder in ((52, Coder.NEIGHBOUR_CONTEXTS), (114, Coder.SIGNED_NEIGHBOUR_CONTEXTS)):
+        levels = np.random.default_rng(seed).integers(0, 256, (3, 7, 11)).astype(np.uint8)
+        assert _longest_carried_run(levels, 256, coder) >= 2
+        out.append(_vector(f"carry-over-ff-{short[coder]}", "a carry propagates through 2 pending 0xFF bytes",
+                           "synthetic", levels, u(0, 255, 256), coder))
     return out
+
+
+def _longest_carried_run(levels: np.ndarray, n: int, coder: Coder) -> int:
+    """The most pending 0xFF bytes a carry ran through, by the pure-Python reference coder (tests/codec/naive.py)."""
+    spec = importlib.util.spec_from_file_location("codec_naive", HERE.parent / "naive.py")
+    naive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(naive)
+    longest = 0
+    shift_low = naive.Encoder.shift_low
+
+    def watched(encoder: object) -> None:
+        nonlocal longest
+        if encoder.low > 0xFFFFFFFF:
+            longest = max(longest, encoder.pending)
+        shift_low(encoder)
+
+    naive.Encoder.shift_low = watched
+    naive.encode(levels, n, int(coder))
+    return longest
 
 
 def _real(rng: np.random.Generator) -> list[dict]:
