@@ -54,12 +54,13 @@ def test_vectors_cover_every_coder_and_stay_small() -> None:
 
 @pytest.mark.parametrize("vector", VALID, ids=lambda v: v["name"])
 def test_decodes_to_the_expected_levels_and_reencodes_to_the_same_bytes(vector: dict) -> None:
-    tensor = tensor_from_proto(_message(vector))
+    limits = CodecLimits(**vector["limits"]) if "limits" in vector else None
+    tensor = tensor_from_proto(_message(vector), limits)
     reference = _reference(vector)
-    levels = decode_levels(tensor, reference=reference)
+    levels = decode_levels(tensor, reference=reference, limits=limits)
     assert levels.shape == tuple(vector["tensor"]["shape"])
     assert levels.reshape(-1).tolist() == vector["levels"]
-    values = decode(tensor, reference=reference)
+    values = decode(tensor, reference=reference, limits=limits)
     np.testing.assert_array_equal(values.reshape(-1), np.array(vector["values"], dtype=np.float32))
     again = encode_levels(levels, tensor.quantizer, coder=tensor.coder, name=tensor.name, reference=reference)
     assert again.payload == tensor.payload

@@ -200,7 +200,7 @@ function decodeSigned(data, m, n, shape, maxBins) {
             mag += 1;
           }
           levels[i] = up === 1 ? m + 1 + mag : m - 1 - mag;
-          bins += mag + 2;
+          bins += mag + 3;
         }
         if (bins > maxBins) fail(`the payload decodes to more than ${maxBins} bins`);
       }

@@ -202,7 +202,7 @@ def _real(rng: np.random.Generator) -> list[dict]:
     return out
 
 
-def _refused(valid: dict, signed_valid: dict, temporal_valid: dict) -> list[dict]:
+def _refused(valid: dict, signed_valid: dict, temporal_valid: dict, signed_ending_off: dict) -> list[dict]:
     """Tensors a decoder must refuse, each made from a valid vector by one change."""
 
     def variant(base: dict, name: str, reason: str, payload: bytes | None = None, fix_crc: bool = True,
@@ -246,7 +246,37 @@ def _refused(valid: dict, signed_valid: dict, temporal_valid: dict) -> list[dict
                 reference_levels=None),
         _with_limits(variant(valid, "refuse-work-limit", "more bins than max_bins = 100"), 100),
         _with_limits(_mode_run(), 10),
+        *_work_limit_edges(valid, signed_ending_off),
     ]
+
+
+def _work_count(levels: list[int], n: int, coder: str, pivot: int) -> int:
+    """The bins a decoder counts against max_bins (docs/BITSTREAM.md section 7.5)."""
+    if coder == Coder.SIGNED_NEIGHBOUR_CONTEXTS.name:
+        return sum(1 if k == pivot else abs(k - pivot) + 2 for k in levels)
+    return sum(k + 1 for k in levels)
+
+
+def _work_limit_edges(*valid: dict) -> list[dict]:
+    """Each vector at max_bins = exactly its counted bins (decodes) and one less (refused).
+
+    A signed vector must end off the pivot: our decoder skips the check after pivot elements (KNOWN_BUGS).
+    """
+    out = []
+    for doc in valid:
+        t = doc["tensor"]
+        assert doc["levels"][-1] != base64.b64decode(t["payload_base64"])[0] or t["coder_value"] != 3
+        count = _work_count(doc["levels"], t["quantizer"]["levels"], t["coder"],
+                            base64.b64decode(t["payload_base64"])[0])
+        exact = _with_limits(json.loads(json.dumps(doc)), count)
+        exact.update(name=f"work-limit-exact-{doc['name']}", description=f"max_bins = {count}, exactly the bins "
+                     "it counts: decodes")
+        short = _with_limits(json.loads(json.dumps(doc)), count - 1)
+        reason = f"max_bins = {count - 1}, one less than the bins it counts"
+        short.update(name=f"refuse-work-limit-by-one-{doc['name']}", description=reason, expect_error=reason,
+                     levels=None, values=None)
+        out += [exact, short]
+    return out
 
 
 def _with_limits(doc: dict, max_bins: int) -> dict:
@@ -255,12 +285,12 @@ def _with_limits(doc: dict, max_bins: int) -> dict:
 
 
 def _mode_run() -> dict:
-    """One element off the pivot, then 59 on it: 61 bins, beyond max_bins = 10 (see KNOWN_BUGS)."""
+    """One element off the pivot, then 59 on it: 62 counted bins, beyond max_bins = 10 (see KNOWN_BUGS)."""
     levels = np.full(60, 2, np.uint8)
     levels[0] = 1
     doc = _vector("refuse-work-limit-signed-mode-run", "", "synthetic", levels, Quantizer.uniform(-2, 2, 5),
                   Coder.SIGNED_NEIGHBOUR_CONTEXTS)
-    reason = "61 bins (the last 59 elements on the pivot) exceed max_bins = 10"
+    reason = "62 counted bins (the last 59 elements on the pivot) exceed max_bins = 10"
     doc.update(description=reason, expect_error=reason, levels=None, values=None)
     return doc
 
@@ -272,8 +302,8 @@ KNOWN_BUGS = {
 }
 
 
-def _check_refused(doc: dict) -> None:
-    """Our own decoder must refuse every such tensor (the vectors would be wrong otherwise)."""
+def _decode_vector(doc: dict) -> np.ndarray:
+    """Our decoder on a vector, through the wire conversion, with the vector's limits."""
     from splitinfer.v1 import tensor_pb2
     from splitinfer.wire import tensor_from_proto
 
@@ -287,10 +317,19 @@ def _check_refused(doc: dict) -> None:
         payload_crc32=t["payload_crc32"])
     ref = doc["reference_levels"]
     limits = CodecLimits(**doc["limits"]) if "limits" in doc else None
+    tensor = tensor_from_proto(message, limits)
+    reference = None if ref is None else np.array(ref, dtype=np.int64).reshape(tensor.shape)
+    return decode_levels(tensor, reference=reference, limits=limits)
+
+
+def _check_accepted(doc: dict) -> None:
+    assert _decode_vector(doc).reshape(-1).tolist() == doc["levels"], doc["name"]
+
+
+def _check_refused(doc: dict) -> None:
+    """Our own decoder must refuse every such tensor (the vectors would be wrong otherwise)."""
     try:
-        tensor = tensor_from_proto(message, limits)
-        reference = None if ref is None else np.array(ref, dtype=np.int64).reshape(tensor.shape)
-        decode_levels(tensor, reference=reference, limits=limits)
+        _decode_vector(doc)
     except CodecError:
         assert doc["name"] not in KNOWN_BUGS, f"{doc['name']} is refused now: remove it from KNOWN_BUGS"
         return
@@ -306,16 +345,21 @@ def main() -> None:
     vectors += _real(rng)
     by_name = {v["name"]: v for v in vectors}
     refused = _refused(by_name["layer22-n4-neighbour_contexts"], by_name["layer80-n6-signed_neighbour_contexts"],
-                       by_name["layer22-n8-temporal-hysteresis"])
+                       by_name["layer22-n8-temporal-hysteresis"], by_name["layer34-ecsq8-signed_neighbour_contexts"])
     for doc in refused:
-        _check_refused(doc)
+        if doc["expect_error"]:
+            _check_refused(doc)
+        else:
+            _check_accepted(doc)
     for old in HERE.glob("*.json"):
         old.unlink()
     for doc in vectors + refused:
         assert doc["tensor"]["coder_version"] == CODER_VERSION or doc["expect_error"]
         _write(HERE / f"{doc['name']}.json", doc)
     size = sum(p.stat().st_size for p in HERE.glob("*.json"))
-    print(f"wrote {len(vectors)} vectors and {len(refused)} refused tensors ({size / 1000:.0f} kB) to {HERE}")
+    documents = vectors + refused
+    bad = sum(1 for doc in documents if doc["expect_error"])
+    print(f"wrote {len(documents) - bad} vectors and {bad} tensors to refuse ({size / 1000:.0f} kB) to {HERE}")
 
 
 if __name__ == "__main__":
