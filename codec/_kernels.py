@@ -319,6 +319,8 @@ def _decode_signed(data, planes, height, width, n_levels, mode, max_bins):
                 if off == 0:
                     levels[i] = mode
                     left = mode
+                    if bins > max_bins:  # a long run at the pivot counts against the work limit too
+                        return levels, pos, False, True
                     continue
                 if both_sides:
                     ctx = 3 + 3 * _cmp3(left, mode) + _cmp3(above, mode)

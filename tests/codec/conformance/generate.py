@@ -260,7 +260,8 @@ def _work_count(levels: list[int], n: int, coder: str, pivot: int) -> int:
 def _work_limit_edges(*valid: dict) -> list[dict]:
     """Each vector at max_bins = exactly its counted bins (decodes) and one less (refused).
 
-    A signed vector must end off the pivot: our decoder skips the check after pivot elements (KNOWN_BUGS).
+    A signed vector ends off the pivot here (the vectors were made when the decoder skipped its check after
+    pivot elements); refuse-work-limit-signed-mode-run covers a run on the pivot.
     """
     out = []
     for doc in valid:
@@ -285,7 +286,7 @@ def _with_limits(doc: dict, max_bins: int) -> dict:
 
 
 def _mode_run() -> dict:
-    """One element off the pivot, then 59 on it: 62 counted bins, beyond max_bins = 10 (see KNOWN_BUGS)."""
+    """One element off the pivot, then 59 on it: 62 counted bins, beyond max_bins = 10."""
     levels = np.full(60, 2, np.uint8)
     levels[0] = 1
     doc = _vector("refuse-work-limit-signed-mode-run", "", "synthetic", levels, Quantizer.uniform(-2, 2, 5),
@@ -296,10 +297,9 @@ def _mode_run() -> dict:
 
 
 # Refused tensors our decoder still accepts: a codec bug each (reported, not fixed here; the test expects failure).
-KNOWN_BUGS = {
-    "refuse-work-limit-signed-mode-run": "the signed decoder checks max_bins only after an element off the pivot, "
-                                         "so a run of pivot elements at the end is never checked",
-}
+# Vectors our decoder gets wrong, with the reason (their tests are strict xfails). None at present: the signed
+# decoder's work check after pivot elements was added once refuse-work-limit-signed-mode-run exposed it.
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def _decode_vector(doc: dict) -> np.ndarray:
