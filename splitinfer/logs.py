@@ -47,9 +47,11 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
     """Send every log record (ours and libraries') to `stream` (stderr) in the chosen format; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.set_name("splitinfer")
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == "splitinfer":  # ours from an earlier call (tests run several commands in one process)
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)

@@ -77,7 +77,8 @@ def add_options(
             # must not break every command of the CLI.
             errors.append(exc)
             default = option.default
-        help_text = f"{option.help} [env {option.env}; default {option.default!r}]"
+        # argparse %-formats help text: a literal % in a help string must reach it as %%.
+        help_text = f"{option.help} [env {option.env}; default {option.default!r}]".replace("%", "%%")
         if option.flag:
             parser.add_argument(
                 f"--{option.name}", dest=option.dest, action=argparse.BooleanOptionalAction,

@@ -16,6 +16,8 @@ OPTIONS = [
     Option("port", "gRPC port (0 picks a free one; see --port-file).", cast=int, default=50051),
     Option("metrics-port", "Port of the Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
            default=9090),
+    Option("metrics-host", "Address the /metrics endpoint listens on (127.0.0.1: this machine only).",
+           default="0.0.0.0"),
     Option("max-streams", "Infer streams served at once; more get RESOURCE_EXHAUSTED.", cast=int, default=16),
     Option("workers", "Executor threads for decode, tail and NMS (shared by all streams).", cast=int, default=2),
     Option("stream-queue", "Frames queued per stream before gRPC flow control pushes back.", cast=int, default=4),
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
         subscriber_queue=args.subscriber_queue, drain_seconds=args.drain_seconds,
         max_message_bytes=args.max_message_bytes, max_connection_age_s=args.max_connection_age,
