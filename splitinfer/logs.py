@@ -9,6 +9,7 @@ library gave (e.g. FFmpeg's "404 Not Found").
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TextIO
 
 from splitinfer.settings import Option
@@ -80,6 +82,8 @@ class NativeStderr:
         self._read_fd: int | None = None
         self._thread: threading.Thread | None = None
         self._saved_stderr: TextIO | None = None
+        self._quiet_until = 0.0
+        self._quiet_depth = 0
         self.log = logging.getLogger("splitinfer.native")
 
     def __enter__(self) -> NativeStderr:
@@ -122,14 +126,34 @@ class NativeStderr:
                 line = raw.decode("utf-8", "replace").rstrip()
                 if not line:
                     continue
+                now = time.monotonic()
                 with self._lock:
-                    self._recent.append((time.monotonic(), line))
-                self.log.log(native_level(line), "%s", line)
+                    self._recent.append((now, line))
+                    quiet = self._quiet_depth > 0 or now <= self._quiet_until
+                self.log.log(logging.DEBUG if quiet else native_level(line), "%s", line)
 
     def recent(self, since: float = 0.0) -> list[str]:
         """Native lines logged at or after monotonic time `since`, oldest first."""
         with self._lock:
             return [line for stamp, line in self._recent if stamp >= since]
+
+    @classmethod
+    @contextlib.contextmanager
+    def quiet(cls, grace_s: float = 0.3) -> Iterator[None]:
+        """Native lines printed meanwhile (and read within `grace_s` after) are logged at DEBUG: an expected
+        failure, such as probing for an H.264 encoder this OpenCV build lacks, is not an error."""
+        active = cls._active
+        if active is None:
+            yield
+            return
+        with active._lock:
+            active._quiet_depth += 1
+        try:
+            yield
+        finally:
+            with active._lock:
+                active._quiet_depth -= 1
+                active._quiet_until = time.monotonic() + grace_s
 
     @classmethod
     def recent_lines(cls, since: float = 0.0) -> list[str]:

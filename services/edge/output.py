@@ -22,6 +22,7 @@ import numpy as np
 from splitinfer.clients import result_to_dict
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.errors import ConfigError
+from splitinfer.logs import NativeStderr
 from splitinfer.services.errors import ServiceError
 
 log = logging.getLogger("splitinfer.edge")
@@ -158,7 +159,8 @@ class AnnotatedVideoSink:
         self.fps = self._resolve_fps()
         codecs = ("MJPG",) if self.path.suffix.lower() == ".avi" else _MP4_CODECS
         for codec in codecs:
-            writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
+            with NativeStderr.quiet():  # a missing encoder is expected: the next codec is tried
+                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
             if writer.isOpened():
                 self._writer, self.codec = writer, codec
                 if codec != codecs[0]:
