@@ -136,3 +136,11 @@ def test_native_opencv_noise_goes_through_our_logger_as_json(tmp_path) -> None:
     native = [r for r in records if r["logger"] == "splitinfer.native"]
     assert native and all(r["level"] in ("WARNING", "ERROR", "INFO") for r in native), records
     assert any("Connection refused" in r["message"] for r in native), native
+
+
+def test_a_wrong_weights_path_is_named_not_reported_as_a_missing_cfg(tmp_path) -> None:
+    from splitinfer.dnn import WeightsError, load_model
+
+    with pytest.raises(WeightsError, match=r"yolo-fastest-1.1-xl.weights does not exist") as info:
+        load_model(MODEL, weights=str(tmp_path))
+    assert ".cfg" not in str(info.value)
