@@ -76,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return int(args.run(args) or 0)
         finally:
             logging.getLogger().removeHandler(handler)
+            logging.captureWarnings(False)
     except SplitInferError as exc:
         print(f"splitinfer: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import cv2
+import pytest
 
 from splitinfer.cli import main
 from tests.conftest import shared_path
@@ -25,6 +26,7 @@ def _truncated_clip(path, frames: int = 20, keep: float = 0.4):
     return path
 
 
+@pytest.mark.slow  # two model loads
 def test_eval_of_a_truncated_video_warns_and_exits_1_unless_allowed(tmp_path, capfd) -> None:
     weights = str(shared_path("models", "yolo-fastest-1.1"))
     clip = _truncated_clip(tmp_path / "cut.avi")
