@@ -15,7 +15,7 @@ import sys
 import webbrowser
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> boo
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def label_layout(detections, width: int, height: int) -> list[tuple[object, str, tuple[int, int, int, int]]]:
+def label_layout(detections: Any, width: int, height: int) -> list[tuple[Any, str, tuple[int, int, int, int]]]:
     """Where each label goes: (detection, text, (x1, y1, x2, y2)), best score first, no two labels overlapping.
 
     A box that is the same object as a better-scored one (IoU >= SAME_BOX_IOU) gets no label of its own; the
@@ -81,7 +81,7 @@ def label_layout(detections, width: int, height: int) -> list[tuple[object, str,
                 break
         else:
             groups.append([det])
-    placed: list[tuple[object, str, tuple[int, int, int, int]]] = []
+    placed: list[tuple[Any, str, tuple[int, int, int, int]]] = []
     for group in groups:
         best = group[0]
         text = " | ".join(f"{d.label} {d.score:.2f}" for d in group[:3])
@@ -144,7 +144,7 @@ class AnnotatedVideoSink:
         self._fps = fps
         self.fps: float | None = None
         self.codec: str | None = None
-        self._writer = None
+        self._writer: Any = None
 
     def _resolve_fps(self) -> float:
         fps = self._fps() if callable(self._fps) else self._fps
