@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable
 
 import numpy as np
+from tqdm import tqdm
 
 from splitinfer.codec import (
     Coder,
@@ -75,9 +76,11 @@ def activation_table(layers: list[str], levels_list: list[int], repeat: int) -> 
     with np.load(ACTIVATIONS) as data:
         tensors = {layer: data[layer] for layer in layers}
     rows = []
+    bar = tqdm(total=len(tensors) * len(levels_list), desc="activation table", file=sys.stderr, dynamic_ncols=True)
     for layer, x in tensors.items():
         low, high = clip_range(x, layer)
         for levels in levels_list:
+            bar.update(1)
             quantizer = Quantizer.uniform(low, high, levels)
             q = quantizer.quantize(x)
             raw = q.tobytes()
@@ -108,6 +111,7 @@ def activation_table(layers: list[str], levels_list: list[int], repeat: int) -> 
     header = ["tensor", "N", "coder (* default)", "bits/el", "bytes", "gap to ideal %", "enc M el/s",
               "dec M el/s", "encode() M el/s", "decode() M el/s", "zlib-1 bytes (M el/s)",
               "zlib-9 bytes (M el/s)", "smaller than zlib-9"]
+    bar.close()
     return markdown(header, rows)
 
 
@@ -141,9 +145,11 @@ def video_levels(frames: int) -> dict[str, np.ndarray]:
 def temporal_table(frames: int, levels_list: list[int], repeat: int) -> str:
     tensors = video_levels(frames)
     rows = []
+    bar = tqdm(total=len(tensors) * len(levels_list), desc="temporal table", file=sys.stderr, dynamic_ncols=True)
     for layer, x in tensors.items():
         low, high = clip_range(x, layer)
         for levels in levels_list:
+            bar.update(1)
             quantizer = Quantizer.uniform(low, high, levels)
             q = quantizer.quantize(x)
             intra_coder = default_coder(quantizer)
@@ -168,6 +174,7 @@ def temporal_table(frames: int, levels_list: list[int], repeat: int) -> str:
             ])
     header = ["tensor", "N", "frames coded", "levels changed", "intra bits/el", "temporal bits/el", "saving",
               "temporal enc M el/s", "temporal dec M el/s"]
+    bar.close()
     return markdown(header, rows)
 
 

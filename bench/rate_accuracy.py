@@ -117,7 +117,9 @@ class Evaluator:
 
             self.coco, self.ids = _load_coco(annotations)
         self.samples: list[Sample] = []
-        for frame in frames:
+        from tqdm import tqdm
+
+        for frame in tqdm(frames, desc=f"reference outputs of {model.name}", file=sys.stderr, dynamic_ncols=True):
             if frame.image is None:
                 continue
             x, info = model.preprocess(frame.image)

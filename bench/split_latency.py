@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
+from tqdm import tqdm
 
 from splitinfer.dnn import load_model
 from splitinfer.dnn.eval_images import read_image
@@ -47,7 +49,7 @@ def main() -> None:
     sent = [split.head(x) for split in splits]  # also the warm-up
     model(x)
     full, heads, tails = [], [[] for _ in splits], [[] for _ in splits]
-    for _ in range(args.repeat):
+    for _ in tqdm(range(args.repeat), desc="timing head/tail per cut", file=sys.stderr, dynamic_ncols=True):
         full.append(_time_ms(lambda: model(x)))
         for i, split in enumerate(splits):
             heads[i].append(_time_ms(lambda: split.head(x)))

@@ -41,11 +41,17 @@ class CodedOutputs:
 
 
 def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: CodecProfile | None,
-               skipped: list[str]) -> Iterable[CodedOutputs]:
-    """For each decodable frame: head, tail on the exact tensors, tail on the codec round trip."""
+               skipped: list[str], *, progress: bool = False, total: int | None = None) -> Iterable[CodedOutputs]:
+    """For each decodable frame: head, tail on the exact tensors, tail on the codec round trip.
+
+    progress: a tqdm bar on stderr (`total` frames when known).
+    """
+    from tqdm import tqdm
+
     split = model.split(cut)
     roundtrip = SequenceRoundtrip(profile) if profile is not None else None
-    for frame in frames:
+    for frame in tqdm(frames, total=total, desc=f"evaluating {model.name} cut {split.cut}", unit="image",
+                      disable=not progress, dynamic_ncols=True):
         if frame.image is None:
             skipped.append(frame.error or f"{frame.key}: not decodable")
             continue
@@ -119,6 +125,8 @@ def evaluate_detection(
     score_threshold: float = EVAL_SCORE_THRESHOLD,
     live_score_threshold: float = LIVE_SCORE_THRESHOLD,
     iou_threshold: float = NMS_IOU_THRESHOLD,
+    progress: bool = False,
+    total: int | None = None,
 ) -> DetectionReport:
     """Paired evaluation: COCO AP if `annotations` is given (frames keyed by file name), fidelity always."""
     if model.task != "detection":
@@ -130,7 +138,7 @@ def evaluate_detection(
     reference: dict[int, list[Detection]] = {}
     compressed: dict[int, list[Detection]] = {}
     coded_total = 0
-    for n, out in enumerate(run_paired(model, frames, cut, profile, skipped)):
+    for n, out in enumerate(run_paired(model, frames, cut, profile, skipped, progress=progress, total=total)):
         image_id = ids_by_name.get(out.key, n) if coco_gt is not None else n
         if coco_gt is not None and out.key not in ids_by_name:
             skipped.append(f"{out.key}: not in {annotations}")
@@ -227,7 +235,7 @@ def read_labels(folder: Path) -> dict[str, int]:
 
 def evaluate_classification(
     model: SplitModel, folder: str | os.PathLike, *, cut: str | None = None, profile: CodecProfile | None = None,
-    codec_name: str = "none", limit: int | None = None,
+    codec_name: str = "none", limit: int | None = None, progress: bool = False,
 ) -> ClassificationReport:
     """Top-1 / top-5 with and without the codec, paired on the images of labels.csv."""
     if model.task != "classification":
@@ -239,7 +247,8 @@ def evaluate_classification(
     split = model.split(cut)
     skipped: list[str] = []
     rows, coded_total = [], 0
-    for out in run_paired(model, iter_folder(folder, names), cut, profile, skipped):
+    for out in run_paired(model, iter_folder(folder, names), cut, profile, skipped, progress=progress,
+                          total=len(names)):
         truth = labels[out.key]
         ref5 = out.reference[0].topk(5).indices.tolist()
         comp5 = out.compressed[0].topk(5).indices.tolist()

@@ -6,6 +6,8 @@ grey 0.5 padding). ImageNet classifiers: resize the shorter side, centre crop, n
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import cv2
@@ -104,9 +106,13 @@ class CenterCropPreprocess:
         h, w = image.shape[:2]
         scale = self.resize / min(h, w)
         new_w, new_h = max(self.crop, round(w * scale)), max(self.crop, round(h * scale))
-        resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
         top, left = (new_h - self.crop) // 2, (new_w - self.crop) // 2
-        crop = resized[top : top + self.crop, left : left + self.crop]
-        rgb: np.ndarray = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        # Crop the source window the centre crop covers, then resize only it: resizing the whole image first
+        # grows with the aspect ratio (a 1x4000 image became 256x1024000 pixels, 1.7 GB).
+        x0, x1 = max(0, math.floor(left / scale)), min(w, math.ceil((left + self.crop) / scale))
+        y0, y1 = max(0, math.floor(top / scale)), min(h, math.ceil((top + self.crop) / scale))
+        window = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
+        crop = cv2.resize(window, (self.crop, self.crop), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         rgb = (rgb - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return _to_tensor(rgb), PreprocessInfo(h, w, scale, scale, -left, -top)

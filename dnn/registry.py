@@ -101,10 +101,12 @@ def _build_darknet(spec: ModelSpec, weights: PathArg, cfg: PathArg, pretrained: 
     from splitinfer.dnn.darknet_cfg import parse_cfg
 
     assert isinstance(spec.weights, RemoteFile)
+    # The weights path first: a wrong --weights must be named as such, not reported as a missing .cfg.
+    weights_path = resolve_file(spec.weights, weights, download=download) if pretrained else None
     cfg_path = _darknet_cfg_path(spec, weights, cfg, download)
     network = DarknetNetwork(parse_cfg(cfg_path))
-    if pretrained:
-        load_darknet_weights(network, resolve_file(spec.weights, weights, download=download))
+    if weights_path is not None:
+        load_darknet_weights(network, weights_path)
     if network.input_size != spec.input_size:
         raise ModelError(f"{cfg_path} sets the input to {network.input_size}, but model {spec.name} expects {spec.input_size}.")
     pre = LetterboxPreprocess if spec.preprocessing == "letterbox" else ResizePreprocess

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from splitinfer.services.edge.app import EdgeSettings
 from splitinfer.services.edge.client import FrameOutcome
@@ -31,6 +31,7 @@ class DemoOptions:
     cloud_mode: str = "inprocess"
     annotate: str | None = None
     jsonl: str | None = None
+    view: Any = None  # a splitinfer.services.edge.views.ViewRequest (live page, window, annotated video)
 
 
 class ProgressReporter:
@@ -127,13 +128,21 @@ async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[
     return process, f"127.0.0.1:{int(port_file.read_text())}"
 
 
+def _started(views: Any) -> None:
+    views.on_started()
+    for server in views.servers:
+        if getattr(server, "url", None):
+            print(f"live page: {server.url}", flush=True)
+
+
 async def run_demo(options: DemoOptions) -> int:
     """Run the demo; prints progress on stderr and the summary on stdout; returns the exit code."""
     from splitinfer.dnn import load_model
     from splitinfer.services.cloud.engine import TailEngine
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
     from splitinfer.services.edge.app import build_pipeline, run_edge
-    from splitinfer.services.edge.output import AnnotatedVideoSink, JsonLinesSink
+    from splitinfer.services.edge.output import JsonLinesSink
+    from splitinfer.services.edge.views import ViewRequest, build_views
 
     loop = asyncio.get_running_loop()
     settings = options.edge
@@ -148,12 +157,10 @@ async def run_demo(options: DemoOptions) -> int:
     print(f"cut after layer {pipeline.cut}; tensors {described}; coder "
           f"{pipeline.choice.coder.name if pipeline.choice.coder else 'default'}", flush=True)
     progress = ProgressReporter(settings.frames)
-    sinks: list = [progress]
-    closers = []
-    if options.annotate:
-        video = AnnotatedVideoSink(options.annotate, fps=10.0)
-        sinks.append(video)
-        closers.append(video.close)
+    request = options.view or ViewRequest(title="splitinfer demo", annotate=options.annotate)
+    views = build_views(request)
+    sinks: list = [progress, *views.sinks]
+    closers = [views.close]
     if options.jsonl:
         jsonl = open(options.jsonl, "w", encoding="utf-8")  # noqa: SIM115 - closed with the other sinks
         sinks.append(JsonLinesSink(jsonl))
@@ -170,7 +177,8 @@ async def run_demo(options: DemoOptions) -> int:
                 await server.start()
                 cloud = f"127.0.0.1:{server.port}"
             settings = dataclasses.replace(settings, cloud=cloud)
-            stats = await run_edge(settings, sinks, pipeline=pipeline, handle_signals=True)
+            stats = await run_edge(settings, sinks, pipeline=pipeline, handle_signals=True, servers=views.servers,
+                                   on_streamer=views.on_streamer, on_started=lambda: _started(views))
         finally:
             for close in closers:
                 close()

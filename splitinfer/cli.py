@@ -8,14 +8,17 @@ libraries (torch, grpc) inside `run`, so `splitinfer --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import logging
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from splitinfer import __version__
 from splitinfer.errors import SplitInferError
-from splitinfer.settings import add_options, raise_config_errors
+from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging
+from splitinfer.settings import Option, add_options, raise_config_errors
 
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
@@ -34,6 +37,21 @@ def _commands() -> list[ModuleType]:
     return [importlib.import_module(name) for name in COMMAND_MODULES]
 
 
+def command_options(module: ModuleType) -> list[Option]:
+    """A command's own options plus --log-level/--log-format, which every command has."""
+    own = list(module.OPTIONS)
+    names = {option.name for option in own}
+    level = getattr(module, "DEFAULT_LOG_LEVEL", None)
+    extra = [dataclasses.replace(option, default=level) if option.name == "log-level" and level else option
+             for option in LOG_OPTIONS if option.name not in names]
+    return own + extra
+
+
+def all_options() -> dict[str, list[Option]]:
+    """Every command's options, as `splitinfer config` prints them (docs/CONFIGURATION.md)."""
+    return {f"splitinfer {m.NAME}": command_options(m) for m in _commands()}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="splitinfer", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"splitinfer {__version__}")
@@ -42,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         if hasattr(module, "configure"):
             module.configure(command)
-        add_options(command, module.OPTIONS)
+        add_options(command, command_options(module))
         command.set_defaults(run=module.run)
     return parser
 
@@ -53,7 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         raise_config_errors(args)
-        return int(args.run(args) or 0)
+        handler = configure_logging(args.log_level, args.log_format)
+        try:
+            with NativeStderr():
+                return int(args.run(args) or 0)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            logging.captureWarnings(False)
     except SplitInferError as exc:
         print(f"splitinfer: error: {exc}", file=sys.stderr)
         return 2

@@ -182,7 +182,7 @@ class CloudServer:
         await server.start()
         self._server = server
         if self.config.metrics_port >= 0:
-            self._metrics_http = MetricsHttpServer(self.metrics, self.config.metrics_host, self.config.metrics_port)
+            self._metrics_http = MetricsHttpServer(self.metrics.exposition, self.config.metrics_host, self.config.metrics_port)
             try:
                 await self._metrics_http.start()
             except OSError as exc:

@@ -56,6 +56,12 @@ class EdgeSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     give_up_after_s: float = 60.0
     open_timeout_s: float = 10.0
+    source_timeout_s: float = 0.0  # a live source without a frame this long ends the edge (0: retry forever)
+    rtsp_transport: str | None = None  # tcp or udp; None: FFmpeg's default
+    camera_width: int | None = None
+    camera_height: int | None = None
+    camera_fps: float | None = None
+    allow_truncated: bool = False
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
@@ -82,8 +88,14 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
 
 def build_grabber(settings: EdgeSettings) -> FrameGrabber:
     mode = None if settings.mode in (None, "", "auto") else CaptureMode(settings.mode)
-    return FrameGrabber(settings.source, mode=mode, max_frames=settings.frames or None,
-                        open_timeout_s=settings.open_timeout_s, read_timeout_s=settings.open_timeout_s)
+    grabber = FrameGrabber(settings.source, mode=mode, open_timeout_s=settings.open_timeout_s,
+                           read_timeout_s=settings.open_timeout_s, source_timeout_s=settings.source_timeout_s,
+                           rtsp_transport=settings.rtsp_transport, width=settings.camera_width,
+                           height=settings.camera_height, request_fps=settings.camera_fps,
+                           allow_truncated=settings.allow_truncated)
+    if grabber.mode is CaptureMode.FILE:
+        grabber.max_frames = settings.frames or None  # every frame is answered: read no more than asked for
+    return grabber
 
 
 async def run_edge(
@@ -93,8 +105,14 @@ async def run_edge(
     pipeline: EdgePipeline | None = None,
     on_streamer: Callable[[EdgeStreamer], None] | None = None,
     handle_signals: bool = False,
+    servers: Sequence[Any] = (),
+    on_started: Callable[[], None] | None = None,
 ) -> StreamerStats:
-    """Stream `settings.source` to the cloud until it ends; every result goes to each sink in turn."""
+    """Stream `settings.source` to the cloud until it ends; every result goes to each sink in turn.
+
+    `servers` (the live page, /metrics: objects with async start() and stop()) run on this loop meanwhile;
+    `on_started` is called once they listen.
+    """
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge") as executor:
         if pipeline is None:
@@ -108,7 +126,7 @@ async def run_edge(
         config = StreamerConfig(cloud=settings.cloud, stream_id=settings.stream_id or default_stream_id(settings.source),
                                 security=settings.security,
                                 window=settings.window, max_message_bytes=settings.max_message_bytes,
-                                give_up_after_s=settings.give_up_after_s)
+                                give_up_after_s=settings.give_up_after_s, max_results=settings.frames or None)
         streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor)
         if on_streamer is not None:
             on_streamer(streamer)
@@ -117,10 +135,18 @@ async def run_edge(
                 loop.add_signal_handler(sig, streamer.stop)
         log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
                  settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
+        started: list[Any] = []
         try:
+            for server in servers:
+                await server.start()
+                started.append(server)
+            if on_started is not None:
+                on_started()
             with grabber:
                 return await streamer.run()
         finally:
+            for server in reversed(started):
+                await server.stop()
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.remove_signal_handler(sig)

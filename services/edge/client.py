@@ -120,6 +120,8 @@ class StreamerConfig:
     reconnect_max_s: float = 5.0
     # Give up when no connection could be made for this long (0: keep trying forever).
     give_up_after_s: float = 60.0
+    # Stop once this many frames have their results (None: until the source ends).
+    max_results: int | None = None
 
     def __post_init__(self) -> None:
         if self.window < 1:
@@ -333,7 +335,7 @@ class EdgeStreamer:
         loop = asyncio.get_running_loop()
         while not self._stopping and self._source_ended is None:
             await self._wait_for_window()
-            if self._stopping:
+            if self._stopping or self._enough_sent():
                 break
             try:
                 head = await self._next_head()
@@ -354,11 +356,16 @@ class EdgeStreamer:
         await call.done_writing()
         return True
 
+    def _enough_sent(self) -> bool:
+        """True when the frames answered and awaiting answers make the --frames asked for."""
+        wanted = self.config.max_results
+        return wanted is not None and self.stats.results + len(self._pending) >= wanted
+
     async def _receive_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
-                if self._pending or (self._source_ended is None and not self._stopping):
+                if self._pending or (self._source_ended is None and not self._stopping and not self._enough_sent()):
                     raise _RetryableStreamError("the cloud closed the stream")
                 return
             if response.WhichOneof("kind") != "result":

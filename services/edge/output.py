@@ -9,19 +9,23 @@ elements, stage_seconds and latency_s (splitinfer.clients.result_to_dict plus th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+import webbrowser
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
 from splitinfer.clients import result_to_dict
 from splitinfer.services.edge.client import FrameOutcome
+from splitinfer.errors import ConfigError
+from splitinfer.logs import NativeStderr
 from splitinfer.services.errors import ServiceError
 
-if TYPE_CHECKING:
-    import cv2
+log = logging.getLogger("splitinfer.edge")
 
 
 def outcome_to_dict(outcome: FrameOutcome) -> dict:
@@ -42,19 +46,78 @@ class JsonLinesSink:
         self.stream.flush()
 
 
+_FONT_SCALE, _THICKNESS, _PAD = 0.5, 1, 2
+# Boxes that overlap this much are one object the detector labelled twice (NMS runs per class): one label.
+SAME_BOX_IOU = 0.8
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = ix * iy
+    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def label_layout(detections: Any, width: int, height: int) -> list[tuple[Any, str, tuple[int, int, int, int]]]:
+    """Where each label goes: (detection, text, (x1, y1, x2, y2)), best score first, no two labels overlapping.
+
+    A box that is the same object as a better-scored one (IoU >= SAME_BOX_IOU) gets no label of its own; the
+    best one names the runner-up classes after it ("knife 0.61 | scissors 0.29"). A label sits above its box,
+    else inside its top edge, else below it, else moves down until it is clear of the labels placed before.
+    """
+    import cv2
+
+    ordered = sorted(detections, key=lambda d: -d.score)
+    groups: list[list] = []
+    for det in ordered:
+        for group in groups:
+            if _iou(group[0], det) >= SAME_BOX_IOU:
+                group.append(det)
+                break
+        else:
+            groups.append([det])
+    placed: list[tuple[Any, str, tuple[int, int, int, int]]] = []
+    for group in groups:
+        best = group[0]
+        text = " | ".join(f"{d.label} {d.score:.2f}" for d in group[:3])
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _THICKNESS)
+        w, h = tw + 2 * _PAD, th + baseline + 2 * _PAD
+        x = int(min(max(0, round(best.x1)), max(0, width - w)))
+        top, bottom = int(round(best.y1)), int(round(best.y2))
+        candidates = [top - h, top, bottom]
+        candidates += [bottom + k * h for k in range(1, 40)] + [top - k * h for k in range(2, 40)]
+        rect = None
+        for y in candidates:
+            y = int(min(max(0, y), max(0, height - h)))
+            trial = (x, y, x + w, y + h)
+            if not any(_overlaps(trial, other) for _, _, other in placed):
+                rect = trial
+                break
+        if rect is None:
+            continue  # no free place on the frame: better no label than one that hides another
+        placed.append((best, text, rect))
+    return placed
+
+
 def draw_detections(image: np.ndarray, outcome: FrameOutcome) -> np.ndarray:
-    """A copy of the frame with boxes, labels and scores drawn (BGR)."""
+    """A copy of the frame with boxes, and labels (best score first) that never cover one another (BGR)."""
     import cv2
 
     canvas = image.copy()
-    for det in outcome.result.detections:
-        colour = _colour(det.class_id)
+    height, width = canvas.shape[:2]
+    detections = list(outcome.result.detections)
+    for det in sorted(detections, key=lambda d: d.score):  # the best box is drawn last, on top
         p1, p2 = (int(round(det.x1)), int(round(det.y1))), (int(round(det.x2)), int(round(det.y2)))
-        cv2.rectangle(canvas, p1, p2, colour, 2)
-        text = f"{det.label} {det.score:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-        cv2.rectangle(canvas, (p1[0], max(0, p1[1] - th - 4)), (p1[0] + tw + 2, max(th + 4, p1[1])), colour, -1)
-        cv2.putText(canvas, text, (p1[0] + 1, max(th + 1, p1[1] - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+        cv2.rectangle(canvas, p1, p2, _colour(det.class_id), 2)
+    for det, text, (x1, y1, x2, y2) in label_layout(detections, width, height):
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), _colour(det.class_id), -1)
+        cv2.putText(canvas, text, (x1 + _PAD, y2 - _PAD - 3), cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, (0, 0, 0),
+                    _THICKNESS, cv2.LINE_AA)
     if outcome.result.HasField("error"):
         cv2.putText(canvas, f"error: {outcome.result.error.message[:80]}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, (0, 0, 255), 1)
@@ -67,26 +130,52 @@ def _colour(class_id: int) -> tuple[int, int, int]:
     return blue, green, red
 
 
+# H.264 first (small files every player opens) where this OpenCV build can write it; else MPEG-4 Part 2.
+_MP4_CODECS = ("avc1", "mp4v")
+
+
 class AnnotatedVideoSink:
-    """Writes annotated frames to a video file (mp4v for .mp4, MJPG for .avi)."""
+    """Writes annotated frames to a video file at the source's frame rate (H.264 or mp4v for .mp4, MJPG for .avi).
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+    `fps` is a number or a function returning the source's rate once it is known (None: 10 fps, said in the log).
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float | Callable[[], float | None] | None) -> None:
         self.path = Path(path)
-        self.fps = fps if fps and fps > 0 else 10.0
-        self._writer: cv2.VideoWriter | None = None
+        self._fps = fps
+        self.fps: float | None = None
+        self.codec: str | None = None
+        self._writer: Any = None
 
-    def __call__(self, outcome: FrameOutcome) -> None:
+    def _resolve_fps(self) -> float:
+        fps = self._fps() if callable(self._fps) else self._fps
+        if fps and fps > 0:
+            return float(fps)
+        log.warning("the source does not say its frame rate: writing %s at 10 fps", self.path)
+        return 10.0
+
+    def _open(self, width: int, height: int) -> None:
         import cv2
 
+        self.fps = self._resolve_fps()
+        codecs = ("MJPG",) if self.path.suffix.lower() == ".avi" else _MP4_CODECS
+        for codec in codecs:
+            with NativeStderr.quiet():  # a missing encoder is expected: the next codec is tried
+                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
+            if writer.isOpened():
+                self._writer, self.codec = writer, codec
+                if codec != codecs[0]:
+                    log.info("this OpenCV build has no %s encoder: writing %s as %s", codecs[0], self.path, codec)
+                return
+            writer.release()
+        raise ServiceError(f"could not open {self.path} for writing an annotated video: check the folder exists and "
+                           "the suffix is .mp4 or .avi.")
+
+    def __call__(self, outcome: FrameOutcome) -> None:
         image = draw_detections(outcome.frame.image, outcome)
         if self._writer is None:
-            fourcc = cv2.VideoWriter.fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             height, width = image.shape[:2]
-            self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (width, height))
-            if not self._writer.isOpened():
-                self._writer = None
-                raise ServiceError(f"could not open {self.path} for writing an annotated video: check the folder "
-                                   "exists and the suffix is .mp4 or .avi.")
+            self._open(width, height)
         self._writer.write(image)
 
     def close(self) -> None:
@@ -95,22 +184,45 @@ class AnnotatedVideoSink:
             self._writer = None
 
 
+def opencv_has_gui() -> bool:
+    """Whether this OpenCV build can open windows (opencv-python has GTK or Qt; the headless wheel has none)."""
+    import cv2
+
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() not in ("NONE", "NO", "")
+    return False
+
+
+def display_plan(environ: Mapping[str, str] | None = None) -> str:
+    """How --display shows frames: "window" (GUI OpenCV) or "browser" (the live page); ConfigError saying why neither.
+
+    The edge installs the headless OpenCV wheel (the cloud image needs no GUI libraries, and the GUI and
+    headless wheels both install `cv2`, so they cannot sit side by side): on a desktop, --display opens the
+    live page in the default browser, or a native window when a GUI OpenCV is installed instead.
+    """
+    environ = os.environ if environ is None else environ
+    if sys.platform.startswith("linux") and not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        raise ConfigError("--display: there is no display here (neither DISPLAY nor WAYLAND_DISPLAY is set: a "
+                          "server, a container, or ssh without -X). Use --preview-port PORT instead and open "
+                          "http://127.0.0.1:PORT/ through an ssh tunnel (ssh -L PORT:127.0.0.1:PORT host), or "
+                          "--preview-host 0.0.0.0 on a trusted network.")
+    if opencv_has_gui():
+        return "window"
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        raise ConfigError("--display: this OpenCV is the headless build (no GUI) and no web browser was found to show "
+                          "the live page (set $BROWSER, or install one with xdg-open); or use --preview-port PORT and "
+                          "open the page yourself.") from None
+    return "browser"
+
+
 class WindowSink:
-    """Shows annotated frames in a local window; fails at first use when OpenCV has no GUI support."""
+    """Shows annotated frames in a local window (needs a GUI OpenCV build; see display_plan)."""
 
     def __init__(self, title: str) -> None:
         self.title = title
-
-    @staticmethod
-    def display_available() -> bool:
-        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-            return False
-        import cv2
-
-        try:
-            return bool(cv2.getBuildInformation().count("GTK") or cv2.getBuildInformation().count("QT"))
-        except cv2.error:
-            return False
 
     def __call__(self, outcome: FrameOutcome) -> None:
         import cv2
@@ -119,8 +231,8 @@ class WindowSink:
             cv2.imshow(self.title, draw_detections(outcome.frame.image, outcome))
             cv2.waitKey(1)
         except cv2.error as exc:
-            raise ServiceError("this OpenCV build cannot open windows (opencv-python-headless): run with --no-window "
-                               "or pip install opencv-python.") from exc
+            raise ServiceError(f"OpenCV could not open a window ({exc.err}): run without --display and use "
+                               "--preview-port PORT to see the live page in a browser.") from exc
 
     def close(self) -> None:
         import cv2

@@ -56,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--intra-period must be >= 1, got {args.intra_period}.")
     if not 0.0 <= args.hysteresis <= MAX_HYSTERESIS:  # checked before calibrating, not after minutes of it
         raise ConfigError(f"--hysteresis must be a fraction of a step in [0, {MAX_HYSTERESIS}], got {args.hysteresis}.")
+    if not Path(args.data).is_dir():
+        raise ConfigError(f"--data {args.data} is not a folder: pass a folder of calibration images, e.g. "
+                          "../shared/data/coco-mini/calib2017.")
+    if args.weights and not Path(args.weights).exists():
+        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)

@@ -17,6 +17,8 @@ OPTIONS = [
     Option("port", "gRPC port (0 picks a free one; see --port-file).", cast=int, default=50051),
     Option("metrics-port", "Port of the Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
            default=9090),
+    Option("metrics-host", "Address the /metrics endpoint listens on (127.0.0.1: this machine only).",
+           default="0.0.0.0"),
     Option("max-streams", "Infer streams served at once; more get RESOURCE_EXHAUSTED.", cast=int, default=16),
     Option("max-streams-per-peer", "Infer streams served at once from one client address (0: no cap); more get "
            "RESOURCE_EXHAUSTED. Behind a proxy or NAT every client shares one address: leave it 0 there.",
@@ -72,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.torch_threads)
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
+        metrics_host=args.metrics_host,
         max_streams=args.max_streams, max_streams_per_peer=args.max_streams_per_peer,
         stream_idle_timeout_s=args.stream_idle_timeout, workers=args.workers, stream_queue=args.stream_queue,
         stream_queue_bytes=args.stream_queue_bytes,

@@ -10,8 +10,8 @@ OPTIONS: list = []
 
 
 def run(args: argparse.Namespace) -> int:
-    from splitinfer.cli import _commands
+    from splitinfer.cli import all_options
     from splitinfer.settings import describe
 
-    print(describe({f"splitinfer {m.NAME}": m.OPTIONS for m in _commands() if m.OPTIONS}))
+    print(describe(all_options()))
     return 0

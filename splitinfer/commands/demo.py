@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from splitinfer.commands.edge import CODEC_OPTIONS
+from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
@@ -20,6 +20,7 @@ HELP = ("Run edge and cloud together on a video (default: the sample video in ..
         "throughput, rate and latency, then a summary.")
 SAMPLE_VIDEO = ("video", "one-by-one-person-detection.mp4")
 SAMPLE_WEIGHTS = ("models", "yolo-fastest-1.1")
+DEFAULT_LOG_LEVEL = "WARNING"  # the progress line and the summary say what matters
 OPTIONS = [
     Option("source", "Video file, camera index (0) or URL (default: the sample video in ../shared/data)."),
     Option("frames", "Frames to stream (0: the whole source).", cast=int, default=100),
@@ -34,6 +35,12 @@ OPTIONS = [
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
     Option("jsonl", "Also write every frame's result as JSON lines to this file."),
     Option("max-message-bytes", "Largest gRPC message sent or received.", cast=int, default=DEFAULT_MAX_MESSAGE_BYTES),
+    *SOURCE_OPTIONS,
+    Option("preview", "Serve the live page (annotated picture, charts) while the demo runs; its address is printed "
+           "(--preview-port picks the port).", flag=True, default=False),
+    *VIEW_OPTIONS,
+    Option("display", "Show the annotated picture on this desktop (a window with GUI OpenCV, else the live page in "
+           "the browser).", flag=True, default=False),
 ]
 
 
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from splitinfer.errors import ConfigError
 
-    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level="WARNING", format="%(levelname)s %(name)s: %(message)s")  # when run without the CLI
     source = args.source
     if source is None:
         sample = shared_data_dir().joinpath(*SAMPLE_VIDEO)
@@ -60,9 +67,19 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.services.demo import DemoOptions, run_demo
 
     from splitinfer.channel_security import ChannelSecurity
+    from splitinfer.services.edge.capture import CaptureError, check_source
+    from splitinfer.services.edge.preflight import check_profile, check_weights_path
+    from splitinfer.services.edge.views import ViewRequest
 
     # Edge and cloud meet on 127.0.0.1 inside this command: plaintext never leaves the machine.
     edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0,
                               security=ChannelSecurity(plaintext=True))
-    options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl)
+    try:
+        check_source(edge.source)
+    except CaptureError as exc:
+        raise ConfigError(f"--source: {exc}") from exc
+    check_weights_path(edge.weights)
+    check_profile(edge.profile, edge.model, edge.cut)
+    view = ViewRequest.from_args(args, "splitinfer demo", preview=args.preview)
+    options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl, view=view)
     return asyncio.run(run_demo(options))

@@ -24,6 +24,24 @@ CODEC_OPTIONS = [
            "TEMPORAL_CONTEXTS; any case, '-' or '_'); default: the profile's, else the measured default.", cast=coder_name),
     Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames.", cast=int),
 ]
+# Shared with `splitinfer demo`.
+SOURCE_OPTIONS = [
+    Option("source-timeout", "Give up (exit 1) when a camera or URL gives no frame for this many seconds, saying "
+           "why (0: keep retrying forever).", cast=float, default=30.0),
+    Option("rtsp-transport", "RTSP over tcp or udp (auto: FFmpeg's default, UDP first).", default="auto",
+           choices=("auto", "tcp", "udp")),
+    Option("camera-width", "Ask a camera (index or /dev/videoN) for this frame width.", cast=int),
+    Option("camera-height", "Ask a camera for this frame height.", cast=int),
+    Option("camera-fps", "Ask a camera for this frame rate.", cast=float),
+    Option("allow-truncated", "Accept a video file that ends well before the frame count in its header (else: "
+           "a warning and exit 1).", flag=True, default=False),
+]
+VIEW_OPTIONS = [
+    Option("preview-port", "Serve the live page (annotated picture, charts) on this port (0: a free one, -1: none).",
+           cast=int, default=-1),
+    Option("preview-host", "Address the live page listens on (0.0.0.0: every interface; mind who can see it).",
+           default="127.0.0.1"),
+]
 OPTIONS = [
     Option("source", "Video source: camera index (0), file path, or rtsp:// / http:// URL.", default="0"),
     Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
@@ -44,6 +62,13 @@ OPTIONS = [
     Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
            default=DEFAULT_MAX_MESSAGE_BYTES),
     Option("log-level", "Logging level on stderr.", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    *SOURCE_OPTIONS,
+    Option("connect-timeout", "Before loading the model, check the cloud answers within this many seconds (0: "
+           "skip the check).", cast=float, default=5.0),
+    *VIEW_OPTIONS,
+    Option("metrics-port", "Port of the edge's Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
+           default=-1),
+    Option("metrics-host", "Address the /metrics endpoint listens on.", default="127.0.0.1"),
 ]
 
 
@@ -58,6 +83,9 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         coder=args.coder, intra_period=args.intra_period, window=args.window, frames=args.frames or None,
         max_message_bytes=args.max_message_bytes,
         give_up_after_s=getattr(args, "reconnect_timeout", 60.0),
+        source_timeout_s=args.source_timeout, allow_truncated=args.allow_truncated,
+        rtsp_transport=None if args.rtsp_transport == "auto" else args.rtsp_transport,
+        camera_width=args.camera_width, camera_height=args.camera_height, camera_fps=args.camera_fps,
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)
@@ -70,31 +98,22 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     from splitinfer.services.edge.app import run_edge
-    from splitinfer.services.edge.client import EdgeStreamer
-    from splitinfer.services.edge.output import AnnotatedVideoSink, JsonLinesSink, WindowSink
+    from splitinfer.services.edge.output import JsonLinesSink
+    from splitinfer.services.edge.preflight import check_edge
+    from splitinfer.services.edge.views import ViewRequest, build_views
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
-    sinks: list = [JsonLinesSink()]
-    closers = []
-    if args.annotate:
-        video = AnnotatedVideoSink(args.annotate, fps=10.0)
-        sinks.append(video)
-        closers.append(video.close)
-    if args.display:
-        if WindowSink.display_available():
-            window = WindowSink(f"splitinfer {settings.source}")
-            sinks.append(window)
-            closers.append(window.close)
-        else:
-            logging.getLogger("splitinfer.edge").warning("no display available: --display ignored")
-    streamers: list[EdgeStreamer] = []
+    request = ViewRequest.from_args(args, f"splitinfer edge {settings.source}")  # checks ports and --display
+    check_edge(settings, connect_timeout_s=args.connect_timeout)
+    views = build_views(request)
+    sinks: list = [JsonLinesSink(), *views.sinks]
     try:
-        stats = asyncio.run(run_edge(settings, sinks, on_streamer=streamers.append, handle_signals=True))
+        stats = asyncio.run(run_edge(settings, sinks, on_streamer=views.on_streamer, handle_signals=True,
+                                     servers=views.servers, on_started=views.on_started))
     finally:
-        for close in closers:
-            close()
-    capture = streamers[0].grabber.stats
+        views.close()
+    capture = views.streamers[0].grabber.stats
     logging.getLogger("splitinfer.edge").info(
         "done: %d frames grabbed, %d dropped by the live grabber, %d sent, %d results (%d frame errors), "
         "%d reconnects, %d resent, %d lost on reconnect", capture.grabbed, capture.dropped, stats.sent,

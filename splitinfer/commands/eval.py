@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 from splitinfer.commands import coder_name
@@ -41,6 +42,9 @@ OPTIONS = [
     Option("frame-step", "use every N-th image or video frame", int, 1),
     Option("limit", "use at most this many images or frames", _optional_int, None),
     Option("json", "print one JSON object instead of a table", flag=True, default=False),
+    Option("progress", "show a progress bar on stderr", flag=True, default=True),
+    Option("allow-truncated", "accept a video that ends well before its header's frame count (else: the report, a "
+           "warning and exit 1)", flag=True, default=False),
 ]
 
 
@@ -128,20 +132,33 @@ def run(args: argparse.Namespace) -> int:
         if args.cut is not None and str(args.cut) != profile.cut:
             raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
         args.cut = profile.cut
+    if args.weights and not Path(args.weights).exists():
+        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
     model = load_model(args.model, weights=args.weights)
     report: ClassificationReport | DetectionReport
+    truncated: list[str] = []
     if (data / "labels.csv").is_file():
-        report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name, limit=args.limit)
+        report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name,
+                                         limit=args.limit, progress=args.progress)
     else:
+        from splitinfer.dnn.eval_images import source_length
+
         annotations = Path(args.annotations) if args.annotations else (coco_annotations_for(data) if data.is_dir() else None)
         report = evaluate_detection(
-            model, iter_source(data, step=args.frame_step, limit=args.limit), cut=args.cut, profile=profile,
-            annotations=annotations, codec_name=codec_name, score_threshold=args.score_threshold,
-            live_score_threshold=args.live_threshold, iou_threshold=args.iou_threshold,
+            model, iter_source(data, step=args.frame_step, limit=args.limit, on_truncated=truncated.append),
+            cut=args.cut, profile=profile, annotations=annotations, codec_name=codec_name,
+            score_threshold=args.score_threshold, live_score_threshold=args.live_threshold,
+            iou_threshold=args.iou_threshold, progress=args.progress,
+            total=source_length(data, step=args.frame_step, limit=args.limit),
         )
     result = report.to_dict()
+    if truncated:
+        result["truncated"] = truncated[0]
     if args.json:
         print(json.dumps(result, allow_nan=False))
     else:
         _print_table(result, report.skipped)
+    if truncated and not args.allow_truncated:
+        print(f"splitinfer eval: warning: {truncated[0]}", file=sys.stderr)
+        return 1
     return 0

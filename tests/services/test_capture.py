@@ -112,3 +112,133 @@ def test_an_unreachable_live_source_is_retried_with_backoff_and_reported(caplog)
             assert grabber.get(timeout=0.2) is None  # no frame, and no end: a live source is retried
     assert len(caplog.records) >= 2
     assert all("retrying" in record.getMessage() for record in caplog.records)
+
+
+# -- #12 items 3 and 8, #13 item 6: failures carry their reason, sources give up, truncation is an error --------
+
+def _truncated_avi(video, folder, frames: int = 30, keep: float = 0.4):
+    """An MJPG .avi of the sample video's first frames, cut to `keep` of its bytes (header intact)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    path = folder / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 108))
+    for _ in range(frames):
+        ok, image = capture.read()
+        assert ok
+        writer.write(cv2.resize(image, (192, 108)))
+    writer.release()
+    capture.release()
+    data = path.read_bytes()
+    cut = folder / "clip-cut.avi"
+    cut.write_bytes(data[: int(len(data) * keep)])
+    return path, cut
+
+
+def test_a_truncated_file_ends_with_an_error_unless_allowed(video, tmp_path, caplog) -> None:
+    whole, cut = _truncated_avi(video, tmp_path)
+    with FrameGrabber(str(whole)) as grabber:
+        frames, end = drain(grabber)
+    assert len(frames) == 30 and not end.error
+    with caplog.at_level("WARNING", logger="splitinfer.edge.capture"), FrameGrabber(str(cut)) as grabber:
+        frames, end = drain(grabber)
+    assert 0 < len(frames) < 30 and end.error
+    assert f"after {len(frames)} of the 30 frames" in end.reason and "--allow-truncated" in end.reason
+    assert any("truncated" in r.getMessage() for r in caplog.records)
+    with FrameGrabber(str(cut), allow_truncated=True) as grabber:
+        frames, end = drain(grabber)
+    assert 0 < len(frames) < 30 and not end.error and "truncated" in end.reason
+
+
+def test_device_paths_are_cameras_and_a_missing_device_is_named() -> None:
+    from splitinfer.services.edge.capture import check_source
+
+    assert source_kind("/dev/video0") is SourceKind.CAMERA and source_kind("/dev/video12") is SourceKind.CAMERA
+    with pytest.raises(CaptureError, match=r"no such device /dev/video97 \(found: "):
+        check_source("/dev/video97")
+    with pytest.raises(CaptureError, match=r"no such device /dev/video97"):
+        check_source("97")
+
+
+def test_check_source_names_the_problem_of_a_file_source(tmp_path) -> None:
+    from splitinfer.services.edge.capture import check_source
+
+    with pytest.raises(CaptureError, match="does not exist"):
+        check_source(str(tmp_path / "missing.mp4"))
+    with pytest.raises(CaptureError, match="is a folder"):
+        check_source(str(tmp_path))
+    with pytest.raises(CaptureError, match="scheme"):
+        check_source("ftp://camera.local/stream")
+
+
+class _StatusServer:
+    """A loopback TCP server answering every request with one fixed status line (an HTTP or RTSP 404)."""
+
+    def __init__(self, status_line: bytes) -> None:
+        import socket
+        import threading
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        self._status = status_line
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="status-server", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _serve(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(2)
+                try:
+                    request = conn.recv(4096)
+                    cseq = b"1"
+                    for line in request.split(b"\r\n"):
+                        if line.lower().startswith(b"cseq:"):
+                            cseq = line.split(b":", 1)[1].strip()
+                    conn.sendall(self._status + b"\r\nCSeq: " + cseq + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+
+@pytest.mark.parametrize(("scheme", "status", "expected"), [
+    ("http", b"HTTP/1.0 404 Not Found", "HTTP 404"),
+    ("rtsp", b"RTSP/1.0 404 Not Found", "RTSP 404"),
+])
+def test_a_live_source_that_answers_404_gives_up_after_the_source_timeout_with_the_reason(
+        scheme, status, expected, caplog) -> None:
+    with _StatusServer(status) as server, caplog.at_level("WARNING", logger="splitinfer.edge.capture"):
+        grabber = FrameGrabber(f"{scheme}://127.0.0.1:{server.port}/stream", open_timeout_s=1, source_timeout_s=1.5,
+                               reopen_initial_s=0.05, reopen_max_s=0.2, rtsp_transport="tcp")
+        with grabber:
+            frames, end = drain(grabber)
+    assert frames == [] and end.error
+    assert "--source-timeout 1.5" in end.reason and expected in end.reason
+    assert any(expected in r.getMessage() for r in caplog.records)  # each retry says why, in our own log line
+
+
+def test_a_refused_connection_is_named_as_such() -> None:
+    from splitinfer.services.edge.capture import probe_reason
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "refused" in (probe_reason(f"rtsp://127.0.0.1:{port}/x") or "").lower()
+    assert "refused" in (probe_reason(f"http://127.0.0.1:{port}/x") or "").lower()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from splitinfer.cli import _commands, build_parser
+from splitinfer.cli import _commands, all_options, build_parser
 from splitinfer.errors import ConfigError
 from splitinfer.settings import add_options, describe, raise_config_errors
 
@@ -16,7 +16,7 @@ SERVICE_COMMANDS = ("cloud", "edge", "watch", "demo")
 
 
 def test_configuration_doc_lists_every_option_as_splitinfer_config_prints_it() -> None:
-    table = describe({f"splitinfer {m.NAME}": m.OPTIONS for m in _commands() if m.OPTIONS})
+    table = describe(all_options())
     assert table in DOC.read_text(), (
         "docs/CONFIGURATION.md is stale: replace its table with the output of `python -m splitinfer.cli config` "
         "(the file says how)"

@@ -1,0 +1,117 @@
+"""Checks `splitinfer edge` runs before the model loads, so a mistake costs a second, not a minute.
+
+Cheap checks first (source, file paths, profile fields, cloud address), then the model name, weights and
+cut (these import torch, still without loading any weights). Each failure is a ConfigError or
+CloudUnavailableError whose message says what to change.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from splitinfer.channel_security import ChannelSecurity
+from splitinfer.errors import ConfigError
+from splitinfer.services.edge.capture import check_source
+from splitinfer.services.errors import CaptureError, CloudUnavailableError
+
+log = logging.getLogger("splitinfer.edge")
+
+
+def check_cloud(address: str, timeout_s: float, security: ChannelSecurity = ChannelSecurity()) -> None:
+    """Connect to the cloud's gRPC port (TCP, HTTP/2 and, unless plaintext, the TLS handshake) within `timeout_s`.
+
+    Raises CloudUnavailableError naming the address (ConfigError for an unreadable certificate or token file).
+    """
+    import grpc
+
+    if not address or ":" not in address.rsplit("]", 1)[-1]:
+        raise ConfigError(f"--cloud {address!r} is not HOST:PORT, e.g. localhost:50051.")
+    channel = security.channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        raise CloudUnavailableError(
+            f"could not connect to the cloud at {address} within {timeout_s:g} s (--connect-timeout): check that "
+            "`splitinfer cloud` runs there, that the host and port in --cloud are right, that no firewall "
+            f"blocks it, and that both sides agree on TLS (this edge: {security.describe()}; a TLS cloud needs the CA "
+            "that signed its certificate in --tls-ca) or --plaintext; --connect-timeout 0 skips this check (the edge then keeps retrying for --reconnect-timeout)."
+        ) from None
+    finally:
+        channel.close()
+
+
+def check_profile(profile: str | None, model: str, cut: str | None) -> None:
+    """The profile file exists, is a codec profile, and was made for this model (and cut, when one is given)."""
+    if not profile:
+        return
+    path = Path(profile)
+    if not path.is_file():
+        raise ConfigError(f"codec profile {profile!r} does not exist: check --profile (splitinfer calibrate writes one).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"codec profile {profile!r} is not JSON ({exc}): pass a file `splitinfer calibrate` wrote.") from exc
+    if not isinstance(data, dict) or "quantizer" not in data:
+        raise ConfigError(f"{profile!r} is not a codec profile (no quantizer): pass a file `splitinfer calibrate` wrote.")
+    made_for = data.get("model")
+    if made_for not in (None, model):
+        raise ConfigError(f"the codec profile {profile!r} was made for model {made_for}, not {model}: pass "
+                          f"--model {made_for}, or calibrate a profile for {model}.")
+    profile_cut = data.get("cut")
+    if cut is not None and profile_cut is not None and str(profile_cut) != str(cut).removeprefix("layer"):
+        raise ConfigError(f"the codec profile {profile!r} was made for cut {profile_cut}, not {cut}: drop --cut to use "
+                          f"the profile's cut, or calibrate a profile for cut {cut}.")
+
+
+def check_weights_path(weights: str | None) -> None:
+    """A --weights path that is given must exist."""
+    if weights and not Path(weights).exists():
+        raise ConfigError(f"--weights {weights} does not exist: pass the weights file or the folder that holds it "
+                          "(or leave --weights unset to use $SPLITINFER_WEIGHTS_DIR, the cache or a download).")
+
+
+def check_model(model: str, weights: str | None, cut: str | None) -> None:
+    """The model is registered, its weights file is where --weights says, and the cut exists (no weights loaded)."""
+    from splitinfer.dnn import ModelError, get_spec
+    from splitinfer.dnn.weights import RemoteFile, resolve_file
+
+    try:
+        spec = get_spec(model)
+    except ModelError as exc:
+        raise ConfigError(f"--model: {exc}") from exc
+    if weights and isinstance(spec.weights, RemoteFile):
+        try:
+            resolve_file(spec.weights, weights, download=False)
+        except ModelError as exc:
+            raise ConfigError(f"--weights: {exc}") from exc
+    if cut is None or spec.family != "darknet":
+        return  # other families check the cut when the network is built, still before any frame is read
+    from splitinfer.dnn import registry
+    from splitinfer.dnn.darknet import DarknetNetwork
+    from splitinfer.dnn.darknet_cfg import parse_cfg
+
+    try:
+        cfg = registry._darknet_cfg_path(spec, weights, None, download=False)
+    except ModelError:
+        return  # no cfg on this machine yet: the load reports it (and may download it)
+    try:
+        DarknetNetwork(parse_cfg(cfg)).cut_index(cut)
+    except ModelError as exc:
+        raise ConfigError(f"--cut: {exc}") from exc
+
+
+def check_edge(settings: Any, *, connect_timeout_s: float, check_model_too: bool = True) -> None:
+    """Every check of an EdgeSettings that can run before the model loads; raises on the first problem."""
+    try:
+        check_source(settings.source)
+    except CaptureError as exc:
+        raise ConfigError(f"--source: {exc}") from exc
+    check_weights_path(settings.weights)
+    check_profile(settings.profile, settings.model, settings.cut)
+    if connect_timeout_s > 0:
+        check_cloud(settings.cloud, connect_timeout_s, settings.security)
+    if check_model_too:
+        check_model(settings.model, settings.weights, settings.cut)

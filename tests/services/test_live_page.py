@@ -1,0 +1,117 @@
+"""The live page (#12 item 5): a real edge streams to a real cloud; headless Chromium loads the page, the
+picture updates, and the screenshot it takes has real content. Also the page's endpoints over plain HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
+from splitinfer.services.edge.views import ViewRequest, build_views
+from tests.services.conftest import MODEL, PLAINTEXT, run, running_cloud
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOT = REPO / "docs" / "live-page.png"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars", "--window-size=1240,420")
+
+
+def chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("headless Chromium is absent (Debian: apt-get install -y chromium): the browser test needs it")
+
+
+async def _get(url: str) -> tuple[int, str, bytes]:
+    def fetch():
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers.get("Content-Type", ""), exc.read()
+    return await asyncio.get_running_loop().run_in_executor(None, fetch)
+
+
+async def _stream_with_page(engine, model, video, frames: int, visit) -> tuple:
+    """An edge (file read live, at its 10 fps) with the live page, while `visit(server)` runs against it."""
+    async with running_cloud(engine) as cloud:
+        settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{cloud.port}", stream_id="live-page",
+                                model=MODEL, mode="live", frames=frames, window=2)
+        views = build_views(ViewRequest(title="splitinfer edge (test)", preview_port=0))
+        server = views.servers[0]
+        pipeline = await asyncio.get_running_loop().run_in_executor(None, build_pipeline, settings, model)
+        ready = asyncio.Event()
+        edge = asyncio.create_task(run_edge(settings, views.sinks, pipeline=pipeline, servers=views.servers,
+                                            on_streamer=views.on_streamer, on_started=ready.set))
+        await asyncio.wait_for(ready.wait(), 60)
+        while server.frames.jpeg is None and not edge.done():
+            await asyncio.sleep(0.1)
+        seen = await visit(server)
+        stats = await edge
+        return seen, stats, server
+
+
+def test_the_page_endpoints_answer_and_only_them(engine, model, video) -> None:
+    async def visit(server):
+        base = server.url
+        page = await _get(base)
+        stats = await _get(base + "stats.json")
+        frame = await _get(base + "frame.jpg")
+        missing = await _get(base + "nothing")
+        return page, stats, frame, missing, server.host
+
+    (page, stats, frame, missing, host), result, _ = run(_stream_with_page(engine, model, video, 12, visit))
+    assert host == "127.0.0.1"  # loopback unless asked
+    assert page[0] == 200 and page[1].startswith("text/html") and b"/stream.mjpg" in page[2]
+    report = json.loads(stats[2])
+    assert stats[0] == 200 and report["now"]["frames"] >= 1
+    assert {"fps", "kbit_s", "bits_per_element", "latency_ms", "detections"} <= set(report["now"])
+    assert frame[0] == 200 and frame[1] == "image/jpeg" and frame[2][:2] == b"\xff\xd8"
+    assert missing[0] == 404
+    assert result.results == 12
+
+
+@pytest.mark.slow
+def test_headless_chromium_loads_the_page_and_the_picture_updates(engine, model, video) -> None:
+    browser = chromium()
+
+    async def visit(server):
+        profile = tempfile.mkdtemp(prefix="splitinfer-chromium-")
+        shot = Path(profile) / "shot.png"
+        command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                   "--timeout=6000", "--virtual-time-budget=6000", server.url]
+        parts_before = server.parts_sent
+        process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                       stderr=asyncio.subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(process.communicate(), 90)
+        try:
+            return shot.read_bytes() if shot.exists() else b"", server.parts_sent - parts_before, output.decode(
+                "utf-8", "replace")[-2000:]
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    (png, parts, log), _, server = run(_stream_with_page(engine, model, video, 120, visit), timeout=240)
+    assert png, f"Chromium wrote no screenshot:\n{log}"
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[1] >= 1000
+    # The picture area holds a real frame (many distinct colours), not a blank or an empty box.
+    picture = image[60:420, 12:650]
+    assert len(np.unique(picture.reshape(-1, 3), axis=0)) > 500, "the picture area of the screenshot is blank"
+    assert float(picture.std()) > 20.0
+    assert parts >= 2, f"the browser took {parts} MJPEG parts: the picture did not update\n{log}"
+    if os.environ.get("SPLITINFER_WRITE_SCREENSHOT"):  # refresh docs/live-page.png (README)
+        cv2.imwrite(str(SCREENSHOT), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
