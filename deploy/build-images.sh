@@ -6,6 +6,7 @@
 #   deploy/build-images.sh cloud|edge     build that target of deploy/Dockerfile
 #   deploy/build-images.sh check [IMAGE]  in the image: `splitinfer --help`, the service imports, and a cloud
 #                                         that loads the model and answers gRPC health SERVING
+#   deploy/build-images.sh weights        build deploy/Dockerfile.weights from WEIGHTS_DIR and list its files
 #   deploy/build-images.sh clean          remove the images this script made
 #
 # Settings (environment):
@@ -24,6 +25,8 @@ version="$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/pyproject.toml")"
 local_base="localhost/splitinfer-base:bookworm-py3.11"
 cloud_image="localhost/splitinfer:$version"
 edge_image="localhost/splitinfer-edge:$version"
+weights_image="localhost/splitinfer-weights:yolo-fastest-1.1"
+weights_dir="${WEIGHTS_DIR:-$repo/../shared/data/models/yolo-fastest-1.1}"
 export STORAGE_DRIVER=vfs BUILDAH_ISOLATION=chroot
 buildah=(buildah --storage-driver vfs)
 
@@ -124,8 +127,7 @@ sys.exit(0 if serving and code == 0 else 1)
 PY
 
 check_image() {
-    local image="$1" ctr weights
-    weights="${WEIGHTS_DIR:-$repo/../shared/data/models/yolo-fastest-1.1}"
+    local image="$1" ctr weights="$weights_dir"
     [ -f "$weights/yolo-fastest-1.1-xl.weights" ] || { echo "no weights in $weights: set WEIGHTS_DIR" >&2; exit 2; }
     ctr="$("${buildah[@]}" from "$image")"
     trap '"${buildah[@]}" rm "$ctr" >/dev/null' RETURN
@@ -139,13 +141,26 @@ print("uid", os.getuid(), "torch", torch.__version__, "opencv", cv2.__version__)
     "${run[@]}" python -c "$health_check"
 }
 
+# The weights image: the model files on a small base (the local one: any image with cp will do).
+build_weights() {
+    local ctr
+    [ -f "$weights_dir/yolo-fastest-1.1-xl.weights" ] || { echo "no weights in $weights_dir: set WEIGHTS_DIR" >&2; exit 2; }
+    "${buildah[@]}" bud --isolation chroot --layers=false \
+        --build-arg "BASE_IMAGE=${BASE_IMAGE:-busybox:1.37}" \
+        -f "$repo/deploy/Dockerfile.weights" -t "$weights_image" "$weights_dir"
+    ctr="$("${buildah[@]}" from "$weights_image")"
+    "${buildah[@]}" run --isolation chroot "$ctr" -- sh -c 'cd /weights && ls -l && sha256sum *'
+    "${buildah[@]}" rm "$ctr" >/dev/null
+}
+
 need buildah buildah
 case "${1:-}" in
     base) build_base ;;
     cloud) build_target cloud "$cloud_image" ;;
     edge) build_target edge "$edge_image" ;;
+    weights) build_weights ;;
     check) check_image "${2:-$cloud_image}" ;;
     clean)
-        "${buildah[@]}" rmi -f "$cloud_image" "$edge_image" "$local_base" 2>/dev/null || true ;;
-    *) sed -n '2,20p' "$0"; exit 2 ;;
+        "${buildah[@]}" rmi -f "$cloud_image" "$edge_image" "$weights_image" "$local_base" 2>/dev/null || true ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
 esac
