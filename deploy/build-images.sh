@@ -134,6 +134,9 @@ check_image() {
     local run=("${buildah[@]}" run --isolation chroot --volume "$weights:/weights:ro" "$ctr" --)
     echo "== splitinfer --help"
     "${run[@]}" splitinfer --help
+    echo "== splitinfer edge --help (the edge target runs the same environment)"
+    "${run[@]}" splitinfer edge --help >/dev/null
+    echo "edge --help: ok"
     echo "== imports, user, versions"
     "${run[@]}" python -c 'import os, cv2, torch, splitinfer.services.cloud.server, splitinfer.services.edge.app
 print("uid", os.getuid(), "torch", torch.__version__, "opencv", cv2.__version__)'

@@ -37,5 +37,5 @@ def test_built_cloud_image_starts_and_answers_health() -> None:
     result = subprocess.run([str(REPO / "deploy" / "build-images.sh"), "check", IMAGE], capture_output=True,
                             text=True, timeout=900, env={**os.environ, "WEIGHTS_DIR": str(weights)})
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    assert "usage: splitinfer" in result.stdout
+    assert "usage: splitinfer" in result.stdout and "edge --help: ok" in result.stdout
     assert "SERVING after" in result.stdout and "not SERVING" not in result.stdout

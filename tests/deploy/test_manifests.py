@@ -387,6 +387,7 @@ def test_dockerfile_installs_with_constraints_from_a_base_argument() -> None:
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
     assert {"cloud", "edge"} <= targets
     assert re.findall(r"^FROM \S+ AS (\S+)$", text, re.M)[-1] == "cloud", "the default target is the cloud"
+    assert not [cmd for cmd in re.findall(r"^CMD (.*)$", text, re.M) if "--display" in cmd], "no window unless asked"
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
