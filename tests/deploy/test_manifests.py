@@ -307,6 +307,7 @@ def test_autoscaler_scales_on_open_streams_served_by_the_adapter(overlay: Path) 
     docs = render(overlay)
     (hpa,) = of_kind(docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == workload(docs)["metadata"]["name"]
+    assert "replicas" not in workload(docs)["spec"], "the autoscaler owns the count; apply would reset it"
     (pods,) = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
     assert [m for m in hpa["spec"]["metrics"] if m["type"] == "Resource" and m["resource"]["name"] == "cpu"]
     name = pods["metric"]["name"]
