@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ OVERLAYS = sorted(p.parent for p in (KUBE / "overlays").glob("*/kustomization.ya
 CLOUD_OVERLAYS = [o for o in OVERLAYS if not o.name.startswith("edge")]
 EDGE_OVERLAYS = [o for o in OVERLAYS if o.name.startswith("edge")]
 ADAPTER = KUBE / "monitoring" / "prometheus-adapter"
+COMPONENTS = sorted(p.parent for p in (KUBE / "components").glob("*/kustomization.yaml"))
 KUBERNETES_VERSION = "1.33.0"
 SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor.monitoring.coreos.com_v1.json",
@@ -257,8 +259,11 @@ def test_network_policies_deny_by_default_and_open_only_named_ports(overlay: Pat
                                                                      pod["metadata"]["labels"])]
     assert any(set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"} for p in policies), "no default deny"
     container_ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
-    opened = {port["port"]: rule["from"] for p in policies for rule in p["spec"].get("ingress", [])
-              for port in rule["ports"]}
+    opened: dict[str, list[dict]] = {}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            for port in rule["ports"]:
+                opened.setdefault(port["port"], []).extend(rule["from"])
     assert set(opened) <= container_ports, "a policy opens a port that no container has"
     assert "health" not in opened, "only the kubelet (always allowed from the node) probes health"
     if "metrics" in opened:
@@ -268,6 +273,8 @@ def test_network_policies_deny_by_default_and_open_only_named_ports(overlay: Pat
                    for p in policies for rule in p["spec"].get("ingress", []) for peer in rule["from"]
                    if "ipBlock" in peer)
     assert anywhere == bool(externally), "gRPC is open to the internet exactly when a LoadBalancer exposes it"
+    if of_kind(docs, "Ingress"):
+        assert any("namespaceSelector" in peer for peer in opened.get("grpc", [])), "the controller is let in"
     if pod["metadata"]["labels"]["app.kubernetes.io/component"] == "edge":
         assert not opened, "nothing connects to an edge"
 
@@ -405,3 +412,38 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     path.write_text(unit.replace("/opt/splitinfer/bin/splitinfer", splitinfer))
     result = subprocess.run([analyze, "verify", "--man=no", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "splitinfer-edge" not in result.stderr, result.stderr
+
+
+def components_of(overlay: Path) -> set[Path]:
+    listed = yaml.safe_load((overlay / "kustomization.yaml").read_text()).get("components", [])
+    return {(overlay / c).resolve() for c in listed}
+
+
+def used_components() -> set[Path]:
+    return {component for overlay in OVERLAYS for component in components_of(overlay)}
+
+
+@pytest.mark.parametrize("component", [c for c in COMPONENTS if c.resolve() not in used_components()],
+                         ids=lambda p: p.name)
+def test_components_no_overlay_uses_compose_with_production(component: Path, tmp_path: Path) -> None:
+    """A component that no overlay lists is added to a copy of production, as a user would, and checked."""
+    production = KUBE / "overlays" / "production"
+    for item in production.iterdir():
+        shutil.copy(item, tmp_path / item.name)
+    kustomization = yaml.safe_load((production / "kustomization.yaml").read_text())
+
+    def moved(ref: str) -> str:
+        target = production / ref
+        return os.path.relpath(target.resolve(), tmp_path) if target.is_dir() else ref
+
+    kustomization["resources"] = [moved(r) for r in kustomization["resources"]]
+    kustomization["components"] = [moved(c) for c in kustomization["components"]]
+    kustomization["components"].append(os.path.relpath(component, tmp_path))
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    test_renders_and_validates_strictly(tmp_path)
+    test_standard_labels_and_selectors_that_catch_only_this_installation(tmp_path)
+    test_every_container_is_locked_down(tmp_path)
+    test_cloud_probes_use_the_plaintext_health_port(tmp_path)
+    test_cloud_serves_tls_from_a_secret_or_plaintext_explicitly(tmp_path)
+    test_network_policies_deny_by_default_and_open_only_named_ports(tmp_path)
+    test_containers_use_only_settings_of_their_command(tmp_path)
