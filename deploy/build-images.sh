@@ -40,7 +40,7 @@ default_mounts() {
         [ -e "$conf" ] && paths+=("$conf")
     done
     # Local indexes and wheel folders named in pip's configuration (file:///x/simple -> /x, /x -> /x).
-    for token in $(cat /etc/pip.conf /etc/xdg/pip/pip.conf 2>/dev/null | tr ' =' '\n\n'); do
+    for token in $(cat /etc/pip.conf /etc/xdg/pip/pip.conf 2>/dev/null | tr ' =' '\n'); do
         case "$token" in
             file:///*) token="${token#file://}"; token="${token%/simple}"; token="${token%/simple/}" ;;
             /*) ;;
