@@ -79,6 +79,7 @@ build_target() {
     "${buildah[@]}" bud --isolation chroot --layers=false --target "$target" \
         --build-arg "BASE_IMAGE=${BASE_IMAGE:-python:3.11-slim}" \
         --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-https://download.pytorch.org/whl/cpu}" \
+        --ignorefile "$repo/deploy/Dockerfile.dockerignore" \
         "${mounts[@]}" -f "$repo/deploy/Dockerfile" -t "$image" "$repo"
     echo "$image built in $(( $(date +%s) - started )) s"
     "${buildah[@]}" images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$image"

@@ -392,6 +392,10 @@ def test_dockerfile_installs_with_constraints_from_a_base_argument() -> None:
     tops = {Path(folder).parts[0] for folder in package_dirs.values()}
     copied = set(re.findall(r"^COPY (\S+) /src/\1$", text, re.M))
     assert tops <= copied, f"the image would miss {sorted(tops - copied)}"
+    ignore = (REPO / "deploy" / "Dockerfile.dockerignore").read_text().splitlines()
+    sent = {line[1:] for line in ignore if line.startswith("!")}
+    sources = {s for line in re.findall(r"^COPY (?!--from)(.*) \S+$", text, re.M) for s in line.split()}
+    assert sources <= sent, f"Dockerfile.dockerignore keeps {sorted(sources - sent)} out of the build context"
     targets = set(re.findall(r"^FROM \S+ AS (\S+)$", text, re.M))
     assert {"cloud", "edge"} <= targets
     assert re.findall(r"^FROM \S+ AS (\S+)$", text, re.M)[-1] == "cloud", "the default target is the cloud"
