@@ -42,13 +42,6 @@ STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.
 SELECTOR_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component")
 # Settings of issue #8 parts 3-4 (TLS, authorization, health port), built on main beside this work. Delete
 # each name here once `splitinfer config` lists it.
-ANNOUNCED = {
-    "cloud": {"SPLITINFER_TLS_CERT", "SPLITINFER_TLS_KEY", "SPLITINFER_TLS_CLIENT_CA", "SPLITINFER_PLAINTEXT",
-              "SPLITINFER_AUTH_TOKENS", "SPLITINFER_HEALTH_PORT", "SPLITINFER_REFLECTION",
-              "SPLITINFER_MAX_STREAMS_PER_IDENTITY"},
-    "edge": {"SPLITINFER_TLS_CA", "SPLITINFER_TLS_CERT", "SPLITINFER_TLS_KEY", "SPLITINFER_TOKEN_FILE",
-             "SPLITINFER_PLAINTEXT"},
-}
 READ_BY_WEIGHTS = {"SPLITINFER_CACHE_DIR", "SPLITINFER_WEIGHTS_DIR"}  # splitinfer.dnn.weights
 TRUE = {"1", "true", "yes", "on"}
 
@@ -89,7 +82,7 @@ def known_settings(command: str) -> set[str]:
     from splitinfer.cli import _commands
 
     (module,) = [m for m in _commands() if m.NAME == command]
-    return {option.env for option in module.OPTIONS} | ANNOUNCED[command] | READ_BY_WEIGHTS
+    return {option.env for option in module.OPTIONS} | READ_BY_WEIGHTS
 
 
 def option_default(command: str, env: str):
