@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import grpc
@@ -408,3 +409,43 @@ def test_the_frame_queue_is_bounded_in_bytes() -> None:
         return waited
 
     assert run(scenario())
+
+
+# -- 7. SIGTERM while an edge is still starting ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["importing", "loading the model", "reconnecting"])
+def test_sigterm_while_the_edge_starts_ends_it_cleanly(video, weights_dir, tmp_path, moment) -> None:
+    """Issue #13: SIGTERM before the edge streamed ended it with a bare 143 (or, while reconnecting, not at all
+    until the reconnect timeout); now a message and exit code 0, as a SIGTERM later does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.services.conftest import REPO, free_port
+
+    log = tmp_path / "edge.log"
+    waits_for = {"importing": None, "loading the model": "using the codec profile",
+                 "reconnecting": "reconnecting in"}[moment]
+    with open(log, "w") as sink:
+        edge = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "edge", "--source", str(video), "--cloud",
+                                 f"127.0.0.1:{free_port()}", "--weights", str(weights_dir), "--frames", "3",
+                                 "--reconnect-timeout", "300"], stdout=subprocess.DEVNULL, stderr=sink, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            deadline = time.monotonic() + 120
+            while waits_for and waits_for not in log.read_text():
+                assert edge.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            if not waits_for:
+                time.sleep(0.3)
+            edge.send_signal(signal.SIGTERM)
+            code = edge.wait(timeout=120)
+        finally:
+            edge.kill()
+            edge.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "stopped" in text and "Traceback" not in text, text
