@@ -145,12 +145,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 waited = time.perf_counter() - arrived
                 result = await loop.run_in_executor(
                     self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
-                result.stage_seconds["queue"] = waited
                 last_frame_id = max(last_frame_id, frame.frame_id)
-                self._count_ignored_stages(frame, result)
+                self.finish_result(frame, result, waited)
                 del frame, item  # the frame's bytes are not held while the result is sent
-                self._bound_result_size(result)
-                self._record(result)
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
@@ -264,6 +261,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     getter.cancel()
             if getter.done() and not getter.cancelled():
                 return queue.taken(getter.result())
+
+    def finish_result(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult,
+                      waited: float) -> None:
+        """The servicer's own part of answering a frame (after TailEngine.process): queue time, counting the
+        stage entries it ignored, the size bound and the metrics. Synchronous, so the fuzz harness runs it too."""
+        result.stage_seconds["queue"] = waited
+        self._count_ignored_stages(frame, result)
+        self._bound_result_size(result)
+        self._record(result)
 
     def _count_ignored_stages(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
         """Count the frame's edge_stage_seconds entries that the engine did not copy into the result."""
