@@ -169,10 +169,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _read_start(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext
                           ) -> inference_pb2.StreamStart:
         try:
-            first = await anext(aiter(request_iterator))
+            # A call that never says what it is holds a handler: it gets the idle timeout too.
+            first = await asyncio.wait_for(anext(aiter(request_iterator)), self.stream_idle_timeout_s or None)
         except StopAsyncIteration:
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
                          "message.", "NO_STREAM_START")
+        except asyncio.TimeoutError:
+            self.metrics.idle_streams.inc()
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
+                         "STREAM_IDLE")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
