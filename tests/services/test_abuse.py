@@ -23,7 +23,7 @@ from splitinfer.services.channel_options import channel_options
 from splitinfer.services.cloud.streams import peer_address
 from splitinfer.services.stages import STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
-from tests.services.conftest import MODEL, encoded_frames, run, running_cloud
+from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request, start
 
 # Growth of the resident set that any case below may cause (the label flood alone added ~90 MB before).
@@ -304,6 +304,32 @@ def _varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+def test_client_chosen_model_and_cut_strings_are_refused_briefly(engine, frames) -> None:
+    """A million-digit cut used to reach int() in the model's cut parser (ValueError: the handler crashed and the
+    client saw UNKNOWN); a long unknown model name was quoted whole in the status details. Another spelling of
+    a valid cut ("0080") is still accepted."""
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                refusals = []
+                for field, value in (("model", "x" * 1_000_000), ("cut", "0" * 1_000_000 + CUT)):
+                    stream = Stream(channel)
+                    await stream.send(start(stream_id=f"long-{field}", **{field: value}))
+                    refusals.append(await status_error(stream))
+                spelled = Stream(channel)
+                accepted = await spelled.open(stream_id="spelled", cut="00" + CUT)
+                await spelled.send(frame_request(frames[0], 0))
+                answer = (await spelled.receive()).result
+        return refusals, accepted, answer
+
+    refusals, accepted, answer = run(scenario())
+    for refusal in refusals:
+        assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION, refusal
+        assert len(refusal.details()) < 1024 and error_reason(refusal) == "UNKNOWN_MODEL_OR_CUT"
+    assert list(accepted.tensor_names) == [f"layer{CUT}"] and not answer.HasField("error")
 
 
 # -- 4. slot squatting ---------------------------------------------------------------------------------------
