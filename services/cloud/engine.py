@@ -90,7 +90,8 @@ class TailEngine:
                                                model=self.model_name)
         _copy_capture(frame.capture, result.capture)
         result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
-        result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
+        if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
+            result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
         try:
             if frame.frame_id <= previous_frame_id:
                 raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the previous "
