@@ -4,7 +4,8 @@
     └── ServiceError              a service could not start or a stream broke
         ├── StreamRejectedError   the cloud refused the stream (unknown model or cut, bad start message)
         ├── CloudUnavailableError the cloud could not be reached within the retry budget
-        └── CaptureError          a video source could not be opened or read
+        ├── CaptureError          a video source could not be opened or read
+        └── StartupInterrupted    SIGTERM or SIGINT arrived while the edge was still starting
 
 gRPC status codes are chosen only in the servicers; these are what Python callers catch.
 """
@@ -28,3 +29,7 @@ class CloudUnavailableError(ServiceError):
 
 class CaptureError(ServiceError):
     """A video source (camera index, file, RTSP or HTTP URL) could not be opened or read."""
+
+
+class StartupInterrupted(ServiceError):
+    """A stop signal arrived while the edge was still starting (loading the model): nothing was streamed."""

@@ -64,18 +64,23 @@ class TailEngine:
     def open_stream(self, model: str, cut: str) -> Any:
         """The Split for a stream's start message (empty cut: the model's default); LookupError if unknown."""
         if model != self.model_name:
-            raise LookupError(f"this cloud serves model {self.model_name!r}, not {model!r}: start the stream "
-                              f"with --model {self.model_name} or connect to a cloud that serves {model!r}.")
+            raise LookupError(f"this cloud serves model {self.model_name!r}, not {_quote(model)!r}: start the stream "
+                              f"with --model {self.model_name} or connect to a cloud that serves that model.")
         cut = cut or self.model.default_cut
+        if len(cut) > _QUOTE_CHARS:  # no cut name is that long; parsing one (a million digits) is work for nothing
+            raise LookupError(f"unknown cut {_quote(cut)!r} for {self.model_name}: cut names are short; list them "
+                              "with `splitinfer eval --list-models` or model.cuts().")
         with self._lock:
             split = self._splits.get(cut)
             if split is None:
                 try:
                     split = self.model.split(cut)
                 except ModelError as exc:
-                    raise LookupError(f"unknown cut {cut!r} for {self.model_name}: {exc}") from exc
-                self._splits[cut] = split
-                self._splits[split.cut] = split
+                    raise LookupError(f"unknown cut {_quote(cut)!r} for {self.model_name}: "
+                                      f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
+                # Cached under its canonical name only: spellings a client chooses ("0080", "layer80") would
+                # otherwise grow the cache without bound.
+                split = self._splits.setdefault(split.cut, split)
         return split
 
     def process(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
@@ -85,7 +90,8 @@ class TailEngine:
                                                model=self.model_name)
         _copy_capture(frame.capture, result.capture)
         result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
-        result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
+        if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
+            result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
         try:
             if frame.frame_id <= previous_frame_id:
                 raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the previous "

@@ -55,7 +55,7 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub
-from splitinfer.services.stages import STAGES
+from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.cloud")
@@ -161,12 +161,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 waited = time.perf_counter() - arrived
                 result = await loop.run_in_executor(
                     self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
-                result.stage_seconds["queue"] = waited
                 last_frame_id = max(last_frame_id, frame.frame_id)
-                self._count_ignored_stages(frame, result)
+                self.finish_result(frame, result, waited)
                 del frame, item  # the frame's bytes are not held while the result is sent
-                self._bound_result_size(result)
-                self._record(result)
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
@@ -188,10 +185,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _read_start(self, request_iterator: AsyncIterator, context: grpc.aio.ServicerContext
                           ) -> inference_pb2.StreamStart:
         try:
-            first = await anext(aiter(request_iterator))
+            # A call that never says what it is holds a handler: it gets the idle timeout too.
+            first = await asyncio.wait_for(anext(aiter(request_iterator)), self.stream_idle_timeout_s or None)
         except StopAsyncIteration:
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
                          "message.", "NO_STREAM_START")
+        except asyncio.TimeoutError:
+            self.metrics.idle_streams.inc()
+            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                         f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
+                         "STREAM_IDLE")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
@@ -310,11 +313,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if getter.done() and not getter.cancelled():
                 return queue.taken(getter.result())
 
+    def finish_result(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult,
+                      waited: float) -> None:
+        """The servicer's own part of answering a frame (after TailEngine.process): queue time, counting the
+        stage entries it ignored, the size bound and the metrics. Synchronous, so the fuzz harness runs it too."""
+        result.stage_seconds["queue"] = waited
+        self._count_ignored_stages(frame, result)
+        self._bound_result_size(result)
+        self._record(result)
+
     def _count_ignored_stages(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
         """Count the frame's edge_stage_seconds entries that the engine did not copy into the result."""
         reported = len(frame.edge_stage_seconds)
         if reported:
-            kept = sum(1 for name in frame.edge_stage_seconds if name in result.stage_seconds)
+            # The result's edge stages all came from this frame; counting them, not the frame's map, costs O(1).
+            kept = sum(1 for name in EDGE_STAGES if name in result.stage_seconds)
             if reported > kept:
                 self.metrics.ignored_stage_entries.inc(reported - kept)
 

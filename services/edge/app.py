@@ -22,6 +22,7 @@ from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
 from splitinfer.codec import CodecProfile
 from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
+from splitinfer.services.errors import StartupInterrupted
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -111,32 +112,55 @@ async def run_edge(
     """Stream `settings.source` to the cloud until it ends; every result goes to each sink in turn.
 
     `servers` (the live page, /metrics: objects with async start() and stop()) run on this loop meanwhile;
-    `on_started` is called once they listen.
+    `on_started` is called once they listen. With handle_signals, SIGINT and SIGTERM stop the edge gracefully
+    from the start: while the model loads, StartupInterrupted is raised (nothing was streamed); later, frames
+    already sent still get their results.
     """
     loop = asyncio.get_running_loop()
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge") as executor:
-        if pipeline is None:
-            pipeline = await loop.run_in_executor(executor, build_pipeline, settings)
-        grabber = build_grabber(settings)
+    stop_requested = asyncio.Event()
+    streamers: list[EdgeStreamer] = []
 
-        def deliver(outcome: FrameOutcome) -> None:
-            for sink in sinks:
-                sink(outcome)
+    def on_signal(name: str) -> None:
+        if not stop_requested.is_set():
+            log.info("%s received: stopping", name)
+        stop_requested.set()
+        for streamer in streamers:
+            streamer.stop()
 
-        config = StreamerConfig(cloud=settings.cloud, stream_id=settings.stream_id or default_stream_id(settings.source),
-                                security=settings.security,
-                                window=settings.window, max_message_bytes=settings.max_message_bytes,
-                                give_up_after_s=settings.give_up_after_s, max_results=settings.frames or None)
-        streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor)
-        if on_streamer is not None:
-            on_streamer(streamer)
-        if handle_signals:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, streamer.stop)
-        log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
-                 settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
-        started: list[Any] = []
-        try:
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+    started: list[Any] = []
+    try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge") as executor:
+            if pipeline is None:
+                building = loop.run_in_executor(executor, build_pipeline, settings)
+                stopper = asyncio.ensure_future(stop_requested.wait())
+                await asyncio.wait({building, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if not building.done():
+                    building.add_done_callback(lambda f: f.exception())  # the load finishes in its thread, unread
+                    raise StartupInterrupted("stopped by a signal while loading the model; nothing was streamed.")
+                pipeline = building.result()
+            grabber = build_grabber(settings)
+
+            def deliver(outcome: FrameOutcome) -> None:
+                for sink in sinks:
+                    sink(outcome)
+
+            config = StreamerConfig(cloud=settings.cloud,
+                                    stream_id=settings.stream_id or default_stream_id(settings.source),
+                                    security=settings.security, window=settings.window,
+                                    max_message_bytes=settings.max_message_bytes,
+                                    give_up_after_s=settings.give_up_after_s, max_results=settings.frames or None)
+            streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor)
+            streamers.append(streamer)
+            if stop_requested.is_set():
+                raise StartupInterrupted("stopped by a signal while starting; nothing was streamed.")
+            if on_streamer is not None:
+                on_streamer(streamer)
+            log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
+                     settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
             for server in servers:
                 await server.start()
                 started.append(server)
@@ -144,10 +168,9 @@ async def run_edge(
                 on_started()
             with grabber:
                 return await streamer.run()
-        finally:
-            for server in reversed(started):
-                await server.stop()
-            if handle_signals:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-
+    finally:
+        for server in reversed(started):
+            await server.stop()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
@@ -260,10 +261,16 @@ class EdgeStreamer:
             delay *= random.uniform(0.5, 1.0)
             if retry_after_s is not None:
                 delay = max(delay, retry_after_s)
+            if self._stopping:
+                log.warning("stream %s: stopped while not connected (%s); %d frame(s) without a result",
+                            self.config.stream_id, reason, len(self._pending))
+                return
             attempt += 1
             self.stats.reconnects += 1
             log.warning("stream %s: %s; reconnecting in %.2f s", self.config.stream_id, reason, delay)
-            await asyncio.sleep(delay)
+            self._window_changed.clear()
+            with contextlib.suppress(asyncio.TimeoutError):  # stop() cuts the wait short
+                await asyncio.wait_for(self._window_changed.wait(), delay)
 
     async def _open(self, call: grpc.aio.StreamStreamCall) -> None:
         start = self.pipeline.start_message(self.config.stream_id)

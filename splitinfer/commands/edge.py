@@ -93,7 +93,28 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
     return EdgeSettings(**values)
 
 
+def _stop_while_starting(signum: int, frame: object) -> None:
+    """SIGTERM before the event loop handles signals (imports, model load): a clean stop, not a bare exit 143."""
+    from splitinfer.services.errors import StartupInterrupted
+
+    raise StartupInterrupted("stopped by SIGTERM while starting; nothing was streamed.")
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
+    import sys
+
+    from splitinfer.services.errors import StartupInterrupted
+
+    signal.signal(signal.SIGTERM, _stop_while_starting)
+    try:
+        return _run(args)
+    except StartupInterrupted as exc:
+        print(f"splitinfer edge: {exc}", file=sys.stderr, flush=True)
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 import grpc
@@ -22,7 +23,7 @@ from splitinfer.services.channel_options import channel_options
 from splitinfer.services.cloud.streams import peer_address
 from splitinfer.services.stages import STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
-from tests.services.conftest import MODEL, PLAINTEXT, encoded_frames, run, running_cloud
+from tests.services.conftest import CUT, MODEL, PLAINTEXT, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request, start
 
 # Growth of the resident set that any case below may cause (the label flood alone added ~90 MB before).
@@ -313,6 +314,32 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def test_client_chosen_model_and_cut_strings_are_refused_briefly(engine, frames) -> None:
+    """A million-digit cut used to reach int() in the model's cut parser (ValueError: the handler crashed and the
+    client saw UNKNOWN); a long unknown model name was quoted whole in the status details. Another spelling of
+    a valid cut ("0080") is still accepted."""
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                refusals = []
+                for field, value in (("model", "x" * 1_000_000), ("cut", "0" * 1_000_000 + CUT)):
+                    stream = Stream(channel)
+                    await stream.send(start(stream_id=f"long-{field}", **{field: value}))
+                    refusals.append(await status_error(stream))
+                spelled = Stream(channel)
+                accepted = await spelled.open(stream_id="spelled", cut="00" + CUT)
+                await spelled.send(frame_request(frames[0], 0))
+                answer = (await spelled.receive()).result
+        return refusals, accepted, answer
+
+    refusals, accepted, answer = run(scenario())
+    for refusal in refusals:
+        assert refusal.code() == grpc.StatusCode.FAILED_PRECONDITION, refusal
+        assert len(refusal.details()) < 1024 and error_reason(refusal) == "UNKNOWN_MODEL_OR_CUT"
+    assert list(accepted.tensor_names) == [f"layer{CUT}"] and not answer.HasField("error")
+
+
 # -- 4. slot squatting ---------------------------------------------------------------------------------------
 
 
@@ -324,7 +351,8 @@ def test_idle_streams_are_ended_with_stream_idle_and_free_their_slots(engine, fr
                     squatters = [Stream(channel) for _ in range(2)]
                     for i, squatter in enumerate(squatters):
                         await squatter.open(stream_id=f"squatter-{i}")
-                    errors = [await status_error(squatter) for squatter in squatters]
+                    silent = Stream(channel)  # never sends its StreamStart
+                    errors = [await status_error(stream) for stream in (*squatters, silent)]
                     await settle(server, 1)
                     newcomer = Stream(channel)
                     await newcomer.open(stream_id="newcomer")
@@ -339,7 +367,7 @@ def test_idle_streams_are_ended_with_stream_idle_and_free_their_slots(engine, fr
     for error in errors:
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "--stream-idle-timeout" in error.details()
         assert error_reason(error) == "STREAM_IDLE"
-    assert not answer.HasField("error") and idle_count == 2
+    assert not answer.HasField("error") and idle_count == 3
 
 
 def test_streams_from_one_address_are_capped_and_a_takeover_is_not_a_new_stream(engine, frames) -> None:
@@ -416,3 +444,43 @@ def test_the_frame_queue_is_bounded_in_bytes() -> None:
         return waited
 
     assert run(scenario())
+
+
+# -- 7. SIGTERM while an edge is still starting ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["importing", "loading the model", "reconnecting"])
+def test_sigterm_while_the_edge_starts_ends_it_cleanly(video, weights_dir, tmp_path, moment) -> None:
+    """Issue #13: SIGTERM before the edge streamed ended it with a bare 143 (or, while reconnecting, not at all
+    until the reconnect timeout); now a message and exit code 0, as a SIGTERM later does."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.services.conftest import REPO, free_port
+
+    log = tmp_path / "edge.log"
+    waits_for = {"importing": None, "loading the model": "using the codec profile",
+                 "reconnecting": "reconnecting in"}[moment]
+    with open(log, "w") as sink:
+        edge = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "edge", "--source", str(video), "--cloud",
+                                 f"127.0.0.1:{free_port()}", "--weights", str(weights_dir), "--frames", "3",
+                                 "--reconnect-timeout", "300"], stdout=subprocess.DEVNULL, stderr=sink, cwd=REPO,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            deadline = time.monotonic() + 120
+            while waits_for and waits_for not in log.read_text():
+                assert edge.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.02)
+            if not waits_for:
+                time.sleep(0.3)
+            edge.send_signal(signal.SIGTERM)
+            code = edge.wait(timeout=120)
+        finally:
+            edge.kill()
+            edge.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "stopped" in text and "Traceback" not in text, text
