@@ -59,8 +59,13 @@ def derived_packages() -> list[str]:
     return sorted(found)
 
 
+# Folders inside a package folder that are not part of the package: examples in other languages (a Node.js
+# decoder and consumer under clients/examples/), run from the checkout, never imported.
+NOT_SHIPPED = {"__pycache__", "examples", "node_modules"}
+
+
 def package_files(package: str) -> dict[str, Path]:
-    """The files a package's folder holds (data subfolders included, subpackages not), by their path in a wheel."""
+    """The files a package's folder holds (data subfolders included, subpackages and NOT_SHIPPED not), by wheel path."""
     root = package_folder(package)
     files: dict[str, Path] = {}
     pending = [root]
@@ -68,7 +73,7 @@ def package_files(package: str) -> dict[str, Path]:
         folder = pending.pop()
         for path in sorted(folder.iterdir()):
             if path.is_dir():
-                if path.name != "__pycache__" and not (path / "__init__.py").exists():
+                if path.name not in NOT_SHIPPED and not (path / "__init__.py").exists():
                     pending.append(path)
             elif path.suffix not in CACHE_SUFFIXES:
                 files["/".join((*package.split("."), *path.relative_to(root).parts))] = path
