@@ -67,19 +67,13 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.services.demo import DemoOptions, run_demo
 
     from splitinfer.channel_security import ChannelSecurity
-    from splitinfer.services.edge.capture import CaptureError, check_source
-    from splitinfer.services.edge.preflight import check_profile, check_weights_path
+    from splitinfer.services.edge.preflight import check_edge
     from splitinfer.services.edge.views import ViewRequest
 
     # Edge and cloud meet on 127.0.0.1 inside this command: plaintext never leaves the machine.
     edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0,
                               security=ChannelSecurity(plaintext=True))
-    try:
-        check_source(edge.source)
-    except CaptureError as exc:
-        raise ConfigError(f"--source: {exc}") from exc
-    check_weights_path(edge.weights)
-    check_profile(edge.profile, edge.model, edge.cut)
+    check_edge(edge, connect_timeout_s=0, check_model_too=False)  # the demo starts its own cloud
     view = ViewRequest.from_args(args, "splitinfer demo", preview=args.preview)
     options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl, view=view)
     return asyncio.run(run_demo(options))
