@@ -11,6 +11,7 @@ exception but CodecError (and protobuf's DecodeError for unparsable bytes) is a 
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 import tempfile
@@ -44,11 +45,8 @@ def _raw(data: bytes) -> None:
     shape = struct.unpack(f"<{rank}H", data[3:dims_end])
     payload = data[dims_end:]
     reference = None
-    if coder_value == Coder.TEMPORAL_CONTEXTS and levels >= 2:
-        try:
-            reference = np.zeros(shape, np.uint8) if np.prod(shape, dtype=np.int64) <= LIMITS.max_elements else None
-        except ValueError:
-            reference = None
+    if coder_value == Coder.TEMPORAL_CONTEXTS and math.prod(shape) <= LIMITS.max_elements:
+        reference = np.zeros(shape, np.uint8)  # the decoder checks the shape; the reference only has to match it
     try:
         levels_out = decode_indices(payload, shape, levels, coder_value, reference=reference, limits=LIMITS)
     except CodecError:
