@@ -11,6 +11,7 @@ exception but CodecError (and protobuf's DecodeError for unparsable bytes) is a 
 
 from __future__ import annotations
 
+import math
 import struct
 import sys
 import tempfile
@@ -44,11 +45,9 @@ def _raw(data: bytes) -> None:
     shape = struct.unpack(f"<{rank}H", data[3:dims_end])
     payload = data[dims_end:]
     reference = None
-    if coder_value == Coder.TEMPORAL_CONTEXTS and levels >= 2:
-        try:
-            reference = np.zeros(shape, np.uint8) if np.prod(shape, dtype=np.int64) <= LIMITS.max_elements else None
-        except ValueError:
-            reference = None
+    # numpy cannot even hold a zero-size shape whose other dimensions overflow: size it as check_shape does.
+    if coder_value == Coder.TEMPORAL_CONTEXTS and math.prod(d for d in shape if d) <= LIMITS.max_elements:
+        reference = np.zeros(shape, np.uint8)  # the decoder checks the shape; the reference only has to match it
     try:
         levels_out = decode_indices(payload, shape, levels, coder_value, reference=reference, limits=LIMITS)
     except CodecError:
@@ -84,10 +83,13 @@ def test_one_input(data: bytes) -> None:
 
 def main(argv: list[str]) -> None:
     corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
-    if not corpus:  # no folder given: seed a temporary one from the real activations
+    if corpus and Path(corpus[0]).is_file():  # replaying inputs (e.g. a crash file): no corpus to seed
+        corpus = []
+    elif not corpus:  # no folder given: seed a temporary one from the real activations
         corpus = [tempfile.mkdtemp(prefix="fuzz-decoder-")]
         argv = [*argv, corpus[0]]
-    seed_if_empty("decoder", Path(corpus[0]))
+    if corpus:
+        seed_if_empty("decoder", Path(corpus[0]))
     atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
 

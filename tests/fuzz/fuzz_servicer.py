@@ -88,10 +88,13 @@ class Harness:
 
 def main(argv: list[str]) -> None:
     corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
-    if not corpus:
+    if corpus and Path(corpus[0]).is_file():  # replaying inputs (e.g. a crash file): no corpus to seed
+        corpus = []
+    elif not corpus:  # no folder given: seed a temporary one from the real activations
         corpus = [tempfile.mkdtemp(prefix="fuzz-servicer-")]
         argv = [*argv, corpus[0]]
-    seed_if_empty("servicer", Path(corpus[0]))
+    if corpus:
+        seed_if_empty("servicer", Path(corpus[0]))
     harness = Harness()
     atheris.Setup(argv, harness.one_input)
     atheris.Fuzz()
