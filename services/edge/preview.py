@@ -20,12 +20,13 @@ import logging
 import time
 
 from splitinfer.services.edge.client import FrameOutcome
+from splitinfer.services.http_endpoint import HttpEndpoint, Request, send
 from splitinfer.services.edge.live import LiveStats
 from splitinfer.services.edge.output import draw_detections
 
 log = logging.getLogger("splitinfer.edge.preview")
 BOUNDARY = b"splitinferframe"
-_MAX_REQUEST_BYTES = 8192
+_NO_CACHE = b"Cache-Control: no-cache\r\n"
 
 
 class PreviewSink:
@@ -68,26 +69,18 @@ class PreviewSink:
             return self.sequence, self.jpeg
 
 
-class PreviewServer:
+class PreviewServer(HttpEndpoint):
     """A small HTTP server for the live page; at most `max_viewers` picture streams at once."""
 
     def __init__(self, frames: PreviewSink, live: LiveStats, host: str = "127.0.0.1", port: int = 0, *,
                  title: str = "splitinfer edge", max_viewers: int = 8) -> None:
+        super().__init__(host, port)
         self.frames = frames
         self.live = live
-        self.host = host
-        self._port = port
         self.title = title
         self.max_viewers = max_viewers
         self.viewers = 0
         self.parts_sent = 0  # JPEG parts written to /stream.mjpg viewers (the picture updating, counted)
-        self._server: asyncio.Server | None = None
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the preview server is not started")
-        return self._server.sockets[0].getsockname()[1]
 
     @property
     def url(self) -> str:
@@ -95,56 +88,37 @@ class PreviewServer:
         return f"http://{'127.0.0.1' if self.host in ('', '0.0.0.0') else host}:{self.port}/"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self._port)
+        await super().start()
         log.info("live page at %s", self.url)
 
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            parts = head.split(b"\r\n", 1)[0].split(b" ")
-            if len(head) > _MAX_REQUEST_BYTES or len(parts) != 3:
-                await _send(writer, b"400 Bad Request", b"text/plain", b"bad request\n")
-                return
-            method, path = parts[0], parts[1].split(b"?", 1)[0]
-            if method != b"GET":
-                await _send(writer, b"405 Method Not Allowed", b"text/plain", b"only GET\n")
-            elif path == b"/":
-                await _send(writer, b"200 OK", b"text/html; charset=utf-8", _page(self.title))
-            elif path == b"/stats.json":
-                await _send(writer, b"200 OK", b"application/json", json.dumps(self.live.report()).encode())
-            elif path == b"/frame.jpg":
-                if self.frames.jpeg is None:
-                    await _send(writer, b"503 Service Unavailable", b"text/plain", b"no frame yet\n")
-                else:
-                    await _send(writer, b"200 OK", b"image/jpeg", self.frames.jpeg)
-            elif path == b"/stream.mjpg":
-                await self._stream(writer)
+    async def answer(self, request: Request, writer: asyncio.StreamWriter) -> None:
+        if request.method != b"GET":
+            await send(writer, b"405 Method Not Allowed", b"only GET\n", extra=b"Allow: GET\r\n")
+        elif request.path == b"/":
+            await send(writer, b"200 OK", _page(self.title), content_type=b"text/html; charset=utf-8", extra=_NO_CACHE)
+        elif request.path == b"/stats.json":
+            await send(writer, b"200 OK", json.dumps(self.live.report()).encode(), content_type=b"application/json",
+                       extra=_NO_CACHE)
+        elif request.path == b"/frame.jpg":
+            if self.frames.jpeg is None:
+                await send(writer, b"503 Service Unavailable", b"no frame yet\n")
             else:
-                await _send(writer, b"404 Not Found", b"text/plain", b"not found\n")
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            try:
-                await writer.wait_closed()
-            except ConnectionError:
-                pass
+                await send(writer, b"200 OK", self.frames.jpeg, content_type=b"image/jpeg", extra=_NO_CACHE)
+        elif request.path == b"/stream.mjpg":
+            await self._stream(writer)
+        else:
+            await send(writer, b"404 Not Found", b"not found\n")
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
         if self.viewers >= self.max_viewers:
-            await _send(writer, b"503 Service Unavailable", b"text/plain", b"too many viewers\n")
+            await send(writer, b"503 Service Unavailable", b"too many viewers\n")
             return
         self.viewers += 1
         try:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=" + BOUNDARY
                          + b"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n")
             sequence = 0
-            while self._server is not None:
+            while self.serving:
                 sequence, jpeg = await self.frames.next_frame(sequence, timeout=1.0)
                 if jpeg is None:
                     continue
@@ -154,12 +128,6 @@ class PreviewServer:
                 self.parts_sent += 1
         finally:
             self.viewers -= 1
-
-
-async def _send(writer: asyncio.StreamWriter, status: bytes, content_type: bytes, body: bytes) -> None:
-    writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type + b"\r\nContent-Length: "
-                 + str(len(body)).encode() + b"\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n" + body)
-    await writer.drain()
 
 
 def _page(title: str) -> bytes:
