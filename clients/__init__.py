@@ -3,7 +3,7 @@
     from splitinfer.clients import ResultSubscriber, subscribe, result_to_dict, coco_results
 """
 
-from splitinfer.clients._results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
+from splitinfer.results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
 from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
 
 __all__ = [

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
-from splitinfer.services.errors import CloudUnavailableError, ServiceError
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from splitinfer.errors import CloudUnavailableError, ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 SERVICE_NAME = "splitinfer.v1.InferenceService"

@@ -3,7 +3,7 @@
 A JSON line per frame: stream_id, frame_id, capture_time (ISO 8601, UTC), model, width, height,
 detections [{x1, y1, x2, y2 (source pixels), class_id, label, score}] (empty when the cloud could not
 process the frame, which then carries `error` {code, message, intra_frame_requested}), payload_bytes,
-elements, stage_seconds and latency_s (splitinfer.clients.result_to_dict plus the edge's latency).
+elements, stage_seconds and latency_s (splitinfer.results.result_to_dict plus the edge's latency).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import TextIO
 
 import numpy as np
 
-from splitinfer.clients import result_to_dict
+from splitinfer.errors import ServiceError
+from splitinfer.results import result_to_dict
 from splitinfer.services.edge.client import FrameOutcome
-from splitinfer.services.errors import ServiceError
 
 
 def outcome_to_dict(outcome: FrameOutcome) -> dict:

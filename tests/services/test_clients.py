@@ -38,3 +38,31 @@ def test_coco_results_use_coco_category_ids_and_xywh_boxes() -> None:
     assert len(COCO_CATEGORY_IDS) == 80 and COCO_CATEGORY_IDS[79] == 90
     assert items[0] == {"image_id": 7, "category_id": 1, "bbox": [10, 20, 100, 200], "score": 0.9}
     assert items[1]["category_id"] == 90
+
+
+def _imported_modules(folder: str) -> set[str]:
+    import ast
+    from pathlib import Path
+
+    names = set()
+    for path in (Path(__file__).resolve().parents[2] / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_clients_and_services_do_not_import_each_other() -> None:
+    assert not {m for m in _imported_modules("clients") if m.startswith("splitinfer.services")}
+    assert not {m for m in _imported_modules("services") if m.startswith("splitinfer.clients")}
+
+
+def test_the_old_import_paths_of_the_shared_basics_still_work() -> None:
+    from splitinfer import channel_options, errors
+    from splitinfer.services import channel_options as old_options
+    from splitinfer.services import errors as old_errors
+
+    assert old_options.channel_options is channel_options.channel_options
+    assert old_errors.ServiceError is errors.ServiceError

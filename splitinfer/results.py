@@ -1,4 +1,5 @@
-"""Inference results as plain data: JSON-lines records and COCO results JSON."""
+"""Inference results as plain data: JSON-lines records and COCO results JSON (used by the edge, watch and the
+clients, so it lives below services and clients)."""
 
 from __future__ import annotations
 
