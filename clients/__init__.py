@@ -3,8 +3,17 @@
     from splitinfer.clients import ResultSubscriber, subscribe, result_to_dict, coco_results
 """
 
-from splitinfer.results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
 from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
+from splitinfer.results import (
+    COCO_CATEGORY_IDS,
+    capture_time_iso,
+    coco_image_ids,
+    coco_results,
+    result_from_dict,
+    result_to_dict,
+    result_to_json,
+    to_cloudevent,
+)
 
 __all__ = [
     "COCO_CATEGORY_IDS",
@@ -12,7 +21,11 @@ __all__ = [
     "SubscribedResult",
     "capture_time_iso",
     "check_health",
+    "coco_image_ids",
     "coco_results",
+    "result_from_dict",
     "result_to_dict",
+    "result_to_json",
     "subscribe",
+    "to_cloudevent",
 ]

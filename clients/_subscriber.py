@@ -21,6 +21,8 @@ class SubscribedResult:
 
     result: inference_pb2.InferenceResult
     dropped: int
+    # The result's position: pass it as `after_sequence` to resume after it.
+    sequence: int = 0
 
 
 def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
@@ -85,22 +87,23 @@ class ResultSubscriber:
             raise ServiceError("use `async with ResultSubscriber(...)` before iterating over it.")
         try:
             async for response in self._call:
-                yield SubscribedResult(response.result, response.dropped)
+                yield SubscribedResult(response.result, response.dropped, response.sequence)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.CANCELLED and self._call is None:
                 return
             raise _wrap(exc, self.cloud) from exc
 
 
-def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | None = None,
+def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | None = None, after_sequence: int = 0,
               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[SubscribedResult]:
     """Blocking iterator over a cloud's results (ends when the cloud ends the subscription or `timeout` passes)."""
     with grpc.insecure_channel(cloud, options=channel_options(max_message_bytes)) as channel:
         stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=list(stream_ids)), timeout=timeout)
+        call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=list(stream_ids),
+                                                             after_sequence=after_sequence), timeout=timeout)
         try:
             for response in call:
-                yield SubscribedResult(response.result, response.dropped)
+                yield SubscribedResult(response.result, response.dropped, response.sequence)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
                 return

@@ -1,12 +1,31 @@
-"""Inference results as plain data: JSON-lines records and COCO results JSON (used by the edge, watch and the
-clients, so it lives below services and clients)."""
+"""Inference results as data: the one JSON form (protobuf's JSON mapping), CloudEvents and COCO results JSON.
+
+Used by the edge's JSON lines, `splitinfer watch`, the results bus and the Python clients, so it lives
+below services and clients. The JSON form is `google.protobuf.json_format.MessageToDict` of an
+`InferenceResult` with the proto field names and every field without presence printed (so a record
+always carries `detections`, even empty); uint64 fields (frame_id, payload_bytes, elements) are decimal
+strings and timestamps RFC 3339, as the mapping prescribes. docs/RESULTS_SCHEMA.md describes it and
+docs/inference_result.schema.json is its JSON Schema.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
+from typing import Any
+
+from google.protobuf import json_format
 
 from splitinfer.v1 import inference_pb2
+
+# The proto message, hence the schema version: a breaking change means splitinfer.v2.
+RESULT_TYPE = inference_pb2.InferenceResult.DESCRIPTOR.full_name
+SCHEMA_ID = "urn:splitinfer:schema:v1:inference-result"
+CLOUDEVENTS_TYPE = "io.splitinfer.v1.InferenceResult"
+PROTOBUF_CONTENT_TYPE = f"application/protobuf; proto={RESULT_TYPE}"
+# Fields a JSON line may carry beside the result's own: who adds them is said in docs/RESULTS_SCHEMA.md.
+ANNOTATIONS = {"latency_s": "edge", "dropped_before": "watch", "sequence": "watch"}
 
 # Darknet/YOLO class index i is the i-th of the sorted COCO category ids.
 COCO_CATEGORY_IDS = (
@@ -25,42 +44,72 @@ def capture_time_iso(result: inference_pb2.InferenceResult) -> str | None:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def result_to_dict(result: inference_pb2.InferenceResult) -> dict:
-    """One frame's result as a JSON-ready dict (the JSON-lines format of `splitinfer edge` and `watch`)."""
-    record: dict = {
-        "stream_id": result.stream_id,
-        "frame_id": result.frame_id,
-        "capture_time": capture_time_iso(result),
-        "model": result.model,
-        "width": result.capture.image_width,
-        "height": result.capture.image_height,
-        "detections": [
-            {"x1": round(d.x1, 2), "y1": round(d.y1, 2), "x2": round(d.x2, 2), "y2": round(d.y2, 2),
-             "class_id": d.class_id, "label": d.label, "score": round(d.score, 4)}
-            for d in result.detections
-        ],
+def result_id(result: inference_pb2.InferenceResult) -> str:
+    """The result's id, `<stream_id>/<frame_id>`: unique per frame, used to deduplicate on the bus."""
+    return f"{result.stream_id}/{result.frame_id}"
+
+
+def result_to_dict(result: inference_pb2.InferenceResult) -> dict[str, Any]:
+    """One frame's result in the JSON form (protobuf JSON mapping, proto field names, every field printed)."""
+    return json_format.MessageToDict(result, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def result_from_dict(record: Mapping[str, Any]) -> inference_pb2.InferenceResult:
+    """The result back from its JSON form; annotations (latency_s, dropped_before, sequence) are ignored."""
+    fields = {k: v for k, v in record.items() if k not in ANNOTATIONS}
+    return json_format.ParseDict(fields, inference_pb2.InferenceResult())
+
+
+def result_to_json(result: inference_pb2.InferenceResult, **annotations: Any) -> str:
+    """One JSON line: the result's JSON form plus annotations (see ANNOTATIONS), compact, no newline."""
+    unknown = set(annotations) - set(ANNOTATIONS)
+    if unknown:
+        raise ValueError(f"unknown annotations {sorted(unknown)}; the schema allows {sorted(ANNOTATIONS)}")
+    record = result_to_dict(result)
+    record.update(annotations)
+    return json.dumps(record, separators=(",", ":"))
+
+
+def to_cloudevent(result: inference_pb2.InferenceResult, source: str) -> dict[str, Any]:
+    """The result as a CloudEvents 1.0 event in structured JSON mode (the bus's JSON variant)."""
+    event: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": result_id(result),
+        "source": source,
+        "type": CLOUDEVENTS_TYPE,
+        "subject": result.stream_id,
+        "datacontenttype": "application/json",
+        "dataschema": SCHEMA_ID,
     }
-    if result.classes:
-        record["classes"] = [{"class_id": c.class_id, "label": c.label, "score": round(c.score, 4)}
-                             for c in result.classes]
-    if result.HasField("error"):
-        record["error"] = {"code": result.error.code, "message": result.error.message,
-                           "intra_frame_requested": result.error.intra_frame_requested}
-    record["payload_bytes"] = result.payload_bytes
-    record["elements"] = result.elements
-    record["stage_seconds"] = {k: round(v, 6) for k, v in sorted(result.stage_seconds.items())}
-    return record
+    stamp = capture_time_iso(result)
+    if stamp is not None:
+        event["time"] = stamp
+    event["data"] = result_to_dict(result)
+    return event
 
 
-def coco_results(results: Iterable[inference_pb2.InferenceResult], *, image_ids: dict | None = None) -> list[dict]:
+def coco_image_ids(results: Iterable[inference_pb2.InferenceResult]) -> dict[tuple[str, int], int]:
+    """Unique COCO image ids, 1, 2, ..., per (stream_id, frame_id) in order of first appearance."""
+    ids: dict[tuple[str, int], int] = {}
+    for result in results:
+        ids.setdefault((result.stream_id, result.frame_id), len(ids) + 1)
+    return ids
+
+
+def coco_results(results: Iterable[inference_pb2.InferenceResult], *,
+                 image_ids: Mapping[tuple[str, int], int] | None = None) -> list[dict]:
     """COCO results JSON (image_id, category_id, bbox [x, y, w, h], score) for pycocotools' loadRes.
 
-    image_id is the frame id unless `image_ids` maps (stream_id, frame_id) to a COCO image id; class
-    indices beyond the 80 COCO classes keep their index as category id.
+    image_id comes from `image_ids`, a map of (stream_id, frame_id) to COCO image id (default:
+    coco_image_ids, unique across streams); class indices beyond the 80 COCO classes keep their index as
+    category id.
     """
+    results = list(results)
+    image_ids = coco_image_ids(results) if image_ids is None else image_ids
     out = []
     for result in results:
-        image_id = result.frame_id if image_ids is None else image_ids[(result.stream_id, result.frame_id)]
+        image_id = image_ids[(result.stream_id, result.frame_id)]
         for d in result.detections:
             category = COCO_CATEGORY_IDS[d.class_id] if d.class_id < len(COCO_CATEGORY_IDS) else d.class_id
             out.append({"image_id": int(image_id), "category_id": int(category),

@@ -11,40 +11,50 @@ HELP = "Subscribe to a cloud's detections and print them as JSON lines (or COCO 
 OPTIONS = [
     Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
     Option("stream", "Only these stream ids (comma-separated; default: every stream)."),
-    Option("coco", "Print one COCO results JSON array at the end instead of JSON lines.", flag=True, default=False),
+    Option("coco", "Print one COCO results JSON array at the end instead of JSON lines (image ids 1, 2, ... per "
+           "(stream, frame) in order of arrival; see --coco-images).", flag=True, default=False),
+    Option("coco-images", "With --coco: write the image ids to this file as JSON [{id, stream_id, frame_id}]."),
     Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
            default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
+    Option("after-sequence", "Resume after this position (the `sequence` of the last result seen; 0: from now).",
+           cast=int, default=0),
 ]
 
 
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
+    from pathlib import Path
 
-    from splitinfer.clients import coco_results, result_to_dict, subscribe
+    from splitinfer.clients import coco_image_ids, coco_results, result_to_json, subscribe
 
     stream_ids = [s.strip() for s in (args.stream or "").split(",") if s.strip()]
     collected = []
     dropped = 0
     try:
-        for index, item in enumerate(subscribe(args.cloud, stream_ids, timeout=args.timeout or None), start=1):
+        items = subscribe(args.cloud, stream_ids, timeout=args.timeout or None, after_sequence=args.after_sequence)
+        for index, item in enumerate(items, start=1):
             dropped += item.dropped
             if args.coco:
                 collected.append(item.result)
             else:
-                record = result_to_dict(item.result)
+                annotations = {"sequence": str(item.sequence)} if item.sequence else {}
                 if item.dropped:
-                    record["dropped_before"] = item.dropped
-                sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+                    annotations["dropped_before"] = item.dropped
+                sys.stdout.write(result_to_json(item.result, **annotations) + "\n")
                 sys.stdout.flush()
             if args.count and index >= args.count:
                 break
     except KeyboardInterrupt:
         pass
     if args.coco:
-        json.dump(coco_results(collected), sys.stdout)
+        image_ids = coco_image_ids(collected)
+        json.dump(coco_results(collected, image_ids=image_ids), sys.stdout)
         sys.stdout.write("\n")
+        if args.coco_images:
+            Path(args.coco_images).write_text(json.dumps(
+                [{"id": i, "stream_id": s, "frame_id": f} for (s, f), i in image_ids.items()]) + "\n")
     if dropped:
         print(f"splitinfer watch: {dropped} results were dropped because this subscriber read too slowly",
               file=sys.stderr)

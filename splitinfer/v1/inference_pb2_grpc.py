@@ -59,7 +59,10 @@ class InferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Results of every stream (or of the named ones) as they are produced.
+        """Results of every stream (or of the named ones) as they are produced, each with its position. The call
+        does not end by itself: a cloud that shuts down ends it with UNAVAILABLE, ErrorInfo reason DRAINING
+        and RetryInfo (reconnect, to any replica when there is a results bus, and resume from the last
+        sequence); other statuses (INVALID_ARGUMENT, PERMISSION_DENIED, ...) are final.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
