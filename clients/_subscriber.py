@@ -1,7 +1,20 @@
-"""Subscribing to a cloud's results from other services: async and blocking forms."""
+"""Subscribing to a cloud's results from other services: async and blocking forms that survive reconnects.
+
+Both forms resume by themselves: when the call fails with UNAVAILABLE (a cloud shutting down says so with
+RetryInfo; GOAWAY, max connection age and a lost connection look the same) they subscribe again after
+the last position received, with exponential backoff and jitter, to the same address (behind a Service, any
+replica; with a results bus every replica serves every stream). Any other status (a bad stream id, no
+permission) is final and raised. The async form reads the call as fast as it arrives into a local queue
+bounded in results and bytes, so a consumer slower than the results loses the oldest ones, counted in
+`dropped`, instead of letting gRPC's transport buffers hide an ever older backlog.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import random
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -13,6 +26,9 @@ from splitinfer.errors import CloudUnavailableError, ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 SERVICE_NAME = "splitinfer.v1.InferenceService"
+# Statuses after which subscribing again may work (the cloud restarts, drains or closed the connection).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
+                       grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL})
 
 
 @dataclass(frozen=True)
@@ -25,6 +41,28 @@ class SubscribedResult:
     sequence: int = 0
 
 
+@dataclass(frozen=True)
+class Backoff:
+    """Reconnect delays: `initial` doubling up to `maximum`, with full jitter; give up after `give_up_after` s."""
+
+    initial: float = 0.2
+    maximum: float = 5.0
+    give_up_after: float = 120.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0.5, 1.0) * min(self.maximum, self.initial * 2**attempt)
+
+
+def open_channel(cloud: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.aio.Channel:
+    """The async channel every client call uses (the one place that chooses transport security)."""
+    return grpc.aio.insecure_channel(cloud, options=channel_options(max_message_bytes))
+
+
+def open_blocking_channel(cloud: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Channel:
+    """The blocking channel of `subscribe` and `check_health` (the one place that chooses transport security)."""
+    return grpc.insecure_channel(cloud, options=channel_options(max_message_bytes))
+
+
 def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -34,31 +72,59 @@ def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
 
 
 class ResultSubscriber:
-    """Async iterator over a cloud's results, filtered by stream id (empty: every stream).
+    """Async iterator over a cloud's results, filtered by stream id (empty: every stream); reconnects and resumes.
 
         async with ResultSubscriber("localhost:50051", ["cam-1"]) as results:
             async for item in results:
                 print(item.result.frame_id, len(item.result.detections), item.dropped)
+
+    The local queue keeps at most `max_queue` results and `max_queue_bytes` bytes; `reconnect=False` ends
+    at the first failure instead (raising CloudUnavailableError or ServiceError).
     """
 
-    def __init__(self, cloud: str, stream_ids: Iterable[str] = (), *,
+    def __init__(self, cloud: str, stream_ids: Iterable[str] = (), *, after_sequence: int = 0,
+                 reconnect: bool = True, backoff: Backoff = Backoff(), max_queue: int = 256,
+                 max_queue_bytes: int = 16 * 1024 * 1024,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        if max_queue < 1 or max_queue_bytes < 1:
+            raise ServiceError(f"max_queue and max_queue_bytes must be at least 1, got {max_queue}, {max_queue_bytes}.")
         self.cloud = cloud
         self.stream_ids = list(stream_ids)
-        self._options = channel_options(max_message_bytes)
+        self.last_sequence = after_sequence
+        self.reconnect = reconnect
+        self.backoff = backoff
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.max_message_bytes = max_message_bytes
+        self.reconnects = 0
+        self.dropped_total = 0
+        self._queue: collections.deque[tuple[inference_pb2.SubscribeResponse, int]] = collections.deque()
+        self._queued_bytes = 0
+        self._dropped_locally = 0
+        self._ready = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._end: BaseException | None = None
+        self._ended = False
+        self._reader: asyncio.Task | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call = None
 
     async def __aenter__(self) -> ResultSubscriber:
-        self._channel = grpc.aio.insecure_channel(self.cloud, options=self._options)
-        stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
-        self._call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=self.stream_ids))
+        self._reader = asyncio.create_task(self._read(), name=f"subscriber:{self.cloud}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self) -> None:
+        """Stop reading and close the channel."""
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+            self._reader = None
+        await self._close_channel()
+
+    async def _close_channel(self) -> None:
         if self._call is not None:
             self._call.cancel()
             self._call = None
@@ -68,53 +134,129 @@ class ResultSubscriber:
 
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
         """Wait until the server has registered this subscription (its response headers arrived)."""
-        if self._call is None:
+        if self._reader is None:
             raise ServiceError("use `async with ResultSubscriber(...)` before waiting on it.")
-        import asyncio
-
+        waiter = asyncio.ensure_future(self._subscribed.wait())
         try:
-            await asyncio.wait_for(self._call.initial_metadata(), timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise _wrap(exc, self.cloud) from exc
-        except asyncio.TimeoutError as exc:
-            raise CloudUnavailableError(f"no answer from the cloud at {self.cloud} within {timeout} s.") from exc
+            await asyncio.wait({waiter, self._reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not self._subscribed.is_set():
+            if self._end is not None:
+                raise self._end
+            raise CloudUnavailableError(f"no answer from the cloud at {self.cloud} within {timeout} s.")
+
+    async def _read(self) -> None:
+        """Subscribe, move every response into the bounded queue, resubscribe after retryable failures."""
+        attempt = 0
+        last_contact = time.monotonic()
+        try:
+            while True:
+                self._channel = open_channel(self.cloud, self.max_message_bytes)
+                stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
+                self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
+                    stream_ids=self.stream_ids, after_sequence=self.last_sequence))
+                try:
+                    await self._call.initial_metadata()
+                    self._subscribed.set()
+                    attempt, last_contact = 0, time.monotonic()
+                    async for response in self._call:
+                        self._offer(response)
+                        last_contact = time.monotonic()
+                    return  # the cloud ended the subscription with OK: a real end
+                except grpc.aio.AioRpcError as exc:
+                    if not self.reconnect or exc.code() not in RETRYABLE:
+                        self._end = _wrap(exc, self.cloud)
+                        return
+                    if time.monotonic() - last_contact > self.backoff.give_up_after:
+                        self._end = CloudUnavailableError(
+                            f"could not resubscribe to {self.cloud} for {self.backoff.give_up_after:.0f} s "
+                            f"({exc.code().name}: {exc.details()}); check that `splitinfer cloud` runs there.")
+                        return
+                finally:
+                    await self._close_channel()
+                await asyncio.sleep(self.backoff.delay(attempt))
+                attempt += 1
+                self.reconnects += 1
+        finally:
+            self._ended = True
+            self._ready.set()
+
+    def _offer(self, response: inference_pb2.SubscribeResponse) -> None:
+        size = response.ByteSize()
+        self._queue.append((response, size))
+        self._queued_bytes += size
+        if response.sequence:
+            self.last_sequence = response.sequence
+        while len(self._queue) > 1 and (len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes):
+            old, old_size = self._queue.popleft()
+            self._queued_bytes -= old_size
+            self._dropped_locally += 1 + old.dropped  # what the cloud dropped before it is lost with it
+        self._ready.set()
 
     def __aiter__(self) -> AsyncIterator[SubscribedResult]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[SubscribedResult]:
-        if self._call is None:
+        if self._reader is None:
             raise ServiceError("use `async with ResultSubscriber(...)` before iterating over it.")
-        try:
-            async for response in self._call:
-                yield SubscribedResult(response.result, response.dropped, response.sequence)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.CANCELLED and self._call is None:
-                return
-            raise _wrap(exc, self.cloud) from exc
+        while True:
+            while not self._queue:
+                if self._ended:
+                    if self._end is not None:
+                        raise self._end
+                    return
+                self._ready.clear()
+                await self._ready.wait()
+            response, size = self._queue.popleft()
+            self._queued_bytes -= size
+            dropped, self._dropped_locally = response.dropped + self._dropped_locally, 0
+            self.dropped_total += dropped
+            yield SubscribedResult(response.result, dropped, response.sequence)
 
 
 def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | None = None, after_sequence: int = 0,
+              reconnect: bool = True, backoff: Backoff = Backoff(),
               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[SubscribedResult]:
-    """Blocking iterator over a cloud's results (ends when the cloud ends the subscription or `timeout` passes)."""
-    with grpc.insecure_channel(cloud, options=channel_options(max_message_bytes)) as channel:
-        stub = inference_pb2_grpc.InferenceServiceStub(channel)
-        call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=list(stream_ids),
-                                                             after_sequence=after_sequence), timeout=timeout)
-        try:
-            for response in call:
-                yield SubscribedResult(response.result, response.dropped, response.sequence)
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+    """Blocking iterator over a cloud's results; resumes after reconnects; ends when `timeout` seconds passed.
+
+    It reads only as fast as the caller consumes: a slow caller's backlog waits in gRPC's buffers (bounded,
+    and the cloud bounds its own queue); use ResultSubscriber to lose the oldest results instead.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stream_ids = list(stream_ids)
+    last_sequence, attempt, last_contact = after_sequence, 0, time.monotonic()
+    while True:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return
+        with open_blocking_channel(cloud, max_message_bytes) as channel:
+            stub = inference_pb2_grpc.InferenceServiceStub(channel)
+            call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=stream_ids, after_sequence=last_sequence),
+                                  timeout=remaining)
+            try:
+                for response in call:
+                    attempt, last_contact = 0, time.monotonic()
+                    if response.sequence:
+                        last_sequence = response.sequence
+                    yield SubscribedResult(response.result, response.dropped, response.sequence)
                 return
-            raise _wrap(exc, cloud) from exc
-        finally:
-            call.cancel()
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None \
+                        and time.monotonic() >= deadline - 0.05:
+                    return
+                if not reconnect or exc.code() not in RETRYABLE \
+                        or time.monotonic() - last_contact > backoff.give_up_after:
+                    raise _wrap(exc, cloud) from exc
+            finally:
+                call.cancel()
+        time.sleep(backoff.delay(attempt))
+        attempt += 1
 
 
 def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.0) -> str:
     """The health status name of `service` at `cloud` (SERVING, NOT_SERVING, ...), as a probe sees it."""
-    with grpc.insecure_channel(cloud, options=channel_options()) as channel:
+    with open_blocking_channel(cloud) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

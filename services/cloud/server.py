@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
+from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
@@ -46,18 +47,26 @@ class CloudConfig:
     workers: int = 2
     stream_queue: int = 4
     subscriber_queue: int = 256
+    subscriber_max_bytes: int = 16 * 1024 * 1024
+    nats: str | None = None  # results bus URL (NATS JetStream); None keeps results in this process
+    nats_json: bool = False  # also publish CloudEvents JSON to splitinfer.events.<stream>
+    bus_max_age_s: float = 24 * 3600.0
+    bus_max_bytes: int = 1024**3
     drain_seconds: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connection_age_s: float = 0.0
     max_elements: int = 2**24
 
     def __post_init__(self) -> None:
-        for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "max_message_bytes", "max_elements"):
+        for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "subscriber_max_bytes",
+                     "max_message_bytes", "max_elements", "bus_max_bytes"):
             if getattr(self, name) < 1:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
             raise ServiceError(f"ports must be within 0..65535 (metrics: -1 disables), got {self.port} and "
                                f"{self.metrics_port}.")
+        if self.bus_max_age_s <= 0:
+            raise ServiceError(f"bus-max-age must be positive, got {self.bus_max_age_s}.")
         if self.drain_seconds < 0:
             raise ServiceError(f"drain-seconds must not be negative, got {self.drain_seconds}.")
 
@@ -70,7 +79,14 @@ class CloudServer:
         self.metrics = CloudMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams)
-        self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
+        self.hub: SubscriberHub | ResultBus
+        if config.nats:
+            self.hub = ResultBus(config.nats, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
+                                 max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
+                                 publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc)
+        else:
+            self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
+                                     on_drop=self.metrics.dropped_results.inc)
         self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
                                           executor=self.executor, stream_queue_size=config.stream_queue)
         self.health = health.aio.HealthServicer()
@@ -110,6 +126,8 @@ class CloudServer:
                                "pick another --port (0 picks a free one).")
         for name in HEALTH_SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if isinstance(self.hub, ResultBus):
+            await self.hub.start()
         await server.start()
         self._server = server
         if self.config.metrics_port >= 0:
@@ -151,14 +169,23 @@ class CloudServer:
         self.servicer.begin_drain()
         if not await self.servicer.wait_idle(self.config.drain_seconds):
             log.warning("streams still open after %.0f s of draining; stopping anyway", self.config.drain_seconds)
+        # Every answered frame is published by now: subscribers get what is queued, then UNAVAILABLE + RetryInfo.
+        await self.hub.flush()
+        self.servicer.end_subscriptions()
+        for _ in range(50):
+            if not len(self.hub):
+                break
+            await asyncio.sleep(0.02)
         await self.stop(grace=1.0)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop at once (after `grace` seconds for open calls); see shutdown() for the graceful path."""
         self.servicer.begin_drain()
+        self.servicer.end_subscriptions()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        await self.hub.aclose()
         if self._metrics_http is not None:
             await self._metrics_http.stop()
             self._metrics_http = None

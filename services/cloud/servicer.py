@@ -33,6 +33,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import Connection, StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
@@ -52,7 +53,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self,
         *,
         registry: StreamRegistry,
-        hub: SubscriberHub,
+        hub: SubscriberHub | ResultBus,
         metrics: CloudMetrics,
         executor: Executor,
         stream_queue_size: int = 4,
@@ -73,7 +74,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         """Stop taking frames and streams; streams finish what they queued, then end with UNAVAILABLE."""
         self.draining = True
         self.registry.stop_all("the cloud is shutting down")
-        self.hub.close()
+
+    def end_subscriptions(self) -> None:
+        """End Subscribe calls once they have sent what is queued (after the drain answered every frame)."""
+        self.hub.close("the cloud is shutting down")
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no Infer call is open; False if some still were after `timeout` seconds."""
@@ -122,7 +126,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self._record(result)
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
-                    self.hub.publish(result)
+                    await self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
@@ -231,10 +235,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        for stream_id in request.stream_ids:
-            if not STREAM_ID_PATTERN.fullmatch(stream_id):
-                await _abort_bad_stream_id(context, stream_id)
-        with self.hub.subscribe(request.stream_ids) as subscription:
+        stream_ids = await self._subscribed_stream_ids(request, context)
+        async with self.hub.subscribe(stream_ids, request.after_sequence) as subscription:
             self.metrics.subscribers.set(len(self.hub))
             # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
             await context.send_initial_metadata(())
@@ -242,11 +244,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 while True:
                     item = await subscription.next()
                     if item is None:
-                        return
-                    result, dropped = item
-                    yield inference_pb2.SubscribeResponse(result=result, dropped=dropped)
+                        break
+                    result, dropped, sequence = item
+                    yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
             finally:
                 self.metrics.subscribers.set(len(self.hub) - 1)
+        # Only a shutdown ends a subscription: say so, so that the client resumes elsewhere (never a silent OK).
+        reason = subscription.close_reason or "the cloud is shutting down"
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
+                     "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
+                     retry_after_s=1.0)
+
+    async def _subscribed_stream_ids(self, request: inference_pb2.SubscribeRequest,
+                                     context: grpc.aio.ServicerContext) -> list[str]:
+        """The stream ids a Subscribe call asks for, checked (empty: every stream); the one place that filters."""
+        for stream_id in request.stream_ids:
+            if not STREAM_ID_PATTERN.fullmatch(stream_id):
+                await _abort_bad_stream_id(context, stream_id)
+        return list(request.stream_ids)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, reason: str,

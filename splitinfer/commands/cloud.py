@@ -21,6 +21,15 @@ OPTIONS = [
     Option("stream-queue", "Frames queued per stream before gRPC flow control pushes back.", cast=int, default=4),
     Option("subscriber-queue", "Results queued per Subscribe stream; a slow subscriber loses the oldest.", cast=int,
            default=256),
+    Option("subscriber-max-bytes", "Bytes of results queued per Subscribe stream; a slow subscriber loses the "
+           "oldest.", cast=int, default=16 * 1024 * 1024),
+    Option("nats", "Results bus: NATS URL (e.g. nats://nats:4222, JetStream enabled); every result is published "
+           "there and Subscribe on any replica reads it (unset: results stay in this process)."),
+    Option("nats-json", "With --nats: also publish each result as CloudEvents JSON to splitinfer.events.<stream>.",
+           flag=True, default=False),
+    Option("bus-max-age", "With --nats: seconds the bus keeps a result.", cast=float, default=24 * 3600.0),
+    Option("bus-max-bytes", "With --nats: bytes the bus keeps in all (the oldest results go first).", cast=int,
+           default=1024**3),
     Option("drain-seconds", "On SIGTERM: seconds to answer queued frames before stopping.", cast=float,
            default=30.0),
     Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
@@ -53,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
         max_streams=args.max_streams, workers=args.workers, stream_queue=args.stream_queue,
-        subscriber_queue=args.subscriber_queue, drain_seconds=args.drain_seconds,
+        subscriber_queue=args.subscriber_queue, subscriber_max_bytes=args.subscriber_max_bytes, nats=args.nats or None,
+        nats_json=args.nats_json, bus_max_age_s=args.bus_max_age, bus_max_bytes=args.bus_max_bytes,
+        drain_seconds=args.drain_seconds,
         max_message_bytes=args.max_message_bytes, max_connection_age_s=args.max_connection_age,
         max_elements=args.max_elements,
     )

@@ -105,9 +105,10 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
     async def scenario():
         dropped = []
         hub = SubscriberHub(capacity=3, on_drop=dropped.append)
-        with hub.subscribe(["cam"]) as slow, hub.subscribe([]) as everything, hub.subscribe(["other"]) as other:
+        async with hub.subscribe(["cam"]) as slow, hub.subscribe([]) as everything, \
+                hub.subscribe(["other"]) as other:
             for frame_id in range(10):
-                hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
             received = [await slow.next() for _ in range(3)]
             hub.close()
             assert await slow.next() is None
@@ -115,8 +116,27 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
             return received, everything.dropped_total, sum(dropped)
 
     received, everything_dropped, total_dropped = run(scenario())
-    assert [(r.frame_id, d) for r, d in received] == [(7, 7), (8, 0), (9, 0)]
+    assert [(r.frame_id, d) for r, d, _ in received] == [(7, 7), (8, 0), (9, 0)]
+    assert received[1][2] == received[0][2] + 1 == received[2][2] - 1
     assert everything_dropped == 7 and total_dropped == 14
+
+
+def test_a_subscriber_queue_is_bounded_in_bytes_and_resumes_from_the_history() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=100, max_bytes=3000)
+        big = "x" * 900
+        async with hub.subscribe([]) as subscription:
+            for frame_id in range(10):
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id, model=big))
+            assert subscription.queued_bytes <= 3000 and len(subscription) == 3
+            first = await subscription.next()
+        async with hub.subscribe(["cam"], after_sequence=first[2]) as resumed:
+            again = [await resumed.next() for _ in range(2)]
+        return first, again
+
+    first, again = run(scenario())
+    assert (first[0].frame_id, first[1]) == (7, 7)
+    assert [(r.frame_id, d) for r, d, _ in again] == [(8, 0), (9, 0)]
 
 
 def test_a_disconnecting_client_leaves_no_task_behind(engine, frames) -> None:
