@@ -3,7 +3,7 @@
     from splitinfer.clients import ResultSubscriber, subscribe, result_to_dict, coco_results
 """
 
-from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
+from splitinfer.clients._subscriber import Backoff, ResultSubscriber, SubscribedResult, check_health, subscribe
 from splitinfer.results import (
     COCO_CATEGORY_IDS,
     capture_time_iso,
@@ -16,6 +16,7 @@ from splitinfer.results import (
 )
 
 __all__ = [
+    "Backoff",
     "COCO_CATEGORY_IDS",
     "ResultSubscriber",
     "SubscribedResult",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -25,7 +26,11 @@ from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_option
 from splitinfer.errors import CloudUnavailableError, ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
+log = logging.getLogger("splitinfer.clients")
+
 SERVICE_NAME = "splitinfer.v1.InferenceService"
+# Response header of a Subscribe call that the cloud has registered (its subscription is live).
+SUBSCRIBED_HEADER = "splitinfer-subscribed"
 # Statuses after which subscribing again may work (the cloud restarts, drains or closed the connection).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL})
@@ -157,25 +162,31 @@ class ResultSubscriber:
                 self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
                     stream_ids=self.stream_ids, after_sequence=self.last_sequence))
                 try:
-                    await self._call.initial_metadata()
-                    self._subscribed.set()
-                    attempt, last_contact = 0, time.monotonic()
+                    # A failing call yields empty headers too: only the cloud's marker means it registered us.
+                    if dict(await self._call.initial_metadata()).get(SUBSCRIBED_HEADER):
+                        self._subscribed.set()
+                        attempt, last_contact = 0, time.monotonic()
                     async for response in self._call:
                         self._offer(response)
                         last_contact = time.monotonic()
                     return  # the cloud ended the subscription with OK: a real end
                 except grpc.aio.AioRpcError as exc:
+                    failure = f"{exc.code().name}: {exc.details()}"
                     if not self.reconnect or exc.code() not in RETRYABLE:
                         self._end = _wrap(exc, self.cloud)
                         return
                     if time.monotonic() - last_contact > self.backoff.give_up_after:
                         self._end = CloudUnavailableError(
                             f"could not resubscribe to {self.cloud} for {self.backoff.give_up_after:.0f} s "
-                            f"({exc.code().name}: {exc.details()}); check that `splitinfer cloud` runs there.")
+                            f"({failure}); check that `splitinfer cloud` runs there.")
                         return
                 finally:
                     await self._close_channel()
-                await asyncio.sleep(self.backoff.delay(attempt))
+                delay = self.backoff.delay(attempt)
+                log.log(logging.INFO if attempt == 0 else logging.WARNING,
+                        "subscription to %s ended (%s); resubscribing after sequence %d in %.1f s", self.cloud,
+                        failure, self.last_sequence, delay)
+                await asyncio.sleep(delay)
                 attempt += 1
                 self.reconnects += 1
         finally:

@@ -89,6 +89,7 @@ class CloudServer:
                                      on_drop=self.metrics.dropped_results.inc)
         self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
                                           executor=self.executor, stream_queue_size=config.stream_queue)
+        self.servicer.subscription_max_age_s = config.max_connection_age_s
         self.health = health.aio.HealthServicer()
         self._engine = engine
         self._server: grpc.aio.Server | None = None

@@ -13,9 +13,14 @@ error and the stream goes on. Statuses that end a call:
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection resumed the same stream id
 
+`Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
+position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
+shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX_AGE after
+--max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
+
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
 UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MODEL_LOADING, DRAINING,
-STREAM_TAKEN_OVER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
 """
 
 from __future__ import annotations
@@ -48,6 +53,10 @@ _END = object()
 
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Serves every stream with one shared engine (see splitinfer.services.cloud.engine.TailEngine)."""
+
+    # > 0: a Subscribe call ends after this many seconds with UNAVAILABLE (SUBSCRIPTION_MAX_AGE) and the client
+    # resumes, so that subscribers rebalance like edges do (set from --max-connection-age).
+    subscription_max_age_s: float = 0.0
 
     def __init__(
         self,
@@ -239,10 +248,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         async with self.hub.subscribe(stream_ids, request.after_sequence) as subscription:
             self.metrics.subscribers.set(len(self.hub))
             # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
-            await context.send_initial_metadata(())
+            await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+            deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
             try:
                 while True:
-                    item = await subscription.next()
+                    try:
+                        item = await asyncio.wait_for(subscription.next(),
+                                                      None if deadline is None else deadline - time.monotonic())
+                    except asyncio.TimeoutError:
+                        break
                     if item is None:
                         break
                     result, dropped, sequence = item
@@ -250,6 +264,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             finally:
                 self.metrics.subscribers.set(len(self.hub) - 1)
         # Only a shutdown ends a subscription: say so, so that the client resumes elsewhere (never a silent OK).
+        if not subscription.closed:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
+                         f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
+                         "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
+                         retry_after_s=0.0)
         reason = subscription.close_reason or "the cloud is shutting down"
         await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
                      "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",

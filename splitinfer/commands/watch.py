@@ -23,31 +23,21 @@ OPTIONS = [
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     import json
+    import logging
     import sys
     from pathlib import Path
 
-    from splitinfer.clients import coco_image_ids, coco_results, result_to_json, subscribe
+    from splitinfer.clients import coco_image_ids, coco_results
 
+    logging.basicConfig(level=logging.WARNING, format="splitinfer watch: %(message)s")
     stream_ids = [s.strip() for s in (args.stream or "").split(",") if s.strip()]
-    collected = []
-    dropped = 0
+    collected: list = []
     try:
-        items = subscribe(args.cloud, stream_ids, timeout=args.timeout or None, after_sequence=args.after_sequence)
-        for index, item in enumerate(items, start=1):
-            dropped += item.dropped
-            if args.coco:
-                collected.append(item.result)
-            else:
-                annotations = {"sequence": str(item.sequence)} if item.sequence else {}
-                if item.dropped:
-                    annotations["dropped_before"] = item.dropped
-                sys.stdout.write(result_to_json(item.result, **annotations) + "\n")
-                sys.stdout.flush()
-            if args.count and index >= args.count:
-                break
+        dropped = asyncio.run(_watch(args, stream_ids, collected))
     except KeyboardInterrupt:
-        pass
+        dropped = 0
     if args.coco:
         image_ids = coco_image_ids(collected)
         json.dump(coco_results(collected, image_ids=image_ids), sys.stdout)
@@ -59,3 +49,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"splitinfer watch: {dropped} results were dropped because this subscriber read too slowly",
               file=sys.stderr)
     return 0
+
+
+async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: list) -> int:
+    """Print (or collect, with --coco) results until --count or --timeout; returns how many were dropped."""
+    import asyncio
+    import sys
+
+    from splitinfer.clients import ResultSubscriber, result_to_json
+
+    dropped = 0
+
+    async def loop(results: ResultSubscriber) -> None:
+        nonlocal dropped
+        index = 0
+        async for item in results:
+            index += 1
+            dropped += item.dropped
+            if args.coco:
+                collected.append(item.result)
+            else:
+                annotations: dict = {"sequence": str(item.sequence)} if item.sequence else {}
+                if item.dropped:
+                    annotations["dropped_before"] = item.dropped
+                sys.stdout.write(result_to_json(item.result, **annotations) + "\n")
+                sys.stdout.flush()
+            if args.count and index >= args.count:
+                return
+
+    async with ResultSubscriber(args.cloud, stream_ids, after_sequence=args.after_sequence) as results:
+        try:
+            await asyncio.wait_for(loop(results), args.timeout or None)
+        except asyncio.TimeoutError:
+            pass
+    return dropped
