@@ -83,13 +83,15 @@ class ResultSubscriber:
             async for item in results:
                 print(item.result.frame_id, len(item.result.detections), item.dropped)
 
-    The local queue keeps at most `max_queue` results and `max_queue_bytes` bytes; `reconnect=False` ends
-    at the first failure instead (raising CloudUnavailableError or ServiceError).
+    The local queue keeps at most `max_queue` results and `max_queue_bytes` bytes, and with `max_lag_s` no
+    result that waited longer than that (the newest is always kept); what it drops is counted in the next
+    result's `dropped`. `reconnect=False` ends at the first failure instead (raising CloudUnavailableError
+    or ServiceError).
     """
 
     def __init__(self, cloud: str, stream_ids: Iterable[str] = (), *, after_sequence: int = 0,
                  reconnect: bool = True, backoff: Backoff = Backoff(), max_queue: int = 256,
-                 max_queue_bytes: int = 16 * 1024 * 1024,
+                 max_queue_bytes: int = 16 * 1024 * 1024, max_lag_s: float | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         if max_queue < 1 or max_queue_bytes < 1:
             raise ServiceError(f"max_queue and max_queue_bytes must be at least 1, got {max_queue}, {max_queue_bytes}.")
@@ -100,10 +102,12 @@ class ResultSubscriber:
         self.backoff = backoff
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
+        self.max_lag_s = max_lag_s
         self.max_message_bytes = max_message_bytes
         self.reconnects = 0
         self.dropped_total = 0
-        self._queue: collections.deque[tuple[inference_pb2.SubscribeResponse, int]] = collections.deque()
+        # (response, its size, when it arrived)
+        self._queue: collections.deque[tuple[inference_pb2.SubscribeResponse, int, float]] = collections.deque()
         self._queued_bytes = 0
         self._dropped_locally = 0
         self._ready = asyncio.Event()
@@ -195,15 +199,18 @@ class ResultSubscriber:
 
     def _offer(self, response: inference_pb2.SubscribeResponse) -> None:
         size = response.ByteSize()
-        self._queue.append((response, size))
+        self._queue.append((response, size, time.monotonic()))
         self._queued_bytes += size
         if response.sequence:
             self.last_sequence = response.sequence
         while len(self._queue) > 1 and (len(self._queue) > self.max_queue or self._queued_bytes > self.max_queue_bytes):
-            old, old_size = self._queue.popleft()
-            self._queued_bytes -= old_size
-            self._dropped_locally += 1 + old.dropped  # what the cloud dropped before it is lost with it
+            self._drop_oldest()
         self._ready.set()
+
+    def _drop_oldest(self) -> None:
+        old, old_size, _ = self._queue.popleft()
+        self._queued_bytes -= old_size
+        self._dropped_locally += 1 + old.dropped  # what the cloud dropped before it is lost with it
 
     def __aiter__(self) -> AsyncIterator[SubscribedResult]:
         return self._iterate()
@@ -219,7 +226,11 @@ class ResultSubscriber:
                     return
                 self._ready.clear()
                 await self._ready.wait()
-            response, size = self._queue.popleft()
+            if self.max_lag_s is not None:
+                too_old = time.monotonic() - self.max_lag_s
+                while len(self._queue) > 1 and self._queue[0][2] < too_old:
+                    self._drop_oldest()
+            response, size, _ = self._queue.popleft()
             self._queued_bytes -= size
             dropped, self._dropped_locally = response.dropped + self._dropped_locally, 0
             self.dropped_total += dropped

@@ -17,6 +17,9 @@ OPTIONS = [
     Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
            default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
+    Option("max-lag", "Drop (and count) results that waited longer than this many seconds in this subscriber's "
+           "queue because it reads too slowly (0: no time bound; the queue is bounded in count and bytes anyway).",
+           cast=float, default=0.0),
     Option("after-sequence", "Resume after this position (the `sequence` of the last result seen; 0: from now).",
            cast=int, default=0),
 ]
@@ -77,7 +80,8 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
             if args.count and index >= args.count:
                 return
 
-    async with ResultSubscriber(args.cloud, stream_ids, after_sequence=args.after_sequence) as results:
+    async with ResultSubscriber(args.cloud, stream_ids, after_sequence=args.after_sequence,
+                                max_lag_s=args.max_lag or None) as results:
         try:
             await asyncio.wait_for(loop(results), args.timeout or None)
         except asyncio.TimeoutError:

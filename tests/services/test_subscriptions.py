@@ -44,20 +44,25 @@ def test_a_slow_grpc_subscriber_loses_its_oldest_results_and_is_told_how_many(en
         async with running_cloud(engine) as cloud:
             address = f"127.0.0.1:{cloud.port}"
             async with ResultSubscriber(address, ["cam"], max_queue=2) as slow, \
-                    ResultSubscriber(address, ["cam"], max_queue_bytes=1) as tiny:
+                    ResultSubscriber(address, ["cam"], max_queue_bytes=1) as tiny, \
+                    ResultSubscriber(address, ["cam"], max_lag_s=0.2) as laggard:
                 await slow.wait_subscribed()
                 await tiny.wait_subscribed()
+                await laggard.wait_subscribed()
                 answers = await send_frames(address, "cam", frames)
                 await asyncio.sleep(0.5)  # the subscriber reads nothing meanwhile: a consumer slower than the cloud
                 slow_items = [await asyncio.wait_for(anext(aiter(slow)), 10) for _ in range(2)]
                 tiny_item = await asyncio.wait_for(anext(aiter(tiny)), 10)
-                return answers, slow_items, tiny_item
+                lag_item = await asyncio.wait_for(anext(aiter(laggard)), 10)
+                return answers, slow_items, tiny_item, lag_item
 
-    answers, slow_items, tiny_item = run(scenario())
+    answers, slow_items, tiny_item, lag_item = run(scenario())
     assert [item.result for item in slow_items] == answers[-2:]
     assert [item.dropped for item in slow_items] == [len(answers) - 2, 0]
     # A queue bounded in bytes keeps only the newest result (bounded by the message size limit itself).
     assert tiny_item.result == answers[-1] and tiny_item.dropped == len(answers) - 1
+    # A queue bounded in time: every result that waited over 0.2 s is dropped, but the newest.
+    assert lag_item.result == answers[-1] and lag_item.dropped == len(answers) - 1
 
 
 def test_a_subscriber_resumes_across_max_connection_age_and_gets_every_result_once(engine, frames) -> None:
