@@ -116,7 +116,7 @@ class ResultSubscriber:
         self._ended = False
         self._reader: asyncio.Task | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._call = None
+        self._call: grpc.aio.UnaryStreamCall | None = None
 
     async def __aenter__(self) -> ResultSubscriber:
         self._reader = asyncio.create_task(self._read(), name=f"subscriber:{self.cloud}")
@@ -163,14 +163,14 @@ class ResultSubscriber:
             while True:
                 self._channel = open_channel(self.cloud, self.max_message_bytes)
                 stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
-                self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
+                call = self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
                     stream_ids=self.stream_ids, after_sequence=self.last_sequence))
                 try:
                     # A failing call yields empty headers too: only the cloud's marker means it registered us.
-                    if dict(await self._call.initial_metadata()).get(SUBSCRIBED_HEADER):
+                    if dict(await call.initial_metadata()).get(SUBSCRIBED_HEADER):
                         self._subscribed.set()
                         attempt, last_contact = 0, time.monotonic()
-                    async for response in self._call:
+                    async for response in call:
                         self._offer(response)
                         last_contact = time.monotonic()
                     return  # the cloud ended the subscription with OK: a real end
