@@ -90,6 +90,11 @@ class CloudServer:
         self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
                                           executor=self.executor, stream_queue_size=config.stream_queue)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
+        self.servicer.limits = inference_pb2.ServerLimits(
+            max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
+            max_streams=config.max_streams, stream_queue=config.stream_queue,
+            subscriber_queue=config.subscriber_queue, subscriber_max_bytes=config.subscriber_max_bytes,
+            max_connection_age_seconds=config.max_connection_age_s, results_bus=bool(config.nats))
         self.health = health.aio.HealthServicer()
         self._engine = engine
         self._server: grpc.aio.Server | None = None

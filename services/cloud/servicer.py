@@ -39,6 +39,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from splitinfer.services.cloud.bus import ResultBus
+from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import Connection, StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
@@ -57,6 +58,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     # > 0: a Subscribe call ends after this many seconds with UNAVAILABLE (SUBSCRIPTION_MAX_AGE) and the client
     # resumes, so that subscribers rebalance like edges do (set from --max-connection-age).
     subscription_max_age_s: float = 0.0
+    # What GetServerMetadata reports as limits (set from the cloud's configuration).
+    limits: inference_pb2.ServerLimits = inference_pb2.ServerLimits()
 
     def __init__(
         self,
@@ -281,6 +284,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if not STREAM_ID_PATTERN.fullmatch(stream_id):
                 await _abort_bad_stream_id(context, stream_id)
         return list(request.stream_ids)
+
+
+    # -- GetServerMetadata ---------------------------------------------------------------------
+    async def GetServerMetadata(
+        self, request: inference_pb2.GetServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GetServerMetadataResponse:
+        if self.engine is None:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
+                         "MODEL_LOADING", retry_after_s=2.0)
+        loop = asyncio.get_running_loop()
+        try:
+            split = await loop.run_in_executor(self.executor, self.engine.open_stream,
+                                               request.model or self.engine.model_name, request.cut)
+        except LookupError as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                         "UNKNOWN_MODEL_OR_CUT")
+        return server_metadata(self.engine, split, self.limits)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, reason: str,

@@ -243,3 +243,26 @@ def test_a_frame_resent_after_a_reconnect_reaches_subscribers_once(engine, frame
     times = [r.capture.capture_time.ToNanoseconds() for r in seen]
     assert [r.frame_id for r in seen] == [0, 0] and times[1] == times[0] + 1
     assert queued == [0]
+
+
+def test_server_metadata_describes_the_model_cut_coders_and_limits(engine) -> None:
+    from splitinfer.v1 import inference_pb2_grpc
+
+    async def scenario():
+        async with running_cloud(engine, max_streams=3) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+                default = await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(), timeout=30)
+                at_cut = await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(cut=CUT), timeout=30)
+                with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                    await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(model="nope"), timeout=30)
+                return default, at_cut, unknown.value
+
+    default, at_cut, unknown = run(scenario())
+    model = default.models[0]
+    assert model.name == MODEL and model.task == "detection" and model.class_names[0] == "person"
+    assert model.default_cut == default.cut.cut and CUT in model.cuts
+    assert [(t.name, list(t.shape)) for t in at_cut.cut.tensors] == [(f"layer{CUT}", [48, 20, 20])]
+    assert {c.coder for c in default.coders} >= {1, 2, 3, 4} and all(c.version >= 1 for c in default.coders)
+    assert default.limits.max_streams == 3 and not default.limits.results_bus
+    assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION and "nope" in unknown.details()
