@@ -109,7 +109,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as store:
         nats_process, url = _start_nats(Path(store))
         try:
-            print("| streams | path | results/s | CPU ms / 1000 results | latency p50 ms | p95 ms | added mean ms +- SE |")
+            print("| streams | path | results/s | CPU ms / 1000 results | latency p50 ms | p95 ms "
+                  "| added mean ms +- SE |")
             print("|---|---|---|---|---|---|---|")
             for streams in args.streams:
                 direct = asyncio.run(_run(None, streams, args.burst, args.rate, args.seconds))

@@ -99,17 +99,19 @@ class ResultBus:
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    async def start(self, connect_timeout_s: float = 10.0) -> None:
-        """Connect and make sure the JetStream stream exists with our limits."""
+    async def start(self, connect_timeout_s: float = 30.0) -> None:
+        """Connect (retrying for up to `connect_timeout_s`) and make sure the JetStream stream has our limits."""
         nats = _import_nats()
         api = nats.js.api
         try:
-            self._nc = await nats.connect(self.url, name="splitinfer-cloud", connect_timeout=connect_timeout_s,
-                                          allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                          error_cb=self._log_error)
+            # Reconnects are unlimited once connected; the first connection gets connect_timeout_s in all.
+            self._nc = await asyncio.wait_for(nats.connect(
+                self.url, name="splitinfer-cloud", connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5, error_cb=self._log_error), connect_timeout_s)
         except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "cannot connect"
-            raise BusError(f"could not reach the results bus at {self.url}: {exc}; check that nats-server runs there "
-                           "with JetStream (-js), or leave --nats unset to keep results in this process.") from exc
+            reason = str(exc) or f"no connection within {connect_timeout_s:g} s"
+            raise BusError(f"could not reach the results bus at {self.url}: {reason}; check that nats-server runs "
+                           "there with JetStream (-js), or leave --nats unset to keep results in this process.") from exc
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
         config = api.StreamConfig(
             name=STREAM_NAME, subjects=[f"{RESULTS_PREFIX}.>", f"{EVENTS_PREFIX}.>"],
@@ -141,7 +143,8 @@ class ResultBus:
                 event["id"] = msg_id
                 await self._js.publish(f"{EVENTS_PREFIX}.{subject_token(result.stream_id)}",
                                        json.dumps(event, separators=(",", ":")).encode(),
-                                       headers={"Nats-Msg-Id": msg_id + "/ce", "Content-Type": CLOUDEVENTS_CONTENT_TYPE})
+                                       headers={"Nats-Msg-Id": msg_id + "/ce",
+                                                "Content-Type": CLOUDEVENTS_CONTENT_TYPE})
         except Exception as exc:  # noqa: BLE001 - a bus outage must not end the edge's stream
             if self._on_publish_error is not None:
                 self._on_publish_error()

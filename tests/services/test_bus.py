@@ -167,3 +167,13 @@ def test_an_mqtt_client_receives_the_results_through_nats_servers_mqtt_listener(
         server.close()
     assert [t for t, _ in got] == [topic] * len(answers)
     assert [inference_pb2.InferenceResult.FromString(payload) for _, payload in got] == answers
+
+
+def test_an_unreachable_bus_is_a_clear_error_at_start() -> None:
+    from splitinfer.errors import BusError
+    from splitinfer.services.cloud.bus import ResultBus
+    from tests.services.conftest import free_port
+
+    bus = ResultBus(f"nats://127.0.0.1:{free_port()}", capacity=4, max_bytes=1 << 20)
+    with pytest.raises(BusError, match="nats-server runs there"):
+        run(bus.start(connect_timeout_s=1.0))
