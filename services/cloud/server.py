@@ -16,11 +16,11 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
+from splitinfer.services.cloud.reflection import enable_reflection
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
@@ -121,7 +121,7 @@ class CloudServer:
                                                         self.config.max_connection_age_s))
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         address = f"{self.config.host}:{self.config.port}"
         try:
             self._port = server.add_insecure_port(address)

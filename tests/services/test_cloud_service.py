@@ -75,7 +75,34 @@ def test_reflection_lists_the_services(engine) -> None:
 
             return await loop.run_in_executor(None, services)
 
-    assert {SERVICE, "grpc.health.v1.Health"} <= set(run(scenario()))
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= set(run(scenario()))
+
+
+def test_reflection_v1_answers_like_v1alpha(engine) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                call = channel.stream_stream(
+                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)()
+                answers = []
+                for request in (reflection_pb2.ServerReflectionRequest(list_services=""),
+                                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+                                reflection_pb2.ServerReflectionRequest(
+                                    file_containing_symbol="grpc.reflection.v1.ServerReflection")):
+                    await call.write(request)
+                    answers.append(await call.read())
+                await call.done_writing()
+                return answers
+
+    listed, inference, itself = run(scenario())
+    assert SERVICE in {s.name for s in listed.list_services_response.service}
+    assert inference.file_descriptor_response.file_descriptor_proto
+    assert itself.file_descriptor_response.file_descriptor_proto, itself.error_response
 
 
 def test_metrics_count_frames_bytes_and_streams(engine, frames) -> None:
