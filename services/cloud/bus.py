@@ -28,6 +28,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import CollectorRegistry, Counter
+
 from splitinfer.errors import BusError
 from splitinfer.results import PROTOBUF_CONTENT_TYPE, result_id, to_cloudevent
 from splitinfer.services.cloud.subscribers import Subscription
@@ -77,8 +79,7 @@ class ResultBus:
     def __init__(self, url: str, *, capacity: int, max_bytes: int, max_age_s: float = 24 * 3600.0,
                  stream_max_bytes: int = 1024**3, duplicate_window_s: float = 120.0, publish_json: bool = False,
                  source: str = "//splitinfer/cloud", publish_timeout_s: float = 5.0,
-                 on_drop: Callable[[int], None] | None = None,
-                 on_publish_error: Callable[[], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, registry: Any = None) -> None:
         self.url = url
         self.capacity = capacity
         self.max_bytes = max_bytes
@@ -89,10 +90,15 @@ class ResultBus:
         self.source = source
         self.publish_timeout_s = publish_timeout_s
         self._on_drop = on_drop
-        self._on_publish_error = on_publish_error
+        registry = registry if registry is not None else CollectorRegistry()
+        self.unpublished = Counter("splitinfer_bus_unpublished_results", "Results the results bus did not store "
+                                   "(it was unreachable or did not acknowledge in time).", registry=registry)
+        self.duplicates = Counter("splitinfer_bus_duplicate_results", "Results the bus already held (a frame "
+                                  "resent after a reconnect); stored once.", registry=registry)
         self._nc: Any = None
         self._js: Any = None
-        self._subscriptions: set[Subscription] = set()
+        # Each subscription and its JetStream consumer subscription.
+        self._subscriptions: dict[Subscription, Any] = {}
         self._closed = False
         self._close_reason = ""
 
@@ -135,9 +141,16 @@ class ResultBus:
     async def publish(self, result: inference_pb2.InferenceResult) -> int:
         """Store the result on the bus and wait for JetStream's acknowledgement; returns 0 (nothing dropped)."""
         msg_id = dedup_id(result)
+        if self._nc is None or not self._nc.is_connected:
+            # Waiting out the publish timeout per frame would stall every stream while the bus is away.
+            self.unpublished.inc()
+            log.warning("results bus at %s is not connected: %s was not published", self.url, msg_id)
+            return 0
         try:
-            await self._js.publish(results_subject(result.stream_id), result.SerializeToString(),
-                                   headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE})
+            ack = await self._js.publish(results_subject(result.stream_id), result.SerializeToString(),
+                                         headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE})
+            if ack.duplicate:
+                self.duplicates.inc()
             if self.publish_json:
                 event = to_cloudevent(result, self.source)
                 event["id"] = msg_id
@@ -146,8 +159,7 @@ class ResultBus:
                                        headers={"Nats-Msg-Id": msg_id + "/ce",
                                                 "Content-Type": CLOUDEVENTS_CONTENT_TYPE})
         except Exception as exc:  # noqa: BLE001 - a bus outage must not end the edge's stream
-            if self._on_publish_error is not None:
-                self._on_publish_error()
+            self.unpublished.inc()
             log.warning("could not publish %s to the results bus: %s", msg_id, exc)
         return 0
 
@@ -183,23 +195,36 @@ class ResultBus:
             raise BusError(f"could not read the results bus at {self.url}: {exc}") from exc
         if self._closed:
             subscription.close(self._close_reason)
-        self._subscriptions.add(subscription)
+        self._subscriptions[subscription] = sub
         try:
             yield subscription
         finally:
-            self._subscriptions.discard(subscription)
+            self._subscriptions.pop(subscription, None)
             try:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - the connection may be gone already; the consumer is ephemeral
                 pass
 
-    async def flush(self) -> None:
-        """Wait until what this process sent the bus has reached it (publish already awaits each ack)."""
-        if self._nc is not None and self._nc.is_connected:
-            try:
-                await self._nc.flush(timeout=self.publish_timeout_s)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("results bus flush failed: %s", exc)
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait (at most `timeout_s`) until every subscription has received what the bus holds for it.
+
+        Publishing already awaits each acknowledgement; this is for the delivery side: at shutdown the
+        results of the drained frames must reach this replica's subscribers before their calls end.
+        """
+        if self._nc is None or not self._nc.is_connected:
+            return
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        for subscription, sub in list(self._subscriptions.items()):
+            while asyncio.get_running_loop().time() < deadline:
+                try:
+                    info = await sub.consumer_info()
+                except Exception as exc:  # noqa: BLE001 - an ordered consumer being recreated: try again
+                    log.debug("consumer info: %s", exc)
+                    info = None
+                if info is not None and info.num_pending == 0 and sub.pending_msgs == 0 \
+                        and subscription.last_sequence >= (info.delivered.stream_seq or 0):
+                    break
+                await asyncio.sleep(0.02)
 
     def close(self, reason: str = "") -> None:
         """End every subscription once its queue is read (server shutdown)."""

@@ -83,7 +83,8 @@ class CloudServer:
         if config.nats:
             self.hub = ResultBus(config.nats, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
                                  max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
-                                 publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc)
+                                 publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc,
+                                 registry=self.metrics.registry)
         else:
             self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
                                      on_drop=self.metrics.dropped_results.inc)

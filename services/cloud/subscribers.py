@@ -38,6 +38,7 @@ class Subscription:
         self.dropped_total = 0
         self.closed = False
         self.close_reason = ""
+        self.last_sequence = 0  # of the newest result offered
 
     @property
     def queued_bytes(self) -> int:
@@ -52,6 +53,7 @@ class Subscription:
     def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
         """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
         size = result.ByteSize() if size is None else size
+        self.last_sequence = max(self.last_sequence, sequence)
         self._queue.append((sequence, result, size))
         self._bytes += size
         dropped = 0
