@@ -129,10 +129,6 @@ class SubscriberHub:
 
     async def publish(self, result: inference_pb2.InferenceResult) -> int:
         """Offer a result to every interested subscriber (never waits); returns how many results were dropped."""
-        return self.publish_now(result)
-
-    def publish_now(self, result: inference_pb2.InferenceResult) -> int:
-        """`publish` for callers off a coroutine; returns how many results were dropped."""
         self._sequence += 1
         size = result.ByteSize()
         self._history.offer(self._sequence, result, size)

@@ -133,3 +133,22 @@ def test_watch_prints_schema_records_and_unique_coco_image_ids(engine, frames, t
                                                                    ("cam-2", 0), ("cam-2", 1)]
     assert {item["image_id"] for item in results} <= {1, 2, 3, 4}
     assert len({m["id"] for m in mapping}) == 4
+
+
+def test_the_blocking_subscribe_resumes_across_max_connection_age(engine, frames) -> None:
+    from splitinfer.clients import subscribe
+
+    async def scenario():
+        async with running_cloud(engine, max_connection_age_s=1.0) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            loop = asyncio.get_running_loop()
+            reading = loop.run_in_executor(None, lambda: [
+                item for _, item in zip(frames, subscribe(address, ["cam"], backoff=Backoff(initial=0.05)))])
+            while not len(cloud.hub):
+                await asyncio.sleep(0.05)
+            answers = await send_frames(address, "cam", frames, pause=0.5)
+            return answers, await asyncio.wait_for(reading, 60)
+
+    answers, received = run(scenario())
+    assert [item.result for item in received] == answers
+    assert [item.sequence for item in received] == sorted({item.sequence for item in received})
