@@ -266,7 +266,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
             finally:
                 self.metrics.subscribers.set(len(self.hub) - 1)
-        # Only a shutdown ends a subscription: say so, so that the client resumes elsewhere (never a silent OK).
+        # Only the subscription's age or a shutdown ends it: say which, so that the client resumes (never a silent OK).
         if not subscription.closed:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
                          f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
@@ -284,7 +284,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if not STREAM_ID_PATTERN.fullmatch(stream_id):
                 await _abort_bad_stream_id(context, stream_id)
         return list(request.stream_ids)
-
 
     # -- GetServerMetadata ---------------------------------------------------------------------
     async def GetServerMetadata(
