@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -78,7 +79,7 @@ class ResultBus:
 
     def __init__(self, url: str, *, capacity: int, max_bytes: int, max_age_s: float = 24 * 3600.0,
                  stream_max_bytes: int = 1024**3, duplicate_window_s: float = 120.0, publish_json: bool = False,
-                 source: str = "//splitinfer/cloud", publish_timeout_s: float = 5.0,
+                 source: str | None = None, publish_timeout_s: float = 5.0,
                  on_drop: Callable[[int], None] | None = None, registry: Any = None) -> None:
         self.url = url
         self.capacity = capacity
@@ -87,7 +88,8 @@ class ResultBus:
         self.stream_max_bytes = stream_max_bytes
         self.duplicate_window_s = duplicate_window_s
         self.publish_json = publish_json
-        self.source = source
+        # CloudEvents `source`: this replica.
+        self.source = source or f"//splitinfer/cloud/{socket.gethostname()}"
         self.publish_timeout_s = publish_timeout_s
         self._on_drop = on_drop
         registry = registry if registry is not None else CollectorRegistry()

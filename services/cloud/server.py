@@ -2,7 +2,9 @@
 
 Lifecycle: bind and answer health checks NOT_SERVING while the model loads, SERVING once it is loaded;
 on SIGTERM (or `shutdown()`): NOT_SERVING, stop taking streams and frames, answer the frames already
-queued, end the streams with UNAVAILABLE (edges reconnect elsewhere), then stop.
+queued, end the streams with UNAVAILABLE (edges reconnect elsewhere), let the subscribers receive those
+results (from the bus with --nats), end the subscriptions with UNAVAILABLE + RetryInfo (they resume
+elsewhere), then stop.
 """
 
 from __future__ import annotations
