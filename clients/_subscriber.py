@@ -68,6 +68,11 @@ def open_blocking_channel(cloud: str, max_message_bytes: int = DEFAULT_MAX_MESSA
     return grpc.insecure_channel(cloud, options=channel_options(max_message_bytes))
 
 
+def _retryable(exc: grpc.RpcError) -> bool:
+    """True if subscribing again may help (the one place that decides; a TLS failure, say, would not)."""
+    return exc.code() in RETRYABLE
+
+
 def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -176,7 +181,7 @@ class ResultSubscriber:
                     return  # the cloud ended the subscription with OK: a real end
                 except grpc.aio.AioRpcError as exc:
                     failure = f"{exc.code().name}: {exc.details()}"
-                    if not self.reconnect or exc.code() not in RETRYABLE:
+                    if not self.reconnect or not _retryable(exc):
                         self._end = _wrap(exc, self.cloud)
                         return
                     if time.monotonic() - last_contact > self.backoff.give_up_after:
@@ -267,7 +272,7 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None \
                         and time.monotonic() >= deadline - 0.05:
                     return
-                if not reconnect or exc.code() not in RETRYABLE \
+                if not reconnect or not _retryable(exc) \
                         or time.monotonic() - last_contact > backoff.give_up_after:
                     raise _wrap(exc, cloud) from exc
             finally:

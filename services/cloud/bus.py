@@ -119,7 +119,8 @@ class ResultBus:
         except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "cannot connect"
             reason = str(exc) or f"no connection within {connect_timeout_s:g} s"
             raise BusError(f"could not reach the results bus at {self.url}: {reason}; check that nats-server runs "
-                           "there with JetStream (-js), or leave --nats unset to keep results in this process.") from exc
+                           "there with JetStream (-js), or leave --nats unset to keep results in this process."
+                           ) from exc
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
         config = api.StreamConfig(
             name=STREAM_NAME, subjects=[f"{RESULTS_PREFIX}.>", f"{EVENTS_PREFIX}.>"],
@@ -166,11 +167,15 @@ class ResultBus:
         return 0
 
     @asynccontextmanager
-    async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0) -> AsyncIterator[Subscription]:
-        """A subscription fed by an ordered JetStream consumer, from after `after_sequence` (0: new results)."""
+    async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
+                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
+        """A subscription fed by an ordered JetStream consumer, from after `after_sequence` (0: new results).
+
+        `permits` (authorization) filters what the subscriber may read, like the stream ids it named.
+        """
         nats = _import_nats()
         api = nats.js.api
-        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop)
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
         subjects = sorted(results_subject(s) for s in subscription.stream_ids) or [f"{RESULTS_PREFIX}.>"]
 
         async def deliver(msg: Any) -> None:
@@ -179,6 +184,8 @@ class ResultBus:
                 result.ParseFromString(msg.data)
             except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it, never crash
                 log.warning("skipped a message on %s that is not an InferenceResult", msg.subject)
+                return
+            if not subscription.wants(result.stream_id):
                 return
             subscription.offer(msg.metadata.sequence.stream, result, len(msg.data))
 

@@ -23,11 +23,12 @@ class Subscription:
     """One subscriber: a filter on stream ids and a queue bounded in results and bytes."""
 
     def __init__(self, stream_ids: Iterable[str], capacity: int, max_bytes: int,
-                 on_drop: Callable[[int], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(f"a subscriber queue needs room for at least one result and byte, got {capacity} "
                              f"results and {max_bytes} bytes")
         self.stream_ids = frozenset(stream_ids)
+        self._permits = permits  # authorization: the streams this subscriber's identity may read
         self.capacity = capacity
         self.max_bytes = max_bytes
         self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int]] = collections.deque()
@@ -48,6 +49,9 @@ class Subscription:
         return len(self._queue)
 
     def wants(self, stream_id: str) -> bool:
+        """True for a stream this subscriber asked for (none named: every stream) and may read."""
+        if self._permits is not None and not self._permits(stream_id):
+            return False
         return not self.stream_ids or stream_id in self.stream_ids
 
     def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
@@ -112,9 +116,10 @@ class SubscriberHub:
         return self._sequence
 
     @asynccontextmanager
-    async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0) -> AsyncIterator[Subscription]:
-        """Register a subscription for the duration of the `with` block, resuming after `after_sequence`."""
-        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop)
+    async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
+                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
+        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too."""
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
         if after_sequence:
             for sequence, result, size in self._history._queue:
                 if sequence > after_sequence and subscription.wants(result.stream_id):

@@ -148,6 +148,19 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
     assert everything_dropped == 7 and total_dropped == 14
 
 
+def test_a_subscription_sees_only_what_it_named_and_may_read() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=10)
+        async with hub.subscribe([], permits=lambda s: s.startswith("site-a/")) as allowed:
+            for stream_id in ("site-a/cam-1", "site-b/cam-1", "site-a/cam-2"):
+                await hub.publish(inference_pb2.InferenceResult(stream_id=stream_id))
+            seen = [(await allowed.next())[0].stream_id for _ in range(len(allowed))]
+        async with hub.subscribe(["site-b/cam-1"], after_sequence=1, permits=lambda s: s.startswith("site-a/")) as no:
+            return seen, len(no)
+
+    assert run(scenario()) == (["site-a/cam-1", "site-a/cam-2"], 0)
+
+
 def test_a_subscriber_queue_is_bounded_in_bytes_and_resumes_from_the_history() -> None:
     async def scenario():
         hub = SubscriberHub(capacity=100, max_bytes=3000)
