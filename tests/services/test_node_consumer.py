@@ -16,7 +16,7 @@ from tests.services.test_subscriptions import send_frames
 
 pytestmark = pytest.mark.slow
 
-EXAMPLE = REPO / "clients" / "examples" / "node"
+EXAMPLE = REPO / "clients" / "examples" / "node-consumer"
 STREAM = "site-a/cam-node"
 COUNT = 3
 
