@@ -244,9 +244,16 @@ class ResultBus:
 
     async def aclose(self) -> None:
         """Close the connection to the bus."""
-        if self._nc is not None:
-            try:
-                await self._nc.drain()
-            except Exception:  # noqa: BLE001
-                await self._nc.close()
-            self._nc = None
+        nc, self._nc = self._nc, None
+        if nc is None:
+            return
+        try:
+            if nc.is_connected:
+                await nc.drain()
+                return
+        except Exception as exc:  # noqa: BLE001 - closing below is what matters
+            log.debug("results bus drain: %s", exc)
+        try:
+            await nc.close()
+        except Exception as exc:  # noqa: BLE001 - the connection is gone already (bus down): nothing to release
+            log.debug("results bus close: %s", exc)

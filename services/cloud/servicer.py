@@ -20,7 +20,8 @@ shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
 UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MODEL_LOADING, DRAINING,
-STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE) in domain "splitinfer.v1", and RetryInfo where
+waiting and retrying helps.
 """
 
 from __future__ import annotations
@@ -38,11 +39,12 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.errors import BusError
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import Connection, StreamRegistry
-from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.cloud")
@@ -248,25 +250,38 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         stream_ids = await self._subscribed_stream_ids(request, context)
-        async with self.hub.subscribe(stream_ids, request.after_sequence) as subscription:
-            self.metrics.subscribers.set(len(self.hub))
-            # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
-            await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
-            deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
-            try:
-                while True:
-                    try:
-                        item = await asyncio.wait_for(subscription.next(),
-                                                      None if deadline is None else deadline - time.monotonic())
-                    except asyncio.TimeoutError:
-                        break
-                    if item is None:
-                        break
-                    result, dropped, sequence = item
-                    yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
-            finally:
-                self.metrics.subscribers.set(len(self.hub) - 1)
-        # Only the subscription's age or a shutdown ends it: say which, so that the client resumes (never a silent OK).
+        try:
+            async with self.hub.subscribe(stream_ids, request.after_sequence) as subscription:
+                async for response in self._serve_subscription(subscription, context):
+                    yield response
+        except BusError as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
+                         "BUS_UNAVAILABLE", retry_after_s=2.0)
+        await self._end_subscription(subscription, context)
+
+    async def _serve_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext
+                                  ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        """The subscription's results, until it is closed (shutdown) or reaches its maximum age."""
+        self.metrics.subscribers.set(len(self.hub))
+        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
+        await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+        deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.next(),
+                                                  None if deadline is None else deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    return
+                if item is None:
+                    return
+                result, dropped, sequence = item
+                yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
+        finally:
+            self.metrics.subscribers.set(len(self.hub) - 1)
+
+    async def _end_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> NoReturn:
+        """End the call with UNAVAILABLE saying why (maximum age or shutdown): the client resumes, never a silent OK."""
         if not subscription.closed:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
                          f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "

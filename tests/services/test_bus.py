@@ -184,3 +184,19 @@ def test_an_unreachable_bus_is_a_clear_error_at_start() -> None:
     bus = ResultBus(f"nats://127.0.0.1:{free_port()}", capacity=4, max_bytes=1 << 20)
     with pytest.raises(BusError, match="nats-server runs there"):
         run(bus.start(connect_timeout_s=1.0))
+
+
+def test_subscribe_while_the_bus_is_away_is_unavailable_with_retry_info(engine, nats_server) -> None:
+    async def scenario():
+        async with running_cloud(engine, nats=nats_server.url) as cloud:
+            nats_server.close()
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{cloud.port}", options=channel_options()) as channel:
+                call = inference_pb2_grpc_stub(channel).Subscribe(inference_pb2.SubscribeRequest())
+                with pytest.raises(grpc.aio.AioRpcError) as failed:
+                    await asyncio.wait_for(call.read(), 60)
+                return failed.value
+
+    error = run(scenario())
+    assert error.code() == grpc.StatusCode.UNAVAILABLE and "results bus" in error.details()
+    assert {d.type_url.rsplit("/", 1)[-1] for d in rpc_status.from_call(error).details} == {
+        "google.rpc.ErrorInfo", "google.rpc.RetryInfo"}
