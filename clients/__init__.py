@@ -7,18 +7,31 @@ the CA, client certificate (mTLS) and bearer token.
 """
 
 from splitinfer.channel_security import ChannelSecurity
-
-from splitinfer.clients._results import COCO_CATEGORY_IDS, capture_time_iso, coco_results, result_to_dict
-from splitinfer.clients._subscriber import ResultSubscriber, SubscribedResult, check_health, subscribe
+from splitinfer.clients._subscriber import Backoff, ResultSubscriber, SubscribedResult, check_health, subscribe
+from splitinfer.results import (
+    COCO_CATEGORY_IDS,
+    capture_time_iso,
+    coco_image_ids,
+    coco_results,
+    result_from_dict,
+    result_to_dict,
+    result_to_json,
+    to_cloudevent,
+)
 
 __all__ = [
+    "Backoff",
     "COCO_CATEGORY_IDS",
     "ChannelSecurity",
     "ResultSubscriber",
     "SubscribedResult",
     "capture_time_iso",
     "check_health",
+    "coco_image_ids",
     "coco_results",
+    "result_from_dict",
     "result_to_dict",
+    "result_to_json",
     "subscribe",
+    "to_cloudevent",
 ]

@@ -1,5 +1,5 @@
 """The edge and cloud gRPC services (splitinfer.services.edge, splitinfer.services.cloud)."""
 
-from splitinfer.services.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
+from splitinfer.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
 
 __all__ = ["CaptureError", "CloudUnavailableError", "ServiceError", "StreamRejectedError"]

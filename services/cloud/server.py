@@ -6,7 +6,9 @@ that cannot speak TLS (kubelet's native gRPC probes). Who may do what: services/
 
 Lifecycle: bind and answer health checks NOT_SERVING while the model loads, SERVING once it is loaded;
 on SIGTERM (or `shutdown()`): NOT_SERVING, stop taking streams and frames, answer the frames already
-queued, end the streams with UNAVAILABLE (edges reconnect elsewhere), then stop.
+queued, end the streams with UNAVAILABLE (edges reconnect elsewhere), let the subscribers receive those
+results (from the bus with --nats), end the subscriptions with UNAVAILABLE + RetryInfo (they resume
+elsewhere), then stop.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.access import AccessFile, AccessPolicy
+from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
+from splitinfer.services.cloud.reflection import enable_reflection
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
@@ -60,6 +63,11 @@ class CloudConfig:
     stream_queue: int = 4
     stream_queue_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     subscriber_queue: int = 256
+    subscriber_max_bytes: int = 16 * 1024 * 1024
+    nats: str | None = None  # results bus URL (NATS JetStream); None keeps results in this process
+    nats_json: bool = False  # also publish CloudEvents JSON to splitinfer.events.<stream>
+    bus_max_age_s: float = 24 * 3600.0
+    bus_max_bytes: int = 1024**3
     drain_seconds: float = 30.0
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connection_age_s: float = 0.0
@@ -75,7 +83,7 @@ class CloudConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "workers", "stream_queue", "stream_queue_bytes", "subscriber_queue",
-                     "max_message_bytes", "max_elements"):
+                     "subscriber_max_bytes", "max_message_bytes", "max_elements", "bus_max_bytes"):
             if getattr(self, name) < 1:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.max_streams_per_peer < 0:
@@ -85,6 +93,8 @@ class CloudConfig:
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
             raise ServiceError(f"ports must be within 0..65535 (metrics: -1 disables), got {self.port} and "
                                f"{self.metrics_port}.")
+        if self.bus_max_age_s <= 0:
+            raise ServiceError(f"bus-max-age must be positive, got {self.bus_max_age_s}.")
         if self.drain_seconds < 0:
             raise ServiceError(f"drain-seconds must not be negative, got {self.drain_seconds}.")
         if not -1 <= self.health_port <= 65535:
@@ -117,7 +127,15 @@ class CloudServer:
         self.metrics = CloudMetrics()
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams, max_streams_per_peer=config.max_streams_per_peer)
-        self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
+        self.hub: SubscriberHub | ResultBus
+        if config.nats:
+            self.hub = ResultBus(config.nats, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
+                                 max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
+                                 publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc,
+                                 registry=self.metrics.registry)
+        else:
+            self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
+                                     on_drop=self.metrics.dropped_results.inc)
         self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
         self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
         open_policy = AccessPolicy()
@@ -127,6 +145,12 @@ class CloudServer:
             stream_idle_timeout_s=config.stream_idle_timeout_s, max_message_bytes=config.max_message_bytes,
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
             max_streams_per_identity=config.max_streams_per_identity)
+        self.servicer.subscription_max_age_s = config.max_connection_age_s
+        self.servicer.limits = inference_pb2.ServerLimits(
+            max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
+            max_streams=config.max_streams, stream_queue=config.stream_queue,
+            subscriber_queue=config.subscriber_queue, subscriber_max_bytes=config.subscriber_max_bytes,
+            max_connection_age_seconds=config.max_connection_age_s, results_bus=bool(config.nats))
         self.health = health.aio.HealthServicer()
         self._health_server: grpc.aio.Server | None = None
         self._health_port = 0
@@ -161,7 +185,7 @@ class CloudServer:
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.config.reflection:
-            reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         self._port = _bind(server, self.config.host, self.config.port, "--port",
                            self.certificates.credentials() if self.certificates is not None else None)
         if self.config.plaintext:
@@ -179,6 +203,8 @@ class CloudServer:
                 raise
             await health_server.start()
             self._health_server = health_server
+        if isinstance(self.hub, ResultBus):
+            await self.hub.start()
         await server.start()
         self._server = server
         if self.config.metrics_port >= 0:
@@ -221,17 +247,26 @@ class CloudServer:
         self.servicer.begin_drain()
         if not await self.servicer.wait_idle(self.config.drain_seconds):
             log.warning("streams still open after %.0f s of draining; stopping anyway", self.config.drain_seconds)
+        # Every answered frame is published by now: subscribers get what is queued, then UNAVAILABLE + RetryInfo.
+        await self.hub.flush()
+        self.servicer.end_subscriptions()
+        for _ in range(50):
+            if not len(self.hub):
+                break
+            await asyncio.sleep(0.02)
         await self.stop(grace=1.0)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop at once (after `grace` seconds for open calls); see shutdown() for the graceful path."""
         self.servicer.begin_drain()
+        self.servicer.end_subscriptions()
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
         if self._health_server is not None:
             await self._health_server.stop(0)
             self._health_server = None
+        await self.hub.aclose()
         if self._metrics_http is not None:
             await self._metrics_http.stop()
             self._metrics_http = None

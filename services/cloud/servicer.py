@@ -17,12 +17,17 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
     UNAUTHENTICATED      no credential, or one the access file does not know (Infer and Subscribe)
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
+`Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
+position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
+shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX_AGE after
+--max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
+
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
 UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
-STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN,
-UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
-waiting and retrying helps. Authorization (services/cloud/access.py) is checked before anything else of a call
-is read.
+STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE,
+MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED,
+STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+Authorization (services/cloud/access.py) is checked before anything else of a call is read.
 
 Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
 the queue (one frame is always let through), and results carry only server-defined data plus the
@@ -44,8 +49,11 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.errors import BusError
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
+from splitinfer.services.cloud.bus import ResultBus
+from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import (
     Connection,
@@ -54,7 +62,7 @@ from splitinfer.services.cloud.streams import (
     StreamRegistry,
     peer_address,
 )
-from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
 from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -72,11 +80,17 @@ _RESPONSE_OVERHEAD_BYTES = 64
 class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     """Serves every stream with one shared engine (see splitinfer.services.cloud.engine.TailEngine)."""
 
+    # > 0: a Subscribe call ends after this many seconds with UNAVAILABLE (SUBSCRIPTION_MAX_AGE) and the client
+    # resumes, so that subscribers rebalance like edges do (set from --max-connection-age).
+    subscription_max_age_s: float = 0.0
+    # What GetServerMetadata reports as limits (set from the cloud's configuration).
+    limits: inference_pb2.ServerLimits = inference_pb2.ServerLimits()
+
     def __init__(
         self,
         *,
         registry: StreamRegistry,
-        hub: SubscriberHub,
+        hub: SubscriberHub | ResultBus,
         metrics: CloudMetrics,
         executor: Executor,
         stream_queue_size: int = 4,
@@ -107,7 +121,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         """Stop taking frames and streams; streams finish what they queued, then end with UNAVAILABLE."""
         self.draining = True
         self.registry.stop_all("the cloud is shutting down")
-        self.hub.close()
+
+    def end_subscriptions(self) -> None:
+        """End Subscribe calls once they have sent what is queued (after the drain answered every frame)."""
+        self.hub.close("the cloud is shutting down")
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no Infer call is open; False if some still were after `timeout` seconds."""
@@ -165,7 +182,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 self.finish_result(frame, result, waited)
                 del frame, item  # the frame's bytes are not held while the result is sent
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
-                    self.hub.publish(result)
+                    await self.hub.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
@@ -375,28 +392,81 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         identity = await self._authenticate(context)
-        for stream_id in request.stream_ids:
-            if not STREAM_ID_PATTERN.fullmatch(stream_id):
-                await _abort_bad_stream_id(context, stream_id)
+        stream_ids = await self._subscribed_stream_ids(request, context)
+        for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
                 await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
                              f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
                              "subscribe patterns allow, or extend them in the cloud's access file.",
                              "STREAM_NOT_PERMITTED")
-        # An empty list means every stream this identity may read.
-        with self.hub.subscribe(request.stream_ids, identity.may_subscribe) as subscription:
-            self.metrics.subscribers.set(len(self.hub))
-            # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
-            await context.send_initial_metadata(())
-            try:
-                while True:
-                    item = await subscription.next()
-                    if item is None:
-                        return
-                    result, dropped = item
-                    yield inference_pb2.SubscribeResponse(result=result, dropped=dropped)
-            finally:
-                self.metrics.subscribers.set(len(self.hub) - 1)
+        try:
+            # An empty list means every stream this identity may read.
+            async with self.hub.subscribe(stream_ids, request.after_sequence,
+                                          permits=identity.may_subscribe) as subscription:
+                async for response in self._serve_subscription(subscription, context):
+                    yield response
+        except BusError as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
+                         "BUS_UNAVAILABLE", retry_after_s=2.0)
+        await self._end_subscription(subscription, context)
+
+    async def _serve_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext
+                                  ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        """The subscription's results, until it is closed (shutdown) or reaches its maximum age."""
+        self.metrics.subscribers.set(len(self.hub))
+        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
+        await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+        deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
+        try:
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.next(),
+                                                  None if deadline is None else deadline - time.monotonic())
+                except asyncio.TimeoutError:
+                    return
+                if item is None:
+                    return
+                result, dropped, sequence = item
+                yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
+        finally:
+            self.metrics.subscribers.set(len(self.hub) - 1)
+
+    async def _end_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> NoReturn:
+        """End the call with UNAVAILABLE saying why (maximum age or shutdown): the client resumes, never a silent OK."""
+        if not subscription.closed:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
+                         f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
+                         "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
+                         retry_after_s=0.0)
+        reason = subscription.close_reason or "the cloud is shutting down"
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
+                     "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
+                     retry_after_s=1.0)
+
+    async def _subscribed_stream_ids(self, request: inference_pb2.SubscribeRequest,
+                                     context: grpc.aio.ServicerContext) -> list[str]:
+        """The stream ids a Subscribe call asks for, checked (empty: every stream); the one place that filters."""
+        for stream_id in request.stream_ids:
+            if not STREAM_ID_PATTERN.fullmatch(stream_id):
+                await _abort_bad_stream_id(context, stream_id)
+        return list(request.stream_ids)
+
+    # -- GetServerMetadata ---------------------------------------------------------------------
+    async def GetServerMetadata(
+        self, request: inference_pb2.GetServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> inference_pb2.GetServerMetadataResponse:
+        await self._authenticate(context)
+        if self.engine is None:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
+                         "MODEL_LOADING", retry_after_s=2.0)
+        loop = asyncio.get_running_loop()
+        try:
+            split = await loop.run_in_executor(self.executor, self.engine.open_stream,
+                                               request.model or self.engine.model_name, request.cut)
+        except LookupError as exc:
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                         "UNKNOWN_MODEL_OR_CUT")
+        return server_metadata(self.engine, split, self.limits)
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, reason: str,

@@ -1,102 +1,157 @@
-"""Fan-out of inference results to `Subscribe` streams.
+"""Fan-out of inference results to `Subscribe` streams, in memory (one cloud process, no results bus).
 
-Each subscriber has its own bounded queue. Publishing never waits: when a subscriber's queue is full
-its oldest result is dropped and counted, so a slow reader loses results instead of slowing inference.
-Everything here runs on the server's event loop.
+Each result gets a position (`sequence`, increasing; it starts at the process start time in microseconds
+so that positions keep increasing across restarts of the cloud). Each subscriber has its own queue bounded
+in results AND bytes: publishing never waits; when a queue is over either bound its oldest results are
+dropped and counted, and the subscriber is told how many with the next result it reads. A short history
+(bounded the same way) lets a subscriber that reconnects (GOAWAY, max connection age) resume after the last
+position it saw. Everything here runs on the server's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 
 from splitinfer.v1 import inference_pb2
 
 
 class Subscription:
-    """One subscriber: a filter on stream ids and a bounded queue of results."""
+    """One subscriber: a filter on stream ids and a queue bounded in results and bytes."""
 
-    def __init__(self, stream_ids: Iterable[str], capacity: int,
-                 permits: Callable[[str], bool] | None = None) -> None:
-        if capacity < 1:
-            raise ValueError(f"a subscriber queue needs room for at least one result, got {capacity}")
+    def __init__(self, stream_ids: Iterable[str], capacity: int, max_bytes: int,
+                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None) -> None:
+        if capacity < 1 or max_bytes < 1:
+            raise ValueError(f"a subscriber queue needs room for at least one result and byte, got {capacity} "
+                             f"results and {max_bytes} bytes")
         self.stream_ids = frozenset(stream_ids)
         self._permits = permits  # authorization: the streams this subscriber's identity may read
-        self._queue: collections.deque[inference_pb2.InferenceResult] = collections.deque(maxlen=capacity)
+        self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int]] = collections.deque()
+        self._bytes = 0
         self._ready = asyncio.Event()
         self._dropped_since_read = 0
+        self._on_drop = on_drop
         self.dropped_total = 0
         self.closed = False
+        self.close_reason = ""
+        self.last_sequence = 0  # of the newest result offered
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._queue)
 
     def wants(self, stream_id: str) -> bool:
+        """True for a stream this subscriber asked for (none named: every stream) and may read."""
         if self._permits is not None and not self._permits(stream_id):
             return False
         return not self.stream_ids or stream_id in self.stream_ids
 
-    def offer(self, result: inference_pb2.InferenceResult) -> bool:
-        """Queue a result; True if the oldest queued result had to be dropped to make room."""
-        dropped = len(self._queue) == self._queue.maxlen
+    def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
+        """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
+        size = result.ByteSize() if size is None else size
+        self.last_sequence = max(self.last_sequence, sequence)
+        self._queue.append((sequence, result, size))
+        self._bytes += size
+        dropped = 0
+        # The newest result always stays, even alone over max_bytes: it is already bounded by the message limit.
+        while len(self._queue) > 1 and (len(self._queue) > self.capacity or self._bytes > self.max_bytes):
+            _, _, old_size = self._queue.popleft()
+            self._bytes -= old_size
+            dropped += 1
         if dropped:
-            self._dropped_since_read += 1
-            self.dropped_total += 1
-        self._queue.append(result)  # a full deque with maxlen discards its oldest item
+            self._dropped_since_read += dropped
+            self.dropped_total += dropped
+            if self._on_drop is not None:
+                self._on_drop(dropped)
         self._ready.set()
         return dropped
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
+        """End the subscription once its queue is read."""
         self.closed = True
+        self.close_reason = reason
         self._ready.set()
 
-    async def next(self) -> tuple[inference_pb2.InferenceResult, int] | None:
-        """The next result and how many were dropped before it; None once closed and empty."""
+    async def next(self) -> tuple[inference_pb2.InferenceResult, int, int] | None:
+        """The next (result, dropped before it, sequence); None once closed and empty."""
         while not self._queue:
             if self.closed:
                 return None
             self._ready.clear()
             await self._ready.wait()
         dropped, self._dropped_since_read = self._dropped_since_read, 0
-        return self._queue.popleft(), dropped
+        sequence, result, size = self._queue.popleft()
+        self._bytes -= size
+        return result, dropped, sequence
 
 
 class SubscriberHub:
     """All subscriptions of one server; `publish` is non-blocking and O(subscribers)."""
 
-    def __init__(self, capacity: int, on_drop: Callable[[int], None] | None = None) -> None:
+    def __init__(self, capacity: int, max_bytes: int = 16 * 1024 * 1024,
+                 on_drop: Callable[[int], None] | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._subscriptions: set[Subscription] = set()
         self._on_drop = on_drop
         self._closed = False
+        self._close_reason = ""
+        self._sequence = time.time_ns() // 1000
+        # Recent results for resuming subscribers, bounded like one subscriber's queue.
+        self._history = Subscription((), capacity, max_bytes)
 
     def __len__(self) -> int:
         return len(self._subscriptions)
 
-    @contextmanager
-    def subscribe(self, stream_ids: Iterable[str],
-                  permits: Callable[[str], bool] | None = None) -> Iterator[Subscription]:
-        """Register a subscription for the duration of the `with` block; `permits` filters what it may read."""
-        subscription = Subscription(stream_ids, self.capacity, permits)
+    @property
+    def last_sequence(self) -> int:
+        return self._sequence
+
+    @asynccontextmanager
+    async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
+                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
+        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too."""
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
+        if after_sequence:
+            for sequence, result, size in self._history._queue:
+                if sequence > after_sequence and subscription.wants(result.stream_id):
+                    subscription.offer(sequence, result, size)
         if self._closed:
-            subscription.close()
+            subscription.close(self._close_reason)
         self._subscriptions.add(subscription)
         try:
             yield subscription
         finally:
             self._subscriptions.discard(subscription)
 
-    def publish(self, result: inference_pb2.InferenceResult) -> int:
-        """Offer a result to every interested subscriber; returns how many results were dropped."""
+    async def publish(self, result: inference_pb2.InferenceResult) -> int:
+        """Offer a result to every interested subscriber (never waits); returns how many results were dropped."""
+        self._sequence += 1
+        size = result.ByteSize()
+        self._history.offer(self._sequence, result, size)
         dropped = 0
         for subscription in self._subscriptions:
-            if subscription.wants(result.stream_id) and subscription.offer(result):
-                dropped += 1
-        if dropped and self._on_drop is not None:
-            self._on_drop(dropped)
+            if subscription.wants(result.stream_id):
+                dropped += subscription.offer(self._sequence, result, size)
         return dropped
 
-    def close(self) -> None:
+    async def flush(self) -> None:
+        """Nothing to wait for: publishing in memory is immediate (the bus's flush waits for its acks)."""
+
+    def close(self, reason: str = "") -> None:
         """End every subscription once its queue is read (server shutdown)."""
         self._closed = True
+        self._close_reason = reason
         for subscription in self._subscriptions:
-            subscription.close()
+            subscription.close(reason)
+
+    async def aclose(self) -> None:
+        """Release resources (nothing in memory)."""

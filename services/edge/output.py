@@ -1,14 +1,11 @@
 """Where the edge's results go: JSON lines on stdout, an annotated video file, a local window.
 
-A JSON line per frame: stream_id, frame_id, capture_time (ISO 8601, UTC), model, width, height,
-detections [{x1, y1, x2, y2 (source pixels), class_id, label, score}] (empty when the cloud could not
-process the frame, which then carries `error` {code, message, intra_frame_requested}), payload_bytes,
-elements, stage_seconds and latency_s (splitinfer.clients.result_to_dict plus the edge's latency).
+A JSON line per frame is the result's JSON form (splitinfer.results: protobuf's JSON mapping, described in
+docs/RESULTS_SCHEMA.md and docs/inference_result.schema.json) plus the edge's annotation `latency_s`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -19,11 +16,11 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from splitinfer.clients import result_to_dict
+from splitinfer.errors import ServiceError
+from splitinfer.results import result_to_dict, result_to_json
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.errors import ConfigError
 from splitinfer.logs import NativeStderr
-from splitinfer.services.errors import ServiceError
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -35,6 +32,11 @@ def outcome_to_dict(outcome: FrameOutcome) -> dict:
     return record
 
 
+def outcome_to_json(outcome: FrameOutcome) -> str:
+    """The JSON line of one frame, without the newline."""
+    return result_to_json(outcome.result, latency_s=round(outcome.latency_seconds, 6))
+
+
 class JsonLinesSink:
     """Writes one JSON object per frame and flushes, so a pipe reader sees results as they come."""
 
@@ -42,7 +44,7 @@ class JsonLinesSink:
         self.stream = stream or sys.stdout
 
     def __call__(self, outcome: FrameOutcome) -> None:
-        self.stream.write(json.dumps(outcome_to_dict(outcome), separators=(",", ":")) + "\n")
+        self.stream.write(outcome_to_json(outcome) + "\n")
         self.stream.flush()
 
 

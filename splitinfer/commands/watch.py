@@ -13,42 +13,80 @@ OPTIONS = [
     Option("cloud", "Address of the cloud service, HOST:PORT.", default="localhost:50051"),
     *client_security.OPTIONS,
     Option("stream", "Only these stream ids (comma-separated; default: every stream)."),
-    Option("coco", "Print one COCO results JSON array at the end instead of JSON lines.", flag=True, default=False),
+    Option("coco", "Print one COCO results JSON array at the end instead of JSON lines (image ids 1, 2, ... per "
+           "(stream, frame) in order of arrival; see --coco-images).", flag=True, default=False),
+    Option("coco-images", "With --coco: write the image ids to this file as JSON [{id, stream_id, frame_id}]."),
     Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
            default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
+    Option("max-lag", "Drop (and count) results that waited longer than this many seconds in this subscriber's "
+           "queue because it reads too slowly (0: no time bound; the queue is bounded in count and bytes anyway).",
+           cast=float, default=0.0),
+    Option("after-sequence", "Resume after this position (the `sequence` of the last result seen; 0: from now).",
+           cast=int, default=0),
 ]
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     import json
+    import logging
     import sys
+    from pathlib import Path
 
-    from splitinfer.clients import coco_results, result_to_dict, subscribe
+    from splitinfer.clients import coco_image_ids, coco_results
 
+    logging.basicConfig(level=logging.WARNING, format="splitinfer watch: %(message)s")
     stream_ids = [s.strip() for s in (args.stream or "").split(",") if s.strip()]
-    collected = []
-    dropped = 0
+    collected: list = []
     try:
-        for index, item in enumerate(subscribe(args.cloud, stream_ids, timeout=args.timeout or None,
-                                                     security=client_security.security_from_args(args)), start=1):
-            dropped += item.dropped
-            if args.coco:
-                collected.append(item.result)
-            else:
-                record = result_to_dict(item.result)
-                if item.dropped:
-                    record["dropped_before"] = item.dropped
-                sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
-                sys.stdout.flush()
-            if args.count and index >= args.count:
-                break
+        dropped = asyncio.run(_watch(args, stream_ids, collected))
     except KeyboardInterrupt:
-        pass
+        dropped = 0
     if args.coco:
-        json.dump(coco_results(collected), sys.stdout)
+        image_ids = coco_image_ids(collected)
+        json.dump(coco_results(collected, image_ids=image_ids), sys.stdout)
         sys.stdout.write("\n")
+        if args.coco_images:
+            Path(args.coco_images).write_text(json.dumps(
+                [{"id": i, "stream_id": s, "frame_id": f} for (s, f), i in image_ids.items()]) + "\n")
     if dropped:
         print(f"splitinfer watch: {dropped} results were dropped because this subscriber read too slowly",
               file=sys.stderr)
     return 0
+
+
+async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: list) -> int:
+    """Print (or collect, with --coco) results until --count or --timeout; returns how many were dropped."""
+    import asyncio
+    import sys
+
+    from splitinfer.clients import ResultSubscriber, result_to_json
+
+    dropped = 0
+
+    async def loop(results: ResultSubscriber) -> None:
+        nonlocal dropped
+        index = 0
+        async for item in results:
+            index += 1
+            dropped += item.dropped
+            if args.coco:
+                collected.append(item.result)
+            else:
+                annotations: dict = {"sequence": str(item.sequence)} if item.sequence else {}
+                if item.dropped:
+                    annotations["dropped_before"] = item.dropped
+                sys.stdout.write(result_to_json(item.result, **annotations) + "\n")
+                sys.stdout.flush()
+            if args.count and index >= args.count:
+                return
+
+    async with ResultSubscriber(args.cloud, stream_ids, after_sequence=args.after_sequence,
+                                max_lag_s=args.max_lag or None,
+                                security=client_security.security_from_args(args)) as results:
+        try:
+            await asyncio.wait_for(loop(results), args.timeout or None)
+        except asyncio.TimeoutError:
+            pass
+    return dropped

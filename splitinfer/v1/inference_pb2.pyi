@@ -149,15 +149,107 @@ class InferenceResult(_message.Message):
     def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_ids",)
+    __slots__ = ("stream_ids", "after_sequence")
     STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     stream_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    after_sequence: int
+    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("result", "dropped")
+    __slots__ = ("result", "dropped", "sequence")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     result: InferenceResult
     dropped: int
-    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ...) -> None: ...
+    sequence: int
+    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class GetServerMetadataRequest(_message.Message):
+    __slots__ = ("model", "cut")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    cut: str
+    def __init__(self, model: _Optional[str] = ..., cut: _Optional[str] = ...) -> None: ...
+
+class GetServerMetadataResponse(_message.Message):
+    __slots__ = ("name", "version", "models", "cut", "coders", "limits")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    CODERS_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelMetadata]
+    cut: CutMetadata
+    coders: _containers.RepeatedCompositeFieldContainer[CoderMetadata]
+    limits: ServerLimits
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelMetadata, _Mapping]]] = ..., cut: _Optional[_Union[CutMetadata, _Mapping]] = ..., coders: _Optional[_Iterable[_Union[CoderMetadata, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
+
+class ModelMetadata(_message.Message):
+    __slots__ = ("name", "task", "input_width", "input_height", "default_cut", "cuts", "class_names")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    INPUT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_CUT_FIELD_NUMBER: _ClassVar[int]
+    CUTS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: str
+    input_width: int
+    input_height: int
+    default_cut: str
+    cuts: _containers.RepeatedScalarFieldContainer[str]
+    class_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[str] = ..., input_width: _Optional[int] = ..., input_height: _Optional[int] = ..., default_cut: _Optional[str] = ..., cuts: _Optional[_Iterable[str]] = ..., class_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CutMetadata(_message.Message):
+    __slots__ = ("cut", "tensors")
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    TENSORS_FIELD_NUMBER: _ClassVar[int]
+    cut: str
+    tensors: _containers.RepeatedCompositeFieldContainer[TensorMetadata]
+    def __init__(self, cut: _Optional[str] = ..., tensors: _Optional[_Iterable[_Union[TensorMetadata, _Mapping]]] = ...) -> None: ...
+
+class TensorMetadata(_message.Message):
+    __slots__ = ("name", "shape", "signed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    signed: bool
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., signed: _Optional[bool] = ...) -> None: ...
+
+class CoderMetadata(_message.Message):
+    __slots__ = ("coder", "version")
+    CODER_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    coder: _tensor_pb2.EntropyCoder
+    version: int
+    def __init__(self, coder: _Optional[_Union[_tensor_pb2.EntropyCoder, str]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_elements", "max_message_bytes", "max_streams", "stream_queue", "subscriber_queue", "subscriber_max_bytes", "max_connection_age_seconds", "results_bus")
+    MAX_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_QUEUE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBER_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONNECTION_AGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_BUS_FIELD_NUMBER: _ClassVar[int]
+    max_elements: int
+    max_message_bytes: int
+    max_streams: int
+    stream_queue: int
+    subscriber_queue: int
+    subscriber_max_bytes: int
+    max_connection_age_seconds: float
+    results_bus: bool
+    def __init__(self, max_elements: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_streams: _Optional[int] = ..., stream_queue: _Optional[int] = ..., subscriber_queue: _Optional[int] = ..., subscriber_max_bytes: _Optional[int] = ..., max_connection_age_seconds: _Optional[float] = ..., results_bus: _Optional[bool] = ...) -> None: ...

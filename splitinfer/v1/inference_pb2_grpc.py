@@ -45,6 +45,11 @@ class InferenceServiceStub:
                 request_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.GetServerMetadata = channel.unary_unary(
+                '/splitinfer.v1.InferenceService/GetServerMetadata',
+                request_serializer=splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataRequest.SerializeToString,
+                response_deserializer=splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class InferenceServiceServicer:
@@ -59,7 +64,20 @@ class InferenceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Subscribe(self, request, context):
-        """Results of every stream (or of the named ones) as they are produced.
+        """Results of every stream (or of the named ones) as they are produced, each with its position. The call
+        does not end by itself: a cloud that shuts down ends it with UNAVAILABLE, ErrorInfo reason DRAINING
+        and RetryInfo (reconnect, to any replica when there is a results bus, and resume from the last
+        sequence); other statuses (INVALID_ARGUMENT, PERMISSION_DENIED, ...) are final.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetServerMetadata(self, request, context):
+        """What this cloud serves and within which limits (like KServe v2 ServerMetadata / ModelMetadata): the
+        model, its cuts and class list, the tensors a cut expects, the coders and their versions. Answers
+        UNAVAILABLE (MODEL_LOADING) while the model loads, FAILED_PRECONDITION (UNKNOWN_MODEL_OR_CUT) for a
+        model or cut it does not serve.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +95,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.FromString,
                     response_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'GetServerMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerMetadata,
+                    request_deserializer=splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataRequest.FromString,
+                    response_serializer=splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +157,33 @@ class InferenceService:
             '/splitinfer.v1.InferenceService/Subscribe',
             splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
             splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/splitinfer.v1.InferenceService/GetServerMetadata',
+            splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataRequest.SerializeToString,
+            splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -16,7 +16,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 from tests.services.conftest import CUT, MODEL, encoded_frames, run, running_cloud
 
@@ -184,6 +184,7 @@ def _missing_reference(frame):
 
 BAD_FRAMES = {
     "corrupt CRC": (_corrupt_crc, INVALID_ARGUMENT, "CRC"),
+    "garbage payload": (_garbage_payload, INVALID_ARGUMENT, "payload"),
     "forged shape": (_forged_shape, INVALID_ARGUMENT, "shape"),
     "huge shape": (_huge_shape, INVALID_ARGUMENT, "shape"),
     "missing tensor": (_missing_tensor, INVALID_ARGUMENT, f"layer{CUT}"),

@@ -9,8 +9,9 @@ from splitinfer.v1 import inference_pb2
 
 def test_exported_names_do_not_drift() -> None:
     assert sorted(clients.__all__) == [
-        "COCO_CATEGORY_IDS", "ChannelSecurity", "ResultSubscriber", "SubscribedResult", "capture_time_iso", "check_health",
-        "coco_results", "result_to_dict", "subscribe",
+        "Backoff", "COCO_CATEGORY_IDS", "ChannelSecurity", "ResultSubscriber", "SubscribedResult", "capture_time_iso",
+        "check_health", "coco_image_ids", "coco_results", "result_from_dict", "result_to_dict", "result_to_json",
+        "subscribe", "to_cloudevent",
     ]
     assert all(hasattr(clients, name) for name in clients.__all__)
 
@@ -24,17 +25,45 @@ def make_result() -> inference_pb2.InferenceResult:
     return result
 
 
-def test_result_records_carry_the_documented_fields() -> None:
+def test_result_records_are_the_protobuf_json_mapping_with_proto_field_names() -> None:
     record = result_to_dict(make_result())
-    assert record["capture_time"] == "2023-11-14T22:13:20.123456Z"
-    assert (record["width"], record["height"], record["frame_id"]) == (640, 480, 7)
+    assert record["capture"]["capture_time"] == "2023-11-14T22:13:20.123456789Z"
+    assert (record["capture"]["image_width"], record["capture"]["image_height"], record["frame_id"]) == (640, 480, "7")
     assert record["detections"][0] == {"x1": 10, "y1": 20, "x2": 110, "y2": 220, "class_id": 0, "label": "person",
                                        "score": 0.9}
     assert "error" not in record
 
 
 def test_coco_results_use_coco_category_ids_and_xywh_boxes() -> None:
-    items = coco_results([make_result()])
+    items = coco_results([make_result()], image_ids={("cam", 7): 7})
     assert len(COCO_CATEGORY_IDS) == 80 and COCO_CATEGORY_IDS[79] == 90
     assert items[0] == {"image_id": 7, "category_id": 1, "bbox": [10, 20, 100, 200], "score": 0.9}
     assert items[1]["category_id"] == 90
+
+
+def _imported_modules(folder: str) -> set[str]:
+    import ast
+    from pathlib import Path
+
+    names = set()
+    for path in (Path(__file__).resolve().parents[2] / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_clients_and_services_do_not_import_each_other() -> None:
+    assert not {m for m in _imported_modules("clients") if m.startswith("splitinfer.services")}
+    assert not {m for m in _imported_modules("services") if m.startswith("splitinfer.clients")}
+
+
+def test_the_old_import_paths_of_the_shared_basics_still_work() -> None:
+    from splitinfer import channel_options, errors
+    from splitinfer.services import channel_options as old_options
+    from splitinfer.services import errors as old_errors
+
+    assert old_options.channel_options is channel_options.channel_options
+    assert old_errors.ServiceError is errors.ServiceError

@@ -79,7 +79,34 @@ def test_reflection_lists_the_services(engine) -> None:
 
             return await loop.run_in_executor(None, services)
 
-    assert {SERVICE, "grpc.health.v1.Health"} <= set(run(scenario()))
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection"} <= set(run(scenario()))
+
+
+def test_reflection_v1_answers_like_v1alpha(engine) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                call = channel.stream_stream(
+                    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                    request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                    response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)()
+                answers = []
+                for request in (reflection_pb2.ServerReflectionRequest(list_services=""),
+                                reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
+                                reflection_pb2.ServerReflectionRequest(
+                                    file_containing_symbol="grpc.reflection.v1.ServerReflection")):
+                    await call.write(request)
+                    answers.append(await call.read())
+                await call.done_writing()
+                return answers
+
+    listed, inference, itself = run(scenario())
+    assert SERVICE in {s.name for s in listed.list_services_response.service}
+    assert inference.file_descriptor_response.file_descriptor_proto
+    assert itself.file_descriptor_response.file_descriptor_proto, itself.error_response
 
 
 def test_metrics_count_frames_bytes_and_streams(engine, frames) -> None:
@@ -109,9 +136,10 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
     async def scenario():
         dropped = []
         hub = SubscriberHub(capacity=3, on_drop=dropped.append)
-        with hub.subscribe(["cam"]) as slow, hub.subscribe([]) as everything, hub.subscribe(["other"]) as other:
+        async with hub.subscribe(["cam"]) as slow, hub.subscribe([]) as everything, \
+                hub.subscribe(["other"]) as other:
             for frame_id in range(10):
-                hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
             received = [await slow.next() for _ in range(3)]
             hub.close()
             assert await slow.next() is None
@@ -119,8 +147,40 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
             return received, everything.dropped_total, sum(dropped)
 
     received, everything_dropped, total_dropped = run(scenario())
-    assert [(r.frame_id, d) for r, d in received] == [(7, 7), (8, 0), (9, 0)]
+    assert [(r.frame_id, d) for r, d, _ in received] == [(7, 7), (8, 0), (9, 0)]
+    assert received[1][2] == received[0][2] + 1 == received[2][2] - 1
     assert everything_dropped == 7 and total_dropped == 14
+
+
+def test_a_subscription_sees_only_what_it_named_and_may_read() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=10)
+        async with hub.subscribe([], permits=lambda s: s.startswith("site-a/")) as allowed:
+            for stream_id in ("site-a/cam-1", "site-b/cam-1", "site-a/cam-2"):
+                await hub.publish(inference_pb2.InferenceResult(stream_id=stream_id))
+            seen = [(await allowed.next())[0].stream_id for _ in range(len(allowed))]
+        async with hub.subscribe(["site-b/cam-1"], after_sequence=1, permits=lambda s: s.startswith("site-a/")) as no:
+            return seen, len(no)
+
+    assert run(scenario()) == (["site-a/cam-1", "site-a/cam-2"], 0)
+
+
+def test_a_subscriber_queue_is_bounded_in_bytes_and_resumes_from_the_history() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=100, max_bytes=3000)
+        big = "x" * 900
+        async with hub.subscribe([]) as subscription:
+            for frame_id in range(10):
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id, model=big))
+            assert subscription.queued_bytes <= 3000 and len(subscription) == 3
+            first = await subscription.next()
+        async with hub.subscribe(["cam"], after_sequence=first[2]) as resumed:
+            again = [await resumed.next() for _ in range(2)]
+        return first, again
+
+    first, again = run(scenario())
+    assert (first[0].frame_id, first[1]) == (7, 7)
+    assert [(r.frame_id, d) for r, d, _ in again] == [(8, 0), (9, 0)]
 
 
 def test_a_disconnecting_client_leaves_no_task_behind(engine, frames) -> None:
@@ -227,3 +287,26 @@ def test_a_frame_resent_after_a_reconnect_reaches_subscribers_once(engine, frame
     times = [r.capture.capture_time.ToNanoseconds() for r in seen]
     assert [r.frame_id for r in seen] == [0, 0] and times[1] == times[0] + 1
     assert queued == [0]
+
+
+def test_server_metadata_describes_the_model_cut_coders_and_limits(engine) -> None:
+    from splitinfer.v1 import inference_pb2_grpc
+
+    async def scenario():
+        async with running_cloud(engine, max_streams=3) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+                default = await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(), timeout=30)
+                at_cut = await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(cut=CUT), timeout=30)
+                with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                    await stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest(model="nope"), timeout=30)
+                return default, at_cut, unknown.value
+
+    default, at_cut, unknown = run(scenario())
+    model = default.models[0]
+    assert model.name == MODEL and model.task == "detection" and model.class_names[0] == "person"
+    assert model.default_cut == default.cut.cut and CUT in model.cuts
+    assert [(t.name, list(t.shape)) for t in at_cut.cut.tensors] == [(f"layer{CUT}", [48, 20, 20])]
+    assert {c.coder for c in default.coders} >= {1, 2, 3, 4} and all(c.version >= 1 for c in default.coders)
+    assert default.limits.max_streams == 3 and not default.limits.results_bus
+    assert unknown.code() == grpc.StatusCode.FAILED_PRECONDITION and "nope" in unknown.details()

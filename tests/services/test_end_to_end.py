@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 
 from splitinfer.clients import ResultSubscriber
+from splitinfer.results import result_from_dict
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.output import JsonLinesSink
@@ -107,8 +110,11 @@ def test_json_lines_carry_the_documented_fields(engine, model, video, capsys) ->
     sink = JsonLinesSink()
     sink(outcomes[0])
     record = json.loads(capsys.readouterr().out)
-    assert {"stream_id", "frame_id", "capture_time", "model", "width", "height", "detections"} <= set(record)
-    assert record["capture_time"].endswith("Z") and record["width"] == 768
+    assert {"stream_id", "frame_id", "capture", "model", "detections", "latency_s"} <= set(record)
+    assert record["capture"]["capture_time"].endswith("Z") and record["capture"]["image_width"] == 768
     for det in record["detections"]:
         assert set(det) == {"x1", "y1", "x2", "y2", "class_id", "label", "score"}
         assert 0 <= det["x1"] <= det["x2"] <= 768 and 0 <= det["y1"] <= det["y2"] <= 432
+    schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "inference_result.schema.json").read_text())
+    jsonschema.validate(record, schema)
+    assert result_from_dict(record) == outcomes[0].result

@@ -78,7 +78,7 @@ def test_command_line_edge_and_watch_against_a_cloud(video, weights_dir, cloud_p
                           capture_output=True, text=True, timeout=180, cwd=REPO)
     assert edge.returncode == 0, edge.stderr
     lines = [json.loads(line) for line in edge.stdout.splitlines()]
-    assert [line["frame_id"] for line in lines] == list(range(5))
+    assert [int(line["frame_id"]) for line in lines] == list(range(5))
     assert all(line["stream_id"] == "cli-cam" and line["model"] == MODEL for line in lines)
     assert (tmp_path / "annotated.avi").stat().st_size > 0
     out, err = watch.communicate(timeout=120)

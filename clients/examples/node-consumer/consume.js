@@ -1,0 +1,87 @@
+// Reads splitinfer detections two ways, without the Python code: gRPC Subscribe (@grpc/grpc-js with the
+// .proto files) and the NATS JetStream results bus (the CloudEvents JSON variant, `splitinfer cloud
+// --nats URL --nats-json`). Prints one JSON line per result: {"source": "grpc" | "nats", ...}.
+//
+//   npm ci && node consume.js --grpc localhost:50051 --nats nats://localhost:4222 --stream site-a/cam-1 --count 10
+//
+// Either source may be left out. The line {"ready": true} says the gRPC subscription is registered.
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import grpc from "@grpc/grpc-js";
+import protoLoader from "@grpc/proto-loader";
+import { connect } from "nats";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    grpc: { type: "string" },
+    nats: { type: "string" },
+    stream: { type: "string" },
+    count: { type: "string", default: "10" },
+    protos: { type: "string", default: path.join(here, "..", "..", "..", "protos") },
+  },
+});
+const count = Number(args.count);
+const print = (record) => process.stdout.write(JSON.stringify(record) + "\n");
+
+// The subject token of a stream id: every byte outside [A-Za-z0-9_-] as %XX (docs/RESULTS_SCHEMA.md).
+export function subjectToken(streamId) {
+  return Array.from(new TextEncoder().encode(streamId), (b) => {
+    const ch = String.fromCharCode(b);
+    return /[A-Za-z0-9_-]/.test(ch) ? ch : "%" + b.toString(16).toUpperCase().padStart(2, "0");
+  }).join("");
+}
+
+function fromGrpc() {
+  // keepCase + longs as strings: the field names and 64-bit values of the JSON form.
+  const definition = protoLoader.loadSync("splitinfer/v1/inference.proto", {
+    includeDirs: [args.protos], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
+  });
+  const { splitinfer } = grpc.loadPackageDefinition(definition);
+  const client = new splitinfer.v1.InferenceService(args.grpc, grpc.credentials.createInsecure());
+  const call = client.Subscribe({ stream_ids: args.stream ? [args.stream] : [] });
+  let seen = 0;
+  return new Promise((resolve, reject) => {
+    call.on("metadata", (metadata) => {
+      if (metadata.get("splitinfer-subscribed").length) print({ ready: true });
+    });
+    call.on("data", (response) => {
+      print({ source: "grpc", sequence: response.sequence, dropped: response.dropped, result: response.result });
+      if (++seen === count) {
+        call.cancel();
+        client.close();
+        resolve();
+      }
+    });
+    call.on("error", (err) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
+  });
+}
+
+async function fromNats() {
+  const nc = await connect({ servers: args.nats });
+  const js = nc.jetstream();
+  const subject = "splitinfer.events." + (args.stream ? subjectToken(args.stream) : ">");
+  // An ordered consumer reads from the first retained result (a deliver_policy option makes nats.js 2.29 hang).
+  const consumer = await js.consumers.get("SPLITINFER_RESULTS", { filterSubjects: subject });
+  for (let seen = 0; seen < count; seen++) {
+    const msg = await consumer.next({ expires: 30000 });
+    if (msg === null) throw new Error(`no result on ${subject} within 30 s`);
+    print({ source: "nats", sequence: msg.seq, contentType: msg.headers?.get("Content-Type"), event: msg.json() });
+  }
+  await nc.close();
+}
+
+const jobs = [];
+if (args.grpc) jobs.push(fromGrpc());
+if (args.nats) jobs.push(fromNats());
+if (!jobs.length) {
+  console.error("give --grpc HOST:PORT and/or --nats URL");
+  process.exit(2);
+}
+try {
+  await Promise.all(jobs);
+} catch (err) {
+  console.error(`splitinfer consumer: ${err.message}`);
+  process.exit(1);
+}

@@ -1,0 +1,154 @@
+"""Subscriptions that survive and stay bounded, over real gRPC: slow readers, max connection age, `watch`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import grpc
+import jsonschema
+import pytest
+
+from splitinfer.channel_options import channel_options
+from splitinfer.clients import Backoff, ResultSubscriber
+from splitinfer.results import result_from_dict
+from tests.services.conftest import PLAINTEXT, REPO, encoded_frames, run, running_cloud
+from tests.services.test_bad_input import Stream, frame_request
+
+SCHEMA = json.loads((REPO / "docs" / "inference_result.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def frames(model, video) -> list:
+    return encoded_frames(model, video, 6)
+
+
+async def send_frames(address: str, stream_id: str, frames: list, pause: float = 0.0, first_id: int = 0) -> list:
+    """Stream frames on one Infer call, one at a time; the results in order."""
+    async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+        stream = Stream(channel)
+        await stream.open(stream_id=stream_id)
+        answers = []
+        for offset, frame in enumerate(frames):
+            await stream.send(frame_request(frame, first_id + offset))
+            answers.append((await stream.receive()).result)
+            await asyncio.sleep(pause)
+        await stream.call.done_writing()
+        return answers
+
+
+def test_a_slow_grpc_subscriber_loses_its_oldest_results_and_is_told_how_many(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            async with ResultSubscriber(address, ["cam"], max_queue=2, security=PLAINTEXT) as slow, \
+                    ResultSubscriber(address, ["cam"], max_queue_bytes=1, security=PLAINTEXT) as tiny, \
+                    ResultSubscriber(address, ["cam"], max_lag_s=0.2, security=PLAINTEXT) as laggard:
+                await slow.wait_subscribed()
+                await tiny.wait_subscribed()
+                await laggard.wait_subscribed()
+                answers = await send_frames(address, "cam", frames)
+                await asyncio.sleep(0.5)  # the subscriber reads nothing meanwhile: a consumer slower than the cloud
+                slow_items = [await asyncio.wait_for(anext(aiter(slow)), 10) for _ in range(2)]
+                tiny_item = await asyncio.wait_for(anext(aiter(tiny)), 10)
+                lag_item = await asyncio.wait_for(anext(aiter(laggard)), 10)
+                return answers, slow_items, tiny_item, lag_item
+
+    answers, slow_items, tiny_item, lag_item = run(scenario())
+    assert [item.result for item in slow_items] == answers[-2:]
+    assert [item.dropped for item in slow_items] == [len(answers) - 2, 0]
+    # A queue bounded in bytes keeps only the newest result (bounded by the message size limit itself).
+    assert tiny_item.result == answers[-1] and tiny_item.dropped == len(answers) - 1
+    # A queue bounded in time: every result that waited over 0.2 s is dropped, but the newest.
+    assert lag_item.result == answers[-1] and lag_item.dropped == len(answers) - 1
+
+
+def test_a_subscriber_resumes_across_max_connection_age_and_gets_every_result_once(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine, max_connection_age_s=1.0) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            async with ResultSubscriber(address, ["cam"], backoff=Backoff(initial=0.05), security=PLAINTEXT) as subscriber:
+                await subscriber.wait_subscribed()
+                sending = asyncio.create_task(send_frames(address, "cam", frames, pause=0.5))
+                received = [await asyncio.wait_for(anext(aiter(subscriber)), 30) for _ in frames]
+                answers = await sending
+                await asyncio.sleep(0.3)
+                extra = len(subscriber._queue)
+                return answers, received, subscriber.reconnects, extra
+
+    answers, received, reconnects, extra = run(scenario())
+    assert reconnects >= 1  # the 3 s of frames outlived the 1 s subscription age at least once
+    assert [item.result for item in received] == answers and extra == 0
+    assert all(item.dropped == 0 for item in received)
+
+
+def test_a_final_status_is_raised_not_retried(engine) -> None:
+    from splitinfer.errors import ServiceError
+
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            async with ResultSubscriber(f"127.0.0.1:{cloud.port}", ["bad id"], security=PLAINTEXT) as subscriber:
+                with pytest.raises(ServiceError, match="INVALID_ARGUMENT"):
+                    await subscriber.wait_subscribed()
+                return subscriber.reconnects
+
+    assert run(scenario()) == 0
+
+
+async def _watch(address: str, *args: str) -> tuple[str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "splitinfer.cli", "watch", "--plaintext", "--cloud", address, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=str(REPO))
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    return out.decode(), err.decode()
+
+
+@pytest.mark.slow
+def test_watch_prints_schema_records_and_unique_coco_image_ids(engine, frames, tmp_path: Path) -> None:
+    images = tmp_path / "images.json"
+
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            lines = asyncio.create_task(_watch(address, "--stream", "site-a/cam-1", "--count", "2"))
+            coco = asyncio.create_task(_watch(address, "--stream", "site-a/cam-1,cam-2", "--count", "4", "--coco",
+                                              "--coco-images", str(images)))
+            while len(cloud.hub) < 2:
+                await asyncio.sleep(0.05)
+            answers = await send_frames(address, "site-a/cam-1", frames[:2])
+            answers += await send_frames(address, "cam-2", frames[:2])
+            return answers, await lines, await coco
+
+    answers, (lines, _), (coco, _) = run(scenario())
+    records = [json.loads(line) for line in lines.splitlines()]
+    for record, answer in zip(records, answers[:2], strict=True):
+        jsonschema.validate(record, SCHEMA)
+        assert result_from_dict(record) == answer and int(record["sequence"]) > 0
+    results = json.loads(coco)
+    mapping = json.loads(images.read_text())
+    assert [(m["stream_id"], m["frame_id"]) for m in mapping] == [("site-a/cam-1", 0), ("site-a/cam-1", 1),
+                                                                   ("cam-2", 0), ("cam-2", 1)]
+    assert {item["image_id"] for item in results} <= {1, 2, 3, 4}
+    assert len({m["id"] for m in mapping}) == 4
+
+
+def test_the_blocking_subscribe_resumes_across_max_connection_age(engine, frames) -> None:
+    from splitinfer.clients import subscribe
+
+    async def scenario():
+        async with running_cloud(engine, max_connection_age_s=1.0) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            loop = asyncio.get_running_loop()
+            reading = loop.run_in_executor(None, lambda: [
+                item for _, item in zip(frames, subscribe(address, ["cam"], security=PLAINTEXT, backoff=Backoff(initial=0.05)))])
+            while not len(cloud.hub):
+                await asyncio.sleep(0.05)
+            answers = await send_frames(address, "cam", frames, pause=0.5)
+            return answers, await asyncio.wait_for(reading, 60)
+
+    answers, received = run(scenario())
+    assert [item.result for item in received] == answers
+    assert [item.sequence for item in received] == sorted({item.sequence for item in received})
