@@ -43,7 +43,7 @@ def test_the_node_consumer_reads_the_python_edges_results_from_grpc_and_from_the
         async with running_cloud(engine, nats=nats_server.url, nats_json=True) as cloud:
             address = f"127.0.0.1:{cloud.port}"
             node = await asyncio.create_subprocess_exec(
-                "node", "consume.js", "--grpc", address, "--nats", nats_server.url, "--stream", STREAM,
+                "node", "consume.js", "--grpc", address, "--plaintext", "--nats", nats_server.url, "--stream", STREAM,
                 "--count", str(COUNT), "--protos", str(REPO / "protos"), cwd=node_example,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             ready = await asyncio.wait_for(node.stdout.readline(), 60)
@@ -67,3 +67,41 @@ def test_the_node_consumer_reads_the_python_edges_results_from_grpc_and_from_the
                     for d in result["detections"]] == expected
         assert from_nats["event"]["specversion"] == "1.0" and from_nats["contentType"].startswith(
             "application/cloudevents+json")
+
+
+def test_the_node_consumer_reads_results_over_tls_with_a_bearer_token_and_is_refused_without_one(
+        engine, model, video, node_example, tmp_path) -> None:
+    from splitinfer.channel_security import ChannelSecurity
+    from tests.services.certificates import Authority
+    from tests.services.test_security import DASHBOARD, EDGE_A, token_security, write_access_file
+
+    frames = encoded_frames(model, video, 1)
+    ca = Authority(tmp_path, "node-ca")
+    server = ca.issue("cloud.test", server=True, file_stem="server")
+    pki = {"ca": ca}
+    dashboard = token_security(pki, tmp_path, DASHBOARD)
+
+    async def consume(*flags: str) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            "node", "consume.js", *flags, "--stream", "site-a/cam-tls", "--count", "1", "--protos",
+            str(REPO / "protos"), cwd=node_example, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+    async def scenario():
+        async with running_cloud(engine, tls_cert=server.cert, tls_key=server.key,
+                                 auth_tokens=write_access_file(tmp_path / "access.yaml")) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            refused = await consume("--grpc", address, "--tls-ca", str(ca.ca))
+            _, refused_err = await asyncio.wait_for(refused.communicate(), 60)
+            node = await consume("--grpc", address, "--tls-ca", str(ca.ca), "--token-file", str(dashboard.token_file))
+            ready = await asyncio.wait_for(node.stdout.readline(), 60)
+            assert json.loads(ready) == {"ready": True}, ready
+            answers = await send_frames(address, "site-a/cam-tls", frames,
+                                        security=token_security(pki, tmp_path, EDGE_A))
+            out, err = await asyncio.wait_for(node.communicate(), 60)
+            assert node.returncode == 0, err.decode()
+            return refused.returncode, refused_err.decode(), answers, json.loads(out.decode().splitlines()[0])
+
+    refused_code, refused_err, answers, line = run(scenario())
+    assert refused_code != 0 and "UNAUTHENTICATED" in refused_err
+    assert line["source"] == "grpc" and line["result"]["frame_id"] == str(answers[0].frame_id)
+    assert isinstance(dashboard, ChannelSecurity)

@@ -14,6 +14,7 @@ import pytest
 from splitinfer.channel_options import channel_options
 from splitinfer.clients import Backoff, ResultSubscriber
 from splitinfer.results import result_from_dict
+from splitinfer.channel_security import ChannelSecurity
 from tests.services.conftest import PLAINTEXT, REPO, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
 
@@ -25,9 +26,10 @@ def frames(model, video) -> list:
     return encoded_frames(model, video, 6)
 
 
-async def send_frames(address: str, stream_id: str, frames: list, pause: float = 0.0, first_id: int = 0) -> list:
+async def send_frames(address: str, stream_id: str, frames: list, pause: float = 0.0, first_id: int = 0,
+                      security: ChannelSecurity = PLAINTEXT) -> list:
     """Stream frames on one Infer call, one at a time; the results in order."""
-    async with grpc.aio.insecure_channel(address, options=channel_options()) as channel:
+    async with security.aio_channel(address, channel_options()) as channel:
         stream = Stream(channel)
         await stream.open(stream_id=stream_id)
         answers = []

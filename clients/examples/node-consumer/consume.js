@@ -2,9 +2,12 @@
 // .proto files) and the NATS JetStream results bus (the CloudEvents JSON variant, `splitinfer cloud
 // --nats URL --nats-json`). Prints one JSON line per result: {"source": "grpc" | "nats", ...}.
 //
-//   npm ci && node consume.js --grpc localhost:50051 --nats nats://localhost:4222 --stream site-a/cam-1 --count 10
+//   npm ci && node consume.js --grpc localhost:50051 --plaintext --nats nats://localhost:4222 --stream site-a/cam-1
+//   node consume.js --grpc cloud.example.com:50051 --tls-ca ca.crt --token-file dashboard.token --stream site-a/cam-1
 //
-// Either source may be left out. The line {"ready": true} says the gRPC subscription is registered.
+// gRPC is TLS unless --plaintext (--tls-ca: the CA of the cloud's certificate, default the system roots;
+// --token-file: a bearer token, sent only over TLS). Either source may be left out. The line {"ready": true} says the gRPC subscription is registered.
+import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -19,6 +22,9 @@ const { values: args } = parseArgs({
     nats: { type: "string" },
     stream: { type: "string" },
     count: { type: "string", default: "10" },
+    plaintext: { type: "boolean", default: false },
+    "tls-ca": { type: "string" },
+    "token-file": { type: "string" },
     protos: { type: "string", default: path.join(here, "..", "..", "..", "protos") },
   },
 });
@@ -33,13 +39,30 @@ export function subjectToken(streamId) {
   }).join("");
 }
 
+// The channel credentials the flags ask for (the same rules as the Python clients' ChannelSecurity).
+function credentials() {
+  if (args.plaintext) {
+    if (args["token-file"] || args["tls-ca"]) throw new Error("--plaintext cannot be combined with --tls-ca or --token-file");
+    return grpc.credentials.createInsecure();
+  }
+  const tls = grpc.credentials.createSsl(args["tls-ca"] ? fs.readFileSync(args["tls-ca"]) : null);
+  if (!args["token-file"]) return tls;
+  const token = fs.readFileSync(args["token-file"], "utf8").trim();
+  const bearer = grpc.credentials.createFromMetadataGenerator((_, done) => {
+    const metadata = new grpc.Metadata();
+    metadata.add("authorization", `Bearer ${token}`);
+    done(null, metadata);
+  });
+  return grpc.credentials.combineChannelCredentials(tls, bearer);
+}
+
 function fromGrpc() {
   // keepCase + longs as strings: the field names and 64-bit values of the JSON form.
   const definition = protoLoader.loadSync("splitinfer/v1/inference.proto", {
     includeDirs: [args.protos], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true,
   });
   const { splitinfer } = grpc.loadPackageDefinition(definition);
-  const client = new splitinfer.v1.InferenceService(args.grpc, grpc.credentials.createInsecure());
+  const client = new splitinfer.v1.InferenceService(args.grpc, credentials());
   const call = client.Subscribe({ stream_ids: args.stream ? [args.stream] : [] });
   let seen = 0;
   return new Promise((resolve, reject) => {
