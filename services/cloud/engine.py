@@ -1,8 +1,9 @@
-"""The cloud's CPU work for one frame: decode the tensors, run the tail, decode boxes + NMS.
+"""The cloud's work for a batch of frames: decode the tensors (CPU), run the tail, decode boxes + NMS (device).
 
 `TailEngine` holds the one loaded model, shared by every stream (torch inference in no_grad mode is
-safe from several executor threads). Everything a client can get wrong in a frame is caught here and
-becomes an in-band `FrameError`; the stream goes on.
+safe from several executor threads), on the device and in the precision it was given (dnn.device).
+Everything a client can get wrong in a frame is caught here and becomes an in-band `FrameError` for
+that frame alone; the stream and the other frames of its batch go on. `process` is a batch of one.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from splitinfer.codec import CodecError, CodecLimits, decode_levels
 from splitinfer.dnn import ModelError, load_model
+from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, resolve_precision, synchronize,
+                                  to_device)
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_from_proto
@@ -42,21 +48,49 @@ class FrameRejected(Exception):
         self.intra_frame_requested = intra_frame_requested
 
 
-class TailEngine:
-    """One loaded model: checks a stream's model and cut, and turns a FeatureFrame into an InferenceResult."""
+FrameWork = tuple[StreamState, Any, inference_pb2.FeatureFrame, int]  # (state, split, frame, previous frame id)
 
-    def __init__(self, model: Any, *, limits: CodecLimits | None = None) -> None:
+
+@dataclass
+class _Decoded:
+    """A frame whose tensors are decoded, waiting for the tail."""
+
+    index: int
+    state: StreamState
+    split: Any
+    frame: inference_pb2.FeatureFrame
+    info: Any
+    tensors: dict[str, np.ndarray]
+    levels: dict[str, np.ndarray]
+
+
+class TailEngine:
+    """One loaded model: checks a stream's model and cut, and turns FeatureFrames into InferenceResults."""
+
+    def __init__(self, model: Any, *, limits: CodecLimits | None = None, device: torch.device | str = "cpu",
+                 precision: str = "fp32") -> None:
         self.model = model
         self.model_name: str = model.name
         self.limits = limits or CodecLimits()
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision = precision
+        self.dtype = resolve_precision(precision, self.device)
+        if self.device.type != "cpu" or self.dtype is not torch.float32:
+            place_model(model, self.device, self.dtype)
         self._splits: dict[str, Any] = {}
         self._infos: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, name: str, *, weights: str | None = None, limits: CodecLimits | None = None) -> TailEngine:
-        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR)."""
-        return cls(load_model(name, weights=weights), limits=limits)
+    def load(cls, name: str, *, weights: str | None = None, limits: CodecLimits | None = None, device: str = "auto",
+             precision: str = "fp32", pretrained: bool = True) -> TailEngine:
+        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR).
+
+        The device and precision are checked first: a missing GPU is a DeviceError before any weights load."""
+        where = resolve_device(device)
+        resolve_precision(precision, where)
+        return cls(load_model(name, weights=weights, pretrained=pretrained), limits=limits, device=where,
+                   precision=precision)
 
     def open_stream(self, model: str, cut: str) -> Any:
         """The Split for a stream's start message (empty cut: the model's default); LookupError if unknown."""
@@ -75,49 +109,133 @@ class TailEngine:
                 self._splits[split.cut] = split
         return split
 
+    def warm_up(self, max_batch: int = 1) -> None:
+        """Run the default cut's tail and postprocess at batch 1 and `max_batch` on the device (kernels, cuDNN
+        plans, allocator) so the first real frames do not pay for it; called before health says SERVING."""
+        split = self.open_stream(self.model_name, "")
+        info = self._preprocess_info(*reversed(self.model.input_size))
+        for n in sorted({1, max(1, max_batch)}):
+            inputs = {spec.name: to_device(torch.zeros((n, *spec.shape)), self.device, self.dtype)
+                      for spec in split.tensors}
+            with torch.no_grad():
+                self.model.postprocess_batch(split.tail(inputs), [info] * n)
+        synchronize(self.device)
+
     def process(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> inference_pb2.InferenceResult:
         """Answer one frame: detections, or a FrameError when the frame is bad (never raises for bad input)."""
+        return self.process_batch([(state, split, frame, previous_frame_id)])[0]
+
+    def process_batch(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+        """Answer frames of several streams with one tail call per cut; results in the order of `items`.
+
+        A stream that appears twice is split into consecutive batches, so each frame decodes against the
+        reference its predecessor left (as one frame at a time would)."""
+        results: list[inference_pb2.InferenceResult] = []
+        segment: list[FrameWork] = []
+        for item in items:
+            if any(item[0] is other[0] for other in segment):
+                results.extend(self._process_segment(segment))
+                segment = []
+            segment.append(item)
+        if segment:
+            results.extend(self._process_segment(segment))
+        return results
+
+    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+        results = [self._empty_result(state, frame) for state, _, frame, _ in items]
+        by_cut: dict[str, list[_Decoded]] = {}
+        for index, (state, split, frame, previous_frame_id) in enumerate(items):
+            result = results[index]
+            try:
+                if frame.frame_id <= previous_frame_id:
+                    raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the "
+                                        f"previous frame of this call was {previous_frame_id}).")
+                info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
+                started = time.perf_counter()
+                tensors, levels, elements = self._decode(state, split, frame)
+                result.elements = elements
+                result.stage_seconds["decode"] = time.perf_counter() - started
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
+                self._fail(result, state, frame, exc)
+                continue
+            by_cut.setdefault(split.cut, []).append(_Decoded(index, state, split, frame, info, tensors, levels))
+        for group in by_cut.values():
+            try:
+                self._finish(group, results)
+            except Exception as exc:  # noqa: BLE001 - unexpected: answer frame by frame so only the culprit fails
+                if len(group) == 1:
+                    self._fail(results[group[0].index], group[0].state, group[0].frame, exc)
+                    continue
+                for decoded in group:
+                    try:
+                        self._finish([decoded], results)
+                    except Exception as exc:  # noqa: BLE001
+                        self._fail(results[decoded.index], decoded.state, decoded.frame, exc)
+        return results
+
+    def _finish(self, group: list[_Decoded], results: list[inference_pb2.InferenceResult]) -> None:
+        """Tail + postprocess for frames of one cut; fills their results and moves their stream references."""
+        split = group[0].split
+        started = time.perf_counter()
+        inputs = self._stack(split, group)
+        with torch.no_grad():
+            outputs = split.tail(inputs)
+            synchronize(self.device)
+            tailed = time.perf_counter()
+            found = self.model.postprocess_batch(outputs, [decoded.info for decoded in group])
+        done = time.perf_counter()
+        for decoded, items in zip(group, found):
+            result = results[decoded.index]
+            decoded.state.reference = (decoded.frame.frame_id, decoded.levels)
+            result.stage_seconds["tail"] = tailed - started
+            result.stage_seconds["postprocess"] = done - tailed
+            for item in items:
+                if hasattr(item, "x1"):
+                    result.detections.add(x1=item.x1, y1=item.y1, x2=item.x2, y2=item.y2, class_id=item.class_id,
+                                          label=item.label, score=item.score)
+                else:
+                    result.classes.add(class_id=item.class_id, label=item.label, score=item.score)
+
+    def _stack(self, split: Any, group: list[_Decoded]) -> dict[str, torch.Tensor]:
+        """The decoded tensors of a group as one batch on the device (through a pinned buffer on a GPU)."""
+        if len(group) == 1 and self.device.type == "cpu":
+            return {name: to_device(torch.from_numpy(value), self.device, self.dtype)
+                    for name, value in group[0].tensors.items()}
+        batch: dict[str, torch.Tensor] = {}
+        for spec in split.tensors:
+            host = pinned_empty((len(group), *spec.shape), self.device)
+            for row, decoded in enumerate(group):
+                host[row].copy_(torch.from_numpy(decoded.tensors[spec.name][0]))
+            batch[spec.name] = to_device(host, self.device, self.dtype)
+        return batch
+
+    def _empty_result(self, state: StreamState, frame: inference_pb2.FeatureFrame) -> inference_pb2.InferenceResult:
         result = inference_pb2.InferenceResult(stream_id=state.stream_id, frame_id=frame.frame_id,
                                                model=self.model_name)
         result.capture.CopyFrom(frame.capture)
         for stage, seconds in frame.edge_stage_seconds.items():
             result.stage_seconds[stage] = seconds
         result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
-        try:
-            if frame.frame_id <= previous_frame_id:
-                raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the previous "
-                                                      f"frame of this call was {previous_frame_id}).")
-            info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
-            started = time.perf_counter()
-            tensors, levels, elements = self._decode(state, split, frame)
-            result.elements = elements
-            decoded = time.perf_counter()
-            outputs = split.tail(tensors)
-            tailed = time.perf_counter()
-            found = self.model.postprocess(outputs, info)
-            done = time.perf_counter()
-        except FrameRejected as exc:
+        return result
+
+    @staticmethod
+    def _fail(result: inference_pb2.InferenceResult, state: StreamState, frame: inference_pb2.FeatureFrame,
+              exc: BaseException) -> None:
+        """Turn an exception into the frame's in-band FrameError."""
+        for stage in ("decode", "tail", "postprocess"):
+            if stage in result.stage_seconds:
+                del result.stage_seconds[stage]
+        result.ClearField("detections")
+        result.ClearField("classes")
+        if isinstance(exc, FrameRejected):
             result.error.code = exc.code
             result.error.message = exc.message
             result.error.intra_frame_requested = exc.intra_frame_requested
-            return result
-        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
-            log.exception("frame %d of stream %s failed", frame.frame_id, state.stream_id)
-            result.error.code = INTERNAL
-            result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
-            return result
-        state.reference = (frame.frame_id, levels)
-        result.stage_seconds["decode"] = decoded - started
-        result.stage_seconds["tail"] = tailed - decoded
-        result.stage_seconds["postprocess"] = done - tailed
-        for item in found:
-            if hasattr(item, "x1"):
-                result.detections.add(x1=item.x1, y1=item.y1, x2=item.x2, y2=item.y2, class_id=item.class_id,
-                                      label=item.label, score=item.score)
-            else:
-                result.classes.add(class_id=item.class_id, label=item.label, score=item.score)
-        return result
+            return
+        log.error("frame %d of stream %s failed", frame.frame_id, state.stream_id, exc_info=exc)
+        result.error.code = INTERNAL
+        result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
 
     def _preprocess_info(self, width: int, height: int) -> Any:
         """How boxes map back to a width x height source image (cached per size)."""
@@ -173,3 +291,4 @@ class TailEngine:
             tensors[message.name] = values.reshape((1, *spec.shape))
             elements += values.size
         return tensors, levels, elements
+

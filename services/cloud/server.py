@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
+from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
@@ -50,9 +51,14 @@ class CloudConfig:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     max_connection_age_s: float = 0.0
     max_elements: int = 2**24
+    device: str = "auto"
+    precision: str = "fp32"
+    max_batch: int = 1
+    max_batch_delay_ms: float = 2.0
 
     def __post_init__(self) -> None:
-        for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "max_message_bytes", "max_elements"):
+        for name in ("max_streams", "workers", "stream_queue", "subscriber_queue", "max_message_bytes", "max_elements",
+                     "max_batch"):
             if getattr(self, name) < 1:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
@@ -60,6 +66,8 @@ class CloudConfig:
                                f"{self.metrics_port}.")
         if self.drain_seconds < 0:
             raise ServiceError(f"drain-seconds must not be negative, got {self.drain_seconds}.")
+        if self.max_batch_delay_ms < 0:
+            raise ServiceError(f"max-batch-delay-ms must not be negative, got {self.max_batch_delay_ms}.")
 
 
 class CloudServer:
@@ -71,8 +79,13 @@ class CloudServer:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams)
         self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
+        # Every stream has at most one frame in the batcher, so max_streams bounds its queue.
+        self.batcher = FrameBatcher(self.executor, max_batch=config.max_batch,
+                                    max_delay_s=config.max_batch_delay_ms / 1000, max_in_flight=config.workers,
+                                    queue_size=config.max_streams)
         self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
-                                          executor=self.executor, stream_queue_size=config.stream_queue)
+                                          executor=self.executor, stream_queue_size=config.stream_queue,
+                                          batcher=self.batcher)
         self.health = health.aio.HealthServicer()
         self._engine = engine
         self._server: grpc.aio.Server | None = None
@@ -136,8 +149,12 @@ class CloudServer:
         from splitinfer.services.cloud.engine import TailEngine
 
         engine = TailEngine.load(self.config.model, weights=self.config.weights,
-                                 limits=CodecLimits(max_elements=self.config.max_elements))
+                                 limits=CodecLimits(max_elements=self.config.max_elements),
+                                 device=self.config.device, precision=self.config.precision)
         warm_up()  # before SERVING: the first frame of the first stream should not load the codec's kernels
+        engine.warm_up(self.config.max_batch)  # nor the device's kernels (CUDA context, cuDNN plans)
+        log.info("model on %s in %s, batches of up to %d frames", engine.device, engine.precision,
+                 self.config.max_batch)
         return engine
 
     async def shutdown(self) -> None:
@@ -159,6 +176,7 @@ class CloudServer:
         if self._server is not None:
             await self._server.stop(grace)
             self._server = None
+        await self.batcher.close()
         if self._metrics_http is not None:
             await self._metrics_http.stop()
             self._metrics_http = None

@@ -33,6 +33,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.streams import Connection, StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
@@ -56,6 +57,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         metrics: CloudMetrics,
         executor: Executor,
         stream_queue_size: int = 4,
+        batcher: FrameBatcher | None = None,
     ) -> None:
         self.engine: Any = None  # set once the model is loaded
         self.registry = registry
@@ -63,6 +65,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics = metrics
         self.executor = executor
         self.stream_queue_size = stream_queue_size
+        self.batcher = batcher or FrameBatcher(executor)  # max_batch 1: each frame alone on the executor
         self.draining = False
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
@@ -105,7 +108,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
                 stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors]))
             last_frame_id = -1
-            loop = asyncio.get_running_loop()
             while True:
                 item = await self._next_item(queue, connection)
                 if item is _END:
@@ -116,8 +118,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     raise item
                 frame, arrived = item
                 waited = time.perf_counter() - arrived
-                result = await loop.run_in_executor(
-                    self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
+                result = await self.batcher.process(self.engine, connection.state, split, frame, last_frame_id)
                 result.stage_seconds["queue"] = waited
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self._record(result)
