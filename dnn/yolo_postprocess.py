@@ -90,12 +90,16 @@ def yolo_detections_batch(
     score_threshold: float = LIVE_SCORE_THRESHOLD,
     iou_threshold: float = NMS_IOU_THRESHOLD,
     max_detections: int = 300,
+    fused: bool | None = None,
 ) -> list[list[Detection]]:
-    """`yolo_detections` for each image of a batch. On the CPU image by image (exactly the batch-1 result); on a
-    GPU decode and NMS run once for the whole batch (NMS in float64, each image x class its own group)."""
+    """`yolo_detections` for each image of a batch. Unfused (the CPU's default): image by image, exactly the batch-1
+    result; fused (a GPU's default): decode and NMS once for the whole batch (NMS in float64, each image x class
+    its own group), so a batch costs a few kernel launches rather than a few per image."""
     if outputs and outputs[0].shape[0] != len(infos):
         raise ModelError(f"{len(infos)} preprocess infos for a batch of {outputs[0].shape[0]}.")
-    if not outputs or outputs[0].device.type == "cpu":
+    if fused is None:
+        fused = bool(outputs) and outputs[0].device.type != "cpu"
+    if not outputs or not fused:
         return [yolo_detections([o[i:i + 1] for o in outputs], heads, input_size, info, class_names,
                                 score_threshold=score_threshold, iou_threshold=iou_threshold,
                                 max_detections=max_detections) for i, info in enumerate(infos)]
