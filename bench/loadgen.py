@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import random
 import statistics
 import struct
 import subprocess
@@ -101,6 +103,11 @@ class LoadReport:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_errors: list[str] = field(default_factory=list)
+    stage_totals: dict[str, float] = field(default_factory=dict)  # cloud stage seconds summed over answered frames
+
+    def stage_ms(self, stage: str) -> float:
+        """Mean cloud-side time of a stage (decode, tail, postprocess, queue) per answered frame, in ms."""
+        return 1000 * self.stage_totals.get(stage, 0.0) / len(self.latencies) if self.latencies else float("nan")
 
     @property
     def frames_per_second(self) -> float:
@@ -155,11 +162,14 @@ async def _one_stream(address: str, stream_id: str, start: inference_pb2.StreamS
                         report.first_errors.append(f"{stream_id}/{result.frame_id}: {result.error.message}")
                 else:
                     report.latencies.append(now - began)
+                    for stage in ("decode", "tail", "postprocess", "queue"):
+                        report.stage_totals[stage] = report.stage_totals.get(stage, 0.0) + result.stage_seconds[stage]
 
         receiver = asyncio.create_task(receive())
         try:
             n = 0
-            next_send = time.perf_counter()
+            # Cameras are not in step: each stream starts at a random phase of its frame period.
+            next_send = time.perf_counter() + (random.uniform(0, 1 / rate) if rate > 0 else 0.0)
             while time.perf_counter() < measure_to:
                 if rate > 0:
                     await asyncio.sleep(max(0.0, next_send - time.perf_counter()))
@@ -284,7 +294,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compare-batches", default="1,8", help="--max-batch values, one cloud each")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the settings this many times")
     parser.add_argument("--cloud-args", default="", help="more `splitinfer cloud` flags, e.g. '--workers 1'")
+    parser.add_argument("--cloud", help="replay against this running cloud (HOST:PORT) instead of starting clouds")
+    parser.add_argument("--stream-prefix", default="load", help="stream ids are PREFIX-0, PREFIX-1, ...")
+    parser.add_argument("--json", action="store_true", help="with --cloud: print one JSON object (latencies, errors)")
     args = parser.parse_args(argv)
+    if args.cloud:
+        if not args.frames_file:
+            parser.error("--cloud needs --frames-file (frames pre-coded by an earlier run)")
+        start, frames = read_frames(args.frames_file)
+        report = asyncio.run(replay(args.cloud, start, frames, streams=args.streams, rate=args.rate,
+                                    window=args.window, warmup_s=args.warmup, measure_s=args.duration,
+                                    stream_prefix=args.stream_prefix))
+        if args.json:
+            print(json.dumps({"streams": report.streams, "seconds": report.seconds, "latencies": report.latencies,
+                              "errors": report.errors, "first_errors": report.first_errors,
+                              "stage_totals": report.stage_totals}))
+        else:
+            print(TABLE_HEADER)
+            print(table_row(args.cloud, report, float("nan")))
+        return 0
     data = shared_data_dir()
     weights = args.weights or str(data / "models" / "yolo-fastest-1.1")
     if args.frames_file and Path(args.frames_file).exists():

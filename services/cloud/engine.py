@@ -38,6 +38,11 @@ MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
 
 
+def bucket_size(n: int) -> int:
+    """The padded batch size on a GPU: the next power of two."""
+    return 1 << (n - 1).bit_length()
+
+
 class FrameRejected(Exception):
     """A frame the cloud cannot answer with detections; becomes FrameError(code, message)."""
 
@@ -52,16 +57,16 @@ FrameWork = tuple[StreamState, Any, inference_pb2.FeatureFrame, int]  # (state, 
 
 
 @dataclass
-class _Decoded:
-    """A frame whose tensors are decoded, waiting for the tail."""
+class Decoded:
+    """A frame checked and decoded on the CPU (TailEngine.prepare), waiting for the tail (TailEngine.finish)."""
 
-    index: int
     state: StreamState
     split: Any
     frame: inference_pb2.FeatureFrame
     info: Any
     tensors: dict[str, np.ndarray]
     levels: dict[str, np.ndarray]
+    result: inference_pb2.InferenceResult
 
 
 class TailEngine:
@@ -110,11 +115,14 @@ class TailEngine:
         return split
 
     def warm_up(self, max_batch: int = 1) -> None:
-        """Run the default cut's tail and postprocess at batch 1 and `max_batch` on the device (kernels, cuDNN
-        plans, allocator) so the first real frames do not pay for it; called before health says SERVING."""
+        """Run the default cut's tail and postprocess at every batch size used up to `max_batch` on the device
+        (kernels, cuDNN plans, allocator) so real frames do not pay for it; called before health says SERVING,
+        on the thread that will run the tails (cuDNN keeps its plans per thread)."""
         split = self.open_stream(self.model_name, "")
         info = self._preprocess_info(*reversed(self.model.input_size))
-        for n in sorted({1, max(1, max_batch)}):
+        sizes = {1, max(1, max_batch)} if self.device.type != "cuda" else \
+            {bucket_size(n) for n in range(1, max(1, max_batch) + 1)}
+        for n in sorted(sizes):
             inputs = {spec.name: to_device(torch.zeros((n, *spec.shape)), self.device, self.dtype)
                       for spec in split.tensors}
             with torch.no_grad():
@@ -142,71 +150,91 @@ class TailEngine:
             results.extend(self._process_segment(segment))
         return results
 
-    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
-        results = [self._empty_result(state, frame) for state, _, frame, _ in items]
-        by_cut: dict[str, list[_Decoded]] = {}
-        for index, (state, split, frame, previous_frame_id) in enumerate(items):
-            result = results[index]
-            try:
-                if frame.frame_id <= previous_frame_id:
-                    raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the "
-                                        f"previous frame of this call was {previous_frame_id}).")
-                info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
-                started = time.perf_counter()
-                tensors, levels, elements = self._decode(state, split, frame)
-                result.elements = elements
-                result.stage_seconds["decode"] = time.perf_counter() - started
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
-                self._fail(result, state, frame, exc)
-                continue
-            by_cut.setdefault(split.cut, []).append(_Decoded(index, state, split, frame, info, tensors, levels))
+    def prepare(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
+                previous_frame_id: int) -> Decoded | inference_pb2.InferenceResult:
+        """Check and decode one frame (CPU): a Decoded for `finish`, or the frame's FrameError result."""
+        result = self._empty_result(state, frame)
+        try:
+            if frame.frame_id <= previous_frame_id:
+                raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the "
+                                    f"previous frame of this call was {previous_frame_id}).")
+            info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
+            started = time.perf_counter()
+            tensors, levels, elements = self._decode(state, split, frame)
+            result.elements = elements
+            result.stage_seconds["decode"] = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
+            self._fail(result, state, frame, exc)
+            return result
+        return Decoded(state, split, frame, info, tensors, levels, result)
+
+    def finish(self, decoded: Sequence[Decoded]) -> list[inference_pb2.InferenceResult]:
+        """Tail + postprocess of prepared frames (of different streams), one tail call per cut; their results.
+
+        A frame's stream reference moves to it only here, once it has detections."""
+        by_cut: dict[str, list[Decoded]] = {}
+        for item in decoded:
+            by_cut.setdefault(item.split.cut, []).append(item)
         for group in by_cut.values():
             try:
-                self._finish(group, results)
+                self._finish(group)
             except Exception as exc:  # noqa: BLE001 - unexpected: answer frame by frame so only the culprit fails
                 if len(group) == 1:
-                    self._fail(results[group[0].index], group[0].state, group[0].frame, exc)
+                    self._fail(group[0].result, group[0].state, group[0].frame, exc)
                     continue
-                for decoded in group:
+                for item in group:
                     try:
-                        self._finish([decoded], results)
+                        self._finish([item])
                     except Exception as exc:  # noqa: BLE001
-                        self._fail(results[decoded.index], decoded.state, decoded.frame, exc)
-        return results
+                        self._fail(item.result, item.state, item.frame, exc)
+        return [item.result for item in decoded]
 
-    def _finish(self, group: list[_Decoded], results: list[inference_pb2.InferenceResult]) -> None:
+    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+        prepared = [self.prepare(*item) for item in items]
+        self.finish([item for item in prepared if isinstance(item, Decoded)])
+        return [item.result if isinstance(item, Decoded) else item for item in prepared]
+
+    def _finish(self, group: list[Decoded]) -> None:
         """Tail + postprocess for frames of one cut; fills their results and moves their stream references."""
         split = group[0].split
         started = time.perf_counter()
         inputs = self._stack(split, group)
         with torch.no_grad():
             outputs = split.tail(inputs)
+            if len(group) < next(iter(inputs.values())).shape[0]:  # padded to a bucket size (see _stack)
+                outputs = [o[:len(group)] for o in outputs] if isinstance(outputs, list) else outputs[:len(group)]
             synchronize(self.device)
             tailed = time.perf_counter()
-            found = self.model.postprocess_batch(outputs, [decoded.info for decoded in group])
+            found = self.model.postprocess_batch(outputs, [item.info for item in group])
         done = time.perf_counter()
-        for decoded, items in zip(group, found):
-            result = results[decoded.index]
-            decoded.state.reference = (decoded.frame.frame_id, decoded.levels)
+        for item, items in zip(group, found):
+            result = item.result
+            item.state.reference = (item.frame.frame_id, item.levels)
             result.stage_seconds["tail"] = tailed - started
             result.stage_seconds["postprocess"] = done - tailed
-            for item in items:
-                if hasattr(item, "x1"):
-                    result.detections.add(x1=item.x1, y1=item.y1, x2=item.x2, y2=item.y2, class_id=item.class_id,
-                                          label=item.label, score=item.score)
+            for found_item in items:
+                if hasattr(found_item, "x1"):
+                    result.detections.add(x1=found_item.x1, y1=found_item.y1, x2=found_item.x2, y2=found_item.y2,
+                                          class_id=found_item.class_id, label=found_item.label, score=found_item.score)
                 else:
-                    result.classes.add(class_id=item.class_id, label=item.label, score=item.score)
+                    result.classes.add(class_id=found_item.class_id, label=found_item.label, score=found_item.score)
 
-    def _stack(self, split: Any, group: list[_Decoded]) -> dict[str, torch.Tensor]:
-        """The decoded tensors of a group as one batch on the device (through a pinned buffer on a GPU)."""
+    def _stack(self, split: Any, group: list[Decoded]) -> dict[str, torch.Tensor]:
+        """The decoded tensors of a group as one batch on the device (through a pinned buffer on a GPU).
+
+        On a GPU the batch is padded with zeros to a power of two: a handful of shapes, each planned by cuDNN
+        once (in warm_up), instead of a new plan for every batch size that happens to arrive."""
         if len(group) == 1 and self.device.type == "cpu":
             return {name: to_device(torch.from_numpy(value), self.device, self.dtype)
                     for name, value in group[0].tensors.items()}
+        rows = bucket_size(len(group)) if self.device.type == "cuda" else len(group)
         batch: dict[str, torch.Tensor] = {}
         for spec in split.tensors:
-            host = pinned_empty((len(group), *spec.shape), self.device)
-            for row, decoded in enumerate(group):
-                host[row].copy_(torch.from_numpy(decoded.tensors[spec.name][0]))
+            host = pinned_empty((rows, *spec.shape), self.device)
+            for row, item in enumerate(group):
+                host[row].copy_(torch.from_numpy(item.tensors[spec.name][0]))
+            if rows > len(group):
+                host[len(group):].zero_()
             batch[spec.name] = to_device(host, self.device, self.dtype)
         return batch
 

@@ -80,8 +80,10 @@ class CloudServer:
         self.registry = StreamRegistry(config.max_streams)
         self.hub = SubscriberHub(config.subscriber_queue, on_drop=self.metrics.dropped_results.inc)
         # Every stream has at most one frame in the batcher, so max_streams bounds its queue.
+        # One thread runs the tails (the device's work in order); decoding stays on the executor.
+        self.tail_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-tail")
         self.batcher = FrameBatcher(self.executor, max_batch=config.max_batch,
-                                    max_delay_s=config.max_batch_delay_ms / 1000, max_in_flight=config.workers,
+                                    max_delay_s=config.max_batch_delay_ms / 1000, tail_executor=self.tail_executor,
                                     queue_size=config.max_streams)
         self.servicer = InferenceServicer(registry=self.registry, hub=self.hub, metrics=self.metrics,
                                           executor=self.executor, stream_queue_size=config.stream_queue,
@@ -139,6 +141,11 @@ class CloudServer:
         except BaseException:
             await self.stop(grace=0)
             raise
+        try:
+            await self.batcher.warm_up(engine)  # nor the device's (CUDA context, cuDNN plans per batch size)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         self.servicer.engine = engine
         for name in HEALTH_SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -152,7 +159,6 @@ class CloudServer:
                                  limits=CodecLimits(max_elements=self.config.max_elements),
                                  device=self.config.device, precision=self.config.precision)
         warm_up()  # before SERVING: the first frame of the first stream should not load the codec's kernels
-        engine.warm_up(self.config.max_batch)  # nor the device's kernels (CUDA context, cuDNN plans)
         log.info("model on %s in %s, batches of up to %d frames", engine.device, engine.precision,
                  self.config.max_batch)
         return engine
@@ -181,6 +187,7 @@ class CloudServer:
             await self._metrics_http.stop()
             self._metrics_http = None
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.tail_executor.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
