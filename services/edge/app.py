@@ -54,7 +54,7 @@ class EdgeSettings:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     give_up_after_s: float = 60.0
     open_timeout_s: float = 10.0
-    device: str = "auto"
+    device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
