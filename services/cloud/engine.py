@@ -73,7 +73,7 @@ class TailEngine:
     """One loaded model: checks a stream's model and cut, and turns FeatureFrames into InferenceResults."""
 
     def __init__(self, model: Any, *, limits: CodecLimits | None = None, device: torch.device | str = "cpu",
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", pad_batches: bool | None = None) -> None:
         self.model = model
         self.model_name: str = model.name
         self.limits = limits or CodecLimits()
@@ -82,6 +82,8 @@ class TailEngine:
         self.dtype = resolve_precision(precision, self.device)
         if self.device.type != "cpu" or self.dtype is not torch.float32:
             place_model(model, self.device, self.dtype)
+        # Batches padded to powers of two (see _stack): on a GPU by default; the CPU gains nothing from it.
+        self.pad_batches = self.device.type == "cuda" if pad_batches is None else pad_batches
         self._splits: dict[str, Any] = {}
         self._infos: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -120,7 +122,7 @@ class TailEngine:
         on the thread that will run the tails (cuDNN keeps its plans per thread)."""
         split = self.open_stream(self.model_name, "")
         info = self._preprocess_info(*reversed(self.model.input_size))
-        sizes = {1, max(1, max_batch)} if self.device.type != "cuda" else \
+        sizes = {1, max(1, max_batch)} if not self.pad_batches else \
             {bucket_size(n) for n in range(1, max(1, max_batch) + 1)}
         for n in sorted(sizes):
             inputs = {spec.name: to_device(torch.zeros((n, *spec.shape)), self.device, self.dtype)
@@ -227,7 +229,7 @@ class TailEngine:
         if len(group) == 1 and self.device.type == "cpu":
             return {name: to_device(torch.from_numpy(value), self.device, self.dtype)
                     for name, value in group[0].tensors.items()}
-        rows = bucket_size(len(group)) if self.device.type == "cuda" else len(group)
+        rows = bucket_size(len(group)) if self.pad_batches else len(group)
         batch: dict[str, torch.Tensor] = {}
         for spec in split.tensors:
             host = pinned_empty((rows, *spec.shape), self.device)

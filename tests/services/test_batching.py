@@ -139,3 +139,49 @@ def test_batch_settings_are_checked() -> None:
         CloudConfig(max_batch_delay_ms=-1)
     with pytest.raises(ServiceError, match="max-batch"):
         FrameBatcher(None, max_batch=0)  # type: ignore[arg-type]
+
+
+def _run_steps(engine, coded, batched: bool) -> dict[str, list]:
+    split = engine.open_stream(MODEL, VIDEO_CUT)
+    streams = _streams(coded)
+    states = {name: StreamState(name, MODEL, split.cut) for name in streams}
+    previous = dict.fromkeys(streams, -1)
+    out = {name: [] for name in streams}
+    for step in range(max(len(f) for f in streams.values())):
+        work = [(states[n], split, f[step], previous[n]) for n, f in streams.items() if step < len(f)]
+        results = engine.process_batch(work) if batched else [engine.process(*item) for item in work]
+        for (state, _, frame, _), result in zip(work, results):
+            out[state.stream_id].append(result)
+            previous[state.stream_id] = frame.frame_id
+    return out
+
+
+def test_batches_padded_to_a_power_of_two_answer_like_unpadded(model, coded) -> None:
+    """The GPU's padding (3 frames run as 4, the extra row dropped), exercised on the CPU."""
+    from splitinfer.services.cloud.engine import TailEngine, bucket_size
+
+    assert [bucket_size(n) for n in (1, 2, 3, 5, 64, 65)] == [1, 2, 4, 8, 64, 128]
+    padded = _run_steps(TailEngine(model, pad_batches=True), coded, batched=True)
+    alone = _run_steps(TailEngine(model), coded, batched=False)
+    for name in alone:
+        assert [_comparable(r) for r in padded[name]] == [_comparable(r) for r in alone[name]]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="torch sees no CUDA GPU on this machine")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_cuda_engine_answers_like_the_cpu_engine(weights_dir, model, coded, precision: str) -> None:
+    from splitinfer.dnn import load_model
+    from splitinfer.services.cloud.engine import TailEngine
+
+    gpu = TailEngine(load_model(MODEL, weights=str(weights_dir)), device="cuda", precision=precision)
+    gpu.warm_up(4)
+    on_gpu = _run_steps(gpu, coded, batched=True)
+    on_cpu = _run_steps(TailEngine(model), coded, batched=False)
+    for name in on_cpu:
+        for a, b in zip(on_gpu[name], on_cpu[name]):
+            assert (a.frame_id, a.error.code) == (b.frame_id, b.error.code)
+            confident = [d for d in b.detections if d.score >= 0.4]
+            for d in confident:
+                assert any(e.class_id == d.class_id and abs(e.score - d.score) < 0.02
+                           and max(abs(e.x1 - d.x1), abs(e.y1 - d.y1), abs(e.x2 - d.x2), abs(e.y2 - d.y2)) < 2.0
+                           for e in a.detections), (name, a.frame_id, d)
