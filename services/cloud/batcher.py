@@ -22,7 +22,6 @@ from splitinfer.services.errors import ServiceError
 from splitinfer.v1 import inference_pb2
 
 
-
 @dataclass
 class _Item:
     decoded: Any  # engine.prepare's Decoded

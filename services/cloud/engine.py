@@ -119,7 +119,7 @@ class TailEngine:
     def warm_up(self, max_batch: int = 1) -> None:
         """Run the default cut's tail and postprocess at every batch size used up to `max_batch` on the device
         (kernels, cuDNN plans, allocator) so real frames do not pay for it; called before health says SERVING,
-        on the thread that will run the tails (cuDNN keeps its plans per thread)."""
+        on the thread that will run the tails (torch's cuDNN plan cache may be per thread)."""
         split = self.open_stream(self.model_name, "")
         info = self._preprocess_info(*reversed(self.model.input_size))
         sizes = {1, max(1, max_batch)} if not self.pad_batches else \
