@@ -15,13 +15,13 @@ from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.results import ClassScore, Detection
 from splitinfer.dnn.split import Split
 from splitinfer.dnn.staged import StagedNetwork
-from splitinfer.dnn.yolo_postprocess import LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD, yolo_detections
+from splitinfer.dnn.yolo_postprocess import LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD, yolo_detections, yolo_detections_batch
 
 Task = Literal["detection", "classification"]
 
 
 class SplitModel(nn.Module):
-    """A pretrained model that can be cut at any of `cuts()`; eval mode, CPU."""
+    """A pretrained model that can be cut at any of `cuts()`; eval mode, CPU (dnn.device.place_model moves it)."""
 
     def __init__(
         self,
@@ -91,6 +91,29 @@ class SplitModel(nn.Module):
         logits = outputs if isinstance(outputs, torch.Tensor) else torch.as_tensor(outputs)
         if logits.dim() != 2 or logits.shape[0] != 1 or logits.shape[1] != len(self.class_names):
             raise ModelError(f"expected logits of shape (1, {len(self.class_names)}), got {tuple(logits.shape)}.")
-        probs = torch.softmax(logits[0].float(), dim=0)
+        return self._top_classes(logits[0], top_k)
+
+    def postprocess_batch(
+        self,
+        outputs: Any,
+        infos: Sequence[PreprocessInfo],
+        *,
+        score_threshold: float = LIVE_SCORE_THRESHOLD,
+        iou_threshold: float = NMS_IOU_THRESHOLD,
+        top_k: int = 5,
+    ) -> list[list[Detection]] | list[list[ClassScore]]:
+        """`postprocess` for each image of a batch (outputs of a batched tail, on any device)."""
+        if self.task == "detection":
+            return yolo_detections_batch(
+                outputs, self.network.yolo_heads, self.input_size, infos, self.class_names,
+                score_threshold=score_threshold, iou_threshold=iou_threshold,
+            )
+        logits = outputs if isinstance(outputs, torch.Tensor) else torch.as_tensor(outputs)
+        if logits.dim() != 2 or logits.shape[0] != len(infos) or logits.shape[1] != len(self.class_names):
+            raise ModelError(f"expected logits of shape ({len(infos)}, {len(self.class_names)}), got {tuple(logits.shape)}.")
+        return [self._top_classes(row, top_k) for row in logits]
+
+    def _top_classes(self, logits: torch.Tensor, top_k: int) -> list[ClassScore]:
+        probs = torch.softmax(logits.float(), dim=0)
         scores, indices = probs.topk(min(top_k, probs.numel()))
         return [ClassScore(int(i), self.class_names[int(i)], float(s)) for s, i in zip(scores.tolist(), indices.tolist())]

@@ -75,6 +75,7 @@ class Split:
             if batch is not None and tensor.shape[0] != batch:
                 raise ModelError(f"the tensors at cut {self.cut} disagree on the batch size ({batch} vs {tensor.shape[0]}).")
             batch = tensor.shape[0]
-            ready[name] = tensor.float()
+            # fp16/bf16 inputs stay as they are (a model placed in that precision); anything else runs in fp32
+            ready[name] = tensor if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.float()
         with torch.no_grad():
             return self._tail(ready)

@@ -1,8 +1,9 @@
-"""The cloud's CPU work for one frame: decode the tensors, run the tail, decode boxes + NMS.
+"""The cloud's work for a batch of frames: decode the tensors (CPU), run the tail, decode boxes + NMS (device).
 
 `TailEngine` holds the one loaded model, shared by every stream (torch inference in no_grad mode is
-safe from several executor threads). Everything a client can get wrong in a frame is caught here and
-becomes an in-band `FrameError`; the stream goes on.
+safe from several executor threads), on the device and in the precision it was given (dnn.device).
+Everything a client can get wrong in a frame is caught here and becomes an in-band `FrameError` for
+that frame alone; the stream and the other frames of its batch go on. `process` is a batch of one.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from splitinfer.codec import CodecError, CodecLimits, decode_levels
 from splitinfer.dnn import ModelError, load_model
+from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, resolve_precision, synchronize,
+                                  to_device)
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.services.stages import known_edge_stages
 from splitinfer.v1 import inference_pb2
@@ -35,6 +41,11 @@ _INFO_CACHE_SIZE = 32
 _QUOTE_CHARS = 64
 
 
+def bucket_size(n: int) -> int:
+    """The padded batch size on a GPU: the next power of two."""
+    return 1 << (n - 1).bit_length()
+
+
 class FrameRejected(Exception):
     """A frame the cloud cannot answer with detections; becomes FrameError(code, message)."""
 
@@ -45,21 +56,51 @@ class FrameRejected(Exception):
         self.intra_frame_requested = intra_frame_requested
 
 
-class TailEngine:
-    """One loaded model: checks a stream's model and cut, and turns a FeatureFrame into an InferenceResult."""
+FrameWork = tuple[StreamState, Any, inference_pb2.FeatureFrame, int]  # (state, split, frame, previous frame id)
 
-    def __init__(self, model: Any, *, limits: CodecLimits | None = None) -> None:
+
+@dataclass
+class Decoded:
+    """A frame checked and decoded on the CPU (TailEngine.prepare), waiting for the tail (TailEngine.finish)."""
+
+    state: StreamState
+    split: Any
+    frame: inference_pb2.FeatureFrame
+    info: Any
+    tensors: dict[str, np.ndarray]
+    levels: dict[str, np.ndarray]
+    result: inference_pb2.InferenceResult
+
+
+class TailEngine:
+    """One loaded model: checks a stream's model and cut, and turns FeatureFrames into InferenceResults."""
+
+    def __init__(self, model: Any, *, limits: CodecLimits | None = None, device: torch.device | str = "cpu",
+                 precision: str = "fp32", pad_batches: bool | None = None) -> None:
         self.model = model
         self.model_name: str = model.name
         self.limits = limits or CodecLimits()
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision = precision
+        self.dtype = resolve_precision(precision, self.device)
+        if self.device.type != "cpu" or self.dtype is not torch.float32:
+            place_model(model, self.device, self.dtype)
+        # Batches padded to powers of two (see _stack): on a GPU by default; the CPU gains nothing from it.
+        self.pad_batches = self.device.type == "cuda" if pad_batches is None else pad_batches
         self._splits: dict[str, Any] = {}
         self._infos: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, name: str, *, weights: str | None = None, limits: CodecLimits | None = None) -> TailEngine:
-        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR)."""
-        return cls(load_model(name, weights=weights), limits=limits)
+    def load(cls, name: str, *, weights: str | None = None, limits: CodecLimits | None = None, device: str = "auto",
+             precision: str = "fp32", pretrained: bool = True) -> TailEngine:
+        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR).
+
+        The device and precision are checked first: a missing GPU is a DeviceError before any weights load."""
+        where = resolve_device(device)
+        resolve_precision(precision, where)
+        return cls(load_model(name, weights=weights, pretrained=pretrained), limits=limits, device=where,
+                   precision=precision)
 
     def open_stream(self, model: str, cut: str) -> Any:
         """The Split for a stream's start message (empty cut: the model's default); LookupError if unknown."""
@@ -83,49 +124,158 @@ class TailEngine:
                 split = self._splits.setdefault(split.cut, split)
         return split
 
+    def warm_up(self, max_batch: int = 1) -> None:
+        """Run the default cut's tail and postprocess at every batch size used up to `max_batch` on the device
+        (kernels, cuDNN plans, allocator) so real frames do not pay for it; called before health says SERVING,
+        on the thread that will run the tails (torch's cuDNN plan cache may be per thread)."""
+        split = self.open_stream(self.model_name, "")
+        info = self._preprocess_info(*reversed(self.model.input_size))
+        sizes = {1, max(1, max_batch)} if not self.pad_batches else \
+            {bucket_size(n) for n in range(1, max(1, max_batch) + 1)}
+        for n in sorted(sizes):
+            inputs = {spec.name: to_device(torch.zeros((n, *spec.shape)), self.device, self.dtype)
+                      for spec in split.tensors}
+            with torch.no_grad():
+                self.model.postprocess_batch(split.tail(inputs), [info] * n)
+        synchronize(self.device)
+
     def process(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> inference_pb2.InferenceResult:
         """Answer one frame: detections, or a FrameError when the frame is bad (never raises for bad input)."""
+        return self.process_batch([(state, split, frame, previous_frame_id)])[0]
+
+    def process_batch(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+        """Answer frames of several streams with one tail call per cut; results in the order of `items`.
+
+        A stream that appears twice is split into consecutive batches, so each frame decodes against the
+        reference its predecessor left (as one frame at a time would)."""
+        results: list[inference_pb2.InferenceResult] = []
+        segment: list[FrameWork] = []
+        for item in items:
+            if any(item[0] is other[0] for other in segment):
+                results.extend(self._process_segment(segment))
+                segment = []
+            segment.append(item)
+        if segment:
+            results.extend(self._process_segment(segment))
+        return results
+
+    def prepare(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
+                previous_frame_id: int) -> Decoded | inference_pb2.InferenceResult:
+        """Check and decode one frame (CPU): a Decoded for `finish`, or the frame's FrameError result."""
+        result = self._empty_result(state, split, frame)
+        try:
+            if frame.frame_id <= previous_frame_id:
+                raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the "
+                                    f"previous frame of this call was {previous_frame_id}).")
+            info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
+            started = time.perf_counter()
+            tensors, levels, elements = self._decode(state, split, frame)
+            result.elements = elements
+            result.stage_seconds["decode"] = time.perf_counter() - started
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
+            self._fail(result, state, frame, exc)
+            return result
+        return Decoded(state, split, frame, info, tensors, levels, result)
+
+    def finish(self, decoded: Sequence[Decoded]) -> list[inference_pb2.InferenceResult]:
+        """Tail + postprocess of prepared frames (of different streams), one tail call per cut; their results.
+
+        A frame's stream reference moves to it only here, once it has detections."""
+        by_cut: dict[str, list[Decoded]] = {}
+        for item in decoded:
+            by_cut.setdefault(item.split.cut, []).append(item)
+        for group in by_cut.values():
+            try:
+                self._finish(group)
+            except Exception as exc:  # noqa: BLE001 - unexpected: answer frame by frame so only the culprit fails
+                if len(group) == 1:
+                    self._fail(group[0].result, group[0].state, group[0].frame, exc)
+                    continue
+                for item in group:
+                    try:
+                        self._finish([item])
+                    except Exception as exc:  # noqa: BLE001
+                        self._fail(item.result, item.state, item.frame, exc)
+        return [item.result for item in decoded]
+
+    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+        prepared = [self.prepare(*item) for item in items]
+        self.finish([item for item in prepared if isinstance(item, Decoded)])
+        return [item.result if isinstance(item, Decoded) else item for item in prepared]
+
+    def _finish(self, group: list[Decoded]) -> None:
+        """Tail + postprocess for frames of one cut; fills their results and moves their stream references."""
+        split = group[0].split
+        started = time.perf_counter()
+        inputs = self._stack(split, group)
+        with torch.no_grad():
+            outputs = split.tail(inputs)
+            if len(group) < next(iter(inputs.values())).shape[0]:  # padded to a bucket size (see _stack)
+                outputs = [o[:len(group)] for o in outputs] if isinstance(outputs, list) else outputs[:len(group)]
+            synchronize(self.device)
+            tailed = time.perf_counter()
+            found = self.model.postprocess_batch(outputs, [item.info for item in group])
+        done = time.perf_counter()
+        for item, items in zip(group, found):
+            result = item.result
+            item.state.reference = (item.frame.frame_id, item.levels)
+            result.stage_seconds["tail"] = tailed - started
+            result.stage_seconds["postprocess"] = done - tailed
+            for found_item in items:
+                if hasattr(found_item, "x1"):
+                    result.detections.add(x1=found_item.x1, y1=found_item.y1, x2=found_item.x2, y2=found_item.y2,
+                                          class_id=found_item.class_id, label=found_item.label, score=found_item.score)
+                else:
+                    result.classes.add(class_id=found_item.class_id, label=found_item.label, score=found_item.score)
+
+    def _stack(self, split: Any, group: list[Decoded]) -> dict[str, torch.Tensor]:
+        """The decoded tensors of a group as one batch on the device (through a pinned buffer on a GPU).
+
+        On a GPU the batch is padded with zeros to a power of two: a handful of shapes, each planned by cuDNN
+        once (in warm_up), instead of a new plan for every batch size that happens to arrive."""
+        if len(group) == 1 and self.device.type == "cpu":
+            return {name: to_device(torch.from_numpy(value), self.device, self.dtype)
+                    for name, value in group[0].tensors.items()}
+        rows = bucket_size(len(group)) if self.pad_batches else len(group)
+        batch: dict[str, torch.Tensor] = {}
+        for spec in split.tensors:
+            host = pinned_empty((rows, *spec.shape), self.device)
+            for row, item in enumerate(group):
+                host[row].copy_(torch.from_numpy(item.tensors[spec.name][0]))
+            if rows > len(group):
+                host[len(group):].zero_()
+            batch[spec.name] = to_device(host, self.device, self.dtype)
+        return batch
+
+    def _empty_result(self, state: StreamState, split: Any,
+                      frame: inference_pb2.FeatureFrame) -> inference_pb2.InferenceResult:
+        """The frame's result before any work: ids, the capture fields and the known edge stage times only."""
         result = inference_pb2.InferenceResult(stream_id=state.stream_id, frame_id=frame.frame_id,
                                                model=self.model_name)
         _copy_capture(frame.capture, result.capture)
         result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
         if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
             result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
-        try:
-            if frame.frame_id <= previous_frame_id:
-                raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the previous "
-                                                      f"frame of this call was {previous_frame_id}).")
-            info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
-            started = time.perf_counter()
-            tensors, levels, elements = self._decode(state, split, frame)
-            result.elements = elements
-            decoded = time.perf_counter()
-            outputs = split.tail(tensors)
-            tailed = time.perf_counter()
-            found = self.model.postprocess(outputs, info)
-            done = time.perf_counter()
-        except FrameRejected as exc:
+        return result
+
+    @staticmethod
+    def _fail(result: inference_pb2.InferenceResult, state: StreamState, frame: inference_pb2.FeatureFrame,
+              exc: BaseException) -> None:
+        """Turn an exception into the frame's in-band FrameError."""
+        for stage in ("decode", "tail", "postprocess"):
+            if stage in result.stage_seconds:
+                del result.stage_seconds[stage]
+        result.ClearField("detections")
+        result.ClearField("classes")
+        if isinstance(exc, FrameRejected):
             result.error.code = exc.code
             result.error.message = exc.message
             result.error.intra_frame_requested = exc.intra_frame_requested
-            return result
-        except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
-            log.exception("frame %d of stream %s failed", frame.frame_id, state.stream_id)
-            result.error.code = INTERNAL
-            result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
-            return result
-        state.reference = (frame.frame_id, levels)
-        result.stage_seconds["decode"] = decoded - started
-        result.stage_seconds["tail"] = tailed - decoded
-        result.stage_seconds["postprocess"] = done - tailed
-        for item in found:
-            if hasattr(item, "x1"):
-                result.detections.add(x1=item.x1, y1=item.y1, x2=item.x2, y2=item.y2, class_id=item.class_id,
-                                      label=item.label, score=item.score)
-            else:
-                result.classes.add(class_id=item.class_id, label=item.label, score=item.score)
-        return result
+            return
+        log.error("frame %d of stream %s failed", frame.frame_id, state.stream_id, exc_info=exc)
+        result.error.code = INTERNAL
+        result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
 
     def _preprocess_info(self, width: int, height: int) -> Any:
         """How boxes map back to a width x height source image (cached per size)."""

@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.access import AccessFile, AccessPolicy
+from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
 from splitinfer.services.cloud.reflection import enable_reflection
@@ -80,10 +81,14 @@ class CloudConfig:
     health_port: int = -1  # a plaintext port serving only grpc.health.v1 (-1: none)
     reflection: bool = True
     max_streams_per_identity: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    max_batch: int = 1
+    max_batch_delay_ms: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "workers", "stream_queue", "stream_queue_bytes", "subscriber_queue",
-                     "subscriber_max_bytes", "max_message_bytes", "max_elements", "bus_max_bytes"):
+                     "subscriber_max_bytes", "max_message_bytes", "max_elements", "bus_max_bytes", "max_batch"):
             if getattr(self, name) < 1:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.max_streams_per_peer < 0:
@@ -97,6 +102,8 @@ class CloudConfig:
             raise ServiceError(f"bus-max-age must be positive, got {self.bus_max_age_s}.")
         if self.drain_seconds < 0:
             raise ServiceError(f"drain-seconds must not be negative, got {self.drain_seconds}.")
+        if self.max_batch_delay_ms < 0:
+            raise ServiceError(f"max-batch-delay-ms must not be negative, got {self.max_batch_delay_ms}.")
         if not -1 <= self.health_port <= 65535:
             raise ServiceError(f"health-port must be within 0..65535 (-1: none), got {self.health_port}.")
         if self.max_streams_per_identity is not None and self.max_streams_per_identity < 1:
@@ -139,12 +146,18 @@ class CloudServer:
         self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
         self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
         open_policy = AccessPolicy()
+        # Every stream has at most one frame in the batcher, so max_streams bounds its queue.
+        # One thread runs the tails (the device's work in order); decoding stays on the executor.
+        self.tail_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cloud-tail")
+        self.batcher = FrameBatcher(self.executor, max_batch=config.max_batch,
+                                    max_delay_s=config.max_batch_delay_ms / 1000, tail_executor=self.tail_executor,
+                                    queue_size=config.max_streams)
         self.servicer = InferenceServicer(
             registry=self.registry, hub=self.hub, metrics=self.metrics, executor=self.executor,
             stream_queue_size=config.stream_queue, stream_queue_bytes=config.stream_queue_bytes,
             stream_idle_timeout_s=config.stream_idle_timeout_s, max_message_bytes=config.max_message_bytes,
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
-            max_streams_per_identity=config.max_streams_per_identity)
+            max_streams_per_identity=config.max_streams_per_identity, batcher=self.batcher)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
         self.servicer.limits = inference_pb2.ServerLimits(
             max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
@@ -222,6 +235,11 @@ class CloudServer:
         except BaseException:
             await self.stop(grace=0)
             raise
+        try:
+            await self.batcher.warm_up(engine)  # nor the device's (CUDA context, cuDNN plans per batch size)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
         self.servicer.engine = engine
         for name in HEALTH_SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -232,8 +250,11 @@ class CloudServer:
         from splitinfer.services.cloud.engine import TailEngine
 
         engine = TailEngine.load(self.config.model, weights=self.config.weights,
-                                 limits=CodecLimits(max_elements=self.config.max_elements))
+                                 limits=CodecLimits(max_elements=self.config.max_elements),
+                                 device=self.config.device, precision=self.config.precision)
         warm_up()  # before SERVING: the first frame of the first stream should not load the codec's kernels
+        log.info("model on %s in %s, batches of up to %d frames", engine.device, engine.precision,
+                 self.config.max_batch)
         return engine
 
     async def shutdown(self) -> None:
@@ -266,11 +287,13 @@ class CloudServer:
         if self._health_server is not None:
             await self._health_server.stop(0)
             self._health_server = None
+        await self.batcher.close()
         await self.hub.aclose()
         if self._metrics_http is not None:
             await self._metrics_http.stop()
             self._metrics_http = None
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.tail_executor.shutdown(wait=False, cancel_futures=True)
         self._stopped.set()
 
     async def wait_stopped(self) -> None:

@@ -52,6 +52,7 @@ from grpc_status import rpc_status
 from splitinfer.errors import BusError
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
+from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
@@ -99,6 +100,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         access: Callable[[], AccessPolicy] = AccessPolicy,
         max_streams_per_identity: int | None = None,
+        batcher: FrameBatcher | None = None,
     ) -> None:
         self.engine: Any = None  # set once the model is loaded
         self.access = access
@@ -111,6 +113,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.stream_queue_bytes = stream_queue_bytes
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self.max_result_bytes = max_message_bytes - _RESPONSE_OVERHEAD_BYTES
+        self.batcher = batcher or FrameBatcher(executor)  # max_batch 1: each frame alone on the executor
         self.draining = False
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
@@ -159,7 +162,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
                 stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors]))
             last_frame_id = -1
-            loop = asyncio.get_running_loop()
             while True:
                 item = await self._next_item(queue, connection, self.stream_idle_timeout_s)
                 if item is _END:
@@ -176,8 +178,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     raise item
                 frame, arrived = item
                 waited = time.perf_counter() - arrived
-                result = await loop.run_in_executor(
-                    self.executor, self.engine.process, connection.state, split, frame, last_frame_id)
+                result = await self.batcher.process(self.engine, connection.state, split, frame, last_frame_id)
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self.finish_result(frame, result, waited)
                 del frame, item  # the frame's bytes are not held while the result is sent

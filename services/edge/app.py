@@ -63,14 +63,22 @@ class EdgeSettings:
     camera_height: int | None = None
     camera_fps: float | None = None
     allow_truncated: bool = False
+    device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
     """Load the model (unless given), set up its head and quantizers for the chosen cut, and warm it up."""
+    from splitinfer.dnn.device import place_model, resolve_device
+
+    device = resolve_device(settings.device)  # a missing GPU is an error before the model loads
     if model is None:
         from splitinfer.dnn import load_model
 
         model = load_model(settings.model, weights=settings.weights)
+    if device.type != "cpu":
+        import torch
+
+        place_model(model, device, torch.float32)
     profile, cut = settings.profile, settings.cut or model.default_cut
     if profile is None and settings.levels is None and settings.clip_min is None and settings.clip_max is None:
         shipped = packaged_profile(settings.model)

@@ -130,6 +130,7 @@ class EdgePipeline:
             raise ServiceError(f"the codec profile was made for cut {choice.profile_cut}, not {self.split.cut}: "
                                f"drop --cut to use the profile's cut, or calibrate one for cut {self.split.cut}.")
         self.limits = limits
+        self._device = next(model.parameters()).device  # where dnn.device.place_model put it (CPU by default)
         self._quantizers: dict[str, Quantizer] = {}
         for spec in self.split.tensors:
             if choice.shared is not None:
@@ -173,6 +174,7 @@ class EdgePipeline:
         """Preprocess and head: the tensors at the cut as float32 numpy arrays (1, C, H, W)."""
         started = time.perf_counter()
         x, _ = self.model.preprocess(frame.image)
+        x = x.to(self._device, non_blocking=True)
         preprocessed = time.perf_counter()
         outputs = self.split.head(x)
         tensors = {name: value.detach().cpu().numpy() for name, value in outputs.items()}

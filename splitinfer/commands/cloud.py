@@ -47,6 +47,14 @@ OPTIONS = [
     Option("max-connection-age", "Seconds before a connection is closed so a load balancer can rebalance "
            "(0: never); edges reconnect and resume.", cast=float, default=0.0),
     Option("max-elements", "Largest decoded tensor (elements) accepted from a frame.", cast=int, default=2**24),
+    Option("device", "Where the tail, YOLO decode and NMS run: auto (CUDA when torch sees a GPU), cpu, cuda or "
+           "cuda:N; feature decoding stays on the CPU.", default="auto"),
+    Option("precision", "Tail precision on the device: fp32, fp16 or bf16 (see docs/RESULTS.md for the accuracy "
+           "change).", default="fp32", choices=("fp32", "fp16", "bf16")),
+    Option("max-batch", "Frames of different streams run through the tail together at most (1: no batching).",
+           cast=int, default=1),
+    Option("max-batch-delay-ms", "Longest a frame waits for others to join its batch, in milliseconds.", cast=float,
+           default=2.0),
     Option("torch-threads", "Threads per torch operation (0: torch's default, one per core; set it to the "
            "container's CPU limit).", cast=int, default=0),
     Option("tls-cert", "PEM certificate chain the cloud serves TLS with (re-read when the file changes).", cast=Path),
@@ -81,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.torch_threads)
+    from splitinfer.dnn.device import resolve_device, resolve_precision
+
+    resolve_precision(args.precision, resolve_device(args.device))  # a missing GPU fails here, before binding
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -94,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
         max_elements=args.max_elements, tls_cert=args.tls_cert, tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca, plaintext=args.plaintext, auth_tokens=args.auth_tokens,
         max_streams_per_identity=args.max_streams_per_identity, health_port=args.health_port,
-        reflection=args.reflection,
+        reflection=args.reflection, device=args.device, precision=args.precision, max_batch=args.max_batch,
+        max_batch_delay_ms=args.max_batch_delay_ms,
     )
     asyncio.run(serve(config, port_file=Path(args.port_file) if args.port_file else None))
     return 0

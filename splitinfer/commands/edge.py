@@ -52,6 +52,8 @@ OPTIONS = [
     Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
     Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
     *CODEC_OPTIONS,
+    Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
+           "stays on the CPU.", default="auto"),
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
     Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
@@ -82,7 +84,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         profile=args.profile, levels=args.levels, clip_min=args.clip_min, clip_max=args.clip_max,
         coder=args.coder, intra_period=args.intra_period, window=args.window, frames=args.frames or None,
         max_message_bytes=args.max_message_bytes,
-        give_up_after_s=getattr(args, "reconnect_timeout", 60.0),
+        give_up_after_s=getattr(args, "reconnect_timeout", 60.0), device=getattr(args, "device", "cpu"),
         source_timeout_s=args.source_timeout, allow_truncated=args.allow_truncated,
         rtsp_transport=None if args.rtsp_transport == "auto" else args.rtsp_transport,
         camera_width=args.camera_width, camera_height=args.camera_height, camera_fps=args.camera_fps,
