@@ -104,6 +104,8 @@ class SplitModel(nn.Module):
     ) -> list[list[Detection]] | list[list[ClassScore]]:
         """`postprocess` for each image of a batch (outputs of a batched tail, on any device)."""
         if self.task == "detection":
+            if not isinstance(self.network, DarknetNetwork):
+                raise ModelError(f"internal error: detection model {self.name} has no YOLO heads to decode.")
             return yolo_detections_batch(
                 outputs, self.network.yolo_heads, self.input_size, infos, self.class_names,
                 score_threshold=score_threshold, iou_threshold=iou_threshold,

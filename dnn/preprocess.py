@@ -113,6 +113,6 @@ class CenterCropPreprocess:
         y0, y1 = max(0, math.floor(top / scale)), min(h, math.ceil((top + self.crop) / scale))
         window = image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)]
         crop = cv2.resize(window, (self.crop, self.crop), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+        rgb: np.ndarray = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
         rgb = (rgb - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return _to_tensor(rgb), PreprocessInfo(h, w, scale, scale, -left, -top)

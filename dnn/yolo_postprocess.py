@@ -49,8 +49,9 @@ def decode_yolo(
 
 
 def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
-                          torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+    gy, gx = torch.meshgrid(torch.arange(h, dtype=torch.float32, device=device),
+                            torch.arange(w, dtype=torch.float32, device=device), indexing="ij")
+    return gy, gx
 
 
 def decode_yolo_batch(
@@ -116,14 +117,18 @@ def yolo_detections_batch(
         # One NMS for every (image, class) group: shift each group's boxes apart (float64 keeps them exact).
         offsets = group.double() * (boxes.max() - boxes.min() + 1 if boxes.numel() else 1)
         kept = nms(boxes + offsets[:, None], scores, iou_threshold)
-        boxes, scores = boxes[kept].cpu().numpy(), scores[kept].float().cpu().numpy()
-        item, class_idx = item[kept].cpu().numpy(), class_idx[kept].cpu().numpy()
+        kept_boxes, kept_scores = boxes[kept].cpu().numpy(), scores[kept].float().cpu().numpy()
+        kept_items, kept_classes = item[kept].cpu().numpy(), class_idx[kept].cpu().numpy()
     found: list[list[Detection]] = []
     for i, info in enumerate(infos):
-        mine = (item == i).nonzero()[0][:max_detections]  # nms keeps descending score order
-        src = info.to_source(boxes[mine])
-        found.append([Detection(*(float(v) for v in src[k].tolist()), int(class_idx[j]), class_names[int(class_idx[j])],
-                                float(scores[j])) for k, j in enumerate(mine)])
+        mine = (kept_items == i).nonzero()[0][:max_detections]  # nms keeps descending score order
+        src = info.to_source(kept_boxes[mine])
+        detections = []
+        for k, j in enumerate(mine):
+            x1, y1, x2, y2 = (float(v) for v in src[k].tolist())
+            class_id = int(kept_classes[j])
+            detections.append(Detection(x1, y1, x2, y2, class_id, class_names[class_id], float(kept_scores[j])))
+        found.append(detections)
     return found
 
 

@@ -46,7 +46,7 @@ class _WithoutCreated:
 
 def exposition(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition of a registry, without `*_created` series."""
-    return generate_latest(_WithoutCreated(registry))  # type: ignore[arg-type]
+    return generate_latest(_WithoutCreated(registry))
 
 
 class MetricsHttpServer(HttpEndpoint):

@@ -238,7 +238,7 @@ def test_the_installed_cloud_serves_one_edge_frame_and_stops_on_sigterm(wheel_ve
     assert edge.returncode == 0, f"splitinfer edge failed:\n{edge.stderr}"
     (line,) = edge.stdout.splitlines()
     result = json.loads(line)
-    assert (result["stream_id"], result["frame_id"]) == ("wheel-cam", 0)
+    assert (result["stream_id"], result["frame_id"]) == ("wheel-cam", "0")  # protobuf's JSON: 64-bit ids are strings
     assert "error" not in result and result["payload_bytes"] > 0
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, log.read_text()

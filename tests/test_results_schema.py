@@ -58,6 +58,8 @@ def _check_message(descriptor, node: dict, path: str) -> None:
                 assert prop == {**prop, "type": "string", "format": "date-time"}, where
             else:
                 _check_message(field.message_type, _resolve(prop), where)
+        elif field.enum_type is not None:  # the JSON mapping writes an enum value's name
+            assert prop["type"] == "string" and prop["enum"] == [v.name for v in field.enum_type.values], where
         else:
             expected = JSON_TYPES[field.type]
             assert prop.get("$ref", prop.get("type")) == expected, f"{where}: expected {expected}"

@@ -47,11 +47,12 @@ def bucket_size(n: int) -> int:
 
 
 class FrameRejected(Exception):
-    """A frame the cloud cannot answer with detections; becomes FrameError(code, message)."""
+    """A frame the cloud cannot answer with detections; becomes FrameError(code, message, reason)."""
 
-    def __init__(self, code: int, message: str, intra_frame_requested: bool = False) -> None:
+    def __init__(self, code: int, reason: int, message: str, intra_frame_requested: bool = False) -> None:
         super().__init__(message)
         self.code = code
+        self.reason = reason  # an inference_pb2.FrameErrorReason value
         self.message = message
         self.intra_frame_requested = intra_frame_requested
 
@@ -166,7 +167,8 @@ class TailEngine:
         result = self._empty_result(state, split, frame)
         try:
             if frame.frame_id <= previous_frame_id:
-                raise FrameRejected(INVALID_ARGUMENT, f"frame id {frame.frame_id} does not increase (the "
+                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING,
+                                    f"frame id {frame.frame_id} does not increase (the "
                                     f"previous frame of this call was {previous_frame_id}).")
             info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
             started = time.perf_counter()
@@ -270,17 +272,20 @@ class TailEngine:
         result.ClearField("classes")
         if isinstance(exc, FrameRejected):
             result.error.code = exc.code
+            result.error.reason = exc.reason  # type: ignore[assignment]
             result.error.message = exc.message
             result.error.intra_frame_requested = exc.intra_frame_requested
             return
         log.error("frame %d of stream %s failed", frame.frame_id, state.stream_id, exc_info=exc)
         result.error.code = INTERNAL
+        result.error.reason = inference_pb2.FRAME_ERROR_REASON_INTERNAL
         result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
 
     def _preprocess_info(self, width: int, height: int) -> Any:
         """How boxes map back to a width x height source image (cached per size)."""
         if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
-            raise FrameRejected(INVALID_ARGUMENT, f"capture.image_width/height {width}x{height} must be within "
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_IMAGE_SIZE,
+                                f"capture.image_width/height {width}x{height} must be within "
                                                   f"1..{MAX_IMAGE_SIDE}: set them to the source image size.")
         key = (width, height)
         with self._lock:
@@ -300,17 +305,20 @@ class TailEngine:
                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
         expected = {spec.name: spec for spec in split.tensors}
         if len(frame.tensors) != len(expected):
-            raise FrameRejected(INVALID_ARGUMENT, f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
+                                f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
                                                   f"has {len(frame.tensors)} tensor(s).")
         names = [t.name for t in frame.tensors]
         if sorted(names) != sorted(expected):
-            raise FrameRejected(INVALID_ARGUMENT, f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
+                                f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
                                                   f"has {[_quote(name) for name in sorted(names)]}.")
         reference: dict[str, np.ndarray] | None = None
         if frame.HasField("reference_frame_id"):
             if state.reference is None or state.reference[0] != frame.reference_frame_id:
                 have = "none" if state.reference is None else f"frame {state.reference[0]}"
-                raise FrameRejected(FAILED_PRECONDITION, f"frame {frame.frame_id} is coded against frame "
+                raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
+                                    f"frame {frame.frame_id} is coded against frame "
                                     f"{frame.reference_frame_id}, but this cloud holds {have}; send an intra frame.",
                                     intra_frame_requested=True)
             reference = state.reference[1]
@@ -323,7 +331,8 @@ class TailEngine:
             shape = tuple(message.shape) if rank <= len(spec.shape) + 1 else ()
             if shape not in (tuple(spec.shape), (1, *spec.shape)):
                 shown = list(shape) if shape else f"{rank} dimensions"
-                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} has shape {shown}; cut "
+                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_SHAPE,
+                                    f"tensor {message.name!r} has shape {shown}; cut "
                                                       f"{split.cut} needs [1, {', '.join(map(str, spec.shape))}].")
             try:
                 compressed = tensor_from_proto(message)
@@ -331,7 +340,8 @@ class TailEngine:
                 tensor_levels = decode_levels(compressed, reference=ref, limits=self.limits)
                 values = compressed.quantizer.dequantize(tensor_levels)
             except CodecError as exc:
-                raise FrameRejected(INVALID_ARGUMENT, f"tensor {message.name!r} could not be decoded: "
+                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
+                                    f"tensor {message.name!r} could not be decoded: "
                                                       f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
             levels[message.name] = tensor_levels
             tensors[message.name] = values.reshape((1, *spec.shape))

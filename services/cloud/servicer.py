@@ -7,8 +7,8 @@ queue is reported as stage "queue"). A bad frame gets an in-band
 error and the stream goes on; so does a frame whose result would exceed --max-message-bytes
 (RESOURCE_EXHAUSTED in-band). Statuses that end a call:
 
-    FAILED_PRECONDITION  the first message is not a StreamStart, or names an unknown model or cut
-    INVALID_ARGUMENT     a second StreamStart, or a malformed stream id
+    FAILED_PRECONDITION  the first message is a frame, not a StreamStart, or names an unknown model or cut
+    INVALID_ARGUMENT     a second StreamStart, an empty InferRequest (anywhere), or a malformed stream id
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
                          the caller's address (or, from gRPC itself, a message above --max-message-bytes)
     DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
@@ -23,7 +23,7 @@ shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
+UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
 STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE,
 MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED,
 STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
@@ -72,6 +72,8 @@ log = logging.getLogger("splitinfer.cloud")
 ERROR_DOMAIN = "splitinfer.v1"
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _END = object()
+# One status for one kind of mistake: an empty request is INVALID_ARGUMENT wherever it comes.
+_EMPTY_REQUEST = "an InferRequest must hold a start (first) or a frame (after it); this one holds neither."
 _IDLE = object()
 RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
 # Room left in --max-message-bytes for the InferResponse wrapper around a result.
@@ -173,7 +175,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                  "stream was ended to free its slot; reconnect with the same stream id to resume.",
                                  "STREAM_IDLE")
                 if isinstance(item, _StreamProtocolError):
-                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), "STREAM_PROTOCOL")
+                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
                 if isinstance(item, BaseException):
                     raise item
                 frame, arrived = item
@@ -213,6 +215,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
                          f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
                          "STREAM_IDLE")
+        if first.WhichOneof("kind") is None:
+            self.metrics.rejected_streams.labels("empty_request").inc()
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, _EMPTY_REQUEST, "EMPTY_REQUEST")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
@@ -297,7 +302,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 else:
                     await queue.put(_StreamProtocolError(
                         "a stream has exactly one StreamStart, as its first message; open a new call to change "
-                        "model or cut." if kind == "start" else "an InferRequest must hold a start or a frame."))
+                        "model or cut.", "STREAM_PROTOCOL") if kind == "start" else
+                        _StreamProtocolError(_EMPTY_REQUEST, "EMPTY_REQUEST"))
                     return
             await queue.put(_END)
         except asyncio.CancelledError:
@@ -358,6 +364,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         for name in ("detections", "classes", "stage_seconds"):
             result.ClearField(name)
         result.error.code = RESOURCE_EXHAUSTED
+        result.error.reason = inference_pb2.FRAME_ERROR_REASON_RESULT_TOO_LARGE
         result.error.message = (f"the result of this frame would be {size} bytes, above --max-message-bytes "
                                 f"({self.max_result_bytes + _RESPONSE_OVERHEAD_BYTES}); the stream goes on.")
         result.error.intra_frame_requested = False
@@ -532,7 +539,11 @@ class _FrameQueue:
 
 
 class _StreamProtocolError(Exception):
-    """The client broke the stream protocol (a second start message)."""
+    """The client broke the stream protocol (a second start message, an empty request); `reason` for ErrorInfo."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _code_name(code: int) -> str:

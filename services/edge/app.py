@@ -144,7 +144,8 @@ async def run_edge(
             if pipeline is None:
                 building = loop.run_in_executor(executor, build_pipeline, settings)
                 stopper = asyncio.ensure_future(stop_requested.wait())
-                await asyncio.wait({building, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                racing: set[asyncio.Future[Any]] = {building, stopper}
+                await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
                 if not building.done():
                     building.add_done_callback(lambda f: f.exception())  # the load finishes in its thread, unread

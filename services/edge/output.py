@@ -163,7 +163,7 @@ class AnnotatedVideoSink:
         codecs = ("MJPG",) if self.path.suffix.lower() == ".avi" else _MP4_CODECS
         for codec in codecs:
             with NativeStderr.quiet():  # a missing encoder is expected: the next codec is tried
-                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec), self.fps, (width, height))
+                writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*codec), self.fps, (width, height))
             if writer.isOpened():
                 self._writer, self.codec = writer, codec
                 if codec != codecs[0]:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from splitinfer.channel_security import ChannelSecurity
 from splitinfer.settings import Option
+
+if TYPE_CHECKING:  # grpc loads only when a command runs, so `splitinfer --help` and signal handling start fast
+    from splitinfer.channel_security import ChannelSecurity
 
 OPTIONS = [
     Option("tls-ca", "PEM CA certificates that sign the cloud's certificate (default: the system's roots).",
@@ -21,5 +24,7 @@ OPTIONS = [
 
 def security_from_args(args: argparse.Namespace) -> ChannelSecurity:
     """The ChannelSecurity that the flags above describe (raises ConfigError for a contradiction)."""
+    from splitinfer.channel_security import ChannelSecurity
+
     return ChannelSecurity(plaintext=args.plaintext, ca_file=args.tls_ca, cert_file=args.tls_cert,
                            key_file=args.tls_key, token_file=args.token_file, server_name=args.tls_server_name)

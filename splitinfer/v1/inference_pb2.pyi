@@ -3,12 +3,34 @@ import datetime
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from splitinfer.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRAME_ERROR_REASON_UNSPECIFIED: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_BAD_IMAGE_SIZE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_WRONG_TENSORS: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_WRONG_SHAPE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_UNDECODABLE_TENSOR: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_MISSING_REFERENCE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_RESULT_TOO_LARGE: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_INTERNAL: _ClassVar[FrameErrorReason]
+FRAME_ERROR_REASON_UNSPECIFIED: FrameErrorReason
+FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING: FrameErrorReason
+FRAME_ERROR_REASON_BAD_IMAGE_SIZE: FrameErrorReason
+FRAME_ERROR_REASON_WRONG_TENSORS: FrameErrorReason
+FRAME_ERROR_REASON_WRONG_SHAPE: FrameErrorReason
+FRAME_ERROR_REASON_UNDECODABLE_TENSOR: FrameErrorReason
+FRAME_ERROR_REASON_MISSING_REFERENCE: FrameErrorReason
+FRAME_ERROR_REASON_RESULT_TOO_LARGE: FrameErrorReason
+FRAME_ERROR_REASON_INTERNAL: FrameErrorReason
 
 class InferRequest(_message.Message):
     __slots__ = ("start", "frame")
@@ -108,14 +130,16 @@ class ClassScore(_message.Message):
     def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class FrameError(_message.Message):
-    __slots__ = ("code", "message", "intra_frame_requested")
+    __slots__ = ("code", "message", "intra_frame_requested", "reason")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     INTRA_FRAME_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     intra_frame_requested: bool
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., intra_frame_requested: _Optional[bool] = ...) -> None: ...
+    reason: FrameErrorReason
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., intra_frame_requested: _Optional[bool] = ..., reason: _Optional[_Union[FrameErrorReason, str]] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
     __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements")

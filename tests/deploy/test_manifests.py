@@ -445,3 +445,11 @@ def test_components_no_overlay_uses_compose_with_production(component: Path, tmp
     test_cloud_serves_tls_from_a_secret_or_plaintext_explicitly(tmp_path)
     test_network_policies_deny_by_default_and_open_only_named_ports(tmp_path)
     test_containers_use_only_settings_of_their_command(tmp_path)
+
+
+def test_production_publishes_results_to_the_bus_and_may_reach_it() -> None:
+    docs = render(KUBE / "overlays" / "production")
+    assert env_of(main_container(docs))["SPLITINFER_NATS"].startswith("nats://")
+    egress_ports = {port["port"] for policy in of_kind(docs, "NetworkPolicy")
+                    for rule in policy["spec"].get("egress", []) for port in rule.get("ports", [])}
+    assert 4222 in egress_ports

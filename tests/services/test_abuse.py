@@ -466,7 +466,8 @@ def test_sigterm_while_the_edge_starts_ends_it_cleanly(video, weights_dir, tmp_p
                  "reconnecting": "reconnecting in"}[moment]
     with open(log, "w") as sink:
         edge = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "edge", "--source", str(video), "--cloud",
-                                 f"127.0.0.1:{free_port()}", "--weights", str(weights_dir), "--frames", "3",
+                                 f"127.0.0.1:{free_port()}", "--plaintext", "--connect-timeout", "0",
+                                 "--weights", str(weights_dir), "--frames", "3",
                                  "--reconnect-timeout", "300"], stdout=subprocess.DEVNULL, stderr=sink, cwd=REPO,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
         try:

@@ -182,17 +182,18 @@ def _missing_reference(frame):
     frame.reference_frame_id = 12345
 
 
+# name: (damage, FrameError.code, a word of the message, FrameError.reason)
 BAD_FRAMES = {
-    "corrupt CRC": (_corrupt_crc, INVALID_ARGUMENT, "CRC"),
-    "garbage payload": (_garbage_payload, INVALID_ARGUMENT, "payload"),
-    "forged shape": (_forged_shape, INVALID_ARGUMENT, "shape"),
-    "huge shape": (_huge_shape, INVALID_ARGUMENT, "shape"),
-    "missing tensor": (_missing_tensor, INVALID_ARGUMENT, f"layer{CUT}"),
-    "renamed tensor": (_renamed_tensor, INVALID_ARGUMENT, f"layer{CUT}"),
-    "bad level count": (_bad_levels, INVALID_ARGUMENT, "levels"),
-    "unknown coder": (_unknown_coder, INVALID_ARGUMENT, "coder"),
-    "zero image size": (_zero_image_size, INVALID_ARGUMENT, "image_width"),
-    "missing reference": (_missing_reference, FAILED_PRECONDITION, "intra"),
+    "corrupt CRC": (_corrupt_crc, INVALID_ARGUMENT, "CRC", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
+    "garbage payload": (_garbage_payload, INVALID_ARGUMENT, "payload", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
+    "forged shape": (_forged_shape, INVALID_ARGUMENT, "shape", "FRAME_ERROR_REASON_WRONG_SHAPE"),
+    "huge shape": (_huge_shape, INVALID_ARGUMENT, "shape", "FRAME_ERROR_REASON_WRONG_SHAPE"),
+    "missing tensor": (_missing_tensor, INVALID_ARGUMENT, f"layer{CUT}", "FRAME_ERROR_REASON_WRONG_TENSORS"),
+    "renamed tensor": (_renamed_tensor, INVALID_ARGUMENT, f"layer{CUT}", "FRAME_ERROR_REASON_WRONG_TENSORS"),
+    "bad level count": (_bad_levels, INVALID_ARGUMENT, "levels", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
+    "unknown coder": (_unknown_coder, INVALID_ARGUMENT, "coder", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
+    "zero image size": (_zero_image_size, INVALID_ARGUMENT, "image_width", "FRAME_ERROR_REASON_BAD_IMAGE_SIZE"),
+    "missing reference": (_missing_reference, FAILED_PRECONDITION, "intra", "FRAME_ERROR_REASON_MISSING_REFERENCE"),
 }
 
 
@@ -202,7 +203,7 @@ def test_each_bad_frame_gets_an_in_band_error_and_the_stream_goes_on(engine, fra
         await stream.open()
         answers = []
         frame_id = 0
-        for mutate, _, _ in BAD_FRAMES.values():
+        for mutate, _, _, _ in BAD_FRAMES.values():
             bad = inference_pb2.FeatureFrame()
             bad.CopyFrom(frames[0])
             mutate(bad)
@@ -217,12 +218,33 @@ def test_each_bad_frame_gets_an_in_band_error_and_the_stream_goes_on(engine, fra
     answers, (code, _) = run(with_stream(engine, scenario))
     assert code == grpc.StatusCode.OK
     assert [a.frame_id for a in answers] == list(range(2 * len(BAD_FRAMES)))
-    for (name, (_, expected_code, hint)), bad, good in zip(BAD_FRAMES.items(), answers[::2], answers[1::2]):
+    for (name, (_, expected_code, hint, reason)), bad, good in zip(BAD_FRAMES.items(), answers[::2], answers[1::2]):
         assert bad.HasField("error"), name
         assert bad.error.code == expected_code, (name, bad.error)
+        assert inference_pb2.FrameErrorReason.Name(bad.error.reason) == reason, (name, bad.error)
         assert hint.lower() in bad.error.message.lower(), (name, bad.error.message)
         assert bad.error.intra_frame_requested == (name == "missing reference")
         assert not good.HasField("error"), (name, good.error)
+
+
+@pytest.mark.parametrize("position", ["first", "after the start"])
+def test_an_empty_request_is_invalid_argument_wherever_it_comes(engine, frames, position) -> None:
+    async def scenario(channel, server):
+        stream = Stream(channel)
+        if position != "first":
+            await stream.open()
+        await stream.send(inference_pb2.InferRequest())
+        try:
+            await stream.receive()
+        except grpc.aio.AioRpcError as exc:
+            return exc
+        raise AssertionError("an empty request was accepted")
+
+    error = run(with_stream(engine, scenario))
+    info = error_details_pb2.ErrorInfo()
+    assert rpc_status.from_call(error).details[0].Unpack(info)
+    assert (error.code(), info.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_REQUEST")
+    assert "holds neither" in error.details()
 
 
 def test_frame_ids_must_increase_within_a_call(engine, frames) -> None:
@@ -238,6 +260,7 @@ def test_frame_ids_must_increase_within_a_call(engine, frames) -> None:
     results = run(with_stream(engine, scenario))
     assert [r.HasField("error") for r in results] == [False, True, True, False]
     assert results[1].error.code == INVALID_ARGUMENT and "increase" in results[1].error.message
+    assert results[1].error.reason == inference_pb2.FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -113,9 +113,10 @@ def test_a_shutdown_ends_subscriptions_with_unavailable_and_retry_info_after_the
                 await stream.open(stream_id="cam")
                 for frame_id, frame in enumerate(frames):
                     await stream.send(frame_request(frame, frame_id))
-                # Frames are queued, not yet answered: the drain answers them, and subscribers get them first.
+                # The first answer says the cloud is reading the call; the frames behind it are queued, not yet
+                # answered: the drain answers them, and subscribers get them first.
+                answered: list[int] = [(await stream.receive()).result.frame_id]
                 shutdown = asyncio.create_task(cloud.shutdown())
-                answered: list[int] = []
                 edge = asyncio.create_task(stream.status_collecting(answered))
                 got = []
                 try:
