@@ -24,28 +24,8 @@ def decode_yolo(
     outputs: Sequence[torch.Tensor], heads: Sequence[YoloHead], input_size: tuple[int, int], item: int = 0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Raw [yolo] maps of batch item `item` -> (boxes xyxy in network pixels (M, 4), objectness (M,), class probs (M, C))."""
-    if len(outputs) != len(heads):
-        raise ModelError(f"expected {len(heads)} YOLO output maps, got {len(outputs)}.")
-    net_h, net_w = input_size
-    all_boxes, all_obj, all_cls = [], [], []
-    for raw, head in zip(outputs, heads):
-        anchors = len(head.anchors)
-        _, channels, h, w = raw.shape
-        if channels != anchors * (head.classes + 5):
-            raise ModelError(f"YOLO map of layer {head.layer} has {channels} channels, expected {anchors * (head.classes + 5)}.")
-        p = raw[item].float().view(anchors, head.classes + 5, h, w)
-        sxy = head.scale_x_y
-        gy, gx = _grid(h, w, raw.device)
-        cx = (torch.sigmoid(p[:, 0]) * sxy - (sxy - 1) / 2 + gx) / w * net_w
-        cy = (torch.sigmoid(p[:, 1]) * sxy - (sxy - 1) / 2 + gy) / h * net_h
-        anchor = torch.tensor(head.anchors, dtype=torch.float32, device=raw.device)
-        bw = torch.exp(p[:, 2]) * anchor[:, 0, None, None]
-        bh = torch.exp(p[:, 3]) * anchor[:, 1, None, None]
-        boxes = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), dim=-1).reshape(-1, 4)
-        all_boxes.append(boxes)
-        all_obj.append(torch.sigmoid(p[:, 4]).reshape(-1))
-        all_cls.append(torch.sigmoid(p[:, 5:]).permute(0, 2, 3, 1).reshape(-1, head.classes))
-    return torch.cat(all_boxes), torch.cat(all_obj), torch.cat(all_cls)
+    boxes, obj, cls = decode_yolo_batch([raw[item:item + 1] for raw in outputs], heads, input_size)
+    return boxes[0], obj[0], cls[0]
 
 
 def _grid(h: int, w: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
