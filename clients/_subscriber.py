@@ -23,8 +23,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
-from splitinfer.channel_security import ChannelSecurity, is_tls_failure
-from splitinfer.errors import CloudUnavailableError, ServiceError
+from splitinfer.channel_security import ChannelSecurity, connection_hint, is_tls_failure
+from splitinfer.errors import CloudUnavailableError, ConfigError, ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.clients")
@@ -76,13 +76,10 @@ def _retryable(exc: grpc.RpcError) -> bool:
     return exc.code() in RETRYABLE and not is_tls_failure(exc.details())
 
 
-def _wrap(exc: grpc.RpcError, cloud: str) -> ServiceError:
+def _wrap(exc: grpc.RpcError, cloud: str, security: ChannelSecurity) -> ServiceError:
     code = exc.code()
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        hint = ("the TLS handshake failed: check the CA (--tls-ca), the server name and your client certificate"
-                if is_tls_failure(exc.details()) else
-                "check that `splitinfer cloud` runs there, the address is right, and both sides agree on TLS or "
-                "--plaintext")
+        hint = connection_hint(exc.details(), security)
         return CloudUnavailableError(f"the cloud at {cloud} is unavailable ({code.name}: {exc.details()}); {hint}.")
     return ServiceError(f"subscription to {cloud} failed ({code.name}: {exc.details()}).")
 
@@ -174,7 +171,11 @@ class ResultSubscriber:
         last_contact = time.monotonic()
         try:
             while True:
-                self._channel = open_channel(self.cloud, self.security, self.max_message_bytes)
+                try:
+                    self._channel = open_channel(self.cloud, self.security, self.max_message_bytes)
+                except ConfigError as exc:  # an unreadable CA, certificate or token file: no retry helps
+                    self._end = exc
+                    return
                 stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
                 call = self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
                     stream_ids=self.stream_ids, after_sequence=self.last_sequence))
@@ -190,19 +191,20 @@ class ResultSubscriber:
                 except grpc.aio.AioRpcError as exc:
                     failure = f"{exc.code().name}: {exc.details()}"
                     if not self.reconnect or not _retryable(exc):
-                        self._end = _wrap(exc, self.cloud)
+                        self._end = _wrap(exc, self.cloud, self.security)
                         return
                     if time.monotonic() - last_contact > self.backoff.give_up_after:
                         self._end = CloudUnavailableError(
                             f"could not resubscribe to {self.cloud} for {self.backoff.give_up_after:.0f} s "
-                            f"({failure}); check that `splitinfer cloud` runs there.")
+                            f"({failure}); {connection_hint(failure, self.security)}.")
                         return
                 finally:
                     await self._close_channel()
                 delay = self.backoff.delay(attempt)
                 log.log(logging.INFO if attempt == 0 else logging.WARNING,
-                        "subscription to %s ended (%s); resubscribing after sequence %d in %.1f s", self.cloud,
-                        failure, self.last_sequence, delay)
+                        "subscription to %s ended (%s); resubscribing after sequence %d in %.1f s%s", self.cloud,
+                        failure, self.last_sequence, delay,
+                        "" if self._subscribed.is_set() else f" ({connection_hint(failure, self.security)})")
                 await asyncio.sleep(delay)
                 attempt += 1
                 self.reconnects += 1
@@ -282,7 +284,7 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
                     return
                 if not reconnect or not _retryable(exc) \
                         or time.monotonic() - last_contact > backoff.give_up_after:
-                    raise _wrap(exc, cloud) from exc
+                    raise _wrap(exc, cloud, security) from exc
             finally:
                 call.cancel()
         time.sleep(backoff.delay(attempt))
@@ -297,5 +299,5 @@ def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.
         try:
             response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.RpcError as exc:
-            raise _wrap(exc, cloud) from exc
+            raise _wrap(exc, cloud, security) from exc
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -111,3 +111,18 @@ def is_tls_failure(details: str | None) -> bool:
     """True if a gRPC error's text says the TLS handshake failed (wrong CA, expired or missing certificate)."""
     text = (details or "").lower()
     return any(word in text for word in ("ssl", "tls", "handshake", "certificate"))
+
+
+def connection_hint(details: str | None, security: ChannelSecurity) -> str:
+    """What to check when a connection failed, judged from gRPC's error text and how this client connects."""
+    text = (details or "").lower()
+    if not security.plaintext and "wrong_version_number" in text:
+        return "the cloud does not speak TLS: it runs with --plaintext, so add --plaintext here (trusted networks only)"
+    if not security.plaintext and is_tls_failure(details):
+        return ("the TLS handshake failed: check --tls-ca (the CA that signed the cloud's certificate), "
+                "--tls-server-name, and that your client certificate is valid and not expired")
+    if security.plaintext and any(word in text for word in ("socket closed", "connection reset", "protocol")):
+        return ("if the cloud serves TLS, drop --plaintext and give --tls-ca; else check that `splitinfer cloud` "
+                "runs there and the address is right")
+    return ("check that `splitinfer cloud` runs there, the address is right, and both sides agree on TLS or "
+            "--plaintext")

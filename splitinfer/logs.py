@@ -29,6 +29,9 @@ LOG_OPTIONS = [
 ]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _NATIVE_LEVEL = re.compile(r"^\[\s*(?P<level>WARN|ERROR|INFO|DEBUG|FATAL)[:\]]")
+# gRPC's own (abseil) lines: a severity letter and the date, e.g. "I1130 00:04:23.852884 ..."
+_GRPC_LEVEL = re.compile(r"^(?P<letter>[IWEF])\d{4} \d\d:\d\d:\d\d")
+_GRPC_LEVELS = {"I": logging.INFO, "W": logging.WARNING, "E": logging.ERROR, "F": logging.CRITICAL}
 _NATIVE_LEVELS = {"WARN": logging.WARNING, "ERROR": logging.ERROR, "INFO": logging.INFO, "DEBUG": logging.DEBUG,
                   "FATAL": logging.CRITICAL}
 
@@ -63,7 +66,10 @@ def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | N
 def native_level(line: str) -> int:
     """The level of a native log line: OpenCV tags its own ([ WARN:0@1.2]); FFmpeg's are warnings."""
     match = _NATIVE_LEVEL.match(line)
-    return _NATIVE_LEVELS[match.group("level")] if match else logging.WARNING
+    if match:
+        return _NATIVE_LEVELS[match.group("level")]
+    grpc_line = _GRPC_LEVEL.match(line)
+    return _GRPC_LEVELS[grpc_line.group("letter")] if grpc_line else logging.WARNING
 
 
 class NativeStderr:

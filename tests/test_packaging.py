@@ -239,7 +239,7 @@ def test_the_installed_cloud_serves_one_edge_frame_and_stops_on_sigterm(wheel_ve
     (line,) = edge.stdout.splitlines()
     result = json.loads(line)
     assert (result["stream_id"], result["frame_id"]) == ("wheel-cam", "0")  # protobuf's JSON: 64-bit ids are strings
-    assert "error" not in result and result["payload_bytes"] > 0
+    assert "error" not in result and int(result["payload_bytes"]) > 0
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, log.read_text()
 

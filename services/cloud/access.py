@@ -220,8 +220,9 @@ def _parse_identity(raw: Any, where: str) -> _Entry:
     tokens = _strings(raw.get("tokens_sha256", []), f"{where} ({name}), tokens_sha256")
     for digest in tokens:
         if not _HEX64.fullmatch(digest):
-            raise AccessConfigError(f"{where} ({name}): {digest[:12]!r}... is not a SHA-256 hex digest (64 lowercase hex "
-                                    "digits); store the hash of the token, never the token: `splitinfer token`.")
+            raise AccessConfigError(f"{where} ({name}): an entry of tokens_sha256 is not a SHA-256 hex digest (64 "
+                                    "lowercase hex digits); if it is the token itself, replace it by its hash and "
+                                    "treat the token as leaked: `splitinfer token` makes a new one with its hash.")
     certificates = _strings(raw.get("client_certificates", []), f"{where} ({name}), client_certificates")
     if not tokens and not certificates:
         raise AccessConfigError(f"{where} ({name}): give tokens_sha256 or client_certificates, or the identity can "

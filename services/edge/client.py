@@ -24,7 +24,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from splitinfer.channel_security import ChannelSecurity, is_tls_failure
+from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
 from splitinfer.services.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
@@ -248,11 +248,7 @@ class EdgeStreamer:
                         f"the cloud at {self.config.cloud} kept refusing the stream for "
                         f"{self.config.give_up_after_s:.0f} s because it is full (last answer: {reason}); retry "
                         "later, connect to another cloud, or ask its operator to raise its stream limits.")
-                hint = ("the TLS handshake failed: check --tls-ca (it must sign the cloud's certificate), "
-                        "--tls-server-name, and that your client certificate is valid and not expired"
-                        if is_tls_failure(reason) else
-                        "check that `splitinfer cloud` runs there, the address is right, and both sides agree on "
-                        "TLS or --plaintext")
+                hint = connection_hint(reason, self.config.security)
                 raise CloudUnavailableError(
                     f"could not reach the cloud at {self.config.cloud} for {self.config.give_up_after_s:.0f} s "
                     f"(last error: {reason}); {hint}."

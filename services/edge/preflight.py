@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from splitinfer.channel_security import ChannelSecurity
+from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.errors import ConfigError
 from splitinfer.services.edge.capture import check_source
 from splitinfer.services.errors import CaptureError, CloudUnavailableError
@@ -33,14 +33,26 @@ def check_cloud(address: str, timeout_s: float, security: ChannelSecurity = Chan
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
     except grpc.FutureTimeoutError:
+        reason = _last_connection_error(channel)
         raise CloudUnavailableError(
-            f"could not connect to the cloud at {address} within {timeout_s:g} s (--connect-timeout): check that "
-            "`splitinfer cloud` runs there, that the host and port in --cloud are right, that no firewall "
-            f"blocks it, and that both sides agree on TLS (this edge: {security.describe()}; a TLS cloud needs the CA "
-            "that signed its certificate in --tls-ca) or --plaintext; --connect-timeout 0 skips this check (the edge then keeps retrying for --reconnect-timeout)."
+            f"could not connect to the cloud at {address} within {timeout_s:g} s (--connect-timeout"
+            f"{'; ' + reason if reason else ''}): {connection_hint(reason, security)}; check also that no firewall "
+            "blocks it. --connect-timeout 0 skips this check (the edge then keeps retrying for --reconnect-timeout)."
         ) from None
     finally:
         channel.close()
+
+
+def _last_connection_error(channel: Any) -> str:
+    """gRPC's reason for the failed connection (refused, TLS handshake, ...), from one quick health call."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2.0)
+    except grpc.RpcError as exc:
+        return str(exc.details() or exc.code().name)
+    return ""
 
 
 def check_profile(profile: str | None, model: str, cut: str | None) -> None:

@@ -26,7 +26,7 @@ CODEC_OPTIONS = [
 ]
 # Shared with `splitinfer demo`.
 SOURCE_OPTIONS = [
-    Option("source-timeout", "Give up (exit 1) when a camera or URL gives no frame for this many seconds, saying "
+    Option("source-timeout", "Give up (exit 2) when a camera or URL gives no frame for this many seconds, saying "
            "why (0: keep retrying forever).", cast=float, default=30.0),
     Option("rtsp-transport", "RTSP over tcp or udp (auto: FFmpeg's default, UDP first).", default="auto",
            choices=("auto", "tcp", "udp")),
@@ -34,7 +34,7 @@ SOURCE_OPTIONS = [
     Option("camera-height", "Ask a camera for this frame height.", cast=int),
     Option("camera-fps", "Ask a camera for this frame rate.", cast=float),
     Option("allow-truncated", "Accept a video file that ends well before the frame count in its header (else: "
-           "a warning and exit 1).", flag=True, default=False),
+           "a warning and exit 2).", flag=True, default=False),
 ]
 VIEW_OPTIONS = [
     Option("preview-port", "Serve the live page (annotated picture, charts) on this port (0: a free one, -1: none).",
@@ -57,7 +57,7 @@ OPTIONS = [
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
     Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
-    Option("display", "Show annotated frames in a window (needs a display and GUI OpenCV).", flag=True,
+    Option("display", "Show annotated frames: a native window with GUI OpenCV, else the live page in the desktop's browser (needs a display).", flag=True,
            default=False),
     Option("reconnect-timeout", "Give up after this many seconds without a connection to the cloud (0: never).",
            cast=float, default=60.0),

@@ -29,7 +29,7 @@ OPTIONS = [
     Option("model", "registered model name (--list-models lists them)", str, "yolo-fastest-1.1-xl"),
     Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
-    Option("codec", "'none', or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),
+    Option("codec", "'none', 'default' (the model's shipped profile), or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),
     Option("levels", "uniform quantizer levels instead of a profile (needs --clip-min and --clip-max)", _optional_int, None),
     Option("clip-min", "lower clip value with --levels", float, None),
     Option("clip-max", "upper clip value with --levels", float, None),

@@ -65,9 +65,10 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
 
     dropped = 0
 
+    index = 0
+
     async def loop(results: ResultSubscriber) -> None:
-        nonlocal dropped
-        index = 0
+        nonlocal dropped, index
         async for item in results:
             index += 1
             dropped += item.dropped
@@ -88,5 +89,8 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
         try:
             await asyncio.wait_for(loop(results), args.timeout or None)
         except asyncio.TimeoutError:
-            pass
+            if index == 0:
+                print(f"splitinfer watch: no result within --timeout {args.timeout:g} s. watch shows results from the "
+                      "moment it subscribes: start it before the edge, or pass --after-sequence 1 to replay what the "
+                      "cloud still holds.", file=sys.stderr)
     return dropped
