@@ -151,6 +151,11 @@ class ResultSubscriber:
             await self._channel.close()
             self._channel = None
 
+    @property
+    def subscribed(self) -> bool:
+        """True once the cloud has registered this subscription (on the current or an earlier connection)."""
+        return self._subscribed.is_set()
+
     async def wait_subscribed(self, timeout: float = 10.0) -> None:
         """Wait until the server has registered this subscription (its response headers arrived)."""
         if self._reader is None:

@@ -89,6 +89,11 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
         try:
             await asyncio.wait_for(loop(results), args.timeout or None)
         except asyncio.TimeoutError:
+            if not results.subscribed:
+                from splitinfer.errors import CloudUnavailableError
+
+                raise CloudUnavailableError(f"could not subscribe to the cloud at {args.cloud} within --timeout "
+                                            f"{args.timeout:g} s; the log above says why.") from None
             if index == 0:
                 print(f"splitinfer watch: no result within --timeout {args.timeout:g} s. watch shows results from the "
                       "moment it subscribes: start it before the edge, or pass --after-sequence 1 to replay what the "
