@@ -114,7 +114,7 @@ async def measure_model(key: str, plan: dict, args: argparse.Namespace, frames_f
             damp_random_heads(model)
         engine = TailEngine(model, device=args.device, precision=precision)
         largest = max(batch for batch, _ in batches)
-        server = CloudServer(CloudConfig(model=name, host="127.0.0.1", port=0, metrics_port=-1,
+        server = CloudServer(CloudConfig(model=name, host="127.0.0.1", port=0, metrics_port=-1, plaintext=True,
                                          max_streams=args.streams, workers=args.workers, max_batch=largest,
                                          max_batch_delay_ms=args.delay_ms), engine=engine)
         await server.start()

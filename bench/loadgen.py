@@ -209,7 +209,7 @@ class CloudProcess:
         self.port_file.unlink(missing_ok=True)
         self.log = log
         command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
-                   "--metrics-port", "-1", "--port-file", str(self.port_file), "--log-level", "WARNING", *args]
+                   "--plaintext", "--metrics-port", "-1", "--port-file", str(self.port_file), "--log-level", "WARNING", *args]
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT,
                                         env={**os.environ, **(env or {})})

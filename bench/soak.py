@@ -107,7 +107,7 @@ async def soak(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = load_model(args.model, weights=args.weights)
     frames = coded_frames(model, args.frames)
-    config = CloudConfig(model=model.name, host="127.0.0.1", port=0, metrics_port=-1, workers=args.workers,
+    config = CloudConfig(model=model.name, host="127.0.0.1", port=0, metrics_port=-1, plaintext=True, workers=args.workers,
                          max_streams=max(16, args.streams))
     server = CloudServer(config, engine=TailEngine(model))
     await server.start()
