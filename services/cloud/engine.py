@@ -170,6 +170,10 @@ class TailEngine:
                 raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING,
                                     f"frame id {frame.frame_id} does not increase (the "
                                     f"previous frame of this call was {previous_frame_id}).")
+            if not _valid_timestamp(frame.capture.capture_time):
+                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_CAPTURE_TIME,
+                                    "capture.capture_time is not a valid timestamp (years 1-9999, nanos below 1e9): "
+                                    "set it to the frame's capture time.")
             info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
             started = time.perf_counter()
             tensors, levels, elements = self._decode(state, split, frame)
@@ -349,10 +353,23 @@ class TailEngine:
         return tensors, levels, elements
 
 
+# The range of a valid google.protobuf.Timestamp (0001-01-01 to 9999-12-31): outside it, protobuf's own
+# conversions (ToNanoseconds, the JSON mapping) raise.
+_MIN_TIMESTAMP_SECONDS, _MAX_TIMESTAMP_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _valid_timestamp(timestamp: Any) -> bool:
+    return (_MIN_TIMESTAMP_SECONDS <= timestamp.seconds <= _MAX_TIMESTAMP_SECONDS
+            and 0 <= timestamp.nanos <= 999_999_999)
+
+
 def _copy_capture(source: inference_pb2.CaptureInfo, target: inference_pb2.CaptureInfo) -> None:
-    """Copy the capture fields the result echoes, field by field: unknown fields a client added are not echoed."""
-    target.capture_time.seconds = source.capture_time.seconds
-    target.capture_time.nanos = source.capture_time.nanos
+    """Copy the capture fields the result echoes, field by field: unknown fields a client added are not echoed.
+
+    An invalid capture time is not copied (prepare() refuses the frame for it)."""
+    if _valid_timestamp(source.capture_time):
+        target.capture_time.seconds = source.capture_time.seconds
+        target.capture_time.nanos = source.capture_time.nanos
     target.capture_monotonic_ns = source.capture_monotonic_ns
     target.image_width = source.image_width
     target.image_height = source.image_height

@@ -22,6 +22,7 @@ class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRAME_ERROR_REASON_MISSING_REFERENCE: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_RESULT_TOO_LARGE: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_INTERNAL: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_BAD_CAPTURE_TIME: _ClassVar[FrameErrorReason]
 FRAME_ERROR_REASON_UNSPECIFIED: FrameErrorReason
 FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING: FrameErrorReason
 FRAME_ERROR_REASON_BAD_IMAGE_SIZE: FrameErrorReason
@@ -31,6 +32,7 @@ FRAME_ERROR_REASON_UNDECODABLE_TENSOR: FrameErrorReason
 FRAME_ERROR_REASON_MISSING_REFERENCE: FrameErrorReason
 FRAME_ERROR_REASON_RESULT_TOO_LARGE: FrameErrorReason
 FRAME_ERROR_REASON_INTERNAL: FrameErrorReason
+FRAME_ERROR_REASON_BAD_CAPTURE_TIME: FrameErrorReason
 
 class InferRequest(_message.Message):
     __slots__ = ("start", "frame")

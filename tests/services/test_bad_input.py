@@ -178,6 +178,11 @@ def _zero_image_size(frame):
     frame.capture.image_width = 0
 
 
+def _impossible_capture_time(frame):
+    # Found by the servicer fuzzer: year ~420,000 made protobuf's ToNanoseconds raise and ended the stream.
+    frame.capture.capture_time.seconds = 13_194_139_529_472
+
+
 def _missing_reference(frame):
     frame.reference_frame_id = 12345
 
@@ -193,6 +198,8 @@ BAD_FRAMES = {
     "bad level count": (_bad_levels, INVALID_ARGUMENT, "levels", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
     "unknown coder": (_unknown_coder, INVALID_ARGUMENT, "coder", "FRAME_ERROR_REASON_UNDECODABLE_TENSOR"),
     "zero image size": (_zero_image_size, INVALID_ARGUMENT, "image_width", "FRAME_ERROR_REASON_BAD_IMAGE_SIZE"),
+    "impossible capture time": (_impossible_capture_time, INVALID_ARGUMENT, "capture_time",
+                                "FRAME_ERROR_REASON_BAD_CAPTURE_TIME"),
     "missing reference": (_missing_reference, FAILED_PRECONDITION, "intra", "FRAME_ERROR_REASON_MISSING_REFERENCE"),
 }
 
