@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 
 import cv2
-import numpy as np
 import pytest
 
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
