@@ -6,7 +6,7 @@
 #   deploy/build-images.sh cloud|edge     build that target of deploy/Dockerfile
 #   deploy/build-images.sh check [IMAGE]  in the image: `splitinfer --help`, the service imports, and a cloud
 #                                         that loads the model and answers gRPC health SERVING
-#   deploy/build-images.sh weights        build deploy/Dockerfile.weights from WEIGHTS_DIR and list its files
+#   deploy/build-images.sh weights        build the weights image from WEIGHTS_DIR and list its files
 #   deploy/build-images.sh clean          remove the images this script made
 #
 # Settings (environment):
@@ -145,13 +145,18 @@ print("uid", os.getuid(), "torch", torch.__version__, "opencv", cv2.__version__)
     "${run[@]}" python -c "$health_check"
 }
 
-# The weights image: the model files on a small base (the local one: any image with cp will do).
+# The weights image: the model files on a small base (the local one: any image with cp will do); the cloud's
+# init container copies them into the pod (deploy/kubernetes/components/weights-image).
 build_weights() {
-    local ctr
+    local ctr containerfile
     [ -f "$weights_dir/yolo-fastest-1.1-xl.weights" ] || { echo "no weights in $weights_dir: set WEIGHTS_DIR" >&2; exit 2; }
+    containerfile="$(mktemp)"
+    printf '%s\n' 'ARG BASE_IMAGE=busybox:1.37' 'FROM ${BASE_IMAGE}' 'COPY *.cfg *.weights /weights/' 'USER 10001' \
+        'CMD ["cp", "-R", "/weights/.", "/var/lib/splitinfer/weights/"]' > "$containerfile"
     "${buildah[@]}" bud --isolation chroot --layers=false \
         --build-arg "BASE_IMAGE=${BASE_IMAGE:-busybox:1.37}" \
-        -f "$repo/deploy/Dockerfile.weights" -t "$weights_image" "$weights_dir"
+        -f "$containerfile" -t "$weights_image" "$weights_dir"
+    rm -f "$containerfile"
     ctr="$("${buildah[@]}" from "$weights_image")"
     "${buildah[@]}" run --isolation chroot "$ctr" -- sh -c 'cd /weights && ls -l && sha256sum *'
     "${buildah[@]}" rm "$ctr" >/dev/null
