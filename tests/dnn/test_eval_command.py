@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import json
 
-import cv2
 import pytest
 
 from splitinfer.cli import main
-from tests.conftest import shared_path
-
-
-def _truncated_clip(path, frames: int = 20, keep: float = 0.4):
-    capture = cv2.VideoCapture(str(shared_path("video", "one-by-one-person-detection.mp4")))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 108))
-    for _ in range(frames):
-        ok, image = capture.read()
-        assert ok
-        writer.write(cv2.resize(image, (192, 108)))
-    writer.release()
-    capture.release()
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
-    return path
+from tests.conftest import shared_path, truncated_avi
 
 
 @pytest.mark.slow  # two model loads
 def test_eval_of_a_truncated_video_warns_and_exits_1_unless_allowed(tmp_path, capfd) -> None:
     weights = str(shared_path("models", "yolo-fastest-1.1"))
-    clip = _truncated_clip(tmp_path / "cut.avi")
+    _, clip = truncated_avi(tmp_path, frames=20)
     assert main(["eval", str(clip), "--weights", weights, "--json"]) == 1
     out, err = capfd.readouterr()
     report = json.loads(out)

@@ -17,6 +17,7 @@ from splitinfer.services.edge.capture import (
     source_kind,
 )
 from splitinfer.services.errors import CaptureError
+from tests.conftest import truncated_avi
 
 
 def drain(grabber: FrameGrabber, delay: float = 0.0) -> tuple[list, EndOfSource]:
@@ -116,27 +117,8 @@ def test_an_unreachable_live_source_is_retried_with_backoff_and_reported(caplog)
 
 # -- #12 items 3 and 8, #13 item 6: failures carry their reason, sources give up, truncation is an error --------
 
-def _truncated_avi(video, folder, frames: int = 30, keep: float = 0.4):
-    """An MJPG .avi of the sample video's first frames, cut to `keep` of its bytes (header intact)."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    path = folder / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 108))
-    for _ in range(frames):
-        ok, image = capture.read()
-        assert ok
-        writer.write(cv2.resize(image, (192, 108)))
-    writer.release()
-    capture.release()
-    data = path.read_bytes()
-    cut = folder / "clip-cut.avi"
-    cut.write_bytes(data[: int(len(data) * keep)])
-    return path, cut
-
-
 def test_a_truncated_file_ends_with_an_error_unless_allowed(video, tmp_path, caplog) -> None:
-    whole, cut = _truncated_avi(video, tmp_path)
+    whole, cut = truncated_avi(tmp_path)
     with FrameGrabber(str(whole)) as grabber:
         frames, end = drain(grabber)
     assert len(frames) == 30 and not end.error
