@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import struct
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -29,7 +28,7 @@ with atheris.instrument_imports(include=["splitinfer"], exclude=["splitinfer.cod
     from splitinfer.wire import tensor_from_proto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import RAW_MODE, seed_if_empty  # noqa: E402
+from seeds import RAW_MODE, fuzz_argv  # noqa: E402
 
 # Small enough that one input decodes in milliseconds; the limits themselves are what is exercised.
 LIMITS = CodecLimits(max_elements=2**18, max_bins=2**22)
@@ -82,15 +81,7 @@ def test_one_input(data: bytes) -> None:
 
 
 def main(argv: list[str]) -> None:
-    corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
-    if corpus and Path(corpus[0]).is_file():  # replaying inputs (e.g. a crash file): no corpus to seed
-        corpus = []
-    elif not corpus:  # no folder given: seed a temporary one from the real activations
-        corpus = [tempfile.mkdtemp(prefix="fuzz-decoder-")]
-        argv = [*argv, corpus[0]]
-    if corpus:
-        seed_if_empty("decoder", Path(corpus[0]))
-    atheris.Setup(argv, test_one_input)
+    atheris.Setup(fuzz_argv("decoder", argv), test_one_input)
     atheris.Fuzz()
 
 

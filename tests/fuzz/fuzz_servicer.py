@@ -14,7 +14,6 @@ limit or with a stage name outside the fixed set.
 from __future__ import annotations
 
 import sys
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -37,7 +36,7 @@ with atheris.instrument_imports(include=["splitinfer"], exclude=["splitinfer.cod
     from splitinfer.wire import tensor_from_proto
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from seeds import CUT, MODEL, coded_tensors, seed_if_empty  # noqa: E402
+from seeds import CUT, MODEL, coded_tensors, fuzz_argv  # noqa: E402
 
 MAX_MESSAGE_BYTES = 1024 * 1024
 
@@ -87,16 +86,8 @@ class Harness:
 
 
 def main(argv: list[str]) -> None:
-    corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
-    if corpus and Path(corpus[0]).is_file():  # replaying inputs (e.g. a crash file): no corpus to seed
-        corpus = []
-    elif not corpus:  # no folder given: seed a temporary one from the real activations
-        corpus = [tempfile.mkdtemp(prefix="fuzz-servicer-")]
-        argv = [*argv, corpus[0]]
-    if corpus:
-        seed_if_empty("servicer", Path(corpus[0]))
     harness = Harness()
-    atheris.Setup(argv, harness.one_input)
+    atheris.Setup(fuzz_argv("servicer", argv), harness.one_input)
     atheris.Fuzz()
 
 

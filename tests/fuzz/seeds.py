@@ -8,6 +8,7 @@ format (see fuzz_decoder.py and fuzz_servicer.py).
 from __future__ import annotations
 
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,16 @@ def seed_if_empty(kind: str, folder: Path) -> None:
     """Seed a corpus folder that does not exist or is empty (a corpus that grew over earlier runs is kept)."""
     if not folder.exists() or not any(folder.iterdir()):
         write_seeds(kind, folder)
+
+
+def fuzz_argv(kind: str, argv: list[str]) -> list[str]:
+    """A harness's libFuzzer arguments with a seeded corpus: the folder given (seeded if empty), a temporary
+    one when none is given, or none when replaying input files (e.g. a crash file)."""
+    corpus = [arg for arg in argv[1:] if not arg.startswith("-")]
+    if corpus and Path(corpus[0]).is_file():
+        return argv
+    if not corpus:
+        corpus = [tempfile.mkdtemp(prefix=f"fuzz-{kind}-")]
+        argv = [*argv, corpus[0]]
+    seed_if_empty(kind, Path(corpus[0]))
+    return argv
