@@ -373,9 +373,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         model = result.model
         outcome = grpc.StatusCode.OK.name if not result.HasField("error") else _code_name(result.error.code)
         self.metrics.frames.labels(model, outcome).inc()
-        captured_ns = result.capture.capture_time.ToNanoseconds()
-        if captured_ns > 0 and time.time_ns() >= captured_ns:  # a clock behind the edge's gives no figure
-            self.metrics.end_to_end_seconds.observe((time.time_ns() - captured_ns) / 1e9)
+        captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
+        if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
+            self.metrics.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)
         self.metrics.payload_bytes.labels(model).inc(result.payload_bytes)
         self.metrics.elements.labels(model).inc(result.elements)
         if result.elements and not result.HasField("error"):
