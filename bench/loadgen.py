@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]

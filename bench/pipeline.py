@@ -37,7 +37,7 @@ import numpy as np
 
 from splitinfer.channel_security import ChannelSecurity
 from splitinfer.dnn import load_model
-from splitinfer.services.channel_options import channel_options, server_options
+from splitinfer.channel_options import channel_options, server_options
 from splitinfer.services.cloud.engine import TailEngine
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.app import EdgeSettings, run_edge

@@ -30,7 +30,7 @@ import grpc
 
 from splitinfer.dnn import load_model
 from splitinfer.sample_data import shared_data_dir
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.engine import TailEngine
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.capture import FrameGrabber

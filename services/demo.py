@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from splitinfer.services.edge.app import EdgeSettings
 from splitinfer.services.edge.client import FrameOutcome
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 
 CLOUD_START_TIMEOUT_S = 180.0
 

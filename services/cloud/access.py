@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 
 log = logging.getLogger("splitinfer.cloud")
 

@@ -18,7 +18,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 from splitinfer.v1 import inference_pb2
 
 

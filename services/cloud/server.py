@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.access import AccessFile, AccessPolicy
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
@@ -35,7 +35,7 @@ from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 if TYPE_CHECKING:

@@ -50,7 +50,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from splitinfer.errors import BusError
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus

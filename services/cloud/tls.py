@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 
 log = logging.getLogger("splitinfer.cloud")
 

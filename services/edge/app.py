@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
 from splitinfer.codec import CodecProfile
 from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
-from splitinfer.services.errors import StartupInterrupted
+from splitinfer.errors import StartupInterrupted
 
 log = logging.getLogger("splitinfer.edge")
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from splitinfer.logs import NativeStderr
-from splitinfer.services.errors import CaptureError
+from splitinfer.errors import CaptureError
 
 log = logging.getLogger("splitinfer.edge.capture")
 

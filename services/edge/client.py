@@ -25,9 +25,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
 from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
-from splitinfer.services.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
+from splitinfer.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.edge")

@@ -16,10 +16,9 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from splitinfer.errors import ServiceError
+from splitinfer.errors import ConfigError, ServiceError
 from splitinfer.results import result_to_dict, result_to_json
 from splitinfer.services.edge.client import FrameOutcome
-from splitinfer.errors import ConfigError
 from splitinfer.logs import NativeStderr
 
 log = logging.getLogger("splitinfer.edge")

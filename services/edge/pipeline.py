@@ -31,7 +31,7 @@ from splitinfer.codec import (
 from splitinfer.codec import warm_up as warm_up_codec
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_to_proto

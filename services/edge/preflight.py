@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
-from splitinfer.errors import ConfigError
+from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError
 from splitinfer.services.edge.capture import check_source
-from splitinfer.services.errors import CaptureError, CloudUnavailableError
 
 log = logging.getLogger("splitinfer.edge")
 

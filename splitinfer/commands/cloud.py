@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "cloud"

@@ -12,7 +12,7 @@ import os
 
 from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "demo"

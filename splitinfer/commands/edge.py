@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from splitinfer.commands import client_security, coder_name
-from splitinfer.services.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import Option
 
 NAME = "edge"
@@ -97,7 +97,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
 
 def _stop_while_starting(signum: int, frame: object) -> None:
     """SIGTERM before the event loop handles signals (imports, model load): a clean stop, not a bare exit 143."""
-    from splitinfer.services.errors import StartupInterrupted
+    from splitinfer.errors import StartupInterrupted
 
     raise StartupInterrupted("stopped by SIGTERM while starting; nothing was streamed.")
 
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import sys
 
-    from splitinfer.services.errors import StartupInterrupted
+    from splitinfer.errors import StartupInterrupted
 
     signal.signal(signal.SIGTERM, _stop_while_starting)
     try:

@@ -19,7 +19,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.streams import peer_address
 from splitinfer.services.stages import STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
@@ -409,7 +409,7 @@ def test_the_peer_address_drops_only_the_port(peer, address) -> None:
 
 def test_an_edge_refused_because_the_cloud_is_full_says_so_when_it_gives_up(engine, model, video) -> None:
     from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
-    from splitinfer.services.errors import CloudUnavailableError
+    from splitinfer.errors import CloudUnavailableError
 
     async def scenario():
         async with running_cloud(engine, max_streams=1) as server:

@@ -11,12 +11,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.engine import FAILED_PRECONDITION, INVALID_ARGUMENT
 from splitinfer.services.cloud.server import CloudConfig
 from splitinfer.services.cloud.streams import StreamState
-from splitinfer.services.errors import ServiceError
+from splitinfer.errors import ServiceError
 from splitinfer.v1 import inference_pb2
 from tests.services.conftest import MODEL, run, running_cloud
 from tests.services.test_bad_input import Stream

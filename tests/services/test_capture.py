@@ -16,7 +16,7 @@ from splitinfer.services.edge.capture import (
     default_mode,
     source_kind,
 )
-from splitinfer.services.errors import CaptureError
+from splitinfer.errors import CaptureError
 from tests.conftest import truncated_avi
 
 

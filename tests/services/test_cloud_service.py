@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.v1 import inference_pb2

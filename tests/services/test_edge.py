@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
-from splitinfer.services.errors import CloudUnavailableError, ServiceError, StreamRejectedError
+from splitinfer.errors import CloudUnavailableError, ServiceError, StreamRejectedError
 from tests.services.conftest import MODEL, PLAINTEXT, encoded_frames, free_port, run, running_cloud
 
 

@@ -12,7 +12,7 @@ import cv2
 import pytest
 
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
-from splitinfer.services.errors import CaptureError
+from splitinfer.errors import CaptureError
 from splitinfer.v1 import inference_pb2
 from tests.services.conftest import MODEL, PLAINTEXT, run, running_cloud
 

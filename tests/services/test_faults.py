@@ -10,7 +10,7 @@ import sys
 import grpc
 import pytest
 
-from splitinfer.services.channel_options import channel_options
+from splitinfer.channel_options import channel_options
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from tests.services.conftest import MODEL, PLAINTEXT, REPO, encoded_frames, free_port, run
 from tests.services.test_bad_input import Stream, frame_request

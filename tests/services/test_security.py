@@ -19,10 +19,9 @@ from grpc_status import rpc_status
 
 from splitinfer.channel_security import ChannelSecurity
 from splitinfer.clients import ResultSubscriber, check_health
-from splitinfer.errors import ConfigError
-from splitinfer.services.channel_options import channel_options
+from splitinfer.errors import CloudUnavailableError, ConfigError, ServiceError
+from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.access import hash_token
-from splitinfer.services.errors import CloudUnavailableError, ServiceError
 from tests.services.certificates import Authority
 from tests.services.conftest import REPO, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
