@@ -11,6 +11,8 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -83,6 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read our output went away (`splitinfer edge ... | head`): stop quietly, as Unix tools do,
+        # and keep the interpreter from reporting the failed flush of stdout at exit.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -64,3 +64,15 @@ def test_one_coder_variable_suits_every_command_that_reads_it(monkeypatch) -> No
     monkeypatch.setenv("SPLITINFER_CODER", "zip")
     with pytest.raises(ConfigError, match="unknown coder 'zip'"):
         raise_config_errors(build_parser().parse_args(["calibrate"]))
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path) -> None:
+    """`splitinfer ... | head`: the closed pipe ends the command with 141 (SIGPIPE), no traceback."""
+    import subprocess
+    import sys
+
+    command = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "config"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, cwd=tmp_path)
+    command.stdout.close()  # the reader is gone before the command writes its first line
+    _, err = command.communicate(timeout=60)
+    assert command.returncode == 141 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()
