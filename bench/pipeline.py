@@ -43,7 +43,8 @@ from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.app import EdgeSettings, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.edge.client import FrameOutcome
-from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
+from splitinfer.services.edge.pipeline import EdgePipeline
+from splitinfer.services.profiles import CodecSettings, packaged_profile, resolve_profile
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
@@ -119,26 +120,26 @@ def write_clip(frames: list[np.ndarray], path: Path) -> Path:
     return path
 
 
-def split_choice(spec: str, model_name: str) -> tuple[str, QuantizerChoice, str]:
-    """'80:6' (cut 80, 6 levels, the edge's built-in clip range), '80:16:-20:24' (levels and clip range),
+def split_choice(spec: str, model_name: str) -> tuple[str, CodecSettings, str]:
+    """'80:6' (cut 80, 6 levels, the model's shipped clip ranges), '80:16:-20:24' (levels and clip range),
     '80:path/profile.json', or '80:shipped' (the codec profile shipped with the model)."""
     cut, _, rest = spec.partition(":")
     if rest == "shipped":
         path = packaged_profile(model_name)
         if path is None:
             raise SystemExit(f"{model_name} ships no codec profile; name a profile file instead of 'shipped'.")
-        return cut, QuantizerChoice.from_settings(profile=str(path)), f"split cut {cut}, shipped profile {path.name}"
+        return cut, CodecSettings(profile=str(path)), f"split cut {cut}, shipped profile {path.name}"
     if rest.endswith(".json"):
-        return cut, QuantizerChoice.from_settings(profile=rest), f"split cut {cut}, profile {Path(rest).name}"
+        return cut, CodecSettings(profile=rest), f"split cut {cut}, profile {Path(rest).name}"
     levels, *clip = rest.split(":") if rest else ["4"]
     if clip:
         low, high = float(clip[0]), float(clip[1])
-        return (cut, QuantizerChoice.from_settings(levels=int(levels), clip_min=low, clip_max=high),
+        return (cut, CodecSettings(levels=int(levels), clip_min=low, clip_max=high),
                 f"split cut {cut}, {levels} levels [{low:g}, {high:g}]")
-    return cut, QuantizerChoice.from_settings(levels=int(levels)), f"split cut {cut}, {levels} levels (built-in range)"
+    return cut, CodecSettings(levels=int(levels)), f"split cut {cut}, {levels} levels (shipped ranges)"
 
 
-async def run_split_streams(model, engine, clip: Path, cut: str, choice: QuantizerChoice, streams: int,
+async def run_split_streams(model, engine, clip: Path, cut: str, choice: CodecSettings, streams: int,
                             frames: int, window: int) -> Run:
     run = Run()
 
@@ -153,7 +154,7 @@ async def run_split_streams(model, engine, clip: Path, cut: str, choice: Quantiz
     try:
         pipelines = []
         for _ in range(streams):
-            pipeline = EdgePipeline(model, cut, choice)
+            pipeline = EdgePipeline(model, resolve_profile(model, cut, choice), percentile_levels=choice.levels or 8)
             pipeline.warm_up()  # load the codec's kernels and run the head once before timing
             pipelines.append(pipeline)
         started = time.monotonic()

@@ -50,7 +50,7 @@ def main() -> int:
     cut = args.cut or reference_model.default_cut
     profile = None
     if args.codec == "default":
-        from splitinfer.services.edge.pipeline import packaged_profile
+        from splitinfer.services.profiles import packaged_profile
 
         profile = CodecProfile.load(str(packaged_profile(args.model)))
     elif args.codec != "none":

@@ -34,7 +34,8 @@ from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.engine import TailEngine
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.edge.capture import FrameGrabber
-from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
+from splitinfer.services.edge.pipeline import EdgePipeline
+from splitinfer.services.profiles import CodecSettings, resolve_profile
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 _SHARED = shared_data_dir()
@@ -60,8 +61,7 @@ def pct(values: list[float], q: float) -> float:
 
 def coded_frames(model, count: int) -> list[inference_pb2.FeatureFrame]:
     """The first `count` frames of the shared video through the real edge pipeline (cut 80, shipped profile)."""
-    profile = packaged_profile(model.name)
-    pipeline = EdgePipeline(model, CUT, QuantizerChoice.from_settings(profile=str(profile) if profile else None))
+    pipeline = EdgePipeline(model, resolve_profile(model, CUT, CodecSettings()))
     with FrameGrabber(str(VIDEO), max_frames=count) as grabber:
         return [pipeline.encode(pipeline.run_head(frame)) for frame in grabber.frames()]
 

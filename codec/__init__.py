@@ -24,9 +24,16 @@ from splitinfer.codec.entropy import (
     parse_coder,
 )
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.profile import PROFILE_ID, CodecProfile
+from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD, PROFILE_ID, CodecProfile
 from splitinfer.codec.quantizer import Quantizer, QuantizerKind, quantize_with_reference
-from splitinfer.codec.sequence import TemporalEncoder
+from splitinfer.codec.sequence import (
+    CodedFrame,
+    MissingReferenceError,
+    Reference,
+    TemporalDecoder,
+    TemporalEncoder,
+    remap_levels,
+)
 from splitinfer.codec.tensor import (
     CompressedTensor,
     decode,
@@ -39,6 +46,11 @@ from splitinfer.codec.tensor import (
 
 __all__ = [
     "CODER_VERSION",
+    "DEFAULT_INTRA_PERIOD",
+    "CodedFrame",
+    "MissingReferenceError",
+    "Reference",
+    "TemporalDecoder",
     "PROFILE_ID",
     "CodecError",
     "CodecLimits",
@@ -58,5 +70,6 @@ __all__ = [
     "ideal_cost_bits",
     "parse_coder",
     "quantize_with_reference",
+    "remap_levels",
     "warm_up",
 ]

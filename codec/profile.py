@@ -1,18 +1,23 @@
-"""Codec profiles: the quantizer and coder a stream uses, as data (JSON with an "id").
+"""Codec profiles: the quantizers and coder a stream uses, as data (JSON with an "id").
 
-    {"id": "splitinfer.codec-profile/1",
+    {"id": "splitinfer.codec-profile/2",
      "quantizer": {"kind": "UNIFORM", "clip_min": 0.0, "clip_max": 4.0,
-                   "thresholds": [...], "reconstruction": [...]},
+                   "thresholds": [...], "reconstruction": [...]} | null,
+     "tensors": {"layer22": {<quantizer>}, ...},
      "coder": "NEIGHBOUR_CONTEXTS" | null, "model": "yolo-fastest-1.1-xl" | null, "cut": "80" | null,
      "intra_period": 30, "hysteresis": 0.0, "figures": {...}}
 
-`coder` null means the measured default for the quantizer's tensor kind; `figures` records what the
-profile was chosen on (calibration writes it); `hysteresis` is the edge's temporal hysteresis margin in steps
-(codec.quantize_with_reference; 0 = off, the default for files without the field). Unknown ids, unknown or missing fields raise CodecError.
+`quantizer` serves every tensor that `tensors` does not name (a cut that sends several tensors names each);
+a tensor with neither is quantized over its first frame's percentiles by the edge. `coder` null means the
+measured default for the quantizer's tensor kind; `figures` records what the profile was chosen on
+(calibration writes it); `hysteresis` is the edge's temporal hysteresis margin in steps
+(codec.quantize_with_reference; 0 = off). Files of version 1 (one quantizer, no `tensors`) still load.
+Unknown ids, unknown or missing fields raise CodecError.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +27,11 @@ from splitinfer.codec.entropy import Coder, as_coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import MAX_HYSTERESIS, Quantizer, QuantizerKind
 
-PROFILE_ID = "splitinfer.codec-profile/1"
-_FIELDS = {"id", "quantizer", "coder", "model", "cut", "intra_period", "hysteresis", "figures"}
+PROFILE_ID = "splitinfer.codec-profile/2"
+PROFILE_ID_V1 = "splitinfer.codec-profile/1"
+DEFAULT_INTRA_PERIOD = 30
+_FIELDS_V1 = {"id", "quantizer", "coder", "model", "cut", "intra_period", "hysteresis", "figures"}
+_FIELDS = _FIELDS_V1 | {"tensors"}
 _QUANTIZER_FIELDS = {"kind", "clip_min", "clip_max", "thresholds", "reconstruction"}
 
 
@@ -38,40 +46,44 @@ def quantizer_to_dict(quantizer: Quantizer) -> dict[str, Any]:
     }
 
 
-def quantizer_from_dict(data: object) -> Quantizer:
+def quantizer_from_dict(data: object, where: str = "quantizer") -> Quantizer:
     """Rebuild a Quantizer from quantizer_to_dict's output; CodecError naming a bad field."""
     if not isinstance(data, dict):
-        raise CodecError(f"profile field 'quantizer' must be an object, got {type(data).__name__}.")
+        raise CodecError(f"profile field {where!r} must be an object, got {type(data).__name__}.")
     missing = _QUANTIZER_FIELDS - data.keys()
     unknown = data.keys() - _QUANTIZER_FIELDS
     if missing or unknown:
-        raise CodecError(f"profile field 'quantizer' has missing fields {sorted(missing)} "
+        raise CodecError(f"profile field {where!r} has missing fields {sorted(missing)} "
                          f"and unknown fields {sorted(unknown)}; expected {sorted(_QUANTIZER_FIELDS)}.")
     kind = data["kind"]
     if not isinstance(kind, str) or kind not in QuantizerKind.__members__:
-        raise CodecError(f"profile field 'quantizer.kind' is {kind!r}; use one of {list(QuantizerKind.__members__)}.")
+        raise CodecError(f"profile field '{where}.kind' is {kind!r}; use one of {list(QuantizerKind.__members__)}.")
     for name in ("thresholds", "reconstruction"):
         if not isinstance(data[name], list):
-            raise CodecError(f"profile field 'quantizer.{name}' must be a list of numbers.")
+            raise CodecError(f"profile field '{where}.{name}' must be a list of numbers.")
     return Quantizer(QuantizerKind[kind], data["clip_min"], data["clip_max"],
                      tuple(data["thresholds"]), tuple(data["reconstruction"]))
 
 
 @dataclass(frozen=True)
 class CodecProfile:
-    """How a stream codes its tensors: quantizer, coder (None: the measured default), intra period, hysteresis."""
+    """How a stream codes its tensors: quantizers, coder (None: the measured default), intra period, hysteresis."""
 
-    quantizer: Quantizer
+    quantizer: Quantizer | None = None
     coder: Coder | None = None
     model: str | None = None
     cut: str | None = None
-    intra_period: int = 30
+    intra_period: int = DEFAULT_INTRA_PERIOD
     figures: dict = field(default_factory=dict)
     hysteresis: float = 0.0
+    tensors: dict[str, Quantizer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.quantizer, Quantizer):
+        if self.quantizer is not None and not isinstance(self.quantizer, Quantizer):
             raise CodecError(f"profile field 'quantizer' must be a Quantizer, got {type(self.quantizer).__name__}.")
+        if not isinstance(self.tensors, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, Quantizer) for k, v in self.tensors.items()):
+            raise CodecError("profile field 'tensors' must map tensor names to quantizers.")
         if self.coder is not None:
             object.__setattr__(self, "coder", as_coder(self.coder))
         for name in ("model", "cut"):
@@ -94,10 +106,19 @@ class CodecProfile:
         except (TypeError, ValueError) as exc:
             raise CodecError(f"profile field 'figures' must be plain JSON data (finite numbers): {exc}") from exc
 
+    def quantizer_for(self, name: str) -> Quantizer | None:
+        """The quantizer of tensor `name`: its own, else the shared one, else None (first-frame percentiles)."""
+        return self.tensors.get(name, self.quantizer)
+
+    def replace(self, **changes: Any) -> CodecProfile:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": PROFILE_ID,
-            "quantizer": quantizer_to_dict(self.quantizer),
+            "quantizer": None if self.quantizer is None else quantizer_to_dict(self.quantizer),
+            "tensors": {name: quantizer_to_dict(q) for name, q in self.tensors.items()},
             "coder": None if self.coder is None else self.coder.name,
             "model": self.model,
             "cut": self.cut,
@@ -115,22 +136,31 @@ class CodecProfile:
             raise CodecError(f"a codec profile must be a JSON object, got {type(data).__name__}.")
         if "id" not in data:
             raise CodecError(f"the codec profile has no 'id'; expected {PROFILE_ID!r}.")
-        if data["id"] != PROFILE_ID:
-            raise CodecError(f"unknown codec profile id {data['id']!r}; this version reads {PROFILE_ID!r}.")
-        unknown = data.keys() - _FIELDS
+        if data["id"] not in (PROFILE_ID, PROFILE_ID_V1):
+            raise CodecError(f"unknown codec profile id {data['id']!r}; this version reads {PROFILE_ID!r} "
+                             f"and {PROFILE_ID_V1!r}.")
+        known = _FIELDS if data["id"] == PROFILE_ID else _FIELDS_V1
+        unknown = data.keys() - known
         if unknown:
-            raise CodecError(f"unknown codec profile fields {sorted(unknown)}; known: {sorted(_FIELDS)}.")
+            raise CodecError(f"unknown codec profile fields {sorted(unknown)}; known: {sorted(known)}.")
         if "quantizer" not in data:
-            raise CodecError("the codec profile has no 'quantizer'.")
+            raise CodecError("the codec profile has no 'quantizer' (null when every tensor is named in 'tensors').")
+        if data["id"] == PROFILE_ID_V1 and data["quantizer"] is None:
+            raise CodecError(f"a {PROFILE_ID_V1!r} profile needs its 'quantizer'.")
         coder = data.get("coder")
         if coder is not None and not isinstance(coder, str):
             raise CodecError(f"profile field 'coder' must be a coder name or null, got {coder!r}.")
+        tensors = data.get("tensors", {})
+        if not isinstance(tensors, dict):
+            raise CodecError(f"profile field 'tensors' must be an object of tensor name -> quantizer, got "
+                             f"{type(tensors).__name__}.")
         return cls(
-            quantizer=quantizer_from_dict(data["quantizer"]),
+            quantizer=None if data["quantizer"] is None else quantizer_from_dict(data["quantizer"]),
+            tensors={str(name): quantizer_from_dict(q, f"tensors.{name}") for name, q in tensors.items()},
             coder=None if coder is None else as_coder(coder),
             model=data.get("model"),
             cut=data.get("cut"),
-            intra_period=data.get("intra_period", 30),
+            intra_period=data.get("intra_period", DEFAULT_INTRA_PERIOD),
             hysteresis=data.get("hysteresis", 0.0),
             figures=data.get("figures", {}),
         )

@@ -12,9 +12,9 @@ from splitinfer.codec import (
     CodecProfile,
     Coder,
     Quantizer,
+    TemporalDecoder,
     TemporalEncoder,
     decode,
-    decode_levels,
     encode,
     parse_coder,
 )
@@ -31,10 +31,20 @@ def compress_roundtrip(tensors: Mapping[str, np.ndarray], profile: CodecProfile)
     decoded: dict[str, np.ndarray] = {}
     nbytes = 0
     for name, array in tensors.items():
-        coded = encode(np.ascontiguousarray(array, dtype=np.float32), profile.quantizer, coder=profile.coder, name=name)
+        coded = encode(np.ascontiguousarray(array, dtype=np.float32), quantizer_for(profile, name),
+                       coder=profile.coder, name=name)
         nbytes += coded.nbytes
         decoded[name] = decode(coded)
     return decoded, nbytes
+
+
+def quantizer_for(profile: CodecProfile, name: str) -> Quantizer:
+    """The profile's quantizer for tensor `name`; ModelError when the profile has none for it."""
+    quantizer = profile.quantizer_for(name)
+    if quantizer is None:
+        raise ModelError(f"the codec profile has no quantizer for tensor {name!r}: calibrate a profile for this cut "
+                         "(splitinfer calibrate) or give --levels with --clip-min/--clip-max.")
+    return quantizer
 
 
 def profile_from_options(levels: int, clip_min: float | None, clip_max: float | None, coder: str | None = None) -> CodecProfile:
@@ -58,18 +68,17 @@ class SequenceRoundtrip:
         self.profile = profile
         self._encoder = (TemporalEncoder(intra_period=profile.intra_period, hysteresis=profile.hysteresis)
                          if profile.coder is Coder.TEMPORAL_CONTEXTS else None)
-        self._decoded_levels: dict[str, np.ndarray] = {}
+        self._decoder = TemporalDecoder()
+        self._frame = 0
 
     def __call__(self, tensors: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
         """Encode and decode one frame; returns the decoded tensors and the coded bytes."""
         if self._encoder is None:
             return compress_roundtrip(tensors, self.profile)
         arrays = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in tensors.items()}
-        coded, intra = self._encoder.encode_frame(arrays, {name: self.profile.quantizer for name in arrays})
-        decoded: dict[str, np.ndarray] = {}
-        for name, tensor in coded.items():
-            reference = None if intra else self._decoded_levels[name]
-            levels = decode_levels(tensor, reference=reference)
-            self._decoded_levels[name] = levels
-            decoded[name] = self.profile.quantizer.dequantize(levels)
+        coded, intra = self._encoder.encode_frame(arrays, {name: quantizer_for(self.profile, name) for name in arrays})
+        levels = self._decoder.decode_frame(coded, None if intra else self._frame - 1)
+        self._decoder.commit(self._frame, levels)
+        self._frame += 1
+        decoded = {name: ref.quantizer.dequantize(ref.levels) for name, ref in levels.items()}
         return decoded, sum(t.nbytes for t in coded.values())

@@ -44,6 +44,10 @@ class ModelSpec:
     cfg: str | RemoteFile | None = None
     preprocessing: Literal["resize", "letterbox", "imagenet", "inception"] = "resize"
     default_profile: str | None = None  # codec profile for `--codec default`; filled in by the calibration work
+    # Per-tensor clip ranges for cuts without a calibrated profile (re-spaced to --levels levels).
+    ranges_profile: str | None = None
+    # Calibrated operating points for rate control (--rate-kbps), cheapest first.
+    default_ladder: str | None = None
     description: str = ""
 
 
@@ -284,6 +288,8 @@ register(ModelSpec(
                    "c458427acc4fbeabceff4528ef7b65b066c0308ce599460f8ba299eba63abad3"),
     # docs/RESULTS.md: cut 80 (48x20x20) with 9-level weighted ECSQ, 3.67 kB/frame, AP50 -0.7 +- 1.6 points.
     default_profile="profiles/yolo-fastest-1.1-xl.json",
+    ranges_profile="profiles/yolo-fastest-1.1-xl-ranges.json",
+    default_ladder="profiles/yolo-fastest-1.1-xl-ladder.json",
     description="Yolo-Fastest 1.1 XL, COCO, 320x320 plain resize, 0.92 M parameters.",
 ))
 register(ModelSpec(

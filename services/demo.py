@@ -154,8 +154,12 @@ async def run_demo(options: DemoOptions) -> int:
     from splitinfer.services.edge.pipeline import quantizers_summary
 
     described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
-    print(f"cut after layer {pipeline.cut}; tensors {described}; coder "
-          f"{pipeline.choice.coder.name if pipeline.choice.coder else 'default'}", flush=True)
+    coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
+    if pipeline.rate is None:
+        print(f"cut after layer {pipeline.cut}; tensors {described}; coder {coder}", flush=True)
+    else:
+        print(f"cut after layer {pipeline.cut}; coder {coder}; rate control at {pipeline.rate.ceiling_bps / 1000:g} "
+              f"kbit/s over {len(pipeline.rate.ladder.points)} ladder points", flush=True)
     progress = ProgressReporter(settings.frames)
     request = options.view or ViewRequest(title="splitinfer demo", annotate=options.annotate)
     views = build_views(request)
@@ -192,6 +196,8 @@ async def run_demo(options: DemoOptions) -> int:
                     process.kill()
     progress.finish()
     print(progress.summary())
+    if pipeline.rate is not None:
+        print(pipeline.rate.summary())
     if stats.reconnects or stats.lost_on_reconnect:
         print(f"reconnects: {stats.reconnects}, frames resent: {stats.resent}, lost: {stats.lost_on_reconnect}")
     if options.annotate:

@@ -16,6 +16,8 @@ from typing import Any
 from splitinfer.errors import ConfigError
 
 ENV_PREFIX = "SPLITINFER_"
+# The model every command serves, streams or calibrates unless told otherwise (--model).
+DEFAULT_MODEL = "yolo-fastest-1.1-xl"
 
 
 @dataclass(frozen=True)

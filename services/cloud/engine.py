@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from splitinfer.codec import CodecError, CodecLimits, decode_levels
+from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, MissingReferenceError, Reference
 from splitinfer.dnn import ModelError, load_model
 from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, resolve_precision, synchronize,
                                   to_device)
@@ -69,7 +69,7 @@ class Decoded:
     frame: inference_pb2.FeatureFrame
     info: Any
     tensors: dict[str, np.ndarray]
-    levels: dict[str, np.ndarray]
+    levels: dict[str, Reference]
     result: inference_pb2.InferenceResult
 
 
@@ -225,7 +225,7 @@ class TailEngine:
         done = time.perf_counter()
         for item, items in zip(group, found):
             result = item.result
-            item.state.reference = (item.frame.frame_id, item.levels)
+            item.state.decoder.commit(item.frame.frame_id, item.levels)
             result.stage_seconds["tail"] = tailed - started
             result.stage_seconds["postprocess"] = done - tailed
             for found_item in items:
@@ -306,7 +306,7 @@ class TailEngine:
         return info
 
     def _decode(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]:
+                ) -> tuple[dict[str, np.ndarray], dict[str, Reference], int]:
         expected = {spec.name: spec for spec in split.tensors}
         if len(frame.tensors) != len(expected):
             raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
@@ -317,18 +317,7 @@ class TailEngine:
             raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
                                 f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
                                                   f"has {[_quote(name) for name in sorted(names)]}.")
-        reference: dict[str, np.ndarray] | None = None
-        if frame.HasField("reference_frame_id"):
-            if state.reference is None or state.reference[0] != frame.reference_frame_id:
-                have = "none" if state.reference is None else f"frame {state.reference[0]}"
-                raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
-                                    f"frame {frame.frame_id} is coded against frame "
-                                    f"{frame.reference_frame_id}, but this cloud holds {have}; send an intra frame.",
-                                    intra_frame_requested=True)
-            reference = state.reference[1]
-        tensors: dict[str, np.ndarray] = {}
-        levels: dict[str, np.ndarray] = {}
-        elements = 0
+        compressed: dict[str, CompressedTensor] = {}
         for message in frame.tensors:
             spec = expected[message.name]
             rank = len(message.shape)  # checked before the list is copied: a forged one can hold millions
@@ -339,16 +328,25 @@ class TailEngine:
                                     f"tensor {message.name!r} has shape {shown}; cut "
                                                       f"{split.cut} needs [1, {', '.join(map(str, spec.shape))}].")
             try:
-                compressed = tensor_from_proto(message)
-                ref = None if reference is None else reference.get(message.name)
-                tensor_levels = decode_levels(compressed, reference=ref, limits=self.limits)
-                values = compressed.quantizer.dequantize(tensor_levels)
+                compressed[message.name] = tensor_from_proto(message)
             except CodecError as exc:
                 raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
                                     f"tensor {message.name!r} could not be decoded: "
-                                                      f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
-            levels[message.name] = tensor_levels
-            tensors[message.name] = values.reshape((1, *spec.shape))
+                                    f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
+        reference_id = frame.reference_frame_id if frame.HasField("reference_frame_id") else None
+        try:
+            levels = state.decoder.decode_frame(compressed, reference_id)
+        except MissingReferenceError as exc:
+            raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
+                                f"frame {frame.frame_id}: {exc}", intra_frame_requested=True) from exc
+        except CodecError as exc:
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
+                                _quote(str(exc), 5 * _QUOTE_CHARS)) from exc
+        tensors: dict[str, np.ndarray] = {}
+        elements = 0
+        for name, decoded in levels.items():
+            values = decoded.quantizer.dequantize(decoded.levels)
+            tensors[name] = values.reshape((1, *expected[name].shape))
             elements += values.size
         return tensors, levels, elements
 

@@ -36,6 +36,7 @@ from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
 from splitinfer.errors import ServiceError
+from splitinfer.settings import DEFAULT_MODEL
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ HEALTH_SERVICES = ("", SERVICE_NAME)
 class CloudConfig:
     """Everything `splitinfer cloud` can be told (flags and SPLITINFER_* variables, see commands/cloud.py)."""
 
-    model: str = "yolo-fastest-1.1-xl"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     host: str = "[::]"
     port: int = 50051

@@ -7,8 +7,9 @@ queue is reported as stage "queue"). A bad frame gets an in-band
 error and the stream goes on; so does a frame whose result would exceed --max-message-bytes
 (RESOURCE_EXHAUSTED in-band). Statuses that end a call:
 
-    FAILED_PRECONDITION  the first message is a frame, not a StreamStart, or names an unknown model or cut
-    INVALID_ARGUMENT     a second StreamStart, an empty InferRequest (anywhere), or a malformed stream id
+    FAILED_PRECONDITION  the first message is a frame, not a StreamStart, or names an unknown model or cut, or
+                         carries a codec profile made for another model, cut or tensors
+    INVALID_ARGUMENT     a second StreamStart, an empty InferRequest (anywhere), a malformed stream id or codec profile
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
                          the caller's address (or, from gRPC itself, a message above --max-message-bytes)
     DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
@@ -23,7 +24,7 @@ shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
+UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
 STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE,
 MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED,
 STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
@@ -49,6 +50,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from splitinfer.codec import CodecError
 from splitinfer.errors import BusError
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
@@ -64,6 +66,7 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
+from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
 from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -247,11 +250,22 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         await self._refuse_if_full(start.stream_id, peer_address(context.peer() or ""), context)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
+            split = await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
             await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
                          "UNKNOWN_MODEL_OR_CUT")
+        try:
+            check_stream_profile(start.codec_profile, start.model, split.cut, [t.name for t in split.tensors])
+        except ProfileMismatchError as exc:
+            self.metrics.rejected_streams.labels("profile_mismatch").inc()
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PROFILE_MISMATCH")
+        except CodecError as exc:
+            self.metrics.rejected_streams.labels("bad_codec_profile").inc()
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
+                         "BAD_CODEC_PROFILE")
+        return split
 
     async def _refuse_if_full(self, stream_id: str, peer: str, context: grpc.aio.ServicerContext) -> None:
         """End the call with RESOURCE_EXHAUSTED (and RetryInfo) if the stream would exceed a stream cap."""

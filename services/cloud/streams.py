@@ -14,7 +14,8 @@ import asyncio
 import collections
 import time
 from dataclasses import dataclass, field
-from typing import Any
+
+from splitinfer.codec import TemporalDecoder
 
 PUBLISHED_MEMORY = 64
 
@@ -35,8 +36,8 @@ class StreamState:
     model: str
     cut: str
     owner: str = ""  # the identity that opened the stream (services/cloud/access.py)
-    # (frame id, {tensor name: uint8 levels}) of the last frame decoded: the reference of the next inter frame.
-    reference: tuple[int, dict[str, Any]] | None = None
+    # The levels of the last frame decoded: the reference of the next inter frame.
+    decoder: TemporalDecoder = field(default_factory=TemporalDecoder)
     # (frame id, capture time) of recent results sent to subscribers: a frame resent after a reconnect
     # is not published twice, while a restarted edge (frame ids from 0 again, new capture times) is.
     published: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PUBLISHED_MEMORY))
@@ -133,7 +134,7 @@ class StreamRegistry:
         state = self._states.pop(stream_id, None)
         if state is None or state.model != model or state.cut != cut:
             state = StreamState(stream_id, model, cut, owner)
-        state.reference = None  # the edge starts every connection with an intra frame
+        state.decoder.restart()  # the edge starts every connection with an intra frame
         self._states[stream_id] = state
         while len(self._states) > self.max_retained:
             oldest = next(iter(self._states))
@@ -150,7 +151,7 @@ class StreamRegistry:
         stream_id = connection.state.stream_id
         if self._connections.get(stream_id) is connection:
             del self._connections[stream_id]
-            connection.state.reference = None  # a resumed stream starts with an intra frame anyway
+            connection.state.decoder.restart()  # a resumed stream starts with an intra frame anyway
 
     def stop_all(self, reason: str) -> None:
         for connection in self._connections.values():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import signal
 import socket
@@ -18,11 +19,20 @@ from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.services.edge.backpressure import LinkMonitor
 from splitinfer.services.edge.capture import CaptureMode, FrameGrabber
 from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, StreamerConfig, StreamerStats
 from splitinfer.codec import CodecProfile
-from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice, packaged_profile
-from splitinfer.errors import StartupInterrupted
+from splitinfer.services.edge.pipeline import EdgePipeline
+from splitinfer.services.edge.rate_control import RateController
+from splitinfer.services.profiles import (
+    DEFAULT_LEVELS,
+    DEFAULT_MODEL,
+    CodecSettings,
+    resolve_ladder,
+    resolve_profile,
+)
+from splitinfer.errors import ServiceError, StartupInterrupted
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -43,7 +53,7 @@ class EdgeSettings:
     security: ChannelSecurity = ChannelSecurity()
     mode: str | None = None
     stream_id: str | None = None
-    model: str = "yolo-fastest-1.1-xl"
+    model: str = DEFAULT_MODEL
     weights: str | None = None
     cut: str | None = None
     profile: str | None = None
@@ -52,6 +62,8 @@ class EdgeSettings:
     clip_max: float | None = None
     coder: str | None = None
     intra_period: int | None = None
+    rate_kbps: float | None = None  # hold this budget by choosing among the ladder's points (None: a fixed profile)
+    ladder: str | None = None  # the ladder for rate control (None: the model's shipped one)
     window: int = 4
     frames: int | None = None
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -64,6 +76,10 @@ class EdgeSettings:
     camera_fps: float | None = None
     allow_truncated: bool = False
     device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
+
+    def codec_settings(self) -> CodecSettings:
+        return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
+                             clip_max=self.clip_max, coder=self.coder, intra_period=self.intra_period)
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
@@ -79,20 +95,31 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         import torch
 
         place_model(model, device, torch.float32)
-    profile, cut = settings.profile, settings.cut or model.default_cut
-    if profile is None and settings.levels is None and settings.clip_min is None and settings.clip_max is None:
-        shipped = packaged_profile(settings.model)
-        if shipped is not None and CodecProfile.load(shipped).cut in (None, str(cut)):
-            profile = str(shipped)
-            log.info("using the codec profile shipped with %s: %s", settings.model, shipped.name)
-    choice = QuantizerChoice.from_settings(profile=profile, levels=settings.levels,
-                                           clip_min=settings.clip_min, clip_max=settings.clip_max,
-                                           coder=settings.coder, intra_period=settings.intra_period)
-    if settings.cut is None and choice.profile_cut is not None:
-        cut = choice.profile_cut  # a profile's cut is the default cut
-    pipeline = EdgePipeline(model, cut, choice)
+    if settings.rate_kbps is None:
+        profile = resolve_profile(model, settings.cut, settings.codec_settings())
+        log.info("codec profile: %s", describe_profile(settings.profile, profile))
+        pipeline = EdgePipeline(model, profile, percentile_levels=settings.levels or DEFAULT_LEVELS)
+    else:
+        codec = settings.codec_settings()
+        if codec.profile or codec.quantizer_flags or codec.coder:
+            raise ServiceError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
+                               "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
+        ladder = resolve_ladder(model, settings.cut, settings.ladder, settings.intra_period)
+        split = model.split(ladder.cut)
+        elements = sum(math.prod(spec.shape) for spec in split.tensors)
+        rate = RateController(ladder, elements, settings.rate_kbps * 1000)
+        log.info("rate control: %g kbit/s over %d ladder points of cut %s", settings.rate_kbps, len(ladder.points),
+                 ladder.cut)
+        pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
     pipeline.warm_up()  # codec kernels and the head, now rather than on the first frame
     return pipeline
+
+
+def describe_profile(path: str | None, profile: CodecProfile) -> str:
+    """One line for the log: where the profile came from and what it holds."""
+    source = path or ("shipped with the model" if profile.figures else "from the flags")
+    coder = profile.coder.name if profile.coder is not None else "default coder"
+    return f"{source}; cut {profile.cut}, {coder}, intra period {profile.intra_period}"
 
 
 def build_grabber(settings: EdgeSettings) -> FrameGrabber:
@@ -152,6 +179,9 @@ async def run_edge(
                     raise StartupInterrupted("stopped by a signal while loading the model; nothing was streamed.")
                 pipeline = building.result()
             grabber = build_grabber(settings)
+            live = grabber.mode is CaptureMode.LIVE
+            if pipeline.rate is not None:
+                pipeline.rate.allow_drop = live  # a file's frames are all answered
 
             def deliver(outcome: FrameOutcome) -> None:
                 for sink in sinks:
@@ -162,7 +192,8 @@ async def run_edge(
                                     security=settings.security, window=settings.window,
                                     max_message_bytes=settings.max_message_bytes,
                                     give_up_after_s=settings.give_up_after_s, max_results=settings.frames or None)
-            streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor)
+            link = LinkMonitor(pipeline.rate) if pipeline.rate is not None and live else None
+            streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor, link=link)
             streamers.append(streamer)
             if stop_requested.is_set():
                 raise StartupInterrupted("stopped by a signal while starting; nothing was streamed.")

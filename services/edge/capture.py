@@ -172,6 +172,13 @@ class CapturedFrame:
     wall_time_ns: int
     monotonic_ns: int
     read_seconds: float = 0.0  # time OpenCV took to read and decode it
+    # The frame's time in the source: its position in a file (index / fps), else when it was grabbed. Rate
+    # control budgets in these seconds, so a file replayed faster than real time gets a live camera's bytes.
+    position_s: float | None = None
+
+    @property
+    def source_time_s(self) -> float:
+        return self.monotonic_ns / 1e9 if self.position_s is None else self.position_s
 
 
 @dataclass
@@ -427,8 +434,9 @@ class FrameGrabber:
                     ok, image = capture.read()
                     if not ok or image is None:
                         break
+                    position = sequence / self.fps if self.kind is SourceKind.FILE and self.fps else None
                     frame = CapturedFrame(sequence, image, time.time_ns(), time.monotonic_ns(),
-                                          time.perf_counter() - started)
+                                          time.perf_counter() - started, position)
                     last_frame = time.monotonic()
                     sequence += 1
                     self.stats.grabbed += 1

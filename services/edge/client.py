@@ -26,7 +26,9 @@ from grpc_status import rpc_status
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, channel_options
+from splitinfer.services.edge.backpressure import LinkMonitor
 from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSource, FrameGrabber
+from splitinfer.services.stages import CLOUD_STAGES
 from splitinfer.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -67,7 +69,7 @@ class FramePipeline(Protocol):
 
     def run_head(self, frame: CapturedFrame) -> HeadOutput: ...
 
-    def encode(self, head: HeadOutput) -> inference_pb2.FeatureFrame: ...
+    def encode(self, head: HeadOutput) -> inference_pb2.FeatureFrame | None: ...  # None: dropped by rate control
 
     def restart_coding(self) -> None: ...
 
@@ -140,6 +142,7 @@ class StreamerStats:
     results: int = 0
     frame_errors: int = 0
     lost_on_reconnect: int = 0
+    dropped_by_rate: int = 0  # frames rate control did not send, to hold the budget (live sources)
     reconnects: int = 0
     payload_bytes: int = 0
     elements: int = 0
@@ -150,6 +153,7 @@ class StreamerStats:
 class _Pending:
     head: HeadOutput
     sent_monotonic_ns: int
+    nbytes: int = 0
 
 
 class _RetryableStreamError(Exception):
@@ -167,8 +171,10 @@ class EdgeStreamer:
         on_result: Callable[[FrameOutcome], None],
         *,
         executor: ThreadPoolExecutor | None = None,
+        link: LinkMonitor | None = None,
     ) -> None:
         self.config = config
+        self.link = link  # live streams with rate control: the link's feedback lowers and raises the budget
         self.pipeline = pipeline
         self.grabber = grabber
         self.on_result = on_result
@@ -287,8 +293,13 @@ class EdgeStreamer:
     async def _stream(self, call: grpc.aio.StreamStreamCall) -> bool:
         """Resend what is unanswered, then send and receive until done; True when the stream finished."""
         loop = asyncio.get_running_loop()
-        for pending in list(self._pending.values()):
+        for frame_id, pending in list(self._pending.items()):
             frame = await loop.run_in_executor(self._executor, self.pipeline.encode, pending.head)
+            if frame is None:
+                del self._pending[frame_id]
+                self.stats.dropped_by_rate += 1
+                self._window_changed.set()
+                continue
             await call.write(inference_pb2.InferRequest(frame=frame))
             self.stats.resent += 1
         sender = asyncio.create_task(self._send_loop(call), name="edge-send")
@@ -349,8 +360,11 @@ class EdgeStreamer:
             if head is None:
                 continue
             frame_message = await loop.run_in_executor(self._executor, self.pipeline.encode, head)
-            self._pending[head.frame_id] = _Pending(head, time.monotonic_ns())
             self._carry = None
+            if frame_message is None:
+                self.stats.dropped_by_rate += 1
+                continue
+            self._pending[head.frame_id] = _Pending(head, time.monotonic_ns(), frame_message.ByteSize())
             await call.write(inference_pb2.InferRequest(frame=frame_message))
             self.stats.sent += 1
         while self._pending:
@@ -379,6 +393,9 @@ class EdgeStreamer:
                 continue  # a duplicate of a frame answered before a reconnect
             self._window_changed.set()
             self._account(result)
+            if self.link is not None:
+                cloud_seconds = sum(result.stage_seconds.get(stage, 0.0) for stage in CLOUD_STAGES)
+                self.link.on_result(time.monotonic(), pending.sent_monotonic_ns / 1e9, pending.nbytes, cloud_seconds)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
             self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))

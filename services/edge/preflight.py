@@ -7,13 +7,12 @@ CloudUnavailableError whose message says what to change.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
-from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError
+from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError, ServiceError
 from splitinfer.services.edge.capture import check_source
 
 log = logging.getLogger("splitinfer.edge")
@@ -58,23 +57,37 @@ def check_profile(profile: str | None, model: str, cut: str | None) -> None:
     """The profile file exists, is a codec profile, and was made for this model (and cut, when one is given)."""
     if not profile:
         return
-    path = Path(profile)
-    if not path.is_file():
-        raise ConfigError(f"codec profile {profile!r} does not exist: check --profile (splitinfer calibrate writes one).")
+    from splitinfer.services.profiles import check_matches, load_profile
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"codec profile {profile!r} is not JSON ({exc}): pass a file `splitinfer calibrate` wrote.") from exc
-    if not isinstance(data, dict) or "quantizer" not in data:
-        raise ConfigError(f"{profile!r} is not a codec profile (no quantizer): pass a file `splitinfer calibrate` wrote.")
-    made_for = data.get("model")
-    if made_for not in (None, model):
-        raise ConfigError(f"the codec profile {profile!r} was made for model {made_for}, not {model}: pass "
-                          f"--model {made_for}, or calibrate a profile for {model}.")
-    profile_cut = data.get("cut")
-    if cut is not None and profile_cut is not None and str(profile_cut) != str(cut).removeprefix("layer"):
-        raise ConfigError(f"the codec profile {profile!r} was made for cut {profile_cut}, not {cut}: drop --cut to use "
-                          f"the profile's cut, or calibrate a profile for cut {cut}.")
+        check_matches(load_profile(profile), model, cut, f"codec profile {profile!r}")
+    except ServiceError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_rate(settings: Any) -> None:
+    """--rate-kbps is a positive budget, comes without fixed-profile flags, and its ladder fits the model and cut."""
+    if settings.rate_kbps is None:
+        if settings.ladder:
+            raise ConfigError("--ladder is read only with --rate-kbps: add --rate-kbps, or drop --ladder.")
+        return
+    from splitinfer.services.edge.rate_control import MIN_RATE_KBPS
+    from splitinfer.services.profiles import check_matches, load_ladder, packaged_profile
+
+    if not settings.rate_kbps >= MIN_RATE_KBPS:
+        raise ConfigError(f"--rate-kbps must be at least {MIN_RATE_KBPS:g} kbit/s, got {settings.rate_kbps:g}.")
+    codec = settings.codec_settings()
+    if codec.profile or codec.quantizer_flags or codec.coder:
+        raise ConfigError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
+                          "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
+    path = settings.ladder or packaged_profile(settings.model, "ladder")
+    if path is None:
+        raise ConfigError(f"{settings.model} ships no codec ladder: make one with `splitinfer calibrate --ladder` and "
+                          "pass it with --ladder.")
+    try:
+        check_matches(load_ladder(str(path)).points[0], settings.model, settings.cut, f"codec ladder {str(path)!r}")
+    except ServiceError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_weights_path(weights: str | None) -> None:
@@ -122,6 +135,7 @@ def check_edge(settings: Any, *, connect_timeout_s: float, check_model_too: bool
         raise ConfigError(f"--source: {exc}") from exc
     check_weights_path(settings.weights)
     check_profile(settings.profile, settings.model, settings.cut)
+    check_rate(settings)
     if connect_timeout_s > 0:
         check_cloud(settings.cloud, connect_timeout_s, settings.security)
     if check_model_too:

@@ -7,14 +7,15 @@ from pathlib import Path
 
 from splitinfer.errors import ConfigError
 from splitinfer.commands import coder_name
-from splitinfer.settings import Option
+from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD
+from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "calibrate"
 HELP = ("Collect activation statistics at a cut on calibration images (never the evaluation set), choose the "
         "clip range and design the quantizer, and write a codec profile (JSON) for the edge.")
 
 OPTIONS = [
-    Option("model", "registered model name (splitinfer eval --list-models lists them)", str, "yolo-fastest-1.1-xl"),
+    Option("model", "registered model name (splitinfer eval --list-models lists them)", str, DEFAULT_MODEL),
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("data", "folder of calibration images, e.g. ../shared/data/coco-mini/calib2017", str, None),
     Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
@@ -32,7 +33,11 @@ OPTIONS = [
            coder_name, "auto"),
     Option("hysteresis", "with temporal-contexts: margin (fraction of a step, 0..1) within which an inter frame keeps "
            "the previous frame's level; the study found 0.05-0.1 saves 20-30 % of the bytes", float, 0.0),
-    Option("intra-period", "frames between intra frames when streaming with temporal contexts", int, 30),
+    Option("intra-period", "frames between intra frames when streaming with temporal contexts", int,
+           DEFAULT_INTRA_PERIOD),
+    Option("ladder", "write a codec ladder for rate control (--rate-kbps) instead of one profile: the quantizer "
+           "levels of its points, comma-separated (e.g. 3,4,5,7,9,13); each point is calibrated like a profile",
+           str, None),
     Option("max-images", "use at most this many calibration images", int, None),
     Option("output", "profile file to write (default: <model>-cut<cut>.json)", str, None),
     Option("progress", "show progress bars", flag=True, default=True),
@@ -40,12 +45,10 @@ OPTIONS = [
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from splitinfer.codec import CodecProfile, Coder, default_coder, encode, parse_coder
+    from splitinfer.codec.ladder import CodecLadder
     from splitinfer.codec.quantizer import MAX_HYSTERESIS
     from splitinfer.dnn import load_model
-    from splitinfer.dnn.calibration import choose_quantizer, collect_calibration
+    from splitinfer.dnn.calibration import collect_calibration
 
     if not args.data:
         raise ConfigError("calibrate needs --data: a folder of calibration images (never the evaluation set), "
@@ -61,11 +64,49 @@ def run(args: argparse.Namespace) -> int:
                           "../shared/data/coco-mini/calib2017.")
     if args.weights and not Path(args.weights).exists():
         raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
+    ladder_levels = _ladder_levels(args.ladder) if args.ladder else None
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
+    if ladder_levels is None:
+        profile = _calibrated_profile(args, model, calibration, args.levels)
+        output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
+        profile.save(output)
+        _report(args, model, calibration, profile)
+        print(f"wrote {output}")
+        return 0
+    points = sorted((_calibrated_profile(args, model, calibration, levels) for levels in ladder_levels),
+                    key=lambda p: p.figures["bits_per_element"])
+    settings = {name: getattr(args, name) for name in ("ladder", "quantizer", "clip", "clip_scale", "percentile",
+                                                       "symmetric", "coder", "hysteresis", "intra_period")}
+    ladder = CodecLadder(tuple(points), {"calibration_images": len(calibration.files), "settings": settings})
+    output = Path(args.output or f"{model.name}-cut{calibration.cut}-ladder.json")
+    ladder.save(output)
+    for point in points:
+        _report(args, model, calibration, point)
+    print(f"wrote {output} ({len(points)} points)")
+    return 0
+
+
+def _ladder_levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise ConfigError(f"--ladder must be comma-separated quantizer levels like 3,4,5,7,9,13, got {text!r}.") from exc
+    if not levels or not all(2 <= n <= 256 for n in levels):
+        raise ConfigError(f"--ladder levels must be in 2..256, got {text!r}.")
+    return levels
+
+
+def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int):
+    """Choose the clip range and quantizer for `levels` levels and measure the intra rate on the calibration set."""
+    import numpy as np
+
+    from splitinfer.codec import CodecProfile, Coder, default_coder, encode, parse_coder
+    from splitinfer.dnn.calibration import choose_quantizer
+
     choice = choose_quantizer(
-        model, calibration, levels=args.levels, kind=args.quantizer, lam=args.lam, weight_power=args.weight_power,
+        model, calibration, levels=levels, kind=args.quantizer, lam=args.lam, weight_power=args.weight_power,
         clip=args.clip, percentile=args.percentile, symmetric=args.symmetric, scale=args.clip_scale,
     )
     coder = parse_coder(args.coder) or default_coder(choice.quantizer)
@@ -74,22 +115,21 @@ def run(args: argparse.Namespace) -> int:
     sizes = [sum(encode(t[0], choice.quantizer, coder=intra_coder).nbytes for t in kept.tensors.values())
              for kept in calibration.kept]
     figures = dict(choice.figures)
-    figures["quantizer"] = {"kind": args.quantizer, "levels": args.levels, "lam": args.lam,
+    figures["quantizer"] = {"kind": args.quantizer, "levels": levels, "lam": args.lam,
                             "weight_power": args.weight_power}
     if sizes:
         elements = sum(int(np.prod(s.shape)) for s in calibration.samples.values())
         figures["bytes_per_frame"] = float(np.mean(sizes))
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
-    profile = CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
-                           intra_period=args.intra_period, hysteresis=args.hysteresis, figures=figures)
-    output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
-    profile.save(output)
-    q = choice.quantizer
+    return CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
+                        intra_period=args.intra_period, hysteresis=args.hysteresis, figures=figures)
+
+
+def _report(args: argparse.Namespace, model, calibration, profile) -> None:
+    q, figures = profile.quantizer, profile.figures
     print(f"{model.name} cut {calibration.cut}: {q.levels} {args.quantizer} levels over [{q.clip_min:.4g}, "
-          f"{q.clip_max:.4g}] ({figures['clip_method']}), coder {coder.name}")
-    if sizes:
+          f"{q.clip_max:.4g}] ({figures['clip_method']}), coder {profile.coder.name}")
+    if "bytes_per_frame" in figures:
         print(f"calibration set ({len(calibration.files)} images): {figures['bytes_per_frame']:.0f} bytes/frame, "
               f"{figures['bits_per_element']:.3f} bits/element, {figures.get('changes_per_image', float('nan')):.3f} "
               "results (detections, or top-1 classes) lost+added per image against the uncompressed model")
-    print(f"wrote {output}")
-    return 0

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.settings import Option
+from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "cloud"
 HELP = "Run the cloud service: decode feature streams, run the tail of the model, stream detections back."
 OPTIONS = [
-    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
     Option("host", "Address to listen on for gRPC.", default="[::]"),
     Option("port", "gRPC port (0 picks a free one; see --port-file).", cast=int, default=50051),

@@ -13,7 +13,7 @@ import os
 from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.settings import Option
+from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "demo"
 HELP = ("Run edge and cloud together on a video (default: the sample video in ../shared/data) and print live "
@@ -26,7 +26,7 @@ OPTIONS = [
     Option("frames", "Frames to stream (0: the whole source).", cast=int, default=100),
     Option("cloud-mode", "Run the cloud in this process or as a `splitinfer cloud` subprocess.", default="inprocess",
            choices=("inprocess", "subprocess")),
-    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     Option("weights", "Weights file or folder (default: ../shared/data/models/... when present, else the cache)."),
     *CODEC_OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),

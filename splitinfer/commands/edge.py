@@ -6,7 +6,7 @@ import argparse
 
 from splitinfer.commands import client_security, coder_name
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.settings import Option
+from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "edge"
 HELP = ("Run the edge service: read a video source, run the head of the model, stream coded features to the "
@@ -23,6 +23,11 @@ CODEC_OPTIONS = [
     Option("coder", "Entropy coder (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS, "
            "TEMPORAL_CONTEXTS; any case, '-' or '_'); default: the profile's, else the measured default.", cast=coder_name),
     Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames.", cast=int),
+    Option("rate-kbps", "Hold this uplink budget (kbit/s of source time) by choosing per frame among the points of a "
+           "codec ladder, and lower it when the link carries less (default: a fixed profile, no rate control).",
+           cast=float),
+    Option("ladder", "Codec ladder for --rate-kbps, from `splitinfer calibrate --ladder` (default: the ladder "
+           "shipped with the model)."),
 ]
 # Shared with `splitinfer demo`.
 SOURCE_OPTIONS = [
@@ -49,7 +54,7 @@ OPTIONS = [
     Option("mode", "live: newest frame wins (drops counted); file: every frame; auto: file for files, live "
            "otherwise.", default="auto", choices=("auto", "live", "file")),
     Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
-    Option("model", "Registry name of the model to serve.", default="yolo-fastest-1.1-xl"),
+    Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
     *CODEC_OPTIONS,
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
@@ -82,7 +87,8 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         source=args.source, cloud=getattr(args, "cloud", "localhost:50051"), mode=getattr(args, "mode", None),
         stream_id=getattr(args, "stream_id", None), model=args.model, weights=args.weights, cut=args.cut,
         profile=args.profile, levels=args.levels, clip_min=args.clip_min, clip_max=args.clip_max,
-        coder=args.coder, intra_period=args.intra_period, window=args.window, frames=args.frames or None,
+        coder=args.coder, intra_period=args.intra_period, rate_kbps=args.rate_kbps, ladder=args.ladder,
+        window=args.window, frames=args.frames or None,
         max_message_bytes=args.max_message_bytes,
         give_up_after_s=getattr(args, "reconnect_timeout", 60.0), device=getattr(args, "device", "cpu"),
         source_timeout_s=args.source_timeout, allow_truncated=args.allow_truncated,

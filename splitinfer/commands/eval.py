@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from splitinfer.commands import coder_name
-from splitinfer.settings import Option
+from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "eval"
 HELP = "Accuracy (COCO AP, top-1/top-5, fidelity) of a split model, uncompressed vs. through the codec."
@@ -26,7 +26,7 @@ def _optional_int(text: str) -> int | None:
 
 
 OPTIONS = [
-    Option("model", "registered model name (--list-models lists them)", str, "yolo-fastest-1.1-xl"),
+    Option("model", "registered model name (--list-models lists them)", str, DEFAULT_MODEL),
     Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("codec", "'none', 'default' (the model's shipped profile), or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),

@@ -11,6 +11,8 @@ PUBLIC = {
     "CODER_VERSION", "PROFILE_ID", "CodecError", "CodecLimits", "CodecProfile", "Coder", "CompressedTensor",
     "Quantizer", "QuantizerKind", "TemporalEncoder", "decode", "decode_indices", "decode_levels", "default_coder", "encode",
     "encode_indices", "encode_levels", "ideal_cost_bits", "parse_coder", "quantize_with_reference", "warm_up",
+    # Temporal coding on both sides (codec.sequence) and the profile defaults.
+    "DEFAULT_INTRA_PERIOD", "CodedFrame", "MissingReferenceError", "Reference", "TemporalDecoder", "remap_levels",
 }
 
 

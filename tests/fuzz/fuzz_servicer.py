@@ -23,7 +23,7 @@ import atheris
 with atheris.instrument_imports(include=["splitinfer"], exclude=["splitinfer.codec._kernels", "splitinfer.dnn"]):
     from google.protobuf.message import DecodeError
 
-    from splitinfer.codec import CodecLimits, decode_levels
+    from splitinfer.codec import CodecLimits, Reference, decode_levels
     from splitinfer.dnn import load_model
     from splitinfer.sample_data import shared_data_dir
     from splitinfer.services.cloud.engine import INTERNAL, TailEngine
@@ -55,7 +55,7 @@ class Harness:
                                           executor=None, max_message_bytes=MAX_MESSAGE_BYTES)  # type: ignore[arg-type]
         # The levels of real sample 0 (8 levels, BIN_CONTEXTS), held as frame 0: temporal seeds decode against them.
         _, _, _, tensor = next(coded_tensors(samples=1))
-        self.reference = (0, {tensor.name: decode_levels(tensor)})
+        self.reference = {tensor.name: Reference(decode_levels(tensor), tensor.quantizer)}
 
     def one_input(self, data: bytes) -> None:
         try:
@@ -71,7 +71,8 @@ class Harness:
                 except LookupError:
                     pass
         elif kind == "frame":
-            state = StreamState("fuzz-cam", MODEL, self.split.cut, reference=self.reference)
+            state = StreamState("fuzz-cam", MODEL, self.split.cut)
+            state.decoder.commit(0, self.reference)
             frame = request.frame
             result = self.engine.process(state, self.split, frame, -1)
             if result.error.code == INTERNAL:

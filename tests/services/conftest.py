@@ -130,11 +130,19 @@ def cloud_process(weights_dir: Path, tmp_path: Path) -> Iterator:
         process.close()
 
 
-def encoded_frames(model, video: Path, count: int, **choice) -> list:
+def edge_pipeline(model, cut: str | None = CUT, **codec):
+    """The real edge pipeline for `cut` with the codec flags `codec` (profile=, levels=, ...), resolved as the edge does."""
+    from splitinfer.services.edge.pipeline import EdgePipeline
+    from splitinfer.services.profiles import CodecSettings, resolve_profile
+
+    return EdgePipeline(model, resolve_profile(model, cut, CodecSettings(**codec)),
+                        percentile_levels=codec.get("levels") or 8)
+
+
+def encoded_frames(model, video: Path, count: int, **codec) -> list:
     """The first `count` frames of the video as FeatureFrames, coded by the real edge pipeline."""
     from splitinfer.services.edge.capture import FrameGrabber
-    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
 
-    pipeline = EdgePipeline(model, CUT, QuantizerChoice.from_settings(**choice))
+    pipeline = edge_pipeline(model, CUT, **codec)
     with FrameGrabber(str(video), max_frames=count) as grabber:
         return [pipeline.encode(pipeline.run_head(frame)) for frame in grabber.frames()]

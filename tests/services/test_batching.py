@@ -30,10 +30,10 @@ def coded(model, video) -> list[inference_pb2.FeatureFrame]:
     """Frames 0..4 of the video through the real edge pipeline with the temporal video profile (1 intra, 4 inter)."""
     from splitinfer import dnn
     from splitinfer.services.edge.capture import FrameGrabber
-    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+    from tests.services.conftest import edge_pipeline
 
     profile = Path(dnn.__file__).resolve().parent / "profiles" / f"{MODEL}-video.json"
-    pipeline = EdgePipeline(model, VIDEO_CUT, QuantizerChoice.from_settings(profile=str(profile)))
+    pipeline = edge_pipeline(model, VIDEO_CUT, profile=str(profile))
     with FrameGrabber(str(video), max_frames=FRAMES) as grabber:
         frames = [pipeline.encode(pipeline.run_head(frame)) for frame in grabber.frames()]
     assert [f.HasField("reference_frame_id") for f in frames] == [False] + [True] * (FRAMES - 1)
@@ -92,7 +92,7 @@ def test_a_stream_twice_in_one_batch_decodes_against_its_own_previous_frame(engi
     state = StreamState("twice", MODEL, split.cut)
     results = engine.process_batch([(state, split, coded[0], -1), (state, split, coded[1], 0)])
     assert [r.error.code for r in results] == [0, 0]
-    assert state.reference is not None and state.reference[0] == coded[1].frame_id
+    assert state.decoder.reference_id == coded[1].frame_id
 
 
 async def _replay(port: int, streams: dict[str, list[inference_pb2.FeatureFrame]]) -> dict[str, list]:

@@ -94,9 +94,8 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
 
     from splitinfer.codec import CodecProfile, Coder, Quantizer, decode_levels
     from splitinfer.services.edge.capture import FrameGrabber
-    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
     from splitinfer.wire import tensor_from_proto
-    from tests.services.conftest import CUT
+    from tests.services.conftest import CUT, edge_pipeline
 
     quantizer = Quantizer.uniform(-12.0, 12.0, 9)
     pipelines = {}
@@ -104,8 +103,8 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
         path = tmp_path / f"h{margin}.json"
         CodecProfile(quantizer, coder=Coder.TEMPORAL_CONTEXTS, model=MODEL, cut=CUT, intra_period=100,
                      hysteresis=margin).save(path)
-        pipelines[margin] = EdgePipeline(model, CUT, QuantizerChoice.from_settings(profile=str(path)))
-    assert pipelines[0.3].choice.hysteresis == 0.3
+        pipelines[margin] = edge_pipeline(model, CUT, profile=str(path))
+    assert pipelines[0.3].profile.hysteresis == 0.3
     sizes = {0.0: 0, 0.3: 0}
     previous = None
     with FrameGrabber(str(video), max_frames=5) as grabber:
@@ -125,9 +124,9 @@ def test_a_profile_with_hysteresis_holds_reference_levels_in_inter_frames(model,
 
 
 def test_warm_up_leaves_first_frame_clip_ranges_and_coding_to_the_first_real_frame(model) -> None:
-    from splitinfer.services.edge.pipeline import EdgePipeline, QuantizerChoice
+    from tests.services.conftest import edge_pipeline
 
-    pipeline = EdgePipeline(model, "60", QuantizerChoice.from_settings())  # layer60 has no built-in clip range
+    pipeline = edge_pipeline(model, "60", levels=8)  # layer60 has no shipped clip range
     pipeline.warm_up()
     assert pipeline.quantizer("layer60") is None
 

@@ -1,0 +1,204 @@
+"""The codec configuration of a stream, resolved once: flags, a profile file, or the model's shipped profile.
+
+Edge side, `resolve_profile` turns what the user said into one `CodecProfile` with its model and cut set:
+
+    --profile FILE                  that file (its cut is the default cut; --coder, --intra-period override)
+    nothing                         the profile shipped with the model, if it was made for the cut
+    --clip-min/--clip-max [--levels] one uniform quantizer for every tensor
+    --levels, or a cut without a shipped profile: the model's shipped clip ranges per tensor re-spaced
+                                    to --levels (DEFAULT_LEVELS) levels; a tensor without a range is
+                                    quantized over its first frame's percentiles by the edge
+
+Cloud side, `check_stream_profile` reads the profile a StreamStart carries and refuses one made for
+another model or cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from splitinfer.codec import CodecError, CodecProfile, Quantizer, parse_coder
+from splitinfer.codec.ladder import CodecLadder
+from splitinfer.errors import ServiceError
+from splitinfer.settings import DEFAULT_MODEL as DEFAULT_MODEL
+
+DEFAULT_LEVELS = 8
+# A profile carried in a StreamStart larger than this is refused before it is parsed.
+MAX_PROFILE_JSON_BYTES = 256 * 1024
+
+
+class ProfileMismatchError(ServiceError):
+    """The codec profile was made for another model, cut or tensors than it is used with."""
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """The codec flags of `splitinfer edge` (None: not given)."""
+
+    profile: str | None = None
+    levels: int | None = None
+    clip_min: float | None = None
+    clip_max: float | None = None
+    coder: str | None = None
+    intra_period: int | None = None
+
+    @property
+    def quantizer_flags(self) -> bool:
+        return self.levels is not None or self.clip_min is not None or self.clip_max is not None
+
+
+def canonical_cut(cut: str | int) -> str:
+    """A cut name as profiles record it ("layer80" and "80" are the same Darknet cut)."""
+    return str(cut).removeprefix("layer")
+
+
+def packaged_profile(model_name: str, kind: str = "default") -> Path | None:
+    """A file shipped with a registered model: its `default` profile, its clip `ranges` or its rate `ladder`."""
+    from splitinfer import dnn
+
+    try:
+        spec = dnn.get_spec(model_name)
+    except dnn.ModelError:
+        return None
+    relative = {"default": spec.default_profile, "ranges": spec.ranges_profile, "ladder": spec.default_ladder}[kind]
+    if not relative:
+        return None
+    path = Path(dnn.__file__).resolve().parent / relative
+    return path if path.is_file() else None
+
+
+def load_profile(path: str | Path) -> CodecProfile:
+    """A profile file, or ServiceError saying what is wrong with it."""
+    if not Path(path).is_file():
+        raise ServiceError(f"codec profile {str(path)!r} does not exist: check --profile.")
+    try:
+        return CodecProfile.load(path)
+    except CodecError as exc:
+        raise ServiceError(f"codec profile {str(path)!r} is invalid: {exc}") from exc
+
+
+def check_matches(profile: CodecProfile, model_name: str, cut: str | None, what: str = "the codec profile") -> None:
+    """Refuse a profile made for another model, or for another cut than the one asked for (None: any)."""
+    if profile.model is not None and profile.model != model_name:
+        raise ProfileMismatchError(f"{what} was made for model {profile.model!r}, not {model_name!r}: pass "
+                                   f"--model {profile.model}, or calibrate one for {model_name} (splitinfer calibrate).")
+    if cut is not None and profile.cut is not None and canonical_cut(profile.cut) != canonical_cut(cut):
+        raise ProfileMismatchError(f"{what} was made for cut {profile.cut}, not {cut}: drop --cut to use its cut, "
+                                   f"or calibrate one for cut {cut}.")
+
+
+def load_ladder(path: str | Path) -> CodecLadder:
+    """A codec ladder file, or ServiceError saying what is wrong with it."""
+    if not Path(path).is_file():
+        raise ServiceError(f"codec ladder {str(path)!r} does not exist: check --ladder (splitinfer calibrate --ladder "
+                           "writes one).")
+    try:
+        return CodecLadder.load(path)
+    except CodecError as exc:
+        raise ServiceError(f"codec ladder {str(path)!r} is invalid: {exc}") from exc
+
+
+def resolve_profile(model: Any, cut: str | None, settings: CodecSettings) -> CodecProfile:
+    """The one CodecProfile a stream of `model` (a loaded SplitModel) uses, with `model`, `cut` and the tensors
+    of that cut set (see the module docstring for the rules)."""
+    model_name, default_cut = model.name, model.default_cut
+    try:
+        coder = parse_coder(settings.coder)
+    except CodecError as exc:
+        raise ServiceError(f"invalid --coder: {exc}") from exc
+    if settings.intra_period is not None and settings.intra_period < 1:
+        raise ServiceError(f"--intra-period must be at least 1 frame, got {settings.intra_period}.")
+    if settings.profile:
+        if settings.quantizer_flags:
+            raise ServiceError("--profile sets the quantizers: drop --levels/--clip-min/--clip-max, or drop --profile.")
+        profile = load_profile(settings.profile)
+    else:
+        shipped = None if settings.quantizer_flags else packaged_profile(model_name)
+        profile = CodecProfile.load(shipped) if shipped is not None else None
+        if profile is not None and cut is not None and profile.cut is not None \
+                and canonical_cut(profile.cut) != canonical_cut(cut):
+            profile = None  # the shipped profile is for another cut
+        if profile is None:
+            profile = _profile_from_flags(model_name, settings)
+    check_matches(profile, model_name, cut)
+    try:
+        split = model.split(cut if cut is not None else profile.cut or default_cut)
+    except Exception as exc:  # noqa: BLE001 - the model says why (ModelError)
+        raise ServiceError(f"invalid --cut: {exc}") from exc
+    names = [spec.name for spec in split.tensors]
+    unknown = sorted(set(profile.tensors) - set(names))
+    if unknown and profile.cut is not None:
+        raise ProfileMismatchError(f"the codec profile names tensors {unknown} that cut {split.cut} does not send "
+                                   f"(it sends {names}): calibrate a profile for this cut.")
+    changes: dict = {"model": model_name, "cut": canonical_cut(split.cut),
+                     "tensors": {name: q for name, q in profile.tensors.items() if name in names}}
+    if coder is not None:
+        changes["coder"] = coder
+    if settings.intra_period is not None:
+        changes["intra_period"] = settings.intra_period
+    try:
+        return profile.replace(**changes)
+    except CodecError as exc:
+        raise ServiceError(f"invalid codec settings: {exc}") from exc
+
+
+def resolve_ladder(model: Any, cut: str | None, path: str | None, intra_period: int | None = None) -> CodecLadder:
+    """The codec ladder for rate control: `path` (--ladder) or the model's shipped one, checked against the cut."""
+    if path is None:
+        shipped = packaged_profile(model.name, "ladder")
+        if shipped is None:
+            raise ServiceError(f"{model.name} ships no codec ladder: make one with `splitinfer calibrate --ladder` and "
+                               "pass it with --ladder.")
+        path = str(shipped)
+    ladder = load_ladder(path)
+    if ladder.cut is None:
+        raise ServiceError(f"the codec ladder {path!r} names no cut: make it with splitinfer calibrate --ladder.")
+    check_matches(ladder.points[0], model.name, cut, f"the codec ladder {path!r}")
+    if intra_period is not None:
+        if intra_period < 1:
+            raise ServiceError(f"--intra-period must be at least 1 frame, got {intra_period}.")
+        ladder = CodecLadder(tuple(p.replace(intra_period=intra_period) for p in ladder.points), ladder.figures)
+    return ladder
+
+
+def _profile_from_flags(model_name: str, settings: CodecSettings) -> CodecProfile:
+    levels = DEFAULT_LEVELS if settings.levels is None else settings.levels
+    if (settings.clip_min is None) != (settings.clip_max is None):
+        raise ServiceError("pass both --clip-min and --clip-max (or neither, to use the model's clip ranges).")
+    if not 2 <= levels <= 256:
+        raise ServiceError(f"--levels must be within 2..256, got {levels}.")
+    try:
+        if settings.clip_min is not None and settings.clip_max is not None:
+            return CodecProfile(Quantizer.uniform(settings.clip_min, settings.clip_max, levels))
+        ranges = packaged_profile(model_name, "ranges")
+        tensors = {} if ranges is None else CodecProfile.load(ranges).tensors
+        return CodecProfile(None, tensors={name: Quantizer.uniform(q.clip_min, q.clip_max, levels)
+                                           for name, q in tensors.items()})
+    except CodecError as exc:
+        raise ServiceError(f"invalid quantizer settings: {exc}") from exc
+
+
+def check_stream_profile(profile_json: str, model_name: str, cut: str,
+                         tensor_names: list[str]) -> CodecProfile | None:
+    """The profile a StreamStart carries (None when it carries none), checked against the stream's model and cut.
+
+    Raises CodecError for a malformed profile, ProfileMismatchError for one made for another model, cut or tensors."""
+    if not profile_json:
+        return None
+    if len(profile_json) > MAX_PROFILE_JSON_BYTES:
+        raise CodecError(f"the codec profile is {len(profile_json)} characters; at most {MAX_PROFILE_JSON_BYTES} "
+                         "are read (drop its figures).")
+    profile = CodecProfile.from_json(profile_json)
+    if profile.model is not None and profile.model != model_name:
+        raise ProfileMismatchError(f"the stream's codec profile was made for model {profile.model!r}, but the stream "
+                                   f"runs {model_name!r}: start the edge with a profile for {model_name}.")
+    if profile.cut is not None and canonical_cut(profile.cut) != canonical_cut(cut):
+        raise ProfileMismatchError(f"the stream's codec profile was made for cut {profile.cut}, but the stream runs "
+                                   f"cut {cut}: start the edge with a profile for cut {cut} (or without --cut).")
+    unknown = sorted(set(profile.tensors) - set(tensor_names))
+    if unknown:
+        raise ProfileMismatchError(f"the stream's codec profile names tensors {unknown} that cut {cut} does not send "
+                                   f"(it sends {sorted(tensor_names)}): calibrate a profile for this cut.")
+    return profile

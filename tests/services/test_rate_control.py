@@ -1,0 +1,133 @@
+"""Rate control: the edge holds a bit budget in seconds of source time by switching ladder points in-band,
+the cloud's decoder follows every switch, frames are dropped only in live mode and only as a last resort,
+and backpressure lowers the budget when the link carries less."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from splitinfer.codec import CodecProfile, Coder, Quantizer, TemporalDecoder
+from splitinfer.codec.ladder import CodecLadder
+from splitinfer.errors import ServiceError
+from splitinfer.services.edge.backpressure import LinkMonitor
+from splitinfer.services.edge.client import HeadOutput
+from splitinfer.services.edge.rate_control import RateController
+from splitinfer.wire import tensor_from_proto
+
+CUT = "60"
+FRAMES = 150  # 15 s of the 10 fps shared video
+
+
+@pytest.fixture(scope="module")
+def heads(model, video) -> list[HeadOutput]:
+    """The first FRAMES frames of the shared video through the real head at cut 60 (images dropped: not needed)."""
+    from splitinfer.services.edge.capture import FrameGrabber
+    from tests.services.conftest import edge_pipeline
+
+    pipeline = edge_pipeline(model, CUT, levels=8)
+    with FrameGrabber(str(video), max_frames=FRAMES) as grabber:
+        return [pipeline.run_head(frame) for frame in grabber.frames()]
+
+
+@pytest.fixture(scope="module")
+def ladder(model, heads) -> CodecLadder:
+    """Seven points calibrated on the first frame (the test's own small ladder: the shipped one has its own test)."""
+    from splitinfer.codec import encode
+
+    (tensor,) = heads[0].tensors.values()
+    low, high = np.percentile(tensor, [0.1, 99.9])
+    points = []
+    for levels in (3, 5, 7, 9, 13, 17, 25):
+        quantizer = Quantizer.uniform(float(low) * 1.5, float(high) * 1.5, levels)
+        bits = 8 * encode(tensor, quantizer).nbytes / tensor.size
+        points.append(CodecProfile(quantizer, coder=Coder.TEMPORAL_CONTEXTS, model=model.name, cut=CUT,
+                                   hysteresis=0.1, figures={"bits_per_element": bits}))
+    return CodecLadder(tuple(points))
+
+
+def stream(model, heads, ladder, kbps: float, *, allow_drop: bool = False, spacing_s: float | None = None):
+    """Code the frames with rate control and decode them as the cloud does; (bytes, seconds, messages, rate)."""
+    from dataclasses import replace
+
+    from splitinfer.services.edge.pipeline import EdgePipeline
+
+    elements = sum(math.prod(spec.shape) for spec in model.split(CUT).tensors)
+    rate = RateController(ladder, elements, kbps * 1000, allow_drop=allow_drop)
+    pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
+    decoder = TemporalDecoder()
+    total, messages = 0, []
+    for head in heads:
+        if spacing_s is not None:
+            head = HeadOutput(replace(head.frame, position_s=head.frame.sequence * spacing_s), head.tensors, {})
+        message = pipeline.encode(head)
+        if message is None:
+            continue
+        coded = {t.name: tensor_from_proto(t) for t in message.tensors}
+        levels = decoder.decode_frame(coded, message.reference_frame_id if message.HasField("reference_frame_id")
+                                      else None)
+        decoder.commit(message.frame_id, levels)
+        total += sum(len(t.payload) for t in message.tensors)
+        messages.append(message)
+    seconds = len(heads) * (spacing_s or 0.1)
+    return total, seconds, messages, rate
+
+
+@pytest.mark.parametrize("kbps", [32.0, 64.0])
+def test_the_edge_holds_the_budget_in_source_time_and_the_cloud_decodes_every_switch(model, heads, ladder,
+                                                                                     kbps) -> None:
+    total, seconds, messages, rate = stream(model, heads, ladder, kbps)
+    assert len(messages) == FRAMES and rate.stats.dropped == 0  # file mode: every frame is sent
+    achieved = 8 * total / seconds / 1000
+    assert abs(achieved - kbps) <= 0.1 * kbps, (achieved, rate.summary())
+    assert rate.stats.switches > 0
+    quantizers = {m.tensors[0].quantizer.SerializeToString() for m in messages}
+    assert len(quantizers) > 1  # points were switched in-band, and decoded above
+
+
+def test_a_slower_source_gets_more_bytes_per_frame_for_the_same_budget(model, heads, ladder) -> None:
+    fast, fast_seconds, _, _ = stream(model, heads[:60], ladder, 32.0, spacing_s=0.1)
+    slow, slow_seconds, _, _ = stream(model, heads[:60], ladder, 32.0, spacing_s=0.2)
+    assert slow > 1.4 * fast
+    assert abs(8 * slow / slow_seconds / 1000 - 32.0) <= 0.15 * 32.0
+
+
+def test_live_streams_drop_inter_frames_only_when_even_the_cheapest_point_overflows(model, heads, ladder) -> None:
+    _, _, messages, rate = stream(model, heads[:60], ladder, 2.0, allow_drop=True)
+    assert rate.stats.dropped > 0 and rate.stats.dropped + len(messages) == 60
+    assert not messages[0].HasField("reference_frame_id")  # the intra frame that opens the stream was sent
+    _, _, messages, rate = stream(model, heads[:60], ladder, 2.0, allow_drop=False)
+    assert rate.stats.dropped == 0 and len(messages) == 60
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"budget_bps": 0.0}, "at least 1 kbit/s"),
+    ({"budget_bps": math.nan}, "at least 1 kbit/s"),
+    ({"budget_bps": 64e3, "buffer_s": 0.0}, "positive number of seconds"),
+    ({"budget_bps": 64e3, "elements": 0}, "at least one element"),
+])
+def test_bad_rate_settings_are_refused(ladder, kwargs, message) -> None:
+    arguments = {"elements": 1000, **kwargs}
+    with pytest.raises(ServiceError, match=message):
+        RateController(ladder, arguments.pop("elements"), arguments.pop("budget_bps"), **arguments)
+
+
+def test_backpressure_lowers_the_budget_below_what_the_link_delivers_and_climbs_back(ladder) -> None:
+    rate = RateController(ladder, 20_000, 256e3)
+    link = LinkMonitor(rate)
+    now = 0.0
+    for _ in range(20):  # an idle link: 1 kB frames, 50 ms network delay
+        now += 0.1
+        link.on_result(now, now - 0.07, 1000, 0.02)
+    assert rate.budget_bps == 256e3 and link.stats.decreases == 0
+    for step in range(30):  # the link now carries 40 kbit/s: delays grow as bytes queue
+        now += 0.2
+        link.on_result(now, now - 0.07 - 0.05 * step, 1000, 0.02)
+    assert link.stats.decreases >= 1 and rate.budget_bps < 0.8 * 256e3
+    assert link.stats.lowest_budget_bps <= 0.8 * 50e3
+    for _ in range(200):  # recovered: low delays for 20 s
+        now += 0.1
+        link.on_result(now, now - 0.07, 500, 0.02)
+    assert rate.budget_bps == 256e3
