@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from splitinfer.codec.entropy import CodecLimits, Coder
+from splitinfer.codec.entropy import INTER_VERSION, CodecLimits, Coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor, default_coder, encode_levels
@@ -54,7 +54,8 @@ class TemporalEncoder:
             else:
                 levels[name] = quantize_with_reference(tensor, quantizer, reference[name], self.hysteresis)
                 coded[name] = encode_levels(levels[name], quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
-                                            reference=reference[name], limits=self.limits)
+                                            reference=reference[name], limits=self.limits,
+                                            coder_version=INTER_VERSION)
         self._reference = levels
         self._since_intra = 1 if intra else self._since_intra + 1
         return coded, intra
