@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+
 from splitinfer.codec import Coder, Quantizer, encode_indices, quantize_with_reference
 from splitinfer.codec import _kernels as K
 from splitinfer.codec.profile import CodecProfile
@@ -208,7 +209,9 @@ def settings() -> list[tuple[str, str, Quantizer, float]]:
     ]
 
 
-VARIANTS = {  # name -> (elem, skip, tile, context set of the change bins: 0 neighbours, 1 + ref activity, 2 + ref level)
+# name -> (elem, skip, tile, contexts of the change bins: 0 neighbours, 1 + ref activity, 2 + ref level).
+# "chg+lvl+plane" is what was built: TEMPORAL_CONTEXTS version 2 (docs/BITSTREAM.md 4.3).
+VARIANTS = {
     "v1": (0, 0, 1, 0),
     "v1+plane": (0, 1, 1, 0),
     "v1+tile2": (0, 2, 2, 0),
@@ -256,9 +259,10 @@ def main() -> None:
             real = sum(len(encode_indices(lv, quantizer.levels, Coder.TEMPORAL_CONTEXTS, reference=rf))
                        for lv, rf in pairs)
             row = {}
+            modes = [int(np.argmax(np.bincount(rf.ravel(), minlength=quantizer.levels))) for _, rf in pairs]
             for name, (elem, skip, tile, act) in VARIANTS.items():
-                bits = sum(_cost(lv, rf, quantizer.levels, elem, skip, tile, act, table,
-                                 int(np.argmax(np.bincount(rf.ravel(), minlength=quantizer.levels)))) for lv, rf in pairs)
+                bits = sum(_cost(lv, rf, quantizer.levels, elem, skip, tile, act, table, m)
+                           for (lv, rf), m in zip(pairs, modes))
                 row[name] = bits / 8 / len(pairs)
             summary[label, video] = row
             cells = [f"{row['v1']:.0f}"] + [f"{row[n]:.0f} ({100 * (row[n] / row['v1'] - 1):+.0f} %)"

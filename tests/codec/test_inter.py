@@ -190,3 +190,22 @@ def test_crc_is_checked_for_version_2() -> None:
                            zlib.crc32(tensor.payload) ^ 1)
     with pytest.raises(CodecError, match="CRC-32"):
         decode_levels(bad, reference=ref)
+
+
+def test_temporal_encoder_sends_version_2_smaller_than_version_1_on_a_partly_static_scene(activations) -> None:
+    from splitinfer.codec import TemporalEncoder
+
+    x = activations["layer80"][:1]
+    quantizer = Quantizer.uniform(-12.0, 12.0, 9)
+    moving = x.copy()
+    moving[:, ::4] += np.random.default_rng(2).normal(0, 1.0, moving[:, ::4].shape).astype(np.float32)
+    encoder = TemporalEncoder(intra_period=30, hysteresis=0.1)
+    first, intra = encoder.encode_frame({"t": x}, {"t": quantizer})
+    second, inter = encoder.encode_frame({"t": moving}, {"t": quantizer})
+    assert intra and not inter
+    reference = decode_levels(first["t"])
+    tensor = second["t"]
+    assert (tensor.coder, tensor.coder_version) == (T, INTER_VERSION)
+    levels = decode_levels(tensor, reference=reference)
+    version_1 = encode_indices(levels, 9, T, reference=reference)
+    assert tensor.nbytes < 0.8 * len(version_1)
