@@ -8,7 +8,8 @@ numpy + numba only: no torch, no grpc, no protobuf. Services convert at the edge
 
 Coders (splitinfer.codec.entropy, kernels in _kernels): truncated unary with one context per bin
 (the paper), with left/above neighbour contexts, a signed binarization (distance from the most
-probable level + sign) and temporal contexts on the previous frame's co-located level; the default
+probable level + sign) and temporal contexts on the previous frame's co-located level (version 2 of that coder:
+a skip bin per plane, then the change from the reference level); the default
 (`default_coder`) is the one measured smallest for the tensor kind (docs/BENCHMARKS.md). NaN input is
 refused, +-Inf clips to the end levels. Decoders check CodecLimits (elements before allocating, bins
 while decoding), the CRC-32, and that the payload is consumed exactly.

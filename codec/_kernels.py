@@ -407,3 +407,155 @@ def _quantize_with_reference(values, thresholds, reconstruction, reference, marg
         if keep:
             out[i] = r
     return nan
+
+
+# TEMPORAL_CONTEXTS version 2 (docs/BITSTREAM.md, section 4.3): per plane a skip bin [plane == reference]
+# (context: the previous plane's skip bin); in a plane that is not skipped, per element the change from the
+# co-located reference level r, with m the most probable level of the reference and dl / da the left /
+# above neighbours' change (k - r, 0 outside the plane):
+#   bin "changed" [k != r]   context 2 + (dl != 0) + (da != 0) + 3 min(|r - m|, 2)                     (2..10)
+#   bin "up" [k > r]         context 11 + sgn3(dl + da) + 3 cmp(r, m); implied when r is 0 or N - 1   (11..19)
+#   |k - r| - 1 in truncated unary up to the levels on that side; bin j has context
+#                            20 + 3 (2 min(j, 3) + up) + (|dl| > 1) + (|da| > 1)                       (20..43)
+INTER_CONTEXTS = 44
+
+
+@njit(cache=True, inline="always")
+def _inter_change_ctx(r, mode, dl, da):
+    return 2 + (dl != 0) + (da != 0) + 3 * min(abs(r - mode), 2)
+
+
+@njit(cache=True, inline="always")
+def _inter_up_ctx(r, mode, dl, da):
+    s = dl + da
+    return 11 + (s >= 0) + (s > 0) + 3 * ((r >= mode) + (r > mode))
+
+
+@njit(cache=True, inline="always")
+def _inter_mag_ctx(j, up, dl, da):
+    return 20 + 3 * (2 * min(j, 3) + up) + (abs(dl) > 1) + (abs(da) > 1)
+
+
+@njit(cache=True, nogil=True)
+def _encode_inter(levels, reference, planes, height, width, n_levels, mode, out, cost_table):
+    probs = np.full(2 * INTER_CONTEXTS, PROB_ONE // 2, np.int64)
+    cost = 0.0
+    low = 0
+    rng = MASK32
+    cache = 0
+    pending = 0
+    pos = 0
+    room = _ELEMENT_ROOM * (n_levels + 1)
+    plane_size = height * width
+    if plane_size == 0:
+        planes = 0
+    previous = 0
+    for p in range(planes):
+        base = p * plane_size
+        if pos + pending + room > out.size:
+            return -1, cost
+        skip = 1
+        for i in range(base, base + plane_size):
+            if levels[i] != reference[i]:
+                skip = 0
+                break
+        if cost_table is not None:
+            cost += _bin_cost(skip, probs, previous, cost_table)
+        low, rng, cache, pending, pos = _encode_bin(skip, probs, previous, low, rng, cache, pending, out, pos)
+        previous = skip
+        if skip == 1:
+            continue
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                if pos + pending + room > out.size:
+                    return -1, cost
+                k = np.int64(levels[i])
+                r = np.int64(reference[i])
+                dl = np.int64(levels[i - 1]) - np.int64(reference[i - 1]) if x > 0 else 0
+                da = np.int64(levels[i - width]) - np.int64(reference[i - width]) if y > 0 else 0
+                changed = 1 if k != r else 0
+                ctx = _inter_change_ctx(r, mode, dl, da)
+                if cost_table is not None:
+                    cost += _bin_cost(changed, probs, ctx, cost_table)
+                low, rng, cache, pending, pos = _encode_bin(changed, probs, ctx, low, rng, cache, pending, out, pos)
+                if changed == 0:
+                    continue
+                up = 1 if k > r else 0
+                if 0 < r < n_levels - 1:
+                    ctx = _inter_up_ctx(r, mode, dl, da)
+                    if cost_table is not None:
+                        cost += _bin_cost(up, probs, ctx, cost_table)
+                    low, rng, cache, pending, pos = _encode_bin(up, probs, ctx, low, rng, cache, pending, out, pos)
+                span = n_levels - 2 - r if up == 1 else r - 1
+                magnitude = k - r - 1 if up == 1 else r - k - 1
+                for j in range(span):
+                    bit = 1 if magnitude > j else 0
+                    ctx = _inter_mag_ctx(j, up, dl, da)
+                    if cost_table is not None:
+                        cost += _bin_cost(bit, probs, ctx, cost_table)
+                    low, rng, cache, pending, pos = _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos)
+                    if bit == 0:
+                        break
+    if pos + pending + 8 > out.size:
+        return -1, cost
+    pos = _flush(low, cache, pending, out, pos)
+    return pos, cost
+
+
+@njit(cache=True, nogil=True)
+def _decode_inter(data, reference, planes, height, width, n_levels, mode, max_bins):
+    levels = np.empty(planes * height * width, np.uint8)
+    probs = np.full(2 * INTER_CONTEXTS, PROB_ONE // 2, np.int64)
+    rng = MASK32
+    code, pos = _start_decoder(data)
+    bins = 0
+    plane_size = height * width
+    if plane_size == 0:
+        planes = 0
+    previous = 0
+    for p in range(planes):
+        base = p * plane_size
+        skip, code, rng, pos = _decode_bin(probs, previous, code, rng, data, pos)
+        previous = skip
+        bins += 1
+        if bins > max_bins:
+            return levels, pos, False, True
+        if pos > data.size:
+            return levels, pos, False, False
+        if skip == 1:
+            for i in range(base, base + plane_size):
+                levels[i] = reference[i]
+            continue
+        for y in range(height):
+            row = base + y * width
+            for x in range(width):
+                i = row + x
+                r = np.int64(reference[i])
+                dl = np.int64(levels[i - 1]) - np.int64(reference[i - 1]) if x > 0 else 0
+                da = np.int64(levels[i - width]) - np.int64(reference[i - width]) if y > 0 else 0
+                ctx = _inter_change_ctx(r, mode, dl, da)
+                changed, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
+                bins += 1
+                if changed == 0:
+                    levels[i] = r
+                else:
+                    if 0 < r < n_levels - 1:
+                        up, code, rng, pos = _decode_bin(probs, _inter_up_ctx(r, mode, dl, da), code, rng, data, pos)
+                    else:
+                        up = 1 if r == 0 else 0
+                    span = n_levels - 2 - r if up == 1 else r - 1
+                    magnitude = 0
+                    for j in range(span):
+                        bit, code, rng, pos = _decode_bin(probs, _inter_mag_ctx(j, up, dl, da), code, rng, data, pos)
+                        if bit == 0:
+                            break
+                        magnitude += 1
+                    levels[i] = r + 1 + magnitude if up == 1 else r - 1 - magnitude
+                    bins += magnitude + 2
+                if bins > max_bins:
+                    return levels, pos, False, True
+                if pos > data.size:  # read past the end: the payload cannot end cleanly, stop the work now
+                    return levels, pos, False, False
+    return levels, pos, code < rng, False

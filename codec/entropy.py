@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from splitinfer.codec import _kernels
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 
 CODER_VERSION = 1
-"""Bitstream version of every coder below; a decoder refuses any other."""
+"""Bitstream version 1: every coder below has it; a decoder refuses versions a coder does not have."""
+
+INTER_VERSION = 2
+"""TEMPORAL_CONTEXTS version 2: per-plane skip and the change from the reference (docs/BITSTREAM.md 4.3)."""
 
 # Every element codes at least one bin and a bin costs at least 0.0031 bits, so no valid payload
 # decodes to more than ~2561 elements per byte (+ the 4 flush bytes); 2600 leaves a margin. The other
@@ -78,6 +80,21 @@ class CodecLimits:
 
 
 DEFAULT_LIMITS = CodecLimits()
+
+
+def coder_versions(coder: Coder) -> tuple[int, ...]:
+    """The bitstream versions this decoder reads for `coder`: 1 for all, and 2 for TEMPORAL_CONTEXTS."""
+    return (CODER_VERSION, INTER_VERSION) if coder is Coder.TEMPORAL_CONTEXTS else (CODER_VERSION,)
+
+
+def check_version(coder: Coder, version: object) -> int:
+    """The version as an int if `coder` has it; CodecError otherwise."""
+    known = coder_versions(coder)
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or int(version) not in known:
+        names = " or ".join(str(v) for v in known)
+        raise CodecError(f"coder version {version!r} is unknown to this decoder for {coder.name} (it reads version "
+                         f"{names}); upgrade splitinfer on the decoding side or re-encode.")
+    return int(version)
 
 @functools.cache
 def _cost_table() -> np.ndarray:
@@ -197,23 +214,29 @@ def most_probable_level(indices: np.ndarray, levels: int) -> int:
     return int(np.argmax(_kernels._histogram(flat, levels)))
 
 
-def _bin_bound(flat: np.ndarray, levels: int, coder: Coder, mode: int) -> int:
+def _bin_bound(flat: np.ndarray, levels: int, coder: Coder, mode: int, planes: int, version: int) -> int:
     """An upper bound on the number of bins the binarization makes of these levels."""
+    if version == INTER_VERSION:
+        return planes + flat.size * levels
     if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
         return int(np.abs(flat.astype(np.int64) - mode).sum()) + 2 * flat.size
     return int(np.minimum(flat.astype(np.int64) + 1, levels - 1).sum())
 
 
 def _run_encoder(flat: np.ndarray, shape: tuple[int, ...], levels: int, coder: Coder, ref: np.ndarray,
-                 cost_table: np.ndarray | None) -> tuple[bytes, float]:
+                 cost_table: np.ndarray | None, version: int = CODER_VERSION) -> tuple[bytes, float]:
     planes, height, width = _planes(shape)
     mode = most_probable_level(flat, levels) if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else 0
+    if version == INTER_VERSION:
+        mode = most_probable_level(ref, levels)
     # First try a buffer of one byte per element (8 bits/element covers every practical tensor); if the
     # kernel reports it might not fit, retry with the proven bound of 2 bytes per bin.
     capacity = flat.size + 64
     for attempt in range(2):
         out = np.empty(capacity, np.uint8)
-        if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
+        if version == INTER_VERSION:
+            size, cost = _kernels._encode_inter(flat, ref, planes, height, width, levels, mode, out, cost_table)
+        elif coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS:
             size, cost = _kernels._encode_signed(flat, planes, height, width, levels, mode, out, cost_table)
         else:
             size, cost = _kernels._encode_tu(flat, planes, height, width, levels, *_tu_model(coder, ref), out,
@@ -221,46 +244,55 @@ def _run_encoder(flat: np.ndarray, shape: tuple[int, ...], levels: int, coder: C
         if size >= 0:
             header = bytes([mode]) if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else b""
             return header + out[1:size].tobytes(), cost
-        capacity = 2 * _bin_bound(flat, levels, coder, mode) + 2 * _kernels._ELEMENT_ROOM * levels + 64
+        capacity = 2 * _bin_bound(flat, levels, coder, mode, planes, version) + 2 * _kernels._ELEMENT_ROOM * levels + 64
     raise AssertionError("the encoder overran its proven output bound")  # unreachable: see _kernels
 
 
 def _encode(indices: np.ndarray, levels: int, coder: object, reference: np.ndarray | None,
-            cost_table: np.ndarray | None) -> tuple[bytes, float]:
+            cost_table: np.ndarray | None, version: object) -> tuple[bytes, float]:
     levels = check_levels(levels)
     coder = as_coder(coder)
+    version = check_version(coder, version)
     array = np.asarray(indices)
     flat = _as_levels(array, levels, "indices")
     ref = _reference_for(coder, reference, array.shape, levels)
-    return _run_encoder(flat, array.shape, levels, coder, ref, cost_table)
+    return _run_encoder(flat, array.shape, levels, coder, ref, cost_table, version)
 
 
-def encode_quantized(levels_array: np.ndarray, levels: int, coder: Coder, reference: np.ndarray | None) -> bytes:
+def encode_quantized(levels_array: np.ndarray, levels: int, coder: Coder, reference: np.ndarray | None,
+                     version: int = CODER_VERSION) -> bytes:
     """encode_indices for the uint8 output of Quantizer.quantize, whose range needs no second check."""
+    version = check_version(coder, version)
     ref = _reference_for(coder, reference, levels_array.shape, levels)
-    return _run_encoder(np.ravel(levels_array), levels_array.shape, levels, coder, ref, None)[0]
+    return _run_encoder(np.ravel(levels_array), levels_array.shape, levels, coder, ref, None, version)[0]
 
 
-def encode_indices(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> bytes:
+def encode_indices(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None,
+                   version: int = CODER_VERSION) -> bytes:
     """Code an integer array of level indices (0..levels-1) losslessly; returns the payload."""
-    return _encode(indices, levels, coder, reference, None)[0]
+    return _encode(indices, levels, coder, reference, None, version)[0]
 
 
-def ideal_cost_bits(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None) -> float:
+def ideal_cost_bits(indices: np.ndarray, levels: int, coder: Coder, *, reference: np.ndarray | None = None,
+                    version: int = CODER_VERSION) -> float:
     """The adaptive model's ideal cost, sum of -log2 p over every coded bin (what a perfect coder would spend)."""
-    return _encode(indices, levels, coder, reference, _cost_table())[1]
+    return _encode(indices, levels, coder, reference, _cost_table(), version)[1]
 
 
 def decode_indices(payload: bytes, shape: tuple[int, ...], levels: int, coder: Coder, *,
-                   reference: np.ndarray | None = None, limits: CodecLimits | None = None) -> np.ndarray:
+                   reference: np.ndarray | None = None, limits: CodecLimits | None = None,
+                   version: int = CODER_VERSION) -> np.ndarray:
     """Decode a payload back to the uint8 level indices of the given shape; CodecError if it is not valid."""
     levels = check_levels(levels)
     coder = as_coder(coder)
+    version = check_version(coder, version)
     shape = check_shape(shape, limits)
     if not isinstance(payload, (bytes, bytearray, memoryview)):
         raise CodecError(f"payload must be bytes, got {type(payload).__name__}.")
     data = np.frombuffer(payload, dtype=np.uint8)
     elements = math.prod(shape)
+    if version == INTER_VERSION:
+        return _decode_inter(data, shape, levels, reference, limits)
     header = 1 if coder is Coder.SIGNED_NEIGHBOUR_CONTEXTS else 0
     if data.size < header + _FLUSH_BYTES:
         raise CodecError(f"the payload has {data.size} bytes; a {coder.name} payload has at least "
@@ -286,6 +318,37 @@ def decode_indices(payload: bytes, shape: tuple[int, ...], levels: int, coder: C
     else:
         flat, consumed, in_range, exhausted = _kernels._decode_tu(data, planes, height, width, levels,
                                                                   *_tu_model(coder, ref), max_bins)
+    return _checked_end(flat, shape, levels, data, consumed, in_range, exhausted, max_bins)
+
+
+def _decode_inter(data: np.ndarray, shape: tuple[int, ...], levels: int, reference: np.ndarray | None,
+                  limits: CodecLimits | None) -> np.ndarray:
+    """TEMPORAL_CONTEXTS version 2: size bounds on planes (a skipped plane codes one bin), then the kernel."""
+    elements = math.prod(shape)
+    planes, height, width = _planes(shape)
+    coded_planes = planes if elements else 0
+    if data.size < _FLUSH_BYTES:
+        raise CodecError(f"the payload has {data.size} bytes; a version-2 TEMPORAL_CONTEXTS payload has at least "
+                         f"{_FLUSH_BYTES}: it is truncated.")
+    if coded_planes > (data.size + 8) * _MAX_ELEMENTS_PER_BYTE:
+        raise CodecError(f"a {data.size}-byte payload cannot hold {coded_planes} planes (shape {shape}): "
+                         "the shape or the payload is wrong.")
+    max_bytes = _FLUSH_BYTES + 8 + ((coded_planes + elements * levels) * 9 + 7) // 8
+    if data.size > max_bytes:
+        raise CodecError(f"a {data.size}-byte payload is too long for {elements} elements of {levels} levels: "
+                         "the shape or the payload is wrong.")
+    ref = _reference_for(Coder.TEMPORAL_CONTEXTS, reference, shape, levels)
+    mode = most_probable_level(ref, levels)
+    max_bins = (limits or DEFAULT_LIMITS).max_bins
+    flat, consumed, in_range, exhausted = _kernels._decode_inter(data, ref, planes, height, width, levels, mode,
+                                                                 max_bins)
+    return _checked_end(flat, shape, levels, data, consumed, in_range, exhausted, max_bins)
+
+
+def _checked_end(flat: np.ndarray, shape: tuple[int, ...], levels: int, data: np.ndarray, consumed: int,
+                 in_range: bool, exhausted: bool, max_bins: int) -> np.ndarray:
+    """The decoded levels if the kernel stopped within the work limit on exactly the payload's last byte."""
+    elements = math.prod(shape)
     if exhausted:
         raise CodecError(f"the payload decodes to more than {max_bins} bins ({elements} elements of {levels} "
                          "levels): it is forged or corrupted; raise CodecLimits.max_bins if the tensor is genuine.")

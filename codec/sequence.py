@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from splitinfer.codec.entropy import CodecLimits, Coder
+from splitinfer.codec.entropy import INTER_VERSION, CodecLimits, Coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD
 from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
@@ -105,7 +105,7 @@ class TemporalEncoder:
                 previous = reference[name].for_quantizer(quantizer)
                 levels = quantize_with_reference(tensor, quantizer, previous, margin)
                 coded[name] = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
-                                            reference=previous, limits=self.limits)
+                                            reference=previous, limits=self.limits, coder_version=INTER_VERSION)
             references[name] = Reference(levels, quantizer)
         return CodedFrame(coded, references, intra)
 

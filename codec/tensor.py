@@ -11,14 +11,15 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-
 from splitinfer.codec.entropy import (
     CODER_VERSION,
     DEFAULT_LIMITS,
+    INTER_VERSION,
     CodecLimits,
     Coder,
     as_coder,
     check_shape,
+    check_version,
     decode_indices,
     encode_quantized,
 )
@@ -57,10 +58,7 @@ class CompressedTensor:
         check_shape(self.shape, limits)
         if not isinstance(self.quantizer, Quantizer):
             raise CodecError(f"CompressedTensor.quantizer must be a Quantizer, got {type(self.quantizer).__name__}.")
-        as_coder(self.coder)
-        if self.coder_version != CODER_VERSION:
-            raise CodecError(f"coder version {self.coder_version!r} is unknown to this decoder (it reads version "
-                             f"{CODER_VERSION}); upgrade splitinfer on the decoding side or re-encode.")
+        check_version(as_coder(self.coder), self.coder_version)
         if not isinstance(self.payload, (bytes, bytearray)):
             raise CodecError(f"CompressedTensor.payload must be bytes, got {type(self.payload).__name__}.")
         if zlib.crc32(self.payload) != self.payload_crc32:
@@ -98,8 +96,12 @@ def encode(array: np.ndarray, quantizer: Quantizer, *, coder: Coder | None = Non
 
 
 def encode_levels(levels: np.ndarray, quantizer: Quantizer, *, coder: Coder | None = None, name: str = "",
-                  reference: np.ndarray | None = None, limits: CodecLimits | None = None) -> CompressedTensor:
-    """Entropy-code levels already made by `quantizer.quantize` (keep them as the next frame's reference)."""
+                  reference: np.ndarray | None = None, limits: CodecLimits | None = None,
+                  coder_version: int = CODER_VERSION) -> CompressedTensor:
+    """Entropy-code levels already made by `quantizer.quantize` (keep them as the next frame's reference).
+
+    coder_version 2 (INTER_VERSION) selects TEMPORAL_CONTEXTS' skip + change coding (docs/BITSTREAM.md 4.3).
+    """
     if not isinstance(name, str):
         raise CodecError(f"name must be a string, got {type(name).__name__}.")
     if not isinstance(quantizer, Quantizer):
@@ -111,15 +113,15 @@ def encode_levels(levels: np.ndarray, quantizer: Quantizer, *, coder: Coder | No
     if array.size and (int(array.min()) < 0 or int(array.max()) >= quantizer.levels):
         raise CodecError(f"levels {int(array.min())}..{int(array.max())} do not fit a {quantizer.levels}-level "
                          "quantizer: pass the output of this quantizer's quantize().")
-    return _compressed(array.astype(np.uint8, copy=False), quantizer, coder, name, reference)
+    return _compressed(array.astype(np.uint8, copy=False), quantizer, coder, name, reference, coder_version)
 
 
 def _compressed(levels: np.ndarray, quantizer: Quantizer, coder: Coder | None, name: str,
-                reference: np.ndarray | None) -> CompressedTensor:
+                reference: np.ndarray | None, version: int = CODER_VERSION) -> CompressedTensor:
     chosen = default_coder(quantizer) if coder is None else as_coder(coder)
-    payload = encode_quantized(levels, quantizer.levels, chosen, reference)
+    payload = encode_quantized(levels, quantizer.levels, chosen, reference, version)
     return CompressedTensor(name=name, shape=tuple(int(d) for d in levels.shape), quantizer=quantizer,
-                            coder=chosen, coder_version=CODER_VERSION, payload=payload,
+                            coder=chosen, coder_version=version, payload=payload,
                             payload_crc32=zlib.crc32(payload))
 
 
@@ -131,7 +133,7 @@ def decode_levels(tensor: CompressedTensor, *, reference: np.ndarray | None = No
     limits = limits or DEFAULT_LIMITS
     tensor.validate(limits)
     return decode_indices(bytes(tensor.payload), tuple(tensor.shape), tensor.quantizer.levels, tensor.coder,
-                          reference=reference, limits=limits)
+                          reference=reference, limits=limits, version=tensor.coder_version)
 
 
 def decode(tensor: CompressedTensor, *, reference: np.ndarray | None = None,
@@ -152,4 +154,7 @@ def warm_up() -> None:
     for coder in Coder:
         ref = reference if coder is Coder.TEMPORAL_CONTEXTS else None
         decode(encode(values, quantizer, coder=coder, reference=ref), reference=ref)
+    levels = quantizer.quantize(values)
+    decode(encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, reference=reference,
+                         coder_version=INTER_VERSION), reference=reference)
     quantize_with_reference(values, quantizer, reference, 0.1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from splitinfer.codec.entropy import CODER_VERSION, Coder
+from splitinfer.codec.entropy import Coder, coder_versions
 from splitinfer.v1 import inference_pb2
 
 
@@ -29,5 +29,6 @@ def server_metadata(engine: Any, split: Any,
     for spec in split.tensors:
         response.cut.tensors.add(name=spec.name, shape=list(spec.shape), signed=spec.signed)
     for coder in Coder:
-        response.coders.add(coder=int(coder), version=CODER_VERSION)
+        for version in coder_versions(coder):
+            response.coders.add(coder=int(coder), version=version)
     return response

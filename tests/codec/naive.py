@@ -192,3 +192,81 @@ def encode(q: np.ndarray, levels: int, coder: int, reference: np.ndarray | None 
     if coder == 3:
         return encode_signed(q, levels)
     return encode_tu(q, levels, coder, reference)
+
+
+def inter_mode(reference: np.ndarray, levels: int) -> int:
+    """The reference's most frequent level, the lowest on a tie (0 for an empty reference)."""
+    ref = [int(v) for v in reference.reshape(-1)]
+    return max(range(levels), key=lambda level: (ref.count(level), -level)) if ref else 0
+
+
+def _inter_contexts(flat: list[int], ref: list[int], i: int, x: int, y: int, width: int, mode: int):
+    """(dl, da, context of the changed bin): the left / above neighbours' change from their reference."""
+    dl = flat[i - 1] - ref[i - 1] if x > 0 else 0
+    da = flat[i - width] - ref[i - width] if y > 0 else 0
+    return dl, da, 2 + (dl != 0) + (da != 0) + 3 * min(abs(ref[i] - mode), 2)
+
+
+def encode_inter(q: np.ndarray, levels: int, reference: np.ndarray) -> tuple[bytes, float]:
+    """TEMPORAL_CONTEXTS version 2: per-plane skip bin, then per element the change from the reference."""
+    flat = [int(v) for v in q.reshape(-1)]
+    ref = [int(v) for v in reference.reshape(-1)]
+    mode = inter_mode(reference, levels)
+    n_planes, height, width = planes(q.shape)
+    enc = Encoder()
+    previous = 0
+    for p in range(n_planes if flat else 0):
+        plane = range(p * height * width, (p + 1) * height * width)
+        skip = int(all(flat[i] == ref[i] for i in plane))
+        enc.bin(skip, previous)
+        previous = skip
+        if skip:
+            continue
+        for y in range(height):
+            for x in range(width):
+                i = (p * height + y) * width + x
+                k, r = flat[i], ref[i]
+                dl, da, ctx = _inter_contexts(flat, ref, i, x, y, width, mode)
+                enc.bin(int(k != r), ctx)
+                if k == r:
+                    continue
+                up = int(k > r)
+                if 0 < r < levels - 1:
+                    enc.bin(up, 11 + cmp3(dl + da, 0) + 3 * cmp3(r, mode))
+                span = levels - 2 - r if up else r - 1
+                for j in range(span):
+                    bit = int(abs(k - r) - 1 > j)
+                    enc.bin(bit, 20 + 3 * (2 * min(j, 3) + up) + (abs(dl) > 1) + (abs(da) > 1))
+                    if not bit:
+                        break
+    return enc.finish(), enc.cost
+
+
+def decode_inter(data: bytes, shape: tuple[int, ...], levels: int, reference: np.ndarray) -> np.ndarray:
+    ref = [int(v) for v in reference.reshape(-1)]
+    mode = inter_mode(reference, levels)
+    flat = [0] * math.prod(shape)
+    n_planes, height, width = planes(shape)
+    dec = Decoder(data)
+    previous = 0
+    for p in range(n_planes if flat else 0):
+        previous = dec.bin(previous)
+        for y in range(height):
+            for x in range(width):
+                i = (p * height + y) * width + x
+                r = ref[i]
+                flat[i] = r
+                if previous:
+                    continue
+                dl, da, ctx = _inter_contexts(flat, ref, i, x, y, width, mode)
+                if not dec.bin(ctx):
+                    continue
+                up = dec.bin(11 + cmp3(dl + da, 0) + 3 * cmp3(r, mode)) if 0 < r < levels - 1 else int(r == 0)
+                magnitude = 0
+                for j in range(levels - 2 - r if up else r - 1):
+                    if not dec.bin(20 + 3 * (2 * min(j, 3) + up) + (abs(dl) > 1) + (abs(da) > 1)):
+                        break
+                    magnitude += 1
+                flat[i] = r + 1 + magnitude if up else r - 1 - magnitude
+    assert dec.pos == len(data) and dec.code < dec.range, "the stream is not consumed exactly"
+    return np.array(flat, dtype=np.uint8).reshape(shape)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from splitinfer.codec import CODER_VERSION, CodecError, CodecLimits, Coder, decode, decode_levels, encode_levels
+from splitinfer.codec.entropy import INTER_VERSION
 from splitinfer.v1 import tensor_pb2
 from splitinfer.wire import tensor_from_proto
 
@@ -46,10 +47,12 @@ def _reference(vector: dict) -> np.ndarray | None:
 def test_vectors_cover_every_coder_and_stay_small() -> None:
     coders = {v["tensor"]["coder"] for v in VALID}
     assert coders == {c.name for c in Coder}
-    assert {v["tensor"]["coder_version"] for v in VALID} == {CODER_VERSION}
+    assert {v["tensor"]["coder_version"] for v in VALID} == {CODER_VERSION, INTER_VERSION}
+    assert {v["tensor"]["coder"] for v in VALID if v["tensor"]["coder_version"] == INTER_VERSION} == {
+        Coder.TEMPORAL_CONTEXTS.name}
     assert {v["tensor"]["quantizer"]["levels"] for v in VALID} >= {2, 256}
     assert len(REFUSED) >= 5
-    assert sum(p.stat().st_size for p in FOLDER.glob("*.json")) < 300_000
+    assert sum(p.stat().st_size for p in FOLDER.glob("*.json")) < 360_000
 
 
 @pytest.mark.parametrize("vector", VALID, ids=lambda v: v["name"])
@@ -62,7 +65,8 @@ def test_decodes_to_the_expected_levels_and_reencodes_to_the_same_bytes(vector: 
     assert levels.reshape(-1).tolist() == vector["levels"]
     values = decode(tensor, reference=reference, limits=limits)
     np.testing.assert_array_equal(values.reshape(-1), np.array(vector["values"], dtype=np.float32))
-    again = encode_levels(levels, tensor.quantizer, coder=tensor.coder, name=tensor.name, reference=reference)
+    again = encode_levels(levels, tensor.quantizer, coder=tensor.coder, name=tensor.name, reference=reference,
+                          coder_version=tensor.coder_version)
     assert again.payload == tensor.payload
     assert again.payload_crc32 == vector["tensor"]["payload_crc32"] == zlib.crc32(tensor.payload)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// A dependency-free decoder of splitinfer coded tensors (coder version 1), written only from docs/BITSTREAM.md.
+// A dependency-free decoder of splitinfer coded tensors (coder versions 1 and 2), written only from docs/BITSTREAM.md.
 //
 // As a module: decodeTensor(tensor, referenceLevels, limits) -> { levels: Uint8Array, values: Float32Array },
 // where `tensor` has the fields of splitinfer.v1.CompressedTensor as in the conformance vectors
@@ -13,6 +13,7 @@ const fs = require('fs');
 const path = require('path');
 
 const CODER_VERSION = 1;
+const INTER_VERSION = 2; // TEMPORAL_CONTEXTS only (section 4.3)
 const BIN_CONTEXTS = 1;
 const NEIGHBOUR_CONTEXTS = 2;
 const SIGNED_NEIGHBOUR_CONTEXTS = 3;
@@ -209,6 +210,50 @@ function decodeSigned(data, m, n, shape, maxBins) {
   return [levels, dec];
 }
 
+// Section 4.3: per plane a skip bin, then per element the change from the reference level.
+function decodeInter(data, n, shape, reference, maxBins) {
+  const [P, H, W] = planes(shape);
+  const dec = new BinDecoder(data, 44);
+  const E = P * H * W;
+  const levels = new Uint8Array(E);
+  const counts = new Array(n).fill(0);
+  for (const r of reference) counts[r] += 1;
+  let m = 0;
+  for (let k = 1; k < n; k++) if (counts[k] > counts[m]) m = k;
+  let bins = 0;
+  let sPrev = 0;
+  for (let p = 0; E > 0 && p < P; p++) {
+    const s = dec.bin(sPrev);
+    sPrev = s;
+    bins += 1;
+    if (bins > maxBins) fail(`the payload decodes to more than ${maxBins} bins`);
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const i = (p * H + y) * W + x;
+        const r = reference[i];
+        levels[i] = r;
+        if (s === 1) continue;
+        const dl = x > 0 ? levels[i - 1] - reference[i - 1] : 0;
+        const da = y > 0 ? levels[i - W] - reference[i - W] : 0;
+        bins += 1;
+        if (dec.bin(2 + (dl !== 0) + (da !== 0) + 3 * Math.min(Math.abs(r - m), 2)) === 1) {
+          const u = r > 0 && r < n - 1 ? dec.bin(11 + cmp3(dl + da, 0) + 3 * cmp3(r, m)) : r === 0 ? 1 : 0;
+          const span = u === 1 ? n - 2 - r : r - 1;
+          let mag = 0;
+          for (let j = 0; j < span; j++) {
+            if (dec.bin(20 + 3 * (2 * Math.min(j, 3) + u) + (Math.abs(dl) > 1) + (Math.abs(da) > 1)) === 0) break;
+            mag += 1;
+          }
+          levels[i] = u === 1 ? r + 1 + mag : r - 1 - mag;
+          bins += mag + 2;
+        }
+        if (bins > maxBins) fail(`the payload decodes to more than ${maxBins} bins`);
+      }
+    }
+  }
+  return [levels, dec];
+}
+
 function decodeTensor(tensor, referenceLevels = null, limits = DEFAULT_LIMITS) {
   const elements = checkShape(tensor.shape, limits);
   const reconstruction = checkQuantizer(tensor);
@@ -217,15 +262,24 @@ function decodeTensor(tensor, referenceLevels = null, limits = DEFAULT_LIMITS) {
   if (![BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS, TEMPORAL_CONTEXTS].includes(coder)) {
     fail(`unknown entropy coder ${coder}`);
   }
-  if (tensor.coder_version !== CODER_VERSION) fail(`coder version ${tensor.coder_version} is not ${CODER_VERSION}`);
+  const inter = coder === TEMPORAL_CONTEXTS && tensor.coder_version === INTER_VERSION;
+  if (tensor.coder_version !== CODER_VERSION && !inter) {
+    fail(`coder version ${tensor.coder_version} is unknown for coder ${coder}`);
+  }
   const payload = tensor.payload instanceof Uint8Array ? tensor.payload
     : new Uint8Array(Buffer.from(tensor.payload_base64, 'base64'));
   if (crc32(payload) !== tensor.payload_crc32) fail('the payload fails its CRC-32 check');
   const h = coder === SIGNED_NEIGHBOUR_CONTEXTS ? 1 : 0;
   const L = payload.length;
   if (L < h + 4) fail(`a ${L}-byte payload is truncated`);
-  if (elements > (L + 8) * 2600) fail(`a ${L}-byte payload cannot hold ${elements} elements`);
-  if (L > h + 4 + 8 + Math.floor((elements * (n - 1) * 9 + 7) / 8)) fail(`a ${L}-byte payload is too long`);
+  if (inter) {
+    const codedPlanes = elements > 0 ? planes(tensor.shape)[0] : 0;
+    if (codedPlanes > (L + 8) * 2600) fail(`a ${L}-byte payload cannot hold ${codedPlanes} planes`);
+    if (L > 4 + 8 + Math.floor(((codedPlanes + elements * n) * 9 + 7) / 8)) fail(`a ${L}-byte payload is too long`);
+  } else {
+    if (elements > (L + 8) * 2600) fail(`a ${L}-byte payload cannot hold ${elements} elements`);
+    if (L > h + 4 + 8 + Math.floor((elements * (n - 1) * 9 + 7) / 8)) fail(`a ${L}-byte payload is too long`);
+  }
   if (coder === TEMPORAL_CONTEXTS) {
     if (referenceLevels == null) fail('TEMPORAL_CONTEXTS needs the reference levels');
     if (referenceLevels.length !== elements) fail('the reference has another shape');
@@ -244,6 +298,9 @@ function decodeTensor(tensor, referenceLevels = null, limits = DEFAULT_LIMITS) {
     const stream = payload.subarray(1);
     streamLength = stream.length;
     [levels, dec] = decodeSigned(stream, m, n, tensor.shape, limits.maxBins);
+  } else if (inter) {
+    streamLength = L;
+    [levels, dec] = decodeInter(payload, n, tensor.shape, referenceLevels, limits.maxBins);
   } else {
     streamLength = L;
     [levels, dec] = decodeTruncatedUnary(payload, coder, n, tensor.shape, referenceLevels, limits.maxBins);

@@ -3,7 +3,7 @@
 // the levels of every conformance vector and checks the payload bytes, so the document's encoder description
 // (range encoder, carry handling, flush, the signed coder's pivot choice) is proven complete too.
 //
-// As a module: encodeLevels(levels, shape, n, coder, referenceLevels) -> Uint8Array payload.
+// As a module: encodeLevels(levels, shape, n, coder, referenceLevels, version = 1) -> Uint8Array payload.
 // As a command: node encode.js <folder of conformance vectors>.
 'use strict';
 
@@ -75,7 +75,47 @@ function planes(shape) {
 
 const cmp3 = (a, b) => (a < b ? 0 : a === b ? 1 : 2);
 
-function encodeLevels(levels, shape, n, coder, reference = null) {
+// Section 4.3: TEMPORAL_CONTEXTS version 2.
+function encodeInter(levels, shape, n, reference) {
+  const [P, H, W] = planes(shape);
+  const counts = new Array(n).fill(0);
+  for (const r of reference) counts[r] += 1;
+  let m = 0;
+  for (let k = 1; k < n; k++) if (counts[k] > counts[m]) m = k;
+  const enc = new BinEncoder(44);
+  let sPrev = 0;
+  for (let p = 0; levels.length > 0 && p < P; p++) {
+    let s = 1;
+    for (let i = p * H * W; i < (p + 1) * H * W; i++) if (levels[i] !== reference[i]) s = 0;
+    enc.bin(s, sPrev);
+    sPrev = s;
+    if (s === 1) continue;
+    for (let y = 0; y < H; y++) {
+      for (let x = 0; x < W; x++) {
+        const i = (p * H + y) * W + x;
+        const k = levels[i];
+        const r = reference[i];
+        const dl = x > 0 ? levels[i - 1] - reference[i - 1] : 0;
+        const da = y > 0 ? levels[i - W] - reference[i - W] : 0;
+        enc.bin(k !== r ? 1 : 0, 2 + (dl !== 0) + (da !== 0) + 3 * Math.min(Math.abs(r - m), 2));
+        if (k === r) continue;
+        const u = k > r ? 1 : 0;
+        if (r > 0 && r < n - 1) enc.bin(u, 11 + cmp3(dl + da, 0) + 3 * cmp3(r, m));
+        const span = u === 1 ? n - 2 - r : r - 1;
+        const mag = Math.abs(k - r) - 1;
+        for (let j = 0; j < span; j++) {
+          const bit = mag > j ? 1 : 0;
+          enc.bin(bit, 20 + 3 * (2 * Math.min(j, 3) + u) + (Math.abs(dl) > 1) + (Math.abs(da) > 1));
+          if (bit === 0) break;
+        }
+      }
+    }
+  }
+  return Uint8Array.from(enc.finish());
+}
+
+function encodeLevels(levels, shape, n, coder, reference = null, version = 1) {
+  if (coder === TEMPORAL_CONTEXTS && version === 2) return encodeInter(levels, shape, n, reference);
   const [P, H, W] = planes(shape);
   if (coder !== SIGNED_NEIGHBOUR_CONTEXTS) {
     const enc = new BinEncoder(coder === BIN_CONTEXTS ? n - 1 : 3 * (n - 1));
@@ -140,7 +180,7 @@ function checkFolder(folder) {
     if (vector.expect_error != null) continue;
     const t = vector.tensor;
     const got = Buffer.from(encodeLevels(vector.levels, t.shape, t.quantizer.levels, t.coder_value,
-      vector.reference_levels)).toString('base64');
+      vector.reference_levels, t.coder_version)).toString('base64');
     if (got === t.payload_base64) same += 1;
     else problems.push(`FAIL ${file}: the payload differs`);
   }

@@ -27,6 +27,7 @@ from splitinfer.codec import (
     encode_levels,
 )
 from splitinfer.codec.ecsq import design_ecsq
+from splitinfer.codec.entropy import INTER_VERSION, coder_versions
 from splitinfer.codec.quantizer import quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor
 
@@ -58,10 +59,10 @@ def _tensor_fields(t: CompressedTensor) -> dict:
 
 
 def _vector(name: str, description: str, source: str, levels: np.ndarray, quantizer: Quantizer, coder: Coder,
-            reference: np.ndarray | None = None) -> dict:
+            reference: np.ndarray | None = None, version: int = CODER_VERSION) -> dict:
     levels = np.asarray(levels, dtype=np.uint8)
     ref = None if reference is None else np.asarray(reference, dtype=np.uint8)
-    tensor = encode_levels(levels, quantizer, coder=coder, name=name, reference=ref)
+    tensor = encode_levels(levels, quantizer, coder=coder, name=name, reference=ref, coder_version=version)
     decoded = decode_levels(tensor, reference=ref)
     assert np.array_equal(decoded, levels), name
     return {
@@ -202,6 +203,78 @@ def _real(rng: np.random.Generator) -> list[dict]:
     return out
 
 
+def _inter(rng: np.random.Generator) -> list[dict]:
+    """TEMPORAL_CONTEXTS version 2 (section 4.3): skipped and coded planes, both directions, every edge case."""
+    out = []
+    u = Quantizer.uniform
+    t = Coder.TEMPORAL_CONTEXTS
+
+    def inter(name: str, description: str, source: str, levels, reference, quantizer: Quantizer) -> None:
+        out.append(_vector(f"inter-v2-{name}", description, source, levels, quantizer, t, reference, INTER_VERSION))
+
+    def moved(levels: np.ndarray, n: int, share: float, planes: list[int] | None = None) -> np.ndarray:
+        """The levels with `share` of the elements of the given planes (all: None) moved by -3..3."""
+        ref = levels.astype(np.int64)
+        flip = rng.random(levels.shape) < share
+        if planes is not None:
+            keep = np.ones(levels.shape[:-2], bool)
+            keep.reshape(-1)[planes] = False
+            flip[keep] = False
+        ref[flip] += rng.integers(-3, 4, int(flip.sum()))
+        return np.clip(ref, 0, n - 1).astype(np.uint8)
+
+    for n in (2, 5, 13, 256):
+        centre = n // 2
+        levels = np.clip(np.rint(rng.laplace(centre, 1 + n / 20, (2, 3, 4, 5))), 0, n - 1).astype(np.uint8)
+        inter(f"peaked-n{n}", f"{n} levels; planes 1 and 4 of 6 changed in 30 % of elements, the others skipped",
+              "synthetic", levels, moved(levels, n, 0.3, [1, 4]), u(0, 255, n) if n == 256 else u(-1, 2, n))
+    dense = rng.integers(0, 9, (3, 5, 8)).astype(np.uint8)
+    inter("dense-n9", "9 uniform levels, every plane changed in 60 % of elements", "synthetic", dense,
+          moved(dense, 9, 0.6), u(-4, 4, 9))
+    ends = np.where(rng.random((2, 6, 6)) < 0.5, 0, 5).astype(np.uint8)
+    inter("reference-at-ends", "reference levels 0 and N-1 only: every direction bin implied", "synthetic",
+          5 - ends, ends, u(0, 5, 6))
+    same = rng.integers(0, 4, (4, 3, 5)).astype(np.uint8)
+    inter("all-skipped", "the levels equal the reference: one skip bin per plane", "synthetic", same, same,
+          u(0, 3, 4))
+    last = same.copy()
+    last[3, 2, 4] = (last[3, 2, 4] + 1) % 4
+    inter("last-element-changed", "only the very last element differs", "synthetic", last, same, u(0, 3, 4))
+    inter("scalar", "0-D shape []: one plane of one element, changed", "synthetic", np.array(2, np.uint8),
+          np.array(0, np.uint8), u(-1, 1, 3))
+    inter("one-element-same", "shape [1], unchanged: one skip bin", "synthetic", np.array([3], np.uint8),
+          np.array([3], np.uint8), u(0, 4, 5))
+    inter("empty", "shape [3, 0, 4]: no element, no bin, the flush alone", "synthetic", np.zeros((3, 0, 4), np.uint8),
+          np.zeros((3, 0, 4), np.uint8), u(0, 1, 4))
+    vector = rng.integers(0, 7, 17).astype(np.uint8)
+    inter("vector", "1-D shape [17]: one row, no above neighbour", "synthetic", vector, moved(vector, 7, 0.4),
+          u(-1, 1, 7))
+    column = rng.integers(0, 6, (3, 5, 1)).astype(np.uint8)
+    inter("column", "planes one column wide (W = 1): no left neighbour", "synthetic", column, moved(column, 6, 0.5),
+          u(-1, 1, 6))
+    tie = np.array([[0, 1, 1, 0], [2, 2, 3, 3]], np.uint8)
+    inter("mode-tie", "reference levels 0..3 twice each: m is the lowest on a tie (0)", "synthetic", 3 - tie, tie,
+          u(0, 3, 4))
+    top = np.full((2, 4, 8), 255, np.uint8)
+    inter("from-0-to-255", "every element moves from 0 to 255: the longest magnitude", "synthetic", top,
+          np.zeros_like(top), u(0, 255, 256))
+    data = np.load(ACTIVATIONS)
+    src = "yolo-fastest-1.1-xl.npz"
+    q80 = Quantizer.uniform(-8.0, 8.0, 6)
+    inter("layer80-n6-next-image", "inter frame against another image's levels", f"{src} layer80[1 (reference 0), "
+          "5:8, 3:10, 0:13]", q80.quantize(data["layer80"][1, 5:8, 3:10, 0:13]),
+          q80.quantize(data["layer80"][0, 5:8, 3:10, 0:13]), q80)
+    x22 = data["layer22"][0, 0:4, 10:16, 20:29]
+    q22 = Quantizer.uniform(-0.34, 3.1, 8)
+    ref22 = q22.quantize(x22)
+    noisy = x22 + rng.normal(0, 0.1, x22.shape).astype(np.float32)
+    noisy[1:3] = x22[1:3]
+    inter("layer22-n8-hysteresis", "the tensor plus noise in planes 0 and 3, hysteresis 0.25 (1 and 2 skipped)",
+          f"{src} layer22[0, 0:4, 10:16, 20:29] + N(0, 0.1)", quantize_with_reference(noisy, q22, ref22, 0.25), ref22,
+          q22)
+    return out
+
+
 def _refused(valid: dict, signed_valid: dict, temporal_valid: dict, signed_ending_off: dict) -> list[dict]:
     """Tensors a decoder must refuse, each made from a valid vector by one change."""
 
@@ -250,8 +323,54 @@ def _refused(valid: dict, signed_valid: dict, temporal_valid: dict, signed_endin
     ]
 
 
-def _work_count(levels: list[int], n: int, coder: str, pivot: int) -> int:
+def _refused_inter(inter_valid: dict, inter_empty: dict) -> list[dict]:
+    """Version-2 tensors a decoder must refuse (section 7), each made from a valid vector by one change."""
+    raw = base64.b64decode(inter_valid["tensor"]["payload_base64"])
+    n = inter_valid["tensor"]["quantizer"]["levels"]
+    tref = list(inter_valid["reference_levels"])
+    tref[-1] = n
+
+    def variant(base: dict, name: str, reason: str, payload: bytes | None = None, **changes: object) -> dict:
+        doc = json.loads(json.dumps(base))
+        tensor = doc["tensor"]
+        if payload is not None:
+            tensor["payload_base64"] = base64.b64encode(payload).decode("ascii")
+            tensor["payload_crc32"] = zlib.crc32(payload)
+        for key, value in changes.items():
+            if key == "reference_levels":
+                doc[key] = value
+            else:
+                tensor[key] = value
+        doc.update(name=f"refuse-inter-v2-{name}", description=reason, expect_error=reason, levels=None, values=None)
+        return doc
+
+    return [
+        variant(inter_valid, "trailing-byte", "one byte after the range-coded stream", raw + b"\x00"),
+        variant(inter_valid, "truncated", "the last byte of the stream is missing", raw[:-1]),
+        variant(inter_empty, "too-short", "fewer than 4 bytes", b"\x00" * 3),
+        variant(inter_valid, "coder-version-3", "coder_version 3 is unknown", coder_version=3),
+        variant(inter_valid, "reference-level", "the reference holds a level >= N", reference_levels=tref),
+        variant(inter_valid, "reference-missing", "a temporal tensor without its reference", reference_levels=None),
+        variant(inter_valid, "too-long", "longer than (planes + E * N) bins of 9 bits", b"\x00" * 400,
+                shape=[2, 2], reference_levels=[0] * 4),
+    ]
+
+
+def _work_count(levels: list[int], n: int, coder: str, pivot: int, doc: dict | None = None) -> int:
     """The bins a decoder counts against max_bins (docs/BITSTREAM.md section 7.5)."""
+    if doc is not None and doc["tensor"]["coder_version"] == INTER_VERSION:
+        shape = doc["tensor"]["shape"]
+        width = shape[-1] if shape else 1
+        height = shape[-2] if len(shape) >= 2 else 1
+        plane = width * height
+        count = 0
+        ref = doc["reference_levels"]
+        for start in range(0, len(levels), plane):
+            count += 1
+            pairs = list(zip(levels[start:start + plane], ref[start:start + plane]))
+            if any(k != r for k, r in pairs):
+                count += sum(1 if k == r else abs(k - r) + 2 for k, r in pairs)
+        return count
     if coder == Coder.SIGNED_NEIGHBOUR_CONTEXTS.name:
         return sum(1 if k == pivot else abs(k - pivot) + 2 for k in levels)
     return sum(k + 1 for k in levels)
@@ -268,7 +387,7 @@ def _work_limit_edges(*valid: dict) -> list[dict]:
         t = doc["tensor"]
         assert doc["levels"][-1] != base64.b64decode(t["payload_base64"])[0] or t["coder_value"] != 3
         count = _work_count(doc["levels"], t["quantizer"]["levels"], t["coder"],
-                            base64.b64decode(t["payload_base64"])[0])
+                            base64.b64decode(t["payload_base64"])[0], doc)
         exact = _with_limits(json.loads(json.dumps(doc)), count)
         exact.update(name=f"work-limit-exact-{doc['name']}", description=f"max_bins = {count}, exactly the bins "
                      "it counts: decodes")
@@ -343,9 +462,12 @@ def main() -> None:
     if not ACTIVATIONS.exists():
         sys.exit(f"{ACTIVATIONS} is missing: the real-activation vectors need it.")
     vectors += _real(rng)
+    vectors += _inter(np.random.default_rng(20261201))
     by_name = {v["name"]: v for v in vectors}
     refused = _refused(by_name["layer22-n4-neighbour_contexts"], by_name["layer80-n6-signed_neighbour_contexts"],
                        by_name["layer22-n8-temporal-hysteresis"], by_name["layer34-ecsq8-signed_neighbour_contexts"])
+    refused += _refused_inter(by_name["inter-v2-peaked-n5"], by_name["inter-v2-empty"])
+    refused += _work_limit_edges(by_name["inter-v2-peaked-n13"], by_name["inter-v2-all-skipped"])
     for doc in refused:
         if doc["expect_error"]:
             _check_refused(doc)
@@ -354,7 +476,7 @@ def main() -> None:
     for old in HERE.glob("*.json"):
         old.unlink()
     for doc in vectors + refused:
-        assert doc["tensor"]["coder_version"] == CODER_VERSION or doc["expect_error"]
+        assert doc["expect_error"] or doc["tensor"]["coder_version"] in coder_versions(Coder[doc["tensor"]["coder"]])
         _write(HERE / f"{doc['name']}.json", doc)
     size = sum(p.stat().st_size for p in HERE.glob("*.json"))
     documents = vectors + refused
