@@ -7,12 +7,19 @@ and raises CodecError with what was wrong.
 
 from __future__ import annotations
 
+import struct
+import threading
 from typing import cast
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
 from splitinfer.codec.entropy import MAX_DIMENSIONS, as_coder, check_shape
 from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 from splitinfer.v1 import tensor_pb2
+
+# Quantizers built from wire messages, by their exact values (bounded: the oldest entry goes first).
+_QUANTIZER_CACHE_SIZE = 64
+_QUANTIZERS: dict[tuple[int, int, bytes], Quantizer] = {}
+_QUANTIZERS_LOCK = threading.Lock()
 
 
 def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
@@ -33,6 +40,23 @@ def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
         payload=bytes(t.payload),
         payload_crc32=t.payload_crc32,
     )
+
+
+def _quantizer(kind: int, clip_min: float, clip_max: float, thresholds: tuple[float, ...],
+               reconstruction: tuple[float, ...]) -> Quantizer:
+    """The Quantizer of these wire values; one built (and validated) before is reused, since a stream sends the
+    same quantizer with every frame and building one costs more than decoding a small tensor."""
+    values = (clip_min, clip_max, *thresholds, *reconstruction)
+    # The exact bits as the key: -0.0 and 0.0, equal as floats, stay apart. Only valid quantizers are kept.
+    key = (kind, len(thresholds), struct.pack(f"<{len(values)}d", *values))
+    quantizer = _QUANTIZERS.get(key)
+    if quantizer is None:
+        quantizer = Quantizer(QuantizerKind(kind), clip_min, clip_max, thresholds, reconstruction)
+        with _QUANTIZERS_LOCK:  # decoders run on several executor threads
+            if len(_QUANTIZERS) >= _QUANTIZER_CACHE_SIZE:
+                del _QUANTIZERS[next(iter(_QUANTIZERS))]
+            _QUANTIZERS[key] = quantizer
+    return quantizer
 
 
 def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | None = None) -> CompressedTensor:
@@ -58,8 +82,7 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
         raise CodecError(f"{label} says {wq.levels} levels, which need {wq.levels - 1} thresholds; it carries "
                          f"{len(wq.thresholds)}.")
     try:
-        quantizer = Quantizer(QuantizerKind(wq.kind), msg.clip_min, msg.clip_max,
-                              tuple(wq.thresholds), tuple(wq.reconstruction))
+        quantizer = _quantizer(wq.kind, msg.clip_min, msg.clip_max, tuple(wq.thresholds), tuple(wq.reconstruction))
     except CodecError as exc:
         raise CodecError(f"{label} has an invalid quantizer: {exc}") from exc
     try:
