@@ -12,6 +12,7 @@ asyncio / executor / gRPC / protobuf path on both sides, divided by head + tail.
 over the rounds; with --baseline, the difference of the two trees per round (paired) too.
 
     python bench/per_frame.py                                   # this tree, 5 rounds
+    python bench/per_frame.py --floor                           # wake-ups and a bare gRPC round trip
     git archive HEAD~3 | tar -x -C /tmp/base && python bench/per_frame.py --baseline /tmp/base
 """
 
@@ -220,6 +221,69 @@ async def _edge_role(args: argparse.Namespace) -> None:
     print(json.dumps({"frames": args.frames, "edge": edge, "cloud": cloud_report}), flush=True)
 
 
+# -- the floor: what a wake-up and a bare gRPC round trip cost on this machine --------------------------------
+async def _floor(args: argparse.Namespace) -> None:
+    import grpc
+
+    from splitinfer.channel_options import channel_options, server_options
+
+    gap, count = 0.03, 60
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(max_workers=1)
+
+    async def echo(requests, context):
+        async for request in requests:
+            yield request[:500]
+
+    server = grpc.aio.server(options=server_options())
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.stream_stream_rpc_method_handler(echo)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    rows = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=channel_options()) as channel:
+            call = channel.stream_stream("/bench.Echo/Echo")()
+            payload = os.urandom(3000)
+
+            async def round_trip() -> None:
+                await call.write(payload)
+                await call.read()
+
+            async def hop() -> None:
+                await loop.run_in_executor(executor, len, payload)
+
+            async def per_call(work, pause: float) -> float:
+                await work()
+                started = time.process_time()
+                for _ in range(count):
+                    await work()
+                    if pause:
+                        await asyncio.sleep(pause)
+                return 1e6 * (time.process_time() - started) / count
+
+            async def nothing() -> None:
+                pass
+
+            sleep_us = await per_call(nothing, gap)
+            started = time.process_time()
+            for _ in range(count):
+                time.sleep(gap)
+            rows.append(("time.sleep(30 ms), one thread wake-up", 1e6 * (time.process_time() - started) / count))
+            rows.append(("asyncio.sleep(30 ms), one event loop wake-up", sleep_us))
+            rows.append(("executor hop after 30 ms idle (minus the sleep)", await per_call(hop, gap) - sleep_us))
+            rows.append(("gRPC round trip, 3 kB up, 0.5 kB down, back to back", await per_call(round_trip, 0)))
+            rows.append(("gRPC round trip after 30 ms idle (minus the sleep)", await per_call(round_trip, gap) - sleep_us))
+            await call.done_writing()
+    finally:
+        await server.stop(0)
+        executor.shutdown()
+    print(f"CPU us per event (this process, client and server of the round trip together; {count} each)")
+    print("| event | CPU us |\n|---|---:|")
+    for label, value in rows:
+        print(f"| {label} | {value:.0f} |")
+
+
 # -- the orchestrator ---------------------------------------------------------------------------------------
 def _layout(tree: Path, folder: Path) -> Path:
     """A folder whose `splitinfer` package is `tree`'s (the pyproject package-dir mapping, as symlinks)."""
@@ -315,6 +379,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=4, help="the edge's in-flight window (its default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each process")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--floor", action="store_true", help="only measure what a thread wake-up, an executor "
+                        "hop and a bare gRPC round trip cost in CPU on this machine")
     parser.add_argument("--baseline", help="another source tree (e.g. `git archive REV | tar -x -C DIR`) to "
                         "measure interleaved with this one")
     return parser.parse_args(argv)
@@ -326,6 +392,8 @@ if __name__ == "__main__":
         asyncio.run(_cloud_role(arguments))
     elif arguments.role == "edge":
         asyncio.run(_edge_role(arguments))
+    elif arguments.floor:
+        asyncio.run(_floor(arguments))
     else:
         if not Path(arguments.video).is_file():
             sys.exit(f"{arguments.video} is absent: the benchmark reads ../shared/data (see its README).")
