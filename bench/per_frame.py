@@ -8,8 +8,11 @@ CPU time, not wall time: each process's own (time.process_time over the measured
 gRPC's included), and the thread CPU time of preprocess, head, encode (codec + FeatureFrame), decode
 (FeatureFrame -> tensors), tail and NMS around the calls that do them. The overhead of splitting is the
 rest: (edge CPU - preprocess - head) + (cloud CPU - tail - NMS), i.e. encode, decode and the whole
-asyncio / executor / gRPC / protobuf path on both sides, divided by head + tail. Mean +- standard error
-over the rounds; with --baseline, the difference of the two trees per round (paired) too.
+asyncio / executor / gRPC / protobuf path on both sides, divided by head + tail. Per process, the rows
+"loop thread" and "gRPC threads" (gRPC core's threads and grpc.aio's poller) say where that rest runs
+(/proc schedstat). Torch and OpenCV get --threads threads, so that preprocess and head run in the thread
+that is timed. Mean +- standard error over the rounds; with --baseline, the difference of the two trees
+per round (paired) too.
 
     python bench/per_frame.py                                   # this tree, 5 rounds
     python bench/per_frame.py --floor                           # wake-ups and a bare gRPC round trip
