@@ -136,6 +136,11 @@ class TemporalDecoder:
         """The frame id of the levels held as reference (None: the next frame must be intra)."""
         return self._reference_id
 
+    def quantizer(self, name: str) -> Quantizer | None:
+        """The quantizer of tensor `name` in the reference frame (None: no reference)."""
+        reference = self._reference.get(name)
+        return None if reference is None else reference.quantizer
+
     def restart(self) -> None:
         """Forget the reference (a new connection starts with an intra frame)."""
         self._reference_id = None

@@ -7,13 +7,13 @@ and raises CodecError with what was wrong.
 
 from __future__ import annotations
 
+import struct
 from typing import cast
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
 from splitinfer.codec.entropy import MAX_DIMENSIONS, as_coder, check_shape
 from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 from splitinfer.v1 import tensor_pb2
-
 
 def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
     """The wire message for a coded tensor."""
@@ -35,8 +35,29 @@ def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
     )
 
 
-def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | None = None) -> CompressedTensor:
-    """The coded tensor a wire message carries, validated; CodecError says which field is wrong."""
+def _quantizer(kind: int, clip_min: float, clip_max: float, thresholds: tuple[float, ...],
+               reconstruction: tuple[float, ...], known: Quantizer | None) -> Quantizer:
+    """The Quantizer of these wire values: `known` when it holds exactly these bits (a stream sends the same
+    quantizer with every frame, and building and validating one costs more than decoding a small tensor)."""
+    if known is not None and known.kind == kind and _bits(known.clip_min, known.clip_max, *known.thresholds,
+                                                          *known.reconstruction) == _bits(clip_min, clip_max,
+                                                                                          *thresholds,
+                                                                                          *reconstruction):
+        return known
+    return Quantizer(QuantizerKind(kind), clip_min, clip_max, thresholds, reconstruction)
+
+
+def _bits(*values: float) -> bytes:
+    """The exact bits of float values: -0.0 and 0.0, equal as floats, stay apart."""
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | None = None, *,
+                      known: Quantizer | None = None) -> CompressedTensor:
+    """The coded tensor a wire message carries, validated; CodecError says which field is wrong.
+
+    `known` is the quantizer this tensor had in the stream's previous frame: reused when the wire carries the
+    same one."""
     if not isinstance(msg, tensor_pb2.CompressedTensor):
         raise CodecError(f"expected a splitinfer.v1.CompressedTensor message, got {type(msg).__name__}.")
     label = f"tensor {msg.name[:64]!r}"
@@ -58,8 +79,8 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
         raise CodecError(f"{label} says {wq.levels} levels, which need {wq.levels - 1} thresholds; it carries "
                          f"{len(wq.thresholds)}.")
     try:
-        quantizer = Quantizer(QuantizerKind(wq.kind), msg.clip_min, msg.clip_max,
-                              tuple(wq.thresholds), tuple(wq.reconstruction))
+        quantizer = _quantizer(wq.kind, msg.clip_min, msg.clip_max, tuple(wq.thresholds), tuple(wq.reconstruction),
+                               known)
     except CodecError as exc:
         raise CodecError(f"{label} has an invalid quantizer: {exc}") from exc
     try:

@@ -119,3 +119,22 @@ def test_long_repeated_fields_are_refused_by_their_length() -> None:
     many_levels = _broken(lambda m: setattr(m.quantizer, "levels", 100_000))
     with pytest.raises(CodecError, match="100000 levels"):
         tensor_from_proto(many_levels)
+
+
+def test_the_previous_frames_quantizer_is_reused_only_for_the_same_bits() -> None:
+    """The decoder reuses the stream's previous Quantizer for identical wire values (built once per stream, not per
+    frame); a value that differs in any bit, even -0.0 against 0.0, gets its own, and an invalid one is refused."""
+    first = tensor_from_proto(_message())
+    assert tensor_from_proto(_message(), known=first.quantizer).quantizer is first.quantizer
+    assert tensor_from_proto(_message()).quantizer is not first.quantizer
+    zero, negative_zero = _message(), _message()
+    for msg, value in ((zero, 0.0), (negative_zero, -0.0)):
+        msg.quantizer.thresholds[1] = value  # thresholds of 5 uniform levels over [-1.5, 2.5]: -1, 0, 1, 2
+    from_zero = tensor_from_proto(zero).quantizer
+    from_negative_zero = tensor_from_proto(negative_zero, known=from_zero).quantizer
+    assert from_zero is not from_negative_zero
+    assert np.signbit(from_negative_zero.thresholds[1]) and not np.signbit(from_zero.thresholds[1])
+    bad = _message()
+    bad.quantizer.thresholds[0] = 5.0  # no longer ascending
+    with pytest.raises(CodecError, match="ascending"):
+        tensor_from_proto(bad, known=first.quantizer)

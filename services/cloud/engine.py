@@ -328,7 +328,7 @@ class TailEngine:
                                     f"tensor {message.name!r} has shape {shown}; cut "
                                                       f"{split.cut} needs [1, {', '.join(map(str, spec.shape))}].")
             try:
-                compressed[message.name] = tensor_from_proto(message)
+                compressed[message.name] = tensor_from_proto(message, known=state.decoder.quantizer(message.name))
             except CodecError as exc:
                 raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
                                     f"tensor {message.name!r} could not be decoded: "

@@ -123,6 +123,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
         self._active_calls = 0
+        self._metric_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def begin_drain(self) -> None:
@@ -385,18 +386,29 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     def _record(self, result: inference_pb2.InferenceResult) -> None:
         model = result.model
-        outcome = grpc.StatusCode.OK.name if not result.HasField("error") else _code_name(result.error.code)
-        self.metrics.frames.labels(model, outcome).inc()
+        failed = result.HasField("error")
+        outcome = _code_name(result.error.code) if failed else grpc.StatusCode.OK.name
+        self._child(self.metrics.frames, model, outcome).inc()
         captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
         if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
             self.metrics.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)
-        self.metrics.payload_bytes.labels(model).inc(result.payload_bytes)
-        self.metrics.elements.labels(model).inc(result.elements)
-        if result.elements and not result.HasField("error"):
-            self.metrics.bits_per_element.labels(model).observe(8 * result.payload_bytes / result.elements)
+        self._child(self.metrics.payload_bytes, model).inc(result.payload_bytes)
+        self._child(self.metrics.elements, model).inc(result.elements)
+        if result.elements and not failed:
+            self._child(self.metrics.bits_per_element, model).observe(8 * result.payload_bytes / result.elements)
+        stage_seconds = result.stage_seconds
         for stage in STAGES:
-            if stage in result.stage_seconds:
-                self.metrics.stage_seconds.labels(stage).observe(result.stage_seconds[stage])
+            seconds = stage_seconds.get(stage)
+            if seconds is not None:
+                self._child(self.metrics.stage_seconds, stage).observe(seconds)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), looked up once: every label value is server-defined, so there are few."""
+        key = (metric, values)
+        child = self._metric_children.get(key)
+        if child is None:
+            child = self._metric_children[key] = metric.labels(*values)
+        return child
 
     def _enter_call(self) -> None:
         self._active_calls += 1

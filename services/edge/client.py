@@ -183,8 +183,10 @@ class EdgeStreamer:
         self._pending: collections.OrderedDict[int, _Pending] = collections.OrderedDict()
         self._window_changed = asyncio.Event()
         self._source_ended: EndOfSource | None = None
-        self._grab_future: asyncio.Future | None = None
-        self._head_future: asyncio.Future | None = None
+        # The next frame's grab + head + encode, one executor job (a thread hop costs more than the encode).
+        self._job: asyncio.Future | None = None
+        self._job_coding = 0  # the coding generation the job's encode ran in
+        self._coding = 0  # bumped when a reconnect restarts the coder: frames coded before must be coded again
         self._carry: HeadOutput | None = None
         self._stopping = False
 
@@ -205,9 +207,8 @@ class EdgeStreamer:
         try:
             await self._run_connections()
         finally:
-            for future in (self._grab_future, self._head_future):
-                if future is not None:
-                    future.cancel()
+            if self._job is not None:
+                self._job.cancel()
             if own_executor:
                 executor.shutdown(wait=False, cancel_futures=True)
         if self._source_ended is not None and self._source_ended.error:
@@ -285,6 +286,7 @@ class EdgeStreamer:
     def _after_disconnect(self) -> None:
         """Coder state restarts with an intra frame; in live mode stale unanswered frames are dropped."""
         self.pipeline.restart_coding()
+        self._coding += 1
         if self.grabber.mode is CaptureMode.LIVE and self._pending:
             self.stats.lost_on_reconnect += len(self._pending)
             self._pending.clear()
@@ -322,44 +324,48 @@ class EdgeStreamer:
             self._window_changed.clear()
             await self._window_changed.wait()
 
-    async def _next_head(self) -> HeadOutput | None:
-        """The next frame through preprocess + head; survives cancellation without losing the frame."""
+    async def _next_frame(self) -> tuple[HeadOutput, inference_pb2.FeatureFrame | None] | None:
+        """The next frame through preprocess, head and encode, in one executor job; survives cancellation without
+        losing the frame (a frame coded before a reconnect restarted the coder is coded again)."""
         loop = asyncio.get_running_loop()
-        if self._carry is not None:
-            return self._carry
-        if self._head_future is None:
-            if self._grab_future is None:
-                self._grab_future = loop.run_in_executor(self._executor, self.grabber.get, 0.2)
+        while True:
+            if self._job is None:
+                self._job = loop.run_in_executor(self._executor, self._prepare_frame, self._carry)
+                self._job_coding = self._coding
             try:
-                frame = await asyncio.shield(self._grab_future)
+                prepared = await asyncio.shield(self._job)
             finally:
-                if self._grab_future.done():
-                    self._grab_future = None
+                if self._job.done():
+                    self._job = None
+            if prepared is None or self._job_coding == self._coding:
+                return prepared
+            self._carry = prepared[0]
+
+    def _prepare_frame(self, carry: HeadOutput | None
+                       ) -> tuple[HeadOutput, inference_pb2.FeatureFrame | None] | None:
+        """On the executor: grab a frame and run its head (unless one is carried over), then encode it."""
+        head = carry
+        if head is None:
+            frame = self.grabber.get(0.2)
             if frame is None:
                 return None
-            self._head_future = loop.run_in_executor(self._executor, self.pipeline.run_head, frame)
-        try:
-            self._carry = await asyncio.shield(self._head_future)
-        finally:
-            if self._head_future.done():
-                self._head_future = None
-        return self._carry
+            head = self.pipeline.run_head(frame)
+        return head, self.pipeline.encode(head)
 
     async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> bool:
-        loop = asyncio.get_running_loop()
         while not self._stopping and self._source_ended is None:
             await self._wait_for_window()
             if self._stopping or self._enough_sent():
                 break
             try:
-                head = await self._next_head()
+                prepared = await self._next_frame()
             except EndOfSource as end:
                 self._source_ended = end
                 log.info("stream %s: %s", self.config.stream_id, end.reason)
                 break
-            if head is None:
+            if prepared is None:
                 continue
-            frame_message = await loop.run_in_executor(self._executor, self.pipeline.encode, head)
+            head, frame_message = prepared
             self._carry = None
             if frame_message is None:
                 self.stats.dropped_by_rate += 1
