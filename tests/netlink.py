@@ -38,7 +38,7 @@ import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 Side = Literal["edge", "cloud"]
 INTERFACE = "veth0"
@@ -90,7 +90,7 @@ def unavailable_reason() -> str | None:
 
 
 def _run(argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+    done = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=30)
     if check and done.returncode != 0:
         raise LinkUnavailable(f"`{' '.join(argv)}` failed ({done.returncode}): {done.stderr.strip()}")
     return done
@@ -141,7 +141,7 @@ class ShapedLink:
         self._made: list[str] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def __enter__(self) -> ShapedLink:
+    def __enter__(self) -> Self:
         self.open()
         return self
 
@@ -150,6 +150,8 @@ class ShapedLink:
 
     def open(self) -> None:
         """Make the namespaces, the veth pair, the addresses and the shaping; LinkUnavailable says what failed."""
+        if self._made:
+            raise RuntimeError("this link is already open")
         reason = unavailable_reason()
         if reason:
             raise LinkUnavailable(reason)
@@ -240,9 +242,10 @@ class ShapedLink:
         self._processes.append(process)
         return process
 
-    def run(self, side: Side, argv: Sequence[str], timeout: float = 60.0, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+    def run(self, side: Side, argv: Sequence[str], *, check: bool = False, timeout: float = 60.0,
+            **kwargs: Any) -> subprocess.CompletedProcess[Any]:
         """Run `argv` in `side`'s namespace to completion (subprocess.run's arguments)."""
-        return subprocess.run(self.command(side, argv), timeout=timeout, **kwargs)
+        return subprocess.run(self.command(side, argv), check=check, timeout=timeout, **kwargs)
 
     def _ip(self, namespace: str, *argv: str) -> None:
         _run(["ip", "-n", namespace, *argv])

@@ -14,7 +14,14 @@ import sys
 
 import pytest
 
-from tests.netlink import CLOUD_ADDRESS, LinkUnavailable, Shape, ShapedLink, namespaces, tbf_parameters
+from tests.netlink import (
+    CLOUD_ADDRESS,
+    LinkUnavailable,
+    Shape,
+    ShapedLink,
+    namespaces,
+    tbf_parameters,
+)
 
 PORT = 5201
 
@@ -120,9 +127,9 @@ def test_loss_drops_about_the_share_asked_for_and_only_that_direction(make_link)
 def test_a_cut_stops_traffic_until_the_link_is_restored(make_link) -> None:
     link = make_link(uplink=Shape(rate_kbit=1000), downlink=Shape(rate_kbit=1000))
     probe = [sys.executable, "-c", f"import socket; socket.create_connection(('{CLOUD_ADDRESS}', {PORT}), timeout=2)"]
-    listener = link.popen("cloud", [sys.executable, "-c",
-                                    f"import socket, time; s = socket.create_server(('{CLOUD_ADDRESS}', {PORT})); "
-                                    "print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+    listen = (f"import socket, time; s = socket.create_server(('{CLOUD_ADDRESS}', {PORT})); "
+              "print('ready', flush=True); time.sleep(600)")
+    listener = link.popen("cloud", [sys.executable, "-c", listen], stdout=subprocess.PIPE, text=True)
     assert listener.stdout.readline().strip() == "ready"
     assert link.run("edge", probe, capture_output=True).returncode == 0
     link.cut()
