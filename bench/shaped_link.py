@@ -9,11 +9,14 @@ frame wins, so a sender that cannot keep up drops frames as it would with a came
   `splitinfer cloud` on the far side;
 - split-rate: the same with `--rate-kbps` at --rate-fraction of the uplink (only when this build's edge has it);
 - jpegQ: bench/baselines/jpeg_stream.py, the camera frame as JPEG quality Q, the whole detector in the cloud.
-Each run reports frames answered per second (first capture to last result), latency from capture to the
-result at the edge (p50, p95, mean +- s.e. over frames; frames of one run are correlated, so the s.e. is a
-lower bound), payload bytes per frame, payload kbit/s, frames the sender never sent (dropped by the live
-grabber), reconnects, and CPU milliseconds per answered frame of the sender (from its first result to its last:
-start-up left out) and of the cloud process (over the run).
+Rates and latencies count the steady part of each run: frames captured --steady-after-s (2 s) after the first
+result or later (the first frames of a live stream wait for the far side's first answer while the grabber
+drops frames); a short stream before the first row warms the cloud up. Each run reports frames answered per
+second, latency from capture to the result at the edge (p50, p95, mean +- s.e. over frames; frames of one run
+are correlated, so the s.e. is a lower bound), payload bytes per frame, payload kbit/s, then over the whole
+run the frames answered of those grabbed, the frames the sender never sent (dropped by the live grabber),
+reconnects, and CPU milliseconds per answered frame of the sender (steady part) and of the far side's
+process (whole run: the cloud's tail, or the JPEG receiver's whole model).
 
     sudo python bench/shaped_link.py --weights ../shared/data/models/yolo-fastest-1.1
 """
@@ -30,7 +33,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -45,9 +47,13 @@ from tests.services.link_processes import (
     run_edge,
     run_json_lines,
     start_cloud,
+    write_clip,
 )
 
 JPEG_PORT = 50052
+# One torch thread in the edge, as in the cloud (--torch-threads 1) and the JPEG receiver: on a shared machine
+# OpenMP threads that outnumber the free cores spin and stall (first heads of 4-5 s were seen with the default).
+SENDER_ENV = {"OMP_NUM_THREADS": "1"}
 SOURCE_FPS = 10.0
 
 
@@ -61,51 +67,31 @@ class Condition:
         return (f"{self.uplink_kbit:g}", f"{self.loss * 100:g} %", f"{self.cut_s:g} s" if self.cut_s else "-")
 
 
-def write_clip(video: Path, seconds: float, path: Path) -> Path:
-    """The first `seconds` of the video as a lossless FFV1 clip (what every sender reads, like a camera)."""
-    capture = cv2.VideoCapture(str(video))
-    writer = None
-    for _ in range(int(seconds * SOURCE_FPS)):
-        ok, image = capture.read()
-        if not ok:
-            break
-        if writer is None:
-            height, width = image.shape[:2]
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), SOURCE_FPS, (width, height))
-            if not writer.isOpened():
-                raise SystemExit("this OpenCV build cannot write FFV1 video")
-        writer.write(image)
-    capture.release()
-    if writer is None:
-        raise SystemExit(f"no frame could be read from {video}")
-    writer.release()
-    return path
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def summarize(run: EdgeRun, cloud_cpu_s: float) -> list[str]:
-    """The table cells of one run."""
-    if not run.results:
-        return ["0", "-", "-", "-", "-", "-", "-", str(run.counters.get("grabbed", "?")),
-                str(run.counters.get("reconnects", "?")), "-", "-"]
-    latencies = [r["latency_s"] for r in run.results]
-    first = int(run.results[0]["capture"]["capture_monotonic_ns"])
-    span_s = (max(run.arrival_ns(r) for r in run.results) - first) / 1e9
-    payload = [int(r["payload_bytes"]) for r in run.results]
-    n = len(run.results)
-    mean = statistics.mean(latencies)
-    se = statistics.stdev(latencies) / n ** 0.5 if n > 1 else float("nan")
-    steady = (run.cpu_s[-1] - run.cpu_s[0]) / (n - 1) if n > 1 else float("nan")
-    sender_cpu = f"{steady * 1000:.0f}"
-    never_sent = run.counters.get("dropped", 0) + run.counters.get("lost_on_reconnect", 0)
+def summarize(run: EdgeRun, cloud_cpu_s: float, steady_after_s: float) -> list[str]:
+    """The table cells of one run: rates and latencies over the steady part, counts over the whole run."""
+    counts = [f"{len(run.results)} / {run.counters.get('grabbed', '?')}",
+              str(run.counters.get("dropped", 0) + run.counters.get("lost_on_reconnect", 0)),
+              str(run.counters.get("reconnects", "?"))]
+    steady = run.steady(steady_after_s)
+    n = len(steady)
+    if n < 2:
+        return [f"{n}", "-", "-", "-", "-", "-", *counts, "-", "-"]
+    latencies = [r["latency_s"] for r in steady]
+    first = int(steady[0]["capture"]["capture_monotonic_ns"])
+    span_s = (max(run.arrival_ns(r) for r in steady) - first) / 1e9
+    payload = [int(r["payload_bytes"]) for r in steady]
+    se = statistics.stdev(latencies) / n ** 0.5
+    cpu = run.cpu_s[len(run.results) - n:]  # the sender's CPU when each steady result was read
+    sender_cpu = (cpu[-1] - cpu[0]) / (n - 1)
     return [f"{n / span_s:.1f}", f"{pct(latencies, 0.5) * 1000:.0f}", f"{pct(latencies, 0.95) * 1000:.0f}",
-            f"{mean * 1000:.0f} +- {se * 1000:.0f}", f"{statistics.mean(payload):,.0f}",
-            f"{sum(payload) * 8 / span_s / 1000:.0f}", f"{n} / {run.counters.get('grabbed', '?')}", str(never_sent),
-            str(run.counters.get("reconnects", "?")), sender_cpu, f"{cloud_cpu_s / n * 1000:.0f}"]
+            f"{statistics.mean(latencies) * 1000:.0f} +- {se * 1000:.0f}", f"{statistics.mean(payload):,.0f}",
+            f"{sum(payload[1:]) * 8 / span_s / 1000:.0f}", *counts, f"{sender_cpu * 1000:.0f}",
+            f"{cloud_cpu_s / len(run.results) * 1000:.0f}"]
 
 
 def main() -> int:
@@ -124,6 +110,8 @@ def main() -> int:
     parser.add_argument("--senders", type=lambda s: s.split(","), default=["split", "split-rate", "jpeg50", "jpeg90"])
     parser.add_argument("--rate-fraction", type=float, default=0.8, help="split-rate: --rate-kbps as a share of the uplink")
     parser.add_argument("--window", type=int, default=4, help="frames in flight, every sender")
+    parser.add_argument("--steady-after-s", type=float, default=2.0,
+                        help="rates and latencies count frames captured this long after the first result or later")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` removes the link
 
@@ -135,7 +123,7 @@ def main() -> int:
     rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="shaped-link-") as tmp:
         folder = Path(tmp)
-        clip = write_clip(args.video, args.seconds, folder / "clip.avi")
+        clip = write_clip(args.video, folder / "clip.avi", int(args.seconds * SOURCE_FPS), fps=SOURCE_FPS)
         try:
             link = ShapedLink(uplink=Shape(rate_kbit=args.uplinks[0]), downlink=Shape(rate_kbit=args.downlink))
             link.open()
@@ -154,6 +142,8 @@ def main() -> int:
                 if jpeg.poll() is not None:
                     raise SystemExit(f"the JPEG receiver failed:\n{(folder / 'jpeg.log').read_text()}")
                 time.sleep(0.1)
+            # One short stream first, so that no row pays for the cloud's first decode (kernel compilation).
+            run_edge(link, clip, args.weights, folder, "bench-warm-up", "--frames", "3")
             for condition in conditions:
                 for sender in args.senders:
                     if sender == "split-rate" and not has_rate:
@@ -163,7 +153,7 @@ def main() -> int:
                                downlink=Shape(rate_kbit=args.downlink, loss=condition.loss))
                     run, cloud_cpu = run_one(link, sender, condition, args, clip, folder,
                                                          cloud.pid if sender.startswith("split") else jpeg.pid)
-                    rows.append([*condition.label(), sender, *summarize(run, cloud_cpu)])
+                    rows.append([*condition.label(), sender, *summarize(run, cloud_cpu, args.steady_after_s)])
                     status = "" if run.returncode == 0 else f" (exit {run.returncode}: {run.stderr[-400:]})"
                     print(" | ".join(rows[-1]) + status, file=sys.stderr, flush=True)
         finally:
@@ -206,12 +196,12 @@ def run_one(link: ShapedLink, sender: str, condition: Condition, args: argparse.
         extra = ["--mode", "live", "--reconnect-timeout", "120", *common]
         if sender == "split-rate":
             extra += ["--rate-kbps", f"{condition.uplink_kbit * args.rate_fraction:g}"]
-        run = run_edge(link, clip, args.weights, folder, stream_id, *extra, on_result=maybe_cut)
+        run = run_edge(link, clip, args.weights, folder, stream_id, *extra, on_result=maybe_cut, env=SENDER_ENV)
     elif sender.startswith("jpeg"):
         argv = [sys.executable, str(REPO / "bench" / "baselines" / "jpeg_stream.py"), "send", "--cloud",
                 f"{link.cloud_address}:{JPEG_PORT}", "--source", str(clip), "--quality", sender[4:], "--mode", "live",
                 *common]
-        run = run_json_lines(link, argv, folder / f"{stream_id}.log", on_result=maybe_cut)
+        run = run_json_lines(link, argv, folder / f"{stream_id}.log", on_result=maybe_cut, env=SENDER_ENV)
     else:
         raise SystemExit(f"unknown sender {sender!r}: split, split-rate or jpegQ (e.g. jpeg50)")
     return run, process_cpu_s(cloud_pid) - cloud_before

@@ -54,6 +54,35 @@ def start_cloud(link: ShapedLink, weights: Path, folder: Path, *extra: str) -> s
     return process
 
 
+def write_clip(video: Path, path: Path, frames: int, *, stride: int = 1, fps: float = 10.0) -> Path:
+    """Every `stride`-th of the video's first frames, `frames` of them, as a lossless FFV1 clip at `fps`: a source
+    that a live-mode sender reads at that pace, like a camera."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))
+    writer = None
+    written = read = 0
+    while written < frames:
+        ok, image = capture.read()
+        if not ok:
+            break
+        read += 1
+        if (read - 1) % stride:
+            continue
+        if writer is None:
+            height, width = image.shape[:2]
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"FFV1"), fps, (width, height))
+            if not writer.isOpened():
+                raise RuntimeError("this OpenCV build cannot write FFV1 video")
+        writer.write(image)
+        written += 1
+    capture.release()
+    if writer is None:
+        raise RuntimeError(f"no frame could be read from {video}")
+    writer.release()
+    return path
+
+
 def edge_supports(flag: str) -> bool:
     """Whether this build's `splitinfer edge` has `flag` (e.g. --rate-kbps)."""
     done = subprocess.run([sys.executable, "-m", "splitinfer.cli", "edge", "--help"], check=False, capture_output=True, text=True,
@@ -77,29 +106,42 @@ class EdgeRun:
     def frame_ids(self) -> list[int]:
         return [int(r["frame_id"]) for r in self.results]
 
+    def steady(self, after_s: float = 2.0) -> list[dict]:
+        """The results of frames captured `after_s` or more after the first result arrived: the start-up (the
+        first frames wait for the cloud's first decode, and a live grabber drops frames meanwhile) left out."""
+        if not self.results:
+            return []
+        start = self.arrival_ns(self.results[0]) + int(after_s * 1e9)
+        return [r for r in self.results if int(r["capture"]["capture_monotonic_ns"]) >= start]
+
     def arrival_ns(self, result: dict) -> int:
         """When `result` reached the edge, on the machine's monotonic clock (the same in every namespace)."""
         return int(result["capture"]["capture_monotonic_ns"]) + int(result["latency_s"] * 1e9)
 
 
 def run_edge(link: ShapedLink, source: Path, weights: Path, folder: Path, stream_id: str, *extra: str,
-             on_result: Callable[[int, dict], None] | None = None, timeout_s: float = 300.0) -> EdgeRun:
+             on_result: Callable[[int, dict], None] | None = None, timeout_s: float = 300.0,
+             env: dict[str, str] | None = None) -> EdgeRun:
     """Run `splitinfer edge --plaintext` on the edge side until it exits; `on_result(n, record)` after each line.
 
-    `extra` are more edge flags (--frames, --mode, --rate-kbps ...). The edge is killed after `timeout_s`.
+    `extra` are more edge flags (--frames, --mode, --rate-kbps ...), `env` more environment variables. The edge
+    is killed after `timeout_s`.
     """
     argv = [sys.executable, "-m", "splitinfer.cli", "edge", "--plaintext", "--source", str(source), "--cloud",
             f"{link.cloud_address}:{CLOUD_PORT}", "--stream-id", stream_id, "--weights", str(weights), "--device",
             "cpu", "--log-level", "INFO", *extra]
-    return run_json_lines(link, argv, folder / f"edge-{stream_id}.log", on_result=on_result, timeout_s=timeout_s)
+    return run_json_lines(link, argv, folder / f"edge-{stream_id}.log", on_result=on_result, timeout_s=timeout_s,
+                          env=env)
 
 
 def run_json_lines(link: ShapedLink, argv: Sequence[str], stderr_path: Path, *,
-                   on_result: Callable[[int, dict], None] | None = None, timeout_s: float = 300.0) -> EdgeRun:
+                   on_result: Callable[[int, dict], None] | None = None, timeout_s: float = 300.0,
+                   env: dict[str, str] | None = None) -> EdgeRun:
     """Run a sender that prints JSON lines and a `done:` line as `splitinfer edge` does, on the edge side."""
     run = EdgeRun()
     with open(stderr_path, "w") as stderr_file:
-        process = link.popen("edge", argv, stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=ENV, cwd=REPO)
+        process = link.popen("edge", argv, stdout=subprocess.PIPE, stderr=stderr_file, text=True,
+                             env={**ENV, **(env or {})}, cwd=REPO)
     watchdog = threading.Timer(timeout_s, process.kill)
     watchdog.start()
     try:

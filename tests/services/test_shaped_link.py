@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.netlink import LinkUnavailable, Shape, ShapedLink, namespaces
-from tests.services.link_processes import EdgeRun, edge_supports, run_edge, start_cloud
+from tests.services.link_processes import EdgeRun, edge_supports, run_edge, start_cloud, write_clip
 
 pytestmark = pytest.mark.slow
 
@@ -111,25 +111,31 @@ def test_the_stream_completes_with_one_percent_loss_each_way(link, video, weight
         link.shape(uplink=Shape(rate_kbit=UPLINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
 
 
-RATE_LINK_KBIT, RATE_TARGET_KBIT = 256, 200
-RATE_WARMUP_FRAMES = 20
+# Rate control: the fixed profile sends about 2.7 kB/frame, 108 kbit/s at 5 frames/s; the target is well below
+# that, at half the uplink, so the check tells a controller from the link's own limit (with the target at 80 %
+# of a 100 kbit/s uplink, the link alone held an uncontrolled edge to 85 kbit/s of payload: a test that could not
+# fail). The source is paced at 5 frames/s (every 2nd frame of the 10 fps video) so that even a loaded 2-core
+# machine keeps up and the CPU does not set the rate.
+RATE_LINK_KBIT, RATE_TARGET_KBIT = 128, 64
+RATE_CLIP_FPS, RATE_CLIP_FRAMES = 5.0, 120
 
 
 def test_rate_control_holds_the_budget_on_a_shaped_link(link, video, weights_dir, tmp_path) -> None:
-    """--rate-kbps 200 on a 256 kbit/s uplink, live mode (paced at the video's 10 fps): payload bits per second of
-    capture time, after the first RATE_WARMUP_FRAMES results, within +-10 % of the target."""
+    """--rate-kbps 64 on a 128 kbit/s uplink, live mode: the payload bits per second of capture time, from 2 s after
+    the first result (start-up left out), are within +-10 % of the target."""
     if not edge_supports("--rate-kbps"):
         pytest.skip("rate control not in this build (`splitinfer edge --help` lists no --rate-kbps)")
+    clip = write_clip(video, tmp_path / "clip-5fps.avi", RATE_CLIP_FRAMES, stride=2, fps=RATE_CLIP_FPS)
     link.shape(uplink=Shape(rate_kbit=RATE_LINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
     try:
-        run = _edge(link, video, weights_dir, tmp_path, "cam-rate", "--mode", "live", "--frames", "150",
-                    "--window", "4", "--rate-kbps", str(RATE_TARGET_KBIT))
+        run = run_edge(link, clip, weights_dir, tmp_path, "cam-rate", "--reconnect-timeout", "120", "--mode", "live",
+                       "--window", "4", "--rate-kbps", str(RATE_TARGET_KBIT))
     finally:
         link.shape(uplink=Shape(rate_kbit=UPLINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
     assert run.returncode == 0, run.stderr[-3000:]
     assert not [r for r in run.results if r.get("error")], "frames answered with an error"
-    counted = run.results[RATE_WARMUP_FRAMES:]
-    assert len(counted) > 60, f"only {len(run.results)} results: {run.stderr[-3000:]}"
+    counted = run.steady(after_s=2.0)
+    assert len(counted) >= 20, f"only {len(counted)} results after the start-up: {run.stderr[-3000:]}"
     captured = [int(r["capture"]["capture_monotonic_ns"]) for r in counted]
     bits = sum(int(r["payload_bytes"]) for r in counted[1:]) * 8
     achieved_kbit = bits / ((captured[-1] - captured[0]) / 1e9) / 1000
