@@ -13,10 +13,11 @@ Rates and latencies count the steady part of each run: frames captured --steady-
 result or later (the first frames of a live stream wait for the far side's first answer while the grabber
 drops frames); a short stream before the first row warms the cloud up. Each run reports frames answered per
 second, latency from capture to the result at the edge (p50, p95, mean +- s.e. over frames; frames of one run
-are correlated, so the s.e. is a lower bound), payload bytes per frame, payload kbit/s, then over the whole
-run the frames answered of those grabbed, the frames the sender never sent (dropped by the live grabber),
-reconnects, and CPU milliseconds per answered frame of the sender (steady part) and of the far side's
-process (whole run: the cloud's tail, or the JPEG receiver's whole model).
+are correlated, so the s.e. is a lower bound; max), then over the whole run the longest time between two
+results, then again over the steady part payload bytes per frame and payload kbit/s, then over the whole run the
+frames answered of those grabbed, the frames the sender never sent (dropped by the live grabber), reconnects,
+and CPU milliseconds per answered frame of the sender (steady part) and of the far side's process (whole run:
+the cloud's tail, or the JPEG receiver's whole model).
 
     sudo python bench/shaped_link.py --weights ../shared/data/models/yolo-fastest-1.1
 """
@@ -80,16 +81,19 @@ def summarize(run: EdgeRun, cloud_cpu_s: float, steady_after_s: float) -> list[s
     steady = run.steady(steady_after_s)
     n = len(steady)
     if n < 2:
-        return [f"{n}", "-", "-", "-", "-", "-", *counts, "-", "-"]
+        return [f"{n}", "-", "-", "-", "-", "-", "-", "-", *counts, "-", "-"]
     latencies = [r["latency_s"] for r in steady]
     first = int(steady[0]["capture"]["capture_monotonic_ns"])
     span_s = (max(run.arrival_ns(r) for r in steady) - first) / 1e9
     payload = [int(r["payload_bytes"]) for r in steady]
     se = statistics.stdev(latencies) / n ** 0.5
+    arrivals = sorted(run.arrival_ns(r) for r in run.results)  # the whole run: a cut may stall start-up frames
+    longest_gap_s = max(b - a for a, b in zip(arrivals, arrivals[1:], strict=False)) / 1e9
     cpu = run.cpu_s[len(run.results) - n:]  # the sender's CPU when each steady result was read
     sender_cpu = (cpu[-1] - cpu[0]) / (n - 1)
     return [f"{n / span_s:.1f}", f"{pct(latencies, 0.5) * 1000:.0f}", f"{pct(latencies, 0.95) * 1000:.0f}",
-            f"{statistics.mean(latencies) * 1000:.0f} +- {se * 1000:.0f}", f"{statistics.mean(payload):,.0f}",
+            f"{statistics.mean(latencies) * 1000:.0f} +- {se * 1000:.0f}", f"{max(latencies) * 1000:.0f}",
+            f"{longest_gap_s:.1f}", f"{statistics.mean(payload):,.0f}",
             f"{sum(payload[1:]) * 8 / span_s / 1000:.0f}", *counts, f"{sender_cpu * 1000:.0f}",
             f"{cloud_cpu_s / len(run.results) * 1000:.0f}"]
 
@@ -103,7 +107,7 @@ def main() -> int:
     parser.add_argument("--uplinks", type=lambda s: [float(x) for x in s.split(",")], default=[256.0, 1000.0],
                         help="uplink rates, kbit/s")
     parser.add_argument("--downlink", type=float, default=10_000.0, help="downlink rate, kbit/s")
-    parser.add_argument("--losses", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.01],
+    parser.add_argument("--losses", type=lambda s: [float(x) for x in s.split(",") if x], default=[0.0, 0.01],
                         help="packet loss probabilities, each applied to both directions")
     parser.add_argument("--cut-s", type=float, default=5.0, help="one more run per uplink with a cut this long (0: none)")
     parser.add_argument("--cut-at-s", type=float, default=6.0, help="seconds after the first result that the cut starts")
@@ -160,7 +164,7 @@ def main() -> int:
             link.close()
     load_after = os.getloadavg()
     header = ["uplink kbit/s", "loss", "cut", "sender", "fps delivered", "latency p50 ms", "p95 ms",
-              "mean +- s.e. ms", "bytes/frame", "payload kbit/s", "answered / grabbed", "never sent",
+              "mean +- s.e. ms", "max ms", "longest gap s", "bytes/frame", "payload kbit/s", "answered / grabbed", "never sent",
               "reconnects", "sender CPU ms/frame", "cloud CPU ms/frame"]
     print(f"\n### Shaped link: {args.seconds:g} s of video at {SOURCE_FPS:g} fps, live mode, window {args.window}, "
           f"downlink {args.downlink:g} kbit/s (load average before {load_before[0]:.1f}, after {load_after[0]:.1f})\n")

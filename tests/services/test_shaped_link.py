@@ -42,7 +42,8 @@ def link(weights_dir, tmp_path_factory):
 
 
 def _edge(link: ShapedLink, video, weights_dir, tmp_path, stream_id: str, *extra: str, **kwargs) -> EdgeRun:
-    """The marked place for more edge flags: every test here runs `splitinfer edge` through this."""
+    """`splitinfer edge` in the edge namespace, file mode unless `extra` says otherwise: the place to add edge
+    flags for new link tests (the rate-control test below passes --rate-kbps through run_edge the same way)."""
     return run_edge(link, video, weights_dir, tmp_path, stream_id, "--reconnect-timeout", "120", *extra, **kwargs)
 
 
