@@ -69,6 +69,18 @@ def packaged_profile(model_name: str, kind: str = "default") -> Path | None:
     return path if path.is_file() else None
 
 
+def shipped_file(model_name: str, kind: str) -> Path | None:
+    """The file `packaged_profile` finds, by its naming convention (profiles/<model>-<kind>.json), without
+    importing the model registry (and torch): for checks before the model loads."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("splitinfer.dnn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "profiles" / f"{model_name}-{kind}.json"
+    return path if path.is_file() else None
+
+
 def load_profile(path: str | Path) -> CodecProfile:
     """A profile file, or ServiceError saying what is wrong with it."""
     if not Path(path).is_file():
@@ -82,7 +94,7 @@ def load_profile(path: str | Path) -> CodecProfile:
 def check_matches(profile: CodecProfile, model_name: str, cut: str | None, what: str = "the codec profile") -> None:
     """Refuse a profile made for another model, or for another cut than the one asked for (None: any)."""
     if profile.model is not None and profile.model != model_name:
-        raise ProfileMismatchError(f"{what} was made for model {profile.model!r}, not {model_name!r}: pass "
+        raise ProfileMismatchError(f"{what} was made for model {profile.model}, not {model_name}: pass "
                                    f"--model {profile.model}, or calibrate one for {model_name} (splitinfer calibrate).")
     if cut is not None and profile.cut is not None and canonical_cut(profile.cut) != canonical_cut(cut):
         raise ProfileMismatchError(f"{what} was made for cut {profile.cut}, not {cut}: drop --cut to use its cut, "

@@ -37,8 +37,12 @@ class EdgeMetrics:
         self.frames = Counter("splitinfer_edge_frames", "Frames answered by the cloud, by outcome (OK or the error "
                               "code name).", ["outcome"], registry=r)
         self.dropped = Counter("splitinfer_edge_dropped_frames", "Frames not sent: live_grabber (a newer frame "
-                               "replaced it) or lost_on_reconnect (unanswered when a live stream reconnected).",
-                               ["reason"], registry=r)
+                               "replaced it), lost_on_reconnect (unanswered when a live stream reconnected) or "
+                               "rate_control (over the budget even at the cheapest point).", ["reason"], registry=r)
+        self.rate_budget = Gauge("splitinfer_edge_rate_budget_bits_per_second", "With --rate-kbps: the budget now "
+                                 "(lowered by backpressure when the link carries less).", registry=r)
+        self.rate_point = Gauge("splitinfer_edge_rate_point", "With --rate-kbps: the ladder point of the last frame "
+                                "(0: cheapest).", registry=r)
         self.payload_bytes = Counter("splitinfer_edge_payload_bytes", "Coded feature bytes sent (answered frames).",
                                      registry=r)
         self.stage_seconds = Histogram("splitinfer_edge_stage_seconds", "Seconds per stage and frame, edge and cloud.",
@@ -86,6 +90,11 @@ class EdgeMetrics:
         self._copy("lost", stats.lost_on_reconnect, self.dropped.labels("lost_on_reconnect"))
         self._copy("dropped", grabber.dropped, self.dropped.labels("live_grabber"))
         self._copy("failures", grabber.failures, self.source_failures)
+        self._copy("rate", stats.dropped_by_rate, self.dropped.labels("rate_control"))
+        rate = getattr(self._streamer.pipeline, "rate", None)
+        if rate is not None:
+            self.rate_budget.set(rate.budget_bps)
+            self.rate_point.set(rate.point)
 
     def exposition(self) -> bytes:
         self.refresh()

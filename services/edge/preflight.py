@@ -72,7 +72,7 @@ def check_rate(settings: Any) -> None:
             raise ConfigError("--ladder is read only with --rate-kbps: add --rate-kbps, or drop --ladder.")
         return
     from splitinfer.services.edge.rate_control import MIN_RATE_KBPS
-    from splitinfer.services.profiles import check_matches, load_ladder, packaged_profile
+    from splitinfer.services.profiles import check_matches, load_ladder, shipped_file
 
     if not settings.rate_kbps >= MIN_RATE_KBPS:
         raise ConfigError(f"--rate-kbps must be at least {MIN_RATE_KBPS:g} kbit/s, got {settings.rate_kbps:g}.")
@@ -80,10 +80,9 @@ def check_rate(settings: Any) -> None:
     if codec.profile or codec.quantizer_flags or codec.coder:
         raise ConfigError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
                           "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
-    path = settings.ladder or packaged_profile(settings.model, "ladder")
+    path = settings.ladder or shipped_file(settings.model, "ladder")
     if path is None:
-        raise ConfigError(f"{settings.model} ships no codec ladder: make one with `splitinfer calibrate --ladder` and "
-                          "pass it with --ladder.")
+        return  # the model registry (after torch loads) says whether it ships one
     try:
         check_matches(load_ladder(str(path)).points[0], settings.model, settings.cut, f"codec ladder {str(path)!r}")
     except ServiceError as exc:

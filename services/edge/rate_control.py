@@ -48,7 +48,7 @@ class RateStats:
     dropped: int = 0
     switches: int = 0
     trials: int = 0
-    overflow_bytes: int = 0  # bytes beyond the bucket's size (frames that could not be made small enough)
+    overflow_bytes: int = 0  # bytes sent beyond the bucket's size (paid back by later frames)
     underflow_bytes: int = 0  # budget left unused (the costliest point was cheaper than the budget)
     frames_per_point: list[int] = field(default_factory=list)
     first_time_s: float | None = None
@@ -115,7 +115,6 @@ class RateController:
     def set_budget(self, budget_bps: float) -> None:
         """Lower (or raise, up to the configured budget) the rate from now on."""
         self.budget_bps = min(self.ceiling_bps, max(MIN_RATE_KBPS * 1000, budget_bps))
-        self._fullness = min(self._fullness, self.buffer_bytes)
 
     def predict(self, point: int, intra: bool) -> float:
         """Expected bytes of a frame coded at `point`."""
@@ -174,11 +173,11 @@ class RateController:
         if point != self._point:
             self.stats.switches += 1
         self._point = point
-        self._fullness += nbytes
-        overflow = self._fullness - self.buffer_bytes
+        # Bytes beyond the bucket stay in it as debt (later frames pay it back); they are counted as overflow.
+        overflow = min(nbytes, self._fullness + nbytes - self.buffer_bytes)
         if overflow > 0:
             self.stats.overflow_bytes += int(overflow)
-            self._fullness = self.buffer_bytes
+        self._fullness += nbytes
         stats = self.stats
         stats.frames += 1
         stats.bytes += nbytes

@@ -142,9 +142,13 @@ def _run(args: argparse.Namespace) -> int:
                                      servers=views.servers, on_started=views.on_started))
     finally:
         views.close()
-    capture = views.streamers[0].grabber.stats
-    logging.getLogger("splitinfer.edge").info(
-        "done: %d frames grabbed, %d dropped by the live grabber, %d sent, %d results (%d frame errors), "
-        "%d reconnects, %d resent, %d lost on reconnect", capture.grabbed, capture.dropped, stats.sent,
-        stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
+    streamer = views.streamers[0]
+    capture = streamer.grabber.stats
+    log = logging.getLogger("splitinfer.edge")
+    log.info("done: %d frames grabbed, %d dropped by the live grabber, %d sent, %d results (%d frame errors), "
+             "%d reconnects, %d resent, %d lost on reconnect", capture.grabbed, capture.dropped, stats.sent,
+             stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
+    rate = getattr(streamer.pipeline, "rate", None)
+    if rate is not None:
+        log.info("%s", rate.summary())
     return 0

@@ -16,6 +16,7 @@ from tests.services.conftest import MODEL, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "dnn" / "profiles" / "yolo-fastest-1.1-xl.json"
+LADDER = REPO / "dnn" / "profiles" / "yolo-fastest-1.1-xl-ladder.json"
 
 
 def test_calibrate_help_prints_instead_of_crashing(capsys) -> None:
@@ -49,6 +50,12 @@ def _edge_in_subprocess(*argv: str) -> tuple[int, str, bool]:
     (["--profile", str(PROFILE), "--model", "yolov3-tiny"], "made for model yolo-fastest-1.1-xl, not yolov3-tiny"),
     (["--profile", str(PROFILE), "--cut", "12"], "made for cut 80, not 12"),
     (["--preview-port", "70000"], "--preview-port must be"),
+    (["--rate-kbps", "64", "--profile", str(PROFILE)], "--rate-kbps chooses among the points of a codec ladder"),
+    (["--rate-kbps", "0.5"], "--rate-kbps must be at least 1 kbit/s"),
+    (["--rate-kbps", "64", "--ladder", "/no/ladder.json"], "codec ladder '/no/ladder.json' does not exist"),
+    (["--rate-kbps", "64", "--ladder", str(PROFILE)], "not a codec ladder"),
+    (["--ladder", str(LADDER)], "--ladder is read only with --rate-kbps"),
+    (["--rate-kbps", "64", "--cut", "80"], "was made for cut 60, not 80"),
 ])
 def test_edge_mistakes_are_refused_before_torch_is_even_imported(video, argv, message) -> None:
     source = [] if "--source" in argv else ["--source", str(video)]

@@ -60,7 +60,7 @@ def test_flags_override_and_conflicts_are_refused(model, tmp_path: Path) -> None
         resolve_profile(model, "layer9999", CodecSettings(levels=4))
     other = tmp_path / "other.json"
     CodecProfile(Quantizer.uniform(-8, 8, 7), model="resnet50").save(other)
-    with pytest.raises(ProfileMismatchError, match="made for model 'resnet50'"):
+    with pytest.raises(ProfileMismatchError, match="made for model resnet50, not yolo-fastest-1.1-xl"):
         resolve_profile(model, None, CodecSettings(profile=str(other)))
 
 
@@ -115,3 +115,12 @@ def test_the_cloud_refuses_a_stream_whose_profile_does_not_fit(engine, profile_j
     error, accepted = run(with_stream(engine, scenario))
     assert error.code() == code and says in error.details() and _reason(error) == reason
     assert accepted.HasField("accepted")
+
+
+def test_the_files_found_before_the_model_loads_are_the_registrys() -> None:
+    """Preflight finds a model's shipped ladder by its file name; the registry must follow that convention."""
+    from splitinfer.dnn import list_models
+    from splitinfer.services.profiles import shipped_file
+
+    for name in list_models():
+        assert shipped_file(name, "ladder") == packaged_profile(name, "ladder")

@@ -34,13 +34,13 @@ def heads(model, video) -> list[HeadOutput]:
 
 @pytest.fixture(scope="module")
 def ladder(model, heads) -> CodecLadder:
-    """Seven points calibrated on the first frame (the test's own small ladder: the shipped one has its own test)."""
+    """Nine points calibrated on the first frame (the test's own small ladder: the shipped one has its own test)."""
     from splitinfer.codec import encode
 
     (tensor,) = heads[0].tensors.values()
     low, high = np.percentile(tensor, [0.1, 99.9])
     points = []
-    for levels in (3, 5, 7, 9, 13, 17, 25):
+    for levels in (3, 5, 9, 13, 17, 25, 33, 49, 63):
         quantizer = Quantizer.uniform(float(low) * 1.5, float(high) * 1.5, levels)
         bits = 8 * encode(tensor, quantizer).nbytes / tensor.size
         points.append(CodecProfile(quantizer, coder=Coder.TEMPORAL_CONTEXTS, model=model.name, cut=CUT,
@@ -95,11 +95,12 @@ def test_a_slower_source_gets_more_bytes_per_frame_for_the_same_budget(model, he
 
 
 def test_live_streams_drop_inter_frames_only_when_even_the_cheapest_point_overflows(model, heads, ladder) -> None:
-    _, _, messages, rate = stream(model, heads[:60], ladder, 2.0, allow_drop=True)
+    fine = CodecLadder(ladder.points[3:])  # no cheap point: 13 levels and up
+    _, _, messages, rate = stream(model, heads[:60], fine, 1.0, allow_drop=True)
     assert rate.stats.dropped > 0 and rate.stats.dropped + len(messages) == 60
     assert not messages[0].HasField("reference_frame_id")  # the intra frame that opens the stream was sent
-    _, _, messages, rate = stream(model, heads[:60], ladder, 2.0, allow_drop=False)
-    assert rate.stats.dropped == 0 and len(messages) == 60
+    _, _, messages, rate = stream(model, heads[:60], fine, 1.0, allow_drop=False)
+    assert rate.stats.dropped == 0 and len(messages) == 60 and rate.stats.overflow_bytes > 0
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -131,3 +132,27 @@ def test_backpressure_lowers_the_budget_below_what_the_link_delivers_and_climbs_
         now += 0.1
         link.on_result(now, now - 0.07, 500, 0.02)
     assert rate.budget_bps == 256e3
+
+
+def test_an_edge_with_rate_kbps_streams_through_a_real_cloud_within_its_budget(engine, model, video) -> None:
+    """`splitinfer edge --rate-kbps 64` as the command builds it (shipped ladder), over loopback gRPC: every
+    file-mode frame is answered once, switches decode in the cloud, and the bytes hold the budget."""
+    from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
+    from tests.services.conftest import PLAINTEXT, run, running_cloud
+
+    outcomes = []
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            settings = EdgeSettings(security=PLAINTEXT, source=str(video), cloud=f"127.0.0.1:{server.port}",
+                                    stream_id="rated", frames=FRAMES, rate_kbps=64.0)
+            pipeline = build_pipeline(settings, model)
+            stats = await run_edge(settings, [outcomes.append], pipeline=pipeline)
+            return stats, pipeline
+
+    stats, pipeline = run(scenario())
+    assert [o.result.frame_id for o in outcomes] == list(range(FRAMES))
+    assert not any(o.result.HasField("error") for o in outcomes)
+    assert pipeline.cut == "60" and pipeline.rate.stats.switches > 0 and stats.dropped_by_rate == 0
+    kbps = 8 * sum(o.result.payload_bytes for o in outcomes) / (FRAMES / 10.0) / 1000
+    assert abs(kbps - 64.0) <= 0.15 * 64.0, pipeline.rate.summary()  # a 2 s bucket over 15 s: within 13 %
