@@ -13,7 +13,7 @@ The same consecutive video frames' tensors at one cut go through
 Each round measures every codec once, in a rotated order; the tables give the median and interquartile range
 over rounds of ms/frame and of the ratios taken within a round (paired).
 
-    python bench/encoder_speed.py                                   # shared video, cut 80, 150 frames, 7 rounds
+    python bench/encoder_speed.py                                   # shared video, default profile, 150 frames
     python bench/encoder_speed.py --video /usr/share/doc/opencv-doc/examples/data/vtest.avi --cut 60
 """
 
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=150, help="consecutive frames from the start of the video")
     parser.add_argument("--match", choices=("temporal", "intra"), default="temporal",
                         help="which of ours the x265 QP is matched to in bytes/frame")
-    parser.add_argument("--cut", default="80")
+    parser.add_argument("--cut", default=None, help="default: the profile's cut")
     parser.add_argument("--profile", type=Path, default=None,
                         help="codec profile for ours (default: the model's packaged default profile)")
     parser.add_argument("--keyint", type=int, default=30, help="frames between intra frames, ours and x265")
@@ -141,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
     profile_path = args.profile or Path(__file__).resolve().parents[1] / "dnn" / get_spec(YOLO).default_profile
     profile = CodecProfile.load(profile_path)
+    args.cut = args.cut or profile.cut or model.default_cut
     if profile.cut not in (None, args.cut):
         raise SystemExit(f"{profile_path} is for cut {profile.cut}, not --cut {args.cut}: pass --profile")
     quantizer = profile.quantizer
