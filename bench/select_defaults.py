@@ -9,6 +9,11 @@ each paired difference (jackknife over images for AP50, the paired-proportion SE
     python bench/select_defaults.py --model efficientnet-lite0
     python bench/select_defaults.py --model yolo-fastest-1.1-xl
     python bench/select_defaults.py --model yolo-fastest-1.1-xl --shipped-only   # the shipped profile on both halves
+    python bench/select_defaults.py --video-results SEL.json   # the video rule on rate_accuracy.py --parts video output
+
+Video: the rule reads a `bench/rate_accuracy.py --parts video` result of the selection videos and picks the
+temporal setting with the fewest bytes/frame (mean over the videos) whose lost + added (summed) is below JPEG
+Q90's on the same frames; lost + added on correlated frames has no standard error here.
 """
 
 from __future__ import annotations
@@ -102,9 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=-1.0,
                         help="least accuracy change in points on the selection half (AP50 or top-1)")
     parser.add_argument("--cuts", default="", help="restrict the candidates to these cuts (comma-separated)")
+    parser.add_argument("--video-results", type=Path, default=None,
+                        help="apply the video rule to this rate_accuracy.py --parts video result (selection videos)")
     parser.add_argument("--shipped-only", action="store_true",
                         help="score only the shipped profile, on both halves (a check after regenerating it)")
     args = parser.parse_args(argv)
+    if args.video_results is not None:
+        return select_video(args.video_results)
     import torch
 
     from splitinfer.dnn import load_model
@@ -147,6 +156,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_line(f"chosen: {_label(chosen)}", _score(report, chosen[0], _quantizer(model, *chosen))))
     print(_line(f"shipped {shipped_path.name}", _score(report, shipped.cut, shipped.quantizer, shipped.coder)))
     print(f"\nuncompressed accuracy: selection {_reference(selection):.1f} %, report {_reference(report):.1f} %")
+    return 0
+
+
+def select_video(path: Path, period: int = 30) -> int:
+    """Apply the video rule to a rate_accuracy.py result file of the selection videos; print the table and choice."""
+    import json
+
+    points = json.loads(path.read_text())
+    videos = sorted({p.get("data", "") or "shared video" for p in points if p["part"] == "video"})
+    jpeg = [p for p in points if p["part"] == "video" and p["family"] == "jpeg" and p["setting"] == "Q=90"]
+    if len(jpeg) != len(videos):
+        print(f"{path} needs JPEG Q=90 on every video ({len(jpeg)} of {len(videos)})")
+        return 1
+    budget = sum(p["lost"] + p["added"] for p in jpeg)
+    settings: dict[str, list[dict]] = {}
+    for p in points:
+        if p["part"] == "video" and p["coder"] == f"TEMPORAL_CONTEXTS/K={period}":
+            settings.setdefault(f"{p['family']} {p['setting']}", []).append(p)
+    print(f"selection videos: {', '.join(videos)}; JPEG Q90: {np.mean([p['bytes_per_frame'] for p in jpeg]):,.0f} "
+          f"B/frame, {budget} lost + added\n")
+    print(f"| setting (intra every {period}) | bytes/frame (mean) | lost + added (sum) |\n|---|---|---|")
+    rows = []
+    for name, group in sorted(settings.items()):
+        if len(group) != len(videos):
+            continue
+        row = (name, float(np.mean([p["bytes_per_frame"] for p in group])), sum(p["lost"] + p["added"] for p in group))
+        rows.append(row)
+        print(f"| {row[0]} | {row[1]:,.0f} | {row[2]} |")
+    passing = [r for r in rows if r[2] < budget]
+    if not passing:
+        print("\nno setting has fewer lost + added than JPEG Q90")
+        return 1
+    chosen = min(passing, key=lambda r: r[1])
+    print(f"\nrule: fewest bytes/frame with lost + added < JPEG Q90's ({budget}) -> {chosen[0]}")
     return 0
 
 
