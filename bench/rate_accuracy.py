@@ -3,12 +3,16 @@
 For Yolo-Fastest-1.1-XL at several cuts (COCO-mini val: AP50 and its paired jackknife standard error,
 detections lost/added against the unsplit model), on the shared video (lost/added against the unsplit
 model; intra, temporal contexts, HEVC intra and low-delay inter) and for EfficientNet-Lite0 at two cuts
-(ImageNet sample: top-1, paired difference and its standard error). Every rate is the size of real coded bytes; encode/decode time per frame is
-measured for each codec. Clip ranges and quantizers are designed on coco-mini/calib2017 (never the
-evaluation images). Results go to a JSON file; `--report` turns it into plots and tables.
+(ImageNet sample: top-1, paired difference and its standard error). Every rate is the size of real coded
+bytes; encode/decode wall time per frame is recorded for orientation only (HEVC's includes ffmpeg start-up;
+speed comparisons: bench/encoder_speed.py). Clip ranges and quantizers are designed on coco-mini/calib2017
+(never the evaluation images); which images choose and which report: docs/PROTOCOL.md, bench/heldout.py.
+Results go to a JSON file; `--report` turns it into plots and tables.
 
     python bench/rate_accuracy.py --out /tmp/rate_accuracy.json            # run (tens of minutes on 2 cores)
     python bench/rate_accuracy.py --out /tmp/rate_accuracy.json --report   # plots in docs/, tables on stdout
+    python bench/rate_accuracy.py --parts video --video A.mp4 --video B.avi  # any videos (default: the shared one)
+    python bench/rate_accuracy.py --parts images,classification --subset report  # a held-out half (bench/heldout.py)
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from splitinfer.sample_data import shared_data_dir
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = shared_data_dir()
+DEFAULT_VIDEO = DATA / "video" / "one-by-one-person-detection.mp4"
 
 YOLO = "yolo-fastest-1.1-xl"
 EFFNET = "efficientnet-lite0"
@@ -54,6 +59,7 @@ class Point:
     encode_ms: float = math.nan
     decode_ms: float = math.nan
     extra: dict = field(default_factory=dict)
+    data: str = ""  # which data: a video's file name, or a held-out half ("selection", "report"); "" = the default
 
 
 def _median_ms(seconds: Sequence[float]) -> float:
@@ -107,6 +113,7 @@ class Evaluator:
         from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD
 
         self.model = model
+        self.data = ""  # label written into every Point (video file name or held-out half)
         self.live_threshold = live_threshold
         self.eval_threshold = EVAL_SCORE_THRESHOLD
         self.labels = labels
@@ -297,7 +304,7 @@ def _point(part, evaluator, cut, family, setting, coder, sizes, elements, enc, d
     return Point(part, evaluator.model.name, cut, family, setting, coder, mean, 8 * mean / elements,
                  scores.get("accuracy", math.nan), scores.get("accuracy_delta", math.nan),
                  scores.get("accuracy_delta_se", math.nan), scores["lost"], scores["added"],
-                 _median_ms(enc), _median_ms(dec))
+                 _median_ms(enc), _median_ms(dec), data=evaluator.data)
 
 
 def per_channel(evaluator: Evaluator, cut: str, sample, levels: int, scale: float, coder, part: str) -> Point:
@@ -350,7 +357,7 @@ def hevc(evaluator: Evaluator, cut: str, clip: tuple[float, float], qp: int, key
                  mean, 8 * mean / elements, scores.get("accuracy", math.nan), scores.get("accuracy_delta", math.nan),
                  scores.get("accuracy_delta_se", math.nan), scores["lost"], scores["added"],
                  1000 * result.encode_seconds / n, 1000 * result.decode_seconds / n,
-                 {"clip": list(clip)})
+                 {"clip": list(clip)}, data=evaluator.data)
 
 
 def jpeg(evaluator: Evaluator, quality: int, part: str) -> Point:
@@ -425,13 +432,18 @@ def _log(points: list[Point], out: Path) -> None:
 
 
 def study_images(points, out, args) -> None:
+    from heldout import IMAGES_SALT, pick
+
     from splitinfer.codec import Coder
     from splitinfer.dnn import load_model
-    from splitinfer.dnn.eval_images import iter_folder
+    from splitinfer.dnn.eval_images import image_files, iter_folder
 
     model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
     folder = DATA / "coco-mini" / "val2017"
-    evaluator = Evaluator(model, list(iter_folder(folder)), annotations=DATA / "coco-mini" / "annotations" / "instances_val2017.json")
+    names = pick([f.name for f in image_files(folder)], args.subset, IMAGES_SALT)
+    evaluator = Evaluator(model, list(iter_folder(folder, names)),
+                          annotations=DATA / "coco-mini" / "annotations" / "instances_val2017.json")
+    evaluator.data = "" if args.subset == "all" else args.subset
     print(f"{YOLO} on {len(evaluator.samples)} val images: AP50 {evaluator.reference_ap50:.4f} "
           f"+- {evaluator.reference_ap50_se:.4f}", flush=True)
     coders = [Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS]
@@ -462,17 +474,32 @@ def study_images(points, out, args) -> None:
             _log(points, out)
 
 
+def _data_label(video: Path) -> str:
+    return "" if video.resolve() == DEFAULT_VIDEO.resolve() else video.name
+
+
 def study_video(points, out, args) -> None:
-    from splitinfer.codec import Coder
-    from splitinfer.codec.clip_range import mse_optimal_range
     from splitinfer.dnn import load_model
     from splitinfer.dnn.eval_images import iter_video
 
     model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
-    frames = list(iter_video(DATA / "video" / "one-by-one-person-detection.mp4", limit=args.video_frames))
-    evaluator = Evaluator(model, frames)
-    live = sum(len(evaluator._live(s.reference)) for s in evaluator.samples)
-    print(f"video: {len(evaluator.samples)} frames, {live} unsplit detections at score >= 0.25", flush=True)
+    for video in args.video or [DEFAULT_VIDEO]:
+        if not video.is_file():
+            raise SystemExit(f"--video {video} is not a file: pass a video OpenCV can read "
+                             "(the opencv-doc ones: apt-get install opencv-doc)")
+        frames = list(iter_video(video, limit=args.video_frames))
+        evaluator = Evaluator(model, frames)
+        evaluator.data = _data_label(video)
+        live = sum(len(evaluator._live(s.reference)) for s in evaluator.samples)
+        print(f"video {video.name}: {len(evaluator.samples)} frames, {live} unsplit detections at score >= 0.25",
+              flush=True)
+        _study_one_video(model, evaluator, points, out, args)
+
+
+def _study_one_video(model, evaluator: Evaluator, points, out, args) -> None:
+    from splitinfer.codec import Coder
+    from splitinfer.codec.clip_range import mse_optimal_range
+
     for quality in args.video_jpeg:
         points.append(jpeg(evaluator, quality, "video"))
         _log(points, out)
@@ -497,6 +524,8 @@ def study_video(points, out, args) -> None:
 def study_classification(points, out, args) -> None:
     import csv
 
+    from heldout import IMAGENET_SALT, pick
+
     from splitinfer.codec import Coder
     from splitinfer.codec.clip_range import mse_optimal_range
     from splitinfer.dnn import load_model
@@ -506,7 +535,9 @@ def study_classification(points, out, args) -> None:
     folder = DATA / "imagenet-sample"
     with (folder / "labels.csv").open(newline="") as stream:
         labels = {row["file"]: int(row["class_index"]) for row in csv.DictReader(stream)}
-    evaluator = Evaluator(model, list(iter_folder(folder, sorted(labels))), labels=labels)
+    evaluator = Evaluator(model, list(iter_folder(folder, pick(list(labels), args.subset, IMAGENET_SALT))),
+                          labels=labels)
+    evaluator.data = "" if args.subset == "all" else args.subset
     print(f"{EFFNET}: {len(evaluator.samples)} eval images, top-1 {evaluator.reference_top1:.3f}", flush=True)
     coders = [Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS]
     for quality in args.jpeg:
@@ -566,46 +597,15 @@ def study_mse(points, out, args) -> None:
 
 
 def study_speed(points, out, args) -> None:
-    """Encoder and decoder time per frame on the same tensors, interleaved: our codec against x265."""
-    from baselines.hevc import hevc_roundtrip
+    """Encoder CPU time per frame, interleaved, on the val tensors at cut 80: bench/encoder_speed.py does it.
 
-    from splitinfer.codec import Coder, Quantizer, decode, encode
-    from splitinfer.codec.clip_range import mse_optimal_range
-    from splitinfer.dnn import load_model
-    from splitinfer.dnn.eval_images import iter_folder
+    (This part used to time x265 by the wall clock of ffmpeg calls, which counted process start-up and the
+    machine's load; its figures are withdrawn, see docs/RESULTS.md.)
+    """
+    import encoder_speed
 
-    model = load_model(YOLO, weights=DATA / "models" / "yolo-fastest-1.1")
-    frames = list(iter_folder(DATA / "coco-mini" / "val2017"))[: args.speed_frames]
-    evaluator = Evaluator(model, frames)
-    for cut in args.ecsq_cuts:
-        hist, _ = calibration_histogram(model, cut)
-        tensors = [next(iter(h.values()))[0] for h in evaluator.heads(cut)]
-        base = mse_optimal_range(hist, 7, symmetric=True)
-        quantizer = Quantizer.uniform(base.clip_min * 2, base.clip_max * 2, 7)
-        wide = mse_optimal_range(hist, 256)
-        timings: dict[str, list[float]] = {}
-        for _ in range(args.speed_rounds):
-            for preset in ("medium", "ultrafast"):
-                # Marginal time per frame: a batch of all frames minus a batch of one (ffmpeg start-up cancels).
-                one = hevc_roundtrip(tensors[:1], wide.clip_min, wide.clip_max, qp=32, bits=8, keyint=1, preset=preset)
-                result = hevc_roundtrip(tensors, wide.clip_min, wide.clip_max, qp=32, bits=8, keyint=1, preset=preset)
-                extra = len(tensors) - 1
-                timings.setdefault(f"x265 {preset} enc", []).append((result.encode_seconds - one.encode_seconds) / extra)
-                timings.setdefault(f"x265 {preset} dec", []).append((result.decode_seconds - one.decode_seconds) / extra)
-                timings.setdefault(f"x265 {preset} (one-frame call) enc", []).append(one.encode_seconds)
-                timings.setdefault(f"x265 {preset} (one-frame call) dec", []).append(one.decode_seconds)
-            for coder in (Coder.SIGNED_NEIGHBOUR_CONTEXTS, Coder.BIN_CONTEXTS):
-                for t in tensors:
-                    start = time.perf_counter()
-                    coded = encode(t, quantizer, coder=coder)
-                    middle = time.perf_counter()
-                    decode(coded)
-                    timings.setdefault(f"ours {coder.name} enc", []).append(middle - start)
-                    timings.setdefault(f"ours {coder.name} dec", []).append(time.perf_counter() - middle)
-        for name, values in timings.items():
-            points.append(Point("speed", YOLO, cut, "speed", name, extra={"ms": _median_ms(values), "samples": len(values)}))
-            print(f"  cut {cut} {name:40s} {_median_ms(values):9.3f} ms/frame (median of {len(values)})", flush=True)
-        out.write_text(json.dumps([asdict(q) for q in points], indent=1, allow_nan=True))
+    encoder_speed.main(["--images", str(DATA / "coco-mini" / "val2017"), "--frames", str(args.speed_frames),
+                        "--rounds", str(args.speed_rounds), "--match", "intra"])
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -660,7 +660,7 @@ def _row(p: Point) -> str:
 
 
 HEADER = ("| cut | codec | setting | coder | bytes/frame | bits/element | accuracy (Δ ± SE) | lost / added | "
-          "enc ms | dec ms |\n|---|---|---|---|---|---|---|---|---|---|")
+          "wall enc ms | wall dec ms |\n|---|---|---|---|---|---|---|---|---|---|")
 COLORS = {"ours-uniform": "C1", "ours-ecsq": "C2", "ours-perchannel": "C3", "hevc-intra": "C4", "hevc-inter": "C5",
           "jpeg": "C0", "float16": "C7", "uint8": "C6", "ours temporal K=30": "C8", "ours temporal K=300": "C9",
           "ours temporal K=30 hysteresis": "m", "ours temporal K=300 hysteresis": "k"}
@@ -690,16 +690,6 @@ def write_report(points: list[Point], docs: Path) -> None:
     from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
     docs.mkdir(parents=True, exist_ok=True)
-    speed = [p for p in points if p.part == "speed"]
-    for cut in dict.fromkeys(p.cut for p in speed):
-        ms = {p.setting: p.extra["ms"] for p in speed if p.cut == cut}
-        print(f"\n## Encode / decode time per frame, cut {cut} (same tensors, interleaved rounds, medians)\n")
-        print("| codec | encode ms | decode ms |\n|---|---|---|")
-        for name in dict.fromkeys(k.rsplit(" ", 1)[0] for k in ms):
-            print(f"| {name} | {ms[name + ' enc']:.3f} | {ms[name + ' dec']:.3f} |")
-        ours_enc = ms["ours SIGNED_NEIGHBOUR_CONTEXTS enc"]
-        print(f"\nx265 medium / ours: {ms['x265 medium enc'] / ours_enc:.0f}x to encode; "
-              f"x265 ultrafast / ours: {ms['x265 ultrafast enc'] / ours_enc:.0f}x")
     mse_points = [p for p in points if p.part == "mse"]
     for cut in dict.fromkeys(p.cut for p in mse_points):
         uniform = [p for p in mse_points if p.cut == cut and p.family == "ours-uniform"]
@@ -708,75 +698,70 @@ def write_report(points: list[Point], docs: Path) -> None:
             ecsq = [p for p in mse_points if p.cut == cut and p.family == "ours-ecsq" and p.setting.endswith(f"w={power}")]
             print(f"- BD-rate at equal MSE of ECSQ (weight power {power}) against uniform levels: {_bd(uniform, ecsq)}")
     for part in ("images", "classification", "video"):
-        chosen = [p for p in points if p.part == part]
-        if not chosen:
-            continue
-        intra = _best_coder(chosen)
-        temporal = [p for p in chosen if p.coder.startswith("TEMPORAL")]
-        cuts = [c for c in dict.fromkeys(p.cut for p in intra) if c != "input"]
-        metrics = ["fidelity"] if part == "video" else ["accuracy", "fidelity"]
-        print(f"\n## {part}: {chosen[0].model}\n")
-        figure, axes = plt.subplots(len(metrics), len(cuts), figsize=(4.2 * len(cuts), 3.4 * len(metrics)),
-                                    squeeze=False, sharey="row")
-        for column, cut in enumerate(cuts):
-            by_family = _families(intra, temporal, cut)
-            ours = [p for p in intra if p.cut == cut and p.family in OURS]
-            print(f"### cut {cut}: Pareto fronts by {METRICS[metrics[0]]}\n\n{HEADER}")
-            for group in by_family.values():
-                for p in _front(group, metrics[0]):
-                    print(_row(p))
-            print()
-            for metric in metrics:
-                for family in ("hevc-intra", "hevc-inter", "jpeg"):
-                    if by_family.get(family) and ours:
-                        print(f"- BD-rate ({METRICS[metric]}) of our codec, intra, against {family}: "
-                              f"{_bd(by_family[family], ours, metric)}")
+        for data in dict.fromkeys(p.data for p in points if p.part == part):
+            chosen = [p for p in points if p.part == part and p.data == data]
+            label = f"{part} ({data})" if data else part
+            intra = _best_coder(chosen)
+            temporal = [p for p in chosen if p.coder.startswith("TEMPORAL")]
+            cuts = [c for c in dict.fromkeys(p.cut for p in intra) if c != "input"]
+            metrics = ["fidelity"] if part == "video" else ["accuracy", "fidelity"]
+            print(f"\n## {label}: {chosen[0].model}\n")
+            figure, axes = plt.subplots(len(metrics), len(cuts), figsize=(4.2 * len(cuts), 3.4 * len(metrics)),
+                                        squeeze=False, sharey="row")
+            for column, cut in enumerate(cuts):
+                by_family = _families(intra, temporal, cut)
+                ours = [p for p in intra if p.cut == cut and p.family in OURS]
+                print(f"### cut {cut}: Pareto fronts by {METRICS[metrics[0]]}\n\n{HEADER}")
+                for group in by_family.values():
+                    for p in _front(group, metrics[0]):
+                        print(_row(p))
+                print()
+                for metric in metrics:
+                    for family in ("hevc-intra", "hevc-inter", "jpeg"):
+                        if by_family.get(family) and ours:
+                            print(f"- BD-rate ({METRICS[metric]}) of our codec, intra, against {family}: "
+                                  f"{_bd(by_family[family], ours, metric)}")
+                        for name, group in by_family.items():
+                            if name.startswith("ours temporal") and by_family.get(family):
+                                print(f"- BD-rate ({METRICS[metric]}) of {name} against {family}: "
+                                      f"{_bd(by_family[family], group, metric)}")
                     for name, group in by_family.items():
-                        if name.startswith("ours temporal") and by_family.get(family):
-                            print(f"- BD-rate ({METRICS[metric]}) of {name} against {family}: "
-                                  f"{_bd(by_family[family], group, metric)}")
-                for name, group in by_family.items():
-                    if name.endswith(" hysteresis") and by_family.get(name[: -len(" hysteresis")]):
-                        print(f"- BD-rate ({METRICS[metric]}) of {name} against {name[: -len(' hysteresis')]} "
-                              f"(no hysteresis): {_bd(by_family[name[: -len(' hysteresis')]], group, metric)}")
-                uniform = by_family.get("ours-uniform", [])
-                for power in sorted({p.setting.split("w=")[1] for p in by_family.get("ours-ecsq", [])}):
-                    ecsq = [p for p in by_family["ours-ecsq"] if p.setting.endswith(f"w={power}")]
-                    print(f"- BD-rate ({METRICS[metric]}) of ECSQ with weight power {power} against uniform levels: "
-                          f"{_bd(uniform, ecsq, metric)}")
-            hevc_enc = [p.encode_ms for p in intra if p.cut == cut and p.family.startswith("hevc")]
-            ours_enc = [p.encode_ms for p in ours]
-            if hevc_enc and ours_enc:
-                ratio = statistics.median(hevc_enc) / statistics.median(ours_enc)
-                print(f"- encode time per frame: ours median {statistics.median(ours_enc):.2f} ms, x265 (preset medium, "
-                      f"one thread, batch of all frames) median {statistics.median(hevc_enc):.1f} ms: {ratio:.0f}x")
-            print()
-            for row, metric in enumerate(metrics):
-                ax = axes[row][column]
-                for family, group in by_family.items():
-                    color = COLORS.get(family, f"C{7 + len(family) % 3}")
-                    front = _front(group, metric)
-                    ax.plot([p.bytes_per_frame for p in group], [_quality(p, metric) for p in group],
-                            MARKERS.get(family, "."), alpha=0.3, color=color)
-                    ax.plot([p.bytes_per_frame for p in front], [_quality(p, metric) for p in front],
-                            "-" + MARKERS.get(family, "."), label=family, color=color)
-                if ours:
-                    elements = ours[0].bytes_per_frame * 8 / ours[0].bits_per_element
-                    top = ax.secondary_xaxis("top", functions=(lambda b, e=elements: 8 * b / e,
-                                                               lambda v, e=elements: v * e / 8))
-                    top.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-                    top.set_xlabel(f"bits per element ({int(elements)} at the cut)", fontsize=7)
-                ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
-                ax.set_title(f"cut {cut}", fontsize=9)
-                ax.set_xlabel("bytes per frame (real coded bytes)", fontsize=8)
-                ax.set_ylabel(METRICS[metric] if metric == "accuracy" else "- (lost + added)", fontsize=8)
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=6)
-        figure.suptitle(f"{chosen[0].model}: {part}", fontsize=10)
-        figure.tight_layout()
-        figure.savefig(docs / f"rate_accuracy_{part}.png", dpi=60)
-        plt.close(figure)
+                        if name.endswith(" hysteresis") and by_family.get(name[: -len(" hysteresis")]):
+                            print(f"- BD-rate ({METRICS[metric]}) of {name} against {name[: -len(' hysteresis')]} "
+                                  f"(no hysteresis): {_bd(by_family[name[: -len(' hysteresis')]], group, metric)}")
+                    uniform = by_family.get("ours-uniform", [])
+                    for power in sorted({p.setting.split("w=")[1] for p in by_family.get("ours-ecsq", [])}):
+                        ecsq = [p for p in by_family["ours-ecsq"] if p.setting.endswith(f"w={power}")]
+                        print(f"- BD-rate ({METRICS[metric]}) of ECSQ with weight power {power} against uniform levels: "
+                              f"{_bd(uniform, ecsq, metric)}")
+                print()
+                for row, metric in enumerate(metrics):
+                    ax = axes[row][column]
+                    for family, group in by_family.items():
+                        color = COLORS.get(family, f"C{7 + len(family) % 3}")
+                        front = _front(group, metric)
+                        ax.plot([p.bytes_per_frame for p in group], [_quality(p, metric) for p in group],
+                                MARKERS.get(family, "."), alpha=0.3, color=color)
+                        ax.plot([p.bytes_per_frame for p in front], [_quality(p, metric) for p in front],
+                                "-" + MARKERS.get(family, "."), label=family, color=color)
+                    if ours:
+                        elements = ours[0].bytes_per_frame * 8 / ours[0].bits_per_element
+                        top = ax.secondary_xaxis("top", functions=(lambda b, e=elements: 8 * b / e,
+                                                                   lambda v, e=elements: v * e / 8))
+                        top.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+                        top.set_xlabel(f"bits per element ({int(elements)} at the cut)", fontsize=7)
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(NullFormatter())
+                    ax.set_title(f"cut {cut}", fontsize=9)
+                    ax.set_xlabel("bytes per frame (real coded bytes)", fontsize=8)
+                    ax.set_ylabel(METRICS[metric] if metric == "accuracy" else "- (lost + added)", fontsize=8)
+                    ax.grid(alpha=0.3)
+                    ax.legend(fontsize=6)
+            figure.suptitle(f"{chosen[0].model}: {label}", fontsize=10)
+            figure.tight_layout()
+            suffix = "" if not data else "_" + "".join(c if c.isalnum() else "_" for c in data)
+            figure.savefig(docs / f"rate_accuracy_{part}{suffix}.png", dpi=60)
+            plt.close(figure)
 
 
 def _csv(kind: Callable[[str], object]) -> Callable[[str], list]:
@@ -800,6 +785,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--powers", type=_csv(float), default=[0.0, 2.0])
     parser.add_argument("--qps", type=_csv(int), default=[22, 27, 32, 37, 42])
     parser.add_argument("--jpeg", type=_csv(int), default=[10, 20, 30, 50, 70, 90])
+    parser.add_argument("--video", type=Path, action="append", default=None,
+                        help="a video to study (repeat for several; default: the shared video)")
+    parser.add_argument("--subset", choices=("all", "selection", "report"), default="all",
+                        help="images and classification: all images or one held-out half (bench/heldout.py)")
     parser.add_argument("--video-frames", type=int, default=300)
     parser.add_argument("--video-cut", default="60")
     parser.add_argument("--video-levels", type=_csv(int), default=[5, 7, 9])
@@ -808,15 +797,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--periods", type=_csv(int), default=[30, 300])
     parser.add_argument("--hysteresis", type=_csv(float), default=[0.0],
                         help="temporal hysteresis margins in steps (video; 0 = plain quantize)")
-    parser.add_argument("--speed-frames", type=int, default=20)
-    parser.add_argument("--speed-rounds", type=int, default=3)
+    parser.add_argument("--speed-frames", type=int, default=79)
+    parser.add_argument("--speed-rounds", type=int, default=7)
     parser.add_argument("--effnet-cuts", type=_csv(str), default=["blocks.2", "blocks.3"])
     parser.add_argument("--effnet-levels", type=_csv(int), default=[4, 6, 8])
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.report:
         # A setting measured again in a later file replaces the earlier measurement (no duplicate rows).
-        merged = {(p["part"], p["model"], p["cut"], p["family"], p["setting"], p["coder"]): p
+        merged = {(p["part"], p.get("data", ""), p["model"], p["cut"], p["family"], p["setting"], p["coder"]): p
                   for path in [args.out, *args.also] for p in json.loads(path.read_text())}
         write_report([Point(**p) for p in merged.values()], args.docs)
         return 0
@@ -824,8 +813,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # the machine is shared; every codec here is single-threaded too
     points: list[Point] = []
-    if args.out.exists():  # keep the other parts' results; the parts run now replace their own
-        points = [Point(**p) for p in json.loads(args.out.read_text()) if p["part"] not in args.parts]
+    if args.out.exists():  # keep the other results; the parts run now replace their own on the same data
+        subset = "" if args.subset == "all" else args.subset
+        rerun = {(part, _data_label(v) if part == "video" else subset)
+                 for part in args.parts for v in (args.video or [DEFAULT_VIDEO])}
+        points = [Point(**p) for p in json.loads(args.out.read_text()) if (p["part"], p.get("data", "")) not in rerun]
     for part in args.parts:
         {"images": study_images, "video": study_video, "classification": study_classification,
          "mse": study_mse, "speed": study_speed}[part](points, args.out, args)

@@ -172,4 +172,4 @@ def test_eval_codec_default_uses_the_packaged_profile_and_its_cut(capsys):
                  "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--limit", "2", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["cut"] == "80" and result["codec"].startswith("default") and result["bytes_per_frame"] > 0
+    assert result["cut"] == "60" and result["codec"].startswith("default") and result["bytes_per_frame"] > 0
