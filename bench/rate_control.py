@@ -164,6 +164,8 @@ def measure(args) -> list[Run]:
         for index, point in enumerate(ladder.points):
             runs.append(run_pipeline(model, EdgePipeline(model, point), frames, video, f"fixed #{index}"))
             _log(runs[-1], args.out, runs)
+            if runs[-1].kbps > 1.5 * max(args.budgets):  # the points above cost more still: no use at these budgets
+                break
     return runs
 
 
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the tables of an earlier run's JSON")
     parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS_KBPS))
-    parser.add_argument("--seconds", type=float, default=30.0, help="at most this much of each video")
+    parser.add_argument("--seconds", type=float, default=20.0, help="at most this much of each video")
     parser.add_argument("--ladder", default=None, help="codec ladder (default: the one shipped with the model)")
     args = parser.parse_args(argv)
     if args.report:

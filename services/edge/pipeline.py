@@ -182,7 +182,7 @@ class EdgePipeline:
         if rate.should_drop(plan, coded.nbytes):
             rate.dropped()
             return None
-        rate.sent(point, coded.nbytes, trials)
+        rate.sent(point, coded.nbytes, trials, plan.intra)
         return coded
 
 

@@ -8,7 +8,9 @@ The point is planned per intra period: at each intra frame the controller picks 
 predicted intra frame plus the inter frames until the next intra fit the period's budget, corrected by how
 far the bucket is from its target level. Inter frames keep that point: switching up costs a refinement of
 the whole reference, so it is tried only when the bucket has room to spare, and a switch down only when the
-bucket would otherwise pass 90 % (a busier scene, a lowered budget). Sizes are predicted from each point's
+bucket would otherwise pass 90 % (a busier scene, a lowered budget); between the two, a frame steps down
+(or tries a step up) when the bucket is more than a tenth of its size above (below) the straight line from
+where the intra frame left it to the target level at the next intra frame. Sizes are predicted from each point's
 calibrated rate, scaled by what frames of the same kind (intra, or inter at that point) actually cost; the
 edge codes the frame, and again one point lower while it does not fit (at most MAX_TRIALS codings; the codec
 takes about a millisecond). A frame that would overflow the bucket even at the cheapest point is dropped
@@ -32,8 +34,8 @@ MIN_RATE_KBPS = 1.0
 TARGET_FULLNESS = 0.3
 # Inter frames switch down when the bucket would pass this fraction of its size.
 HIGH_WATER = 0.9
-# Inter frames try the next point up while the bucket is below this fraction of its size.
-LOW_WATER = TARGET_FULLNESS
+# Inter frames step down (up) when the bucket is this fraction of its size above (below) its planned level.
+TRACKING_BAND = 0.1
 MAX_TRIALS = 3
 _LEARNING_RATE = 0.3
 _INITIAL_INTER_RATIO = 0.15  # inter / intra bytes before the first inter frame teaches otherwise
@@ -98,6 +100,8 @@ class RateController:
         self._intra_scale = 1.0
         self._inter_scale: list[float | None] = [None] * len(ladder.points)
         self._point = 0
+        self._after_intra = 0.0  # the bucket level right after the last intra frame
+        self._since_intra = 0  # inter frames since then
 
     @property
     def point(self) -> int:
@@ -150,9 +154,16 @@ class RateController:
         point = self._point
         while point > 0 and self.predict(point, False) > allowance:
             point -= 1
+        # Within the period the bucket should fall from where the intra frame left it to the target level by
+        # the next intra frame; a frame well above that line steps down, one well below tries a step up.
+        period = self.ladder.points[0].intra_period
+        line = TARGET_FULLNESS * size + (self._after_intra - TARGET_FULLNESS * size) * max(
+            0.0, 1 - self._since_intra / period)
+        if point == self._point and point > 0 and self._fullness > line + TRACKING_BAND * size:
+            point -= 1
         climb = 0.0
-        if point == self._point and point + 1 < count and self._fullness < LOW_WATER * size:
-            climb = per_frame + TARGET_FULLNESS * size - self._fullness
+        if point == self._point and point + 1 < count and self._fullness < line - TRACKING_BAND * size:
+            climb = per_frame + line - self._fullness
         return FramePlan(point, allowance, limit, False, climb)
 
     def fits(self, plan: FramePlan, point: int, nbytes: int) -> bool:
@@ -168,7 +179,7 @@ class RateController:
     def dropped(self) -> None:
         self.stats.dropped += 1
 
-    def sent(self, point: int, nbytes: int, trials: int) -> None:
+    def sent(self, point: int, nbytes: int, trials: int, intra: bool = False) -> None:
         """The frame went out at `point` with `nbytes`: fill the bucket."""
         if point != self._point:
             self.stats.switches += 1
@@ -178,6 +189,10 @@ class RateController:
         if overflow > 0:
             self.stats.overflow_bytes += int(overflow)
         self._fullness += nbytes
+        if intra:
+            self._after_intra, self._since_intra = self._fullness, 0
+        else:
+            self._since_intra += 1
         stats = self.stats
         stats.frames += 1
         stats.bytes += nbytes
