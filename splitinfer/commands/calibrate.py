@@ -35,9 +35,9 @@ OPTIONS = [
            "the previous frame's level; the study found 0.05-0.1 saves 20-30 % of the bytes", float, 0.0),
     Option("intra-period", "frames between intra frames when streaming with temporal contexts", int,
            DEFAULT_INTRA_PERIOD),
-    Option("ladder", "write a codec ladder for rate control (--rate-kbps) instead of one profile: the quantizer "
-           "levels of its points, comma-separated (e.g. 3,4,5,7,9,13); each point is calibrated like a profile",
-           str, None),
+    Option("ladder", "write a codec ladder for rate control (--rate-kbps) instead of one profile: its points as "
+           "quantizer levels, comma-separated, each with an optional @hysteresis (e.g. 3@0.5,3@0.25,5,7,9,13; default "
+           "--hysteresis); each point is calibrated like a profile", str, None),
     Option("max-images", "use at most this many calibration images", int, None),
     Option("output", "profile file to write (default: <model>-cut<cut>.json)", str, None),
     Option("progress", "show progress bars", flag=True, default=True),
@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
         _report(args, model, calibration, profile)
         print(f"wrote {output}")
         return 0
-    points = sorted((_calibrated_profile(args, model, calibration, levels) for levels in ladder_levels),
-                    key=lambda p: p.figures["bits_per_element"])
+    points = sorted((_calibrated_profile(args, model, calibration, levels, margin)
+                     for levels, margin in ladder_levels),
+                    key=lambda p: (p.figures["bits_per_element"], -p.hysteresis))
     settings = {name: getattr(args, name) for name in ("ladder", "quantizer", "clip", "clip_scale", "percentile",
                                                        "symmetric", "coder", "hysteresis", "intra_period")}
     ladder = CodecLadder(tuple(points), {"calibration_images": len(calibration.files), "settings": settings})
@@ -88,17 +89,27 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ladder_levels(text: str) -> list[int]:
-    try:
-        levels = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError as exc:
-        raise ConfigError(f"--ladder must be comma-separated quantizer levels like 3,4,5,7,9,13, got {text!r}.") from exc
-    if not levels or not all(2 <= n <= 256 for n in levels):
-        raise ConfigError(f"--ladder levels must be in 2..256, got {text!r}.")
-    return levels
+def _ladder_levels(text: str) -> list[tuple[int, float | None]]:
+    """(levels, hysteresis or None) of each point of a --ladder value like 3@0.5,5,7."""
+    points = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        levels, _, margin = part.partition("@")
+        try:
+            point = (int(levels), float(margin) if margin else None)
+        except ValueError as exc:
+            raise ConfigError(f"--ladder points are levels with an optional @hysteresis, like 3@0.5,5,7,9, got "
+                              f"{part!r}.") from exc
+        if not 2 <= point[0] <= 256 or (point[1] is not None and not 0.0 <= point[1] <= 1.0):
+            raise ConfigError(f"--ladder point {part!r}: levels must be in 2..256 and hysteresis in [0, 1].")
+        points.append(point)
+    if not points:
+        raise ConfigError(f"--ladder needs at least one point, like 3@0.5,5,7,9; got {text!r}.")
+    return sorted(set(points), key=lambda p: (p[0], -(p[1] or 0.0)))
 
 
-def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int):
+def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int, hysteresis: float | None = None):
     """Choose the clip range and quantizer for `levels` levels and measure the intra rate on the calibration set."""
     import numpy as np
 
@@ -122,7 +133,8 @@ def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: in
         figures["bytes_per_frame"] = float(np.mean(sizes))
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
     return CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
-                        intra_period=args.intra_period, hysteresis=args.hysteresis, figures=figures)
+                        intra_period=args.intra_period, hysteresis=args.hysteresis if hysteresis is None else hysteresis,
+                        figures=figures)
 
 
 def _report(args: argparse.Namespace, model, calibration, profile) -> None:
