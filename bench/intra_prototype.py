@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
-
 from splitinfer.codec import Coder, Quantizer, default_coder, encode_indices
 from splitinfer.codec import _kernels as K
 from splitinfer.codec.entropy import _cost_table

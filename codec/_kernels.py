@@ -55,14 +55,15 @@ def _shift_low(low, cache, pending, out, pos):
 @njit(cache=True, inline="always")
 def _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos):
     # Branch-free: the bin's value selects the sub-range and the adaptation target through a mask.
-    pa = probs[2 * ctx]
-    pb = probs[2 * ctx + 1]
+    c = np.uint64(2 * ctx)
+    pa = probs[c]
+    pb = probs[c + np.uint64(1)]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
     mask = -np.int64(bit)
     low += bound & mask
     rng = bound + ((rng - bound - bound) & mask)
-    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
-    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
+    probs[c] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[c + np.uint64(1)] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         low, cache, pending, pos = _shift_low(low, cache, pending, out, pos)
@@ -79,15 +80,16 @@ def _bin_cost(bit, probs, ctx, cost_table):
 
 @njit(cache=True, inline="always")
 def _decode_bin(probs, ctx, code, rng, data, pos):
-    pa = probs[2 * ctx]
-    pb = probs[2 * ctx + 1]
+    c = np.uint64(2 * ctx)
+    pa = probs[c]
+    pb = probs[c + np.uint64(1)]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
     bit = np.int64(code >= bound)
     mask = -bit
     code -= bound & mask
     rng = bound + ((rng - bound - bound) & mask)
-    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
-    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
+    probs[c] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[c + np.uint64(1)] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         byte = 0
