@@ -9,7 +9,8 @@ Tensors, one image = one coded tensor (C, H, W), as the edge codes them:
   held out  the same cuts on the first 8 coco-mini/val2017 images and imagenet-sample files 200, 205, .., 235
 (computed once and cached under --cache, never in the repository). Each is quantized by a uniform
 quantizer on [0.1th, 99.9th percentile] of its own set with N levels (--levels), and by the shipped
-profile where one exists (yolo cut 80: dnn/profiles/yolo-fastest-1.1-xl.json, 9 ECSQ levels).
+profile where one exists (yolo cut 80: dnn/profiles/yolo-fastest-1.1-xl.json, 9 ECSQ levels;
+EfficientNet-Lite0 blocks.3: dnn/profiles/efficientnet-lite0.json, 6 uniform levels).
 
 Costs are adaptive ideal costs (sum of -log2 p over every bin, with the probability model of the real
 coder: two-rate 15-bit estimates, reset per tensor), so they predict real bytes: the "check" column
@@ -345,9 +346,11 @@ def plane_modes(levels: np.ndarray, n: int) -> np.ndarray:
 def quantizers(design: np.ndarray, levels: list[int], key: str) -> list[tuple[str, Quantizer]]:
     lo, hi = np.percentile(design, [0.1, 99.9])
     out = [(f"uniform N={n}", Quantizer.uniform(float(lo), float(hi), n)) for n in levels]
-    if key.endswith("yolo-80"):
-        profile = CodecProfile.load(REPO / "dnn" / "profiles" / "yolo-fastest-1.1-xl.json")
-        out.insert(0, ("profile (9 ECSQ)", profile.quantizer))
+    shipped = {"yolo-80": ("yolo-fastest-1.1-xl.json", "profile (9 ECSQ)"),
+               "effnet-blocks.3": ("efficientnet-lite0.json", "profile (6 uniform)")}
+    for tensor, (name, label) in shipped.items():
+        if key.endswith("/" + tensor):
+            out.insert(0, (label, CodecProfile.load(REPO / "dnn" / "profiles" / name).quantizer))
     return out
 
 
