@@ -26,6 +26,7 @@ compares the prototype's replica of SIGNED_NEIGHBOUR_CONTEXTS with the real payl
   smed    the signed binarization around m, contexts from the MED prediction instead of left/above
   med2    med symmetrised around m (towards / away from m instead of up / down), 4 x 5 classes
   best    per tensor the cheaper of base and med (one more flag; the encoder codes twice)
+  best4   per tensor the cheapest of base, med, smed and med2 (+2 bits; the encoder codes four times)
 "bins/el" is the number of binary decisions per element, what bounds the coder's speed.
 """
 
@@ -361,7 +362,7 @@ def main() -> None:
     args = parser.parse_args()
     heads = collect(args.cache)
     table = _cost_table()
-    variants = ("pp", "ch", "med", "med+pp", "esc", "smed", "med2", "best")
+    variants = ("pp", "ch", "med", "med+pp", "esc", "smed", "med2", "best", "best4")
     print("| set | tensor | quantizer | bytes/frame | base bits/el | check % | base bins/el | "
           + " | ".join(f"{v} %" for v in variants) + " | med bins/el | esc bins/el |")
     print("|---|---|---|---|---|---|---|" + "---|" * len(variants) + "---|---|")
@@ -398,7 +399,11 @@ def main() -> None:
                 costs["smed"] += smed_cost(planes, glob, n, table)[0]
                 costs["ch"] += signed_cost(planes, glob, n, table, planes.shape[0])[0]
                 costs["med2"] += med2_cost(planes, glob, n, table)[0]
-                costs["best"] += min(signed_cost(planes, glob, n, table)[0], med_cost(planes, glob, n, table, 64, 4)[0])
+                base_cost = signed_cost(planes, glob, n, table)[0]
+                med_only = med_cost(planes, glob, n, table, 64, 4)[0]
+                costs["best"] += min(base_cost, med_only)
+                costs["best4"] += min(base_cost, med_only, smed_cost(planes, glob, n, table)[0],
+                                      med2_cost(planes, glob, n, table)[0]) + 2
                 bins["esc"] += bb
             frames = heads[key].shape[0]
             el = heads[key][0].size * frames
