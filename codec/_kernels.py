@@ -39,10 +39,10 @@ _ELEMENT_ROOM = 2
 def _shift_low(low, cache, pending, out, pos):
     if low < 0xFF000000 or low > MASK32:
         carry = low >> 32
-        out[pos] = (cache + carry) & 0xFF
+        out[np.uint64(pos)] = (cache + carry) & 0xFF
         pos += 1
         while pending > 0:
-            out[pos] = (0xFF + carry) & 0xFF
+            out[np.uint64(pos)] = (0xFF + carry) & 0xFF
             pos += 1
             pending -= 1
         cache = (low >> 24) & 0xFF
@@ -55,14 +55,15 @@ def _shift_low(low, cache, pending, out, pos):
 @njit(cache=True, inline="always")
 def _encode_bin(bit, probs, ctx, low, rng, cache, pending, out, pos):
     # Branch-free: the bin's value selects the sub-range and the adaptation target through a mask.
-    pa = probs[2 * ctx]
-    pb = probs[2 * ctx + 1]
+    c = np.uint64(2 * ctx)
+    pa = probs[c]
+    pb = probs[c + np.uint64(1)]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
     mask = -np.int64(bit)
     low += bound & mask
     rng = bound + ((rng - bound - bound) & mask)
-    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
-    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
+    probs[c] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[c + np.uint64(1)] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         low, cache, pending, pos = _shift_low(low, cache, pending, out, pos)
@@ -79,15 +80,16 @@ def _bin_cost(bit, probs, ctx, cost_table):
 
 @njit(cache=True, inline="always")
 def _decode_bin(probs, ctx, code, rng, data, pos):
-    pa = probs[2 * ctx]
-    pb = probs[2 * ctx + 1]
+    c = np.uint64(2 * ctx)
+    pa = probs[c]
+    pb = probs[c + np.uint64(1)]
     bound = (rng >> PROB_BITS) * ((pa + pb) >> 1)
     bit = np.int64(code >= bound)
     mask = -bit
     code -= bound & mask
     rng = bound + ((rng - bound - bound) & mask)
-    probs[2 * ctx] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
-    probs[2 * ctx + 1] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
+    probs[c] = pa + (((FAST_HIGH - ((FAST_HIGH - FAST_LOW) & mask)) - pa) >> FAST_RATE)
+    probs[c + np.uint64(1)] = pb + (((SLOW_HIGH - ((SLOW_HIGH - SLOW_LOW) & mask)) - pb) >> SLOW_RATE)
     while rng < TOP:
         rng <<= 8
         byte = 0
@@ -122,6 +124,9 @@ def _start_decoder(data):
 #   TEMPORAL_CONTEXTS:   3b + cmp(ref, b), cmp = 0, 1, 2 for ref < b, ref == b, ref > b, where ref is the
 #                        co-located level of the previous frame (on the shared video the spatial
 #                        neighbours add nothing once it is known; fewer contexts adapt faster)
+# Element indices are cast to unsigned where the kernels read or write levels (and the context index in
+# _encode_bin / _decode_bin, the output index in _shift_low): numba then drops its negative-index
+# wraparound, 1-10 % of the time (docs/BENCHMARKS.md, "Intra coding").
 # The kernels take `neighbours` (None or any int) and `reference` (None or an array): numba compiles one
 # specialisation per combination and prunes the branches on None, so each coder gets a tight loop.
 # Decoders stop once they have decoded more than `max_bins` bins (a bound on the work a forged payload
@@ -161,10 +166,10 @@ def _encode_tu(levels, planes, height, width, n_levels, neighbours, reference, o
                 i = row + x
                 if pos + pending + room > out.size:
                     return -1, cost
-                k = levels[i]
+                k = levels[np.uint64(i)]
                 above = 0
                 if neighbours is not None and y > 0:
-                    above = levels[i - width]
+                    above = levels[np.uint64(i - width)]
                 ref = 0
                 if reference is not None:
                     ref = reference[i]
@@ -202,7 +207,7 @@ def _decode_tu(data, planes, height, width, n_levels, neighbours, reference, max
                 i = row + x
                 above = 0
                 if neighbours is not None and y > 0:
-                    above = levels[i - width]
+                    above = levels[np.uint64(i - width)]
                 ref = 0
                 if reference is not None:
                     ref = reference[i]
@@ -213,7 +218,7 @@ def _decode_tu(data, planes, height, width, n_levels, neighbours, reference, max
                     if bit == 0:
                         break
                     k += 1
-                levels[i] = k
+                levels[np.uint64(i)] = k
                 left = k
                 bins += k + 1
                 if bins > max_bins:
@@ -259,8 +264,8 @@ def _encode_signed(levels, planes, height, width, n_levels, mode, out, cost_tabl
                 i = row + x
                 if pos + pending + room > out.size:
                     return -1, cost
-                k = np.int64(levels[i])
-                above = np.int64(levels[i - width]) if y > 0 else mode
+                k = np.int64(levels[np.uint64(i)])
+                above = np.int64(levels[np.uint64(i - width)]) if y > 0 else mode
                 off = 1 if k != mode else 0
                 ctx = (left != mode) + (above != mode)
                 if cost_table is not None:
@@ -312,12 +317,12 @@ def _decode_signed(data, planes, height, width, n_levels, mode, max_bins):
             left = mode
             for x in range(width):
                 i = row + x
-                above = np.int64(levels[i - width]) if y > 0 else mode
+                above = np.int64(levels[np.uint64(i - width)]) if y > 0 else mode
                 ctx = (left != mode) + (above != mode)
                 off, code, rng, pos = _decode_bin(probs, ctx, code, rng, data, pos)
                 bins += 1
                 if off == 0:
-                    levels[i] = mode
+                    levels[np.uint64(i)] = mode
                     left = mode
                     if bins > max_bins:  # a long run at the pivot counts against the work limit too
                         return levels, pos, False, True
@@ -339,7 +344,7 @@ def _decode_signed(data, planes, height, width, n_levels, mode, max_bins):
                         break
                     magnitude += 1
                 left = mode + 1 + magnitude if up == 1 else mode - 1 - magnitude
-                levels[i] = left
+                levels[np.uint64(i)] = left
                 bins += magnitude + 2
                 if bins > max_bins:
                     return levels, pos, False, True
