@@ -13,6 +13,7 @@ and tree.avi are reported as held-out videos.
 
     python bench/rate_control.py --out /tmp/rate_control.json          # run (tens of minutes on 2 cores)
     python bench/rate_control.py --out /tmp/rate_control.json --report # tables for docs/RESULTS.md
+    python bench/rate_control.py --out /tmp/rc2.json --fixed-from /tmp/rate_control.json  # controller changed
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ def measure(args) -> list[Run]:
     ladder = CodecLadder.load(args.ladder or packaged_profile(model.name, "ladder"))
     elements = sum(math.prod(spec.shape) for spec in model.split(ladder.cut).tensors)
     runs: list[Run] = []
+    reused = [Run(**r) for r in json.loads(args.fixed_from.read_text())] if args.fixed_from else []
     for video in args.videos:
         frames = heads_and_references(model, ladder.cut, VIDEOS[video], args.seconds)
         print(f"{video}: {len(frames)} frames at {FPS:g} fps", flush=True)
@@ -161,6 +163,10 @@ def measure(args) -> list[Run]:
             pipeline = EdgePipeline(model, ladder.points[-1], rate=RateController(ladder, elements, budget * 1000))
             runs.append(run_pipeline(model, pipeline, frames, video, f"rate {budget:g}"))
             _log(runs[-1], args.out, runs)
+        if args.fixed_from:  # the fixed profiles do not depend on the controller: take them from an earlier run
+            runs += [r for r in reused if r.video == video and r.setting.startswith("fixed")]
+            _log(runs[-1], args.out, runs)
+            continue
         for index, point in enumerate(ladder.points):
             runs.append(run_pipeline(model, EdgePipeline(model, point), frames, video, f"fixed #{index}"))
             _log(runs[-1], args.out, runs)
@@ -231,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS_KBPS))
     parser.add_argument("--seconds", type=float, default=20.0, help="at most this much of each video")
     parser.add_argument("--ladder", default=None, help="codec ladder (default: the one shipped with the model)")
+    parser.add_argument("--fixed-from", type=Path, default=None,
+                        help="take the fixed-profile runs from this earlier JSON (same ladder and videos) and run only "
+                             "the rate-controlled ones")
     args = parser.parse_args(argv)
     if args.report:
         report([Run(**r) for r in json.loads(args.out.read_text())])

@@ -9,7 +9,7 @@ predicted intra frame plus the inter frames until the next intra fit the period'
 far the bucket is from its target level. Inter frames keep that point: switching up costs a refinement of
 the whole reference, so it is tried only when the bucket has room to spare, and a switch down only when the
 bucket would otherwise pass 90 % (a busier scene, a lowered budget); between the two, a frame steps down
-(or tries a step up) when the bucket is more than a tenth of its size above (below) the straight line from
+(or tries a step up) when the bucket is more than 30 % of its size above (below) the straight line from
 where the intra frame left it to the target level at the next intra frame. Sizes are predicted from each point's
 calibrated rate, scaled by what frames of the same kind (intra, or inter at that point) actually cost; the
 edge codes the frame, and again one point lower while it does not fit (at most MAX_TRIALS codings; the codec
@@ -35,7 +35,7 @@ TARGET_FULLNESS = 0.3
 # Inter frames switch down when the bucket would pass this fraction of its size.
 HIGH_WATER = 0.9
 # Inter frames step down (up) when the bucket is this fraction of its size above (below) its planned level.
-TRACKING_BAND = 0.1
+TRACKING_BAND = 0.3
 MAX_TRIALS = 3
 _LEARNING_RATE = 0.3
 _INITIAL_INTER_RATIO = 0.15  # inter / intra bytes before the first inter frame teaches otherwise

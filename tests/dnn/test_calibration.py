@@ -132,6 +132,22 @@ def test_calibrate_command_writes_a_temporal_profile_for_video(tmp_path):
     assert profile.figures["bytes_per_frame"] > 0  # measured as the intra frames the stream opens with
 
 
+def test_calibrate_command_writes_a_ladder_cheapest_first_with_each_points_hysteresis(tmp_path):
+    from splitinfer.codec.ladder import CodecLadder
+
+    output = tmp_path / "ladder.json"
+    code = main(["calibrate", "--model", MODEL, "--cut", "60", "--data", str(shared_path("coco-mini", "calib2017")),
+                 "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--ladder", "9,3@0.5,3", "--clip", "mse",
+                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--max-images", "2", "--output", str(output),
+                 "--no-progress"])
+    assert code == 0
+    ladder = CodecLadder.load(output)
+    assert [(p.quantizer.levels, p.hysteresis) for p in ladder.points] == [(3, 0.5), (3, 0.1), (9, 0.1)]
+    assert ladder.cut == "60" and ladder.figures["calibration_images"] == 2
+    assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
+                 "--ladder", "3@x"]) == 2
+
+
 def test_calibrate_command_without_data_says_what_to_pass(capsys):
     assert main(["calibrate", "--model", MODEL]) == 2
     assert "--data" in capsys.readouterr().err

@@ -48,7 +48,7 @@ def _edge_in_subprocess(*argv: str) -> tuple[int, str, bool]:
     (["--source", "/dev/video93"], "no such device /dev/video93"),
     (["--weights", "/no/such/weights"], "--weights /no/such/weights does not exist"),
     (["--profile", str(PROFILE), "--model", "yolov3-tiny"], "made for model yolo-fastest-1.1-xl, not yolov3-tiny"),
-    (["--profile", str(PROFILE), "--cut", "12"], "made for cut 80, not 12"),
+    (["--profile", str(PROFILE), "--cut", "12"], "made for cut 60, not 12"),
     (["--preview-port", "70000"], "--preview-port must be"),
     (["--rate-kbps", "64", "--profile", str(PROFILE)], "--rate-kbps chooses among the points of a codec ladder"),
     (["--rate-kbps", "0.5"], "--rate-kbps must be at least 1 kbit/s"),
