@@ -26,10 +26,10 @@ from typing import Any
 from splitinfer.codec.entropy import Coder, as_coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.quantizer import MAX_HYSTERESIS, Quantizer, QuantizerKind
+from splitinfer.settings import DEFAULT_INTRA_PERIOD
 
 PROFILE_ID = "splitinfer.codec-profile/2"
 PROFILE_ID_V1 = "splitinfer.codec-profile/1"
-DEFAULT_INTRA_PERIOD = 30
 _FIELDS_V1 = {"id", "quantizer", "coder", "model", "cut", "intra_period", "hysteresis", "figures"}
 _FIELDS = _FIELDS_V1 | {"tensors"}
 _QUANTIZER_FIELDS = {"kind", "clip_min", "clip_max", "thresholds", "reconstruction"}

@@ -63,8 +63,8 @@ class CodedFrame:
 class TemporalEncoder:
     """Encodes successive frames (dicts of named tensors) intra or against the previous frame's levels."""
 
-    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0, intra_coder: Coder | None = None,
-                 limits: CodecLimits | None = None) -> None:
+    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0,
+                 intra_coder: Coder | None = None, limits: CodecLimits | None = None) -> None:
         if intra_period < 1:
             raise CodecError(f"intra_period must be at least 1 frame, got {intra_period}.")
         if intra_coder is Coder.TEMPORAL_CONTEXTS:

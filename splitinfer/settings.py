@@ -18,6 +18,9 @@ from splitinfer.errors import ConfigError
 ENV_PREFIX = "SPLITINFER_"
 # The model every command serves, streams or calibrates unless told otherwise (--model).
 DEFAULT_MODEL = "yolo-fastest-1.1-xl"
+# Frames between intra frames of a temporally coded stream (codec profiles, calibrate); kept here, not in the
+# codec, so that the CLI names it without importing numba.
+DEFAULT_INTRA_PERIOD = 30
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,7 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         place_model(model, device, torch.float32)
     if settings.rate_kbps is None:
         profile = resolve_profile(model, settings.cut, settings.codec_settings())
-        log.info("codec profile: %s", describe_profile(settings.profile, profile))
+        log.info("using the codec profile %s", describe_profile(settings.profile, profile))
         pipeline = EdgePipeline(model, profile, percentile_levels=settings.levels or DEFAULT_LEVELS)
     else:
         codec = settings.codec_settings()

@@ -3,7 +3,8 @@
 The edge sees what the link carries from its own stream: each result says when its frame's bytes got
 through (the round trip minus the cloud's own time), and the results of the last seconds say how many
 bytes per second the link delivered. When a frame's network delay grows beyond the smallest one seen by
-more than a queueing allowance, bytes are queueing somewhere on the path: the budget drops to below what
+more than a queueing allowance plus the time its own bytes take at the budget's rate, bytes are queueing
+somewhere on the path: the budget drops to below what
 was delivered (multiplicative decrease, at most once per round trip). While delays stay low the budget
 climbs back towards the configured one at a fixed share per second (additive increase), like TCP's AIMD.
 The in-flight window bounds how many frames can queue meanwhile; old frames are dropped by the live
@@ -59,7 +60,9 @@ class LinkMonitor:
             self._delays.popleft()
         self._delays.append((now, delay))
         base = min(d for _, d in self._delays)
-        allowance = max(QUEUEING_ALLOWANCE_S, 2 * self.rate.frame_interval_s)
+        # The frame's own bytes take time on a link of the budget's rate (an intra frame most): not queueing.
+        own = 8 * nbytes / self.rate.budget_bps
+        allowance = max(QUEUEING_ALLOWANCE_S, 2 * self.rate.frame_interval_s) + own
         elapsed = 0.0 if self._last_update is None else now - self._last_update
         self._last_update = now
         if delay > base + allowance:

@@ -6,15 +6,16 @@ as a live camera: 64 kbit/s on a 10 fps video is 800 B per frame.
 
 The point is planned per intra period: at each intra frame the controller picks the costliest point whose
 predicted intra frame plus the inter frames until the next intra fit the period's budget, corrected by how
-far the bucket is from its target level. Inter frames keep that point: switching up costs a refinement of
-the whole reference, so it is tried only when the bucket has room to spare, and a switch down only when the
-bucket would otherwise pass 90 % (a busier scene, a lowered budget); between the two, a frame steps down
-(or tries a step up) when the bucket is more than 30 % of its size above (below) the straight line from
-where the intra frame left it to the target level at the next intra frame. Sizes are predicted from each point's
-calibrated rate, scaled by what frames of the same kind (intra, or inter at that point) actually cost; the
-edge codes the frame, and again one point lower while it does not fit (at most MAX_TRIALS codings; the codec
-takes about a millisecond). A frame that would overflow the bucket even at the cheapest point is dropped
-only when dropping is allowed (live sources, inter frames), and counted.
+far the bucket is from its target level. Inter frames keep that point, because a switch up costs a
+refinement of the whole reference. They step down one point when the bucket would pass 90 % (a busier
+scene, a lowered budget) or lies more than 30 % of its size above the straight line from where the intra
+frame left it to the target level at the next intra frame; they try one point up when it is below half
+of that line. Sizes are predicted from each point's calibrated rate, scaled by what frames of the same
+kind (intra, or inter at that point) actually cost; the edge codes the frame, and again one point lower
+while it does not fit (at most MAX_TRIALS codings; the codec takes about a millisecond). A frame that would
+overflow the bucket even at the cheapest point is dropped only when dropping is allowed (live sources,
+inter frames), and counted. In live streams an intra frame is also kept within LIVE_INTRA_MAX_S of the
+budget: on a link of that rate its bytes are latency.
 
 `budget_bps` can be lowered and raised while streaming (services/edge/backpressure.py does).
 """
@@ -34,11 +35,15 @@ MIN_RATE_KBPS = 1.0
 TARGET_FULLNESS = 0.3
 # Inter frames switch down when the bucket would pass this fraction of its size.
 HIGH_WATER = 0.9
-# Inter frames step down (up) when the bucket is this fraction of its size above (below) its planned level.
+# Inter frames step down when the bucket is this fraction of its size above its planned level, and try a step
+# up when it is below CLIMB_SHARE of that level.
 TRACKING_BAND = 0.3
+CLIMB_SHARE = 0.5
+# Live streams: an intra frame may take at most this many seconds of the budget (its bytes are latency).
+LIVE_INTRA_MAX_S = 0.25
 MAX_TRIALS = 3
 _LEARNING_RATE = 0.3
-_INITIAL_INTER_RATIO = 0.15  # inter / intra bytes before the first inter frame teaches otherwise
+_INITIAL_INTER_RATIO = 0.05  # inter / calibrated intra bytes until measured (low: unused budget is lost, debt is not)
 
 
 @dataclass
@@ -147,6 +152,8 @@ class RateController:
             period = self.ladder.points[0].intra_period if self.ladder.points[0].coder is Coder.TEMPORAL_CONTEXTS \
                 else 1
             available = per_frame * period + TARGET_FULLNESS * size - self._fullness
+            if self.allow_drop:
+                limit = min(limit, max(per_frame, self.budget_bps / 8 * LIVE_INTRA_MAX_S))
             fitting = [p for p in range(count) if self.predict(p, True) <= limit
                        and self.predict(p, True) + (period - 1) * self.predict(p, False) <= available]
             return FramePlan(max(fitting, default=0), limit, limit, True)
@@ -162,7 +169,7 @@ class RateController:
         if point == self._point and point > 0 and self._fullness > line + TRACKING_BAND * size:
             point -= 1
         climb = 0.0
-        if point == self._point and point + 1 < count and self._fullness < line - TRACKING_BAND * size:
+        if point == self._point and point + 1 < count and self._fullness < CLIMB_SHARE * line:
             climb = per_frame + line - self._fullness
         return FramePlan(point, allowance, limit, False, climb)
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 from splitinfer.errors import ConfigError
 from splitinfer.commands import coder_name
-from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD
-from splitinfer.settings import DEFAULT_MODEL, Option
+from splitinfer.settings import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, Option
 
 NAME = "calibrate"
 HELP = ("Collect activation statistics at a cut on calibration images (never the evaluation set), choose the "

@@ -33,19 +33,11 @@ def heads(model, video) -> list[HeadOutput]:
 
 
 @pytest.fixture(scope="module")
-def ladder(model, heads) -> CodecLadder:
-    """Nine points calibrated on the first frame (the test's own small ladder: the shipped one has its own test)."""
-    from splitinfer.codec import encode
+def ladder() -> CodecLadder:
+    """The ladder shipped with the model (cut 60): what `splitinfer edge --rate-kbps` uses."""
+    from splitinfer.services.profiles import packaged_profile
 
-    (tensor,) = heads[0].tensors.values()
-    low, high = np.percentile(tensor, [0.1, 99.9])
-    points = []
-    for levels in (3, 5, 9, 13, 17, 25, 33, 49, 63):
-        quantizer = Quantizer.uniform(float(low) * 1.5, float(high) * 1.5, levels)
-        bits = 8 * encode(tensor, quantizer).nbytes / tensor.size
-        points.append(CodecProfile(quantizer, coder=Coder.TEMPORAL_CONTEXTS, model=model.name, cut=CUT,
-                                   hysteresis=0.1, figures={"bits_per_element": bits}))
-    return CodecLadder(tuple(points))
+    return CodecLadder.load(packaged_profile("yolo-fastest-1.1-xl", "ladder"))
 
 
 def stream(model, heads, ladder, kbps: float, *, allow_drop: bool = False, spacing_s: float | None = None):
@@ -95,7 +87,7 @@ def test_a_slower_source_gets_more_bytes_per_frame_for_the_same_budget(model, he
 
 
 def test_live_streams_drop_inter_frames_only_when_even_the_cheapest_point_overflows(model, heads, ladder) -> None:
-    fine = CodecLadder(ladder.points[3:])  # no cheap point: 13 levels and up
+    fine = CodecLadder(tuple(p for p in ladder.points if p.quantizer.levels >= 13))  # no cheap point
     _, _, messages, rate = stream(model, heads[:60], fine, 1.0, allow_drop=True)
     assert rate.stats.dropped > 0 and rate.stats.dropped + len(messages) == 60
     assert not messages[0].HasField("reference_frame_id")  # the intra frame that opens the stream was sent
