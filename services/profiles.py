@@ -127,13 +127,12 @@ def resolve_profile(model: Any, cut: str | None, settings: CodecSettings) -> Cod
             raise ServiceError("--profile sets the quantizers: drop --levels/--clip-min/--clip-max, or drop --profile.")
         profile = load_profile(settings.profile)
     else:
-        shipped = None if settings.quantizer_flags else packaged_profile(model_name)
-        profile = CodecProfile.load(shipped) if shipped is not None else None
-        if profile is not None and cut is not None and profile.cut is not None \
-                and canonical_cut(profile.cut) != canonical_cut(cut):
-            profile = None  # the shipped profile is for another cut
-        if profile is None:
-            profile = _profile_from_flags(model_name, settings)
+        shipped_path = None if settings.quantizer_flags else packaged_profile(model_name)
+        shipped = CodecProfile.load(shipped_path) if shipped_path is not None else None
+        if shipped is not None and cut is not None and shipped.cut is not None \
+                and canonical_cut(shipped.cut) != canonical_cut(cut):
+            shipped = None  # the shipped profile is for another cut
+        profile = shipped if shipped is not None else _profile_from_flags(model_name, settings)
     check_matches(profile, model_name, cut)
     try:
         split = model.split(cut if cut is not None else profile.cut or default_cut)

@@ -105,7 +105,7 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
             raise ServiceError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
                                "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
         ladder = resolve_ladder(model, settings.cut, settings.ladder, settings.intra_period)
-        split = model.split(ladder.cut)
+        split = model.split(str(ladder.cut))  # resolve_ladder refuses a ladder without a cut
         elements = sum(math.prod(spec.shape) for spec in split.tensors)
         rate = RateController(ladder, elements, settings.rate_kbps * 1000)
         log.info("rate control: %g kbit/s over %d ladder points of cut %s", settings.rate_kbps, len(ladder.points),
