@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.profile import CodecProfile
+from splitinfer.codec.profile import CodecProfile, parse_json, read_text
 
 LADDER_ID = "splitinfer.codec-ladder/1"
 _FIELDS = {"id", "model", "cut", "points", "figures"}
@@ -96,19 +96,11 @@ class CodecLadder:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CodecLadder:
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise CodecError(f"the codec ladder is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "the codec ladder"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> CodecLadder:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CodecError(f"cannot read the codec ladder {str(path)!r}: {exc}") from exc
-        return cls.from_json(text)
+        return cls.from_json(read_text(path, "the codec ladder"))

@@ -167,22 +167,30 @@ class CodecProfile:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CodecProfile:
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise CodecError(f"the codec profile is not valid JSON: {exc}") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(parse_json(text, "the codec profile"))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | Path) -> CodecProfile:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CodecError(f"cannot read the codec profile {str(path)!r}: {exc}") from exc
-        return cls.from_json(text)
+        return cls.from_json(read_text(path, "the codec profile"))
+
+
+def parse_json(text: str | bytes, what: str) -> Any:
+    """JSON data of a profile or ladder file; CodecError for bad JSON, NaN or Infinity included."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CodecError(f"{what} is not valid JSON: {exc}") from exc
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a profile or ladder file; CodecError when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodecError(f"cannot read {what} {str(path)!r}: {exc}") from exc
 
 
 def _reject_constant(name: str) -> float:

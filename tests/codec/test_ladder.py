@@ -54,6 +54,8 @@ def test_a_profile_is_not_a_ladder_and_fields_must_agree() -> None:
         CodecLadder.from_dict(data)
     with pytest.raises(CodecError, match="not valid JSON"):
         CodecLadder.from_json("{")
+    with pytest.raises(CodecError, match="not valid JSON: NaN is not a finite number"):
+        CodecLadder.from_json('{"id": NaN}')
     with pytest.raises(CodecError, match="cannot read"):
         CodecLadder.load("/nonexistent/ladder.json")
 
