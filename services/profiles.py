@@ -48,6 +48,12 @@ class CodecSettings:
     def quantizer_flags(self) -> bool:
         return self.levels is not None or self.clip_min is not None or self.clip_max is not None
 
+    def check_rate_control(self) -> None:
+        """--rate-kbps picks among a ladder's points: refuse the flags that fix a profile instead."""
+        if self.profile or self.quantizer_flags or self.coder:
+            raise ServiceError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
+                               "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
+
 
 def canonical_cut(cut: str | int) -> str:
     """A cut name as profiles record it ("layer80" and "80" are the same Darknet cut)."""

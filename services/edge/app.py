@@ -32,7 +32,7 @@ from splitinfer.services.profiles import (
     resolve_ladder,
     resolve_profile,
 )
-from splitinfer.errors import ServiceError, StartupInterrupted
+from splitinfer.errors import StartupInterrupted
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -100,10 +100,7 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         log.info("using the codec profile %s", describe_profile(settings.profile, profile))
         pipeline = EdgePipeline(model, profile, percentile_levels=settings.levels or DEFAULT_LEVELS)
     else:
-        codec = settings.codec_settings()
-        if codec.profile or codec.quantizer_flags or codec.coder:
-            raise ServiceError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
-                               "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
+        settings.codec_settings().check_rate_control()
         ladder = resolve_ladder(model, settings.cut, settings.ladder, settings.intra_period)
         split = model.split(str(ladder.cut))  # resolve_ladder refuses a ladder without a cut
         elements = sum(math.prod(spec.shape) for spec in split.tensors)

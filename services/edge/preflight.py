@@ -76,15 +76,12 @@ def check_rate(settings: Any) -> None:
 
     if not settings.rate_kbps >= MIN_RATE_KBPS:
         raise ConfigError(f"--rate-kbps must be at least {MIN_RATE_KBPS:g} kbit/s, got {settings.rate_kbps:g}.")
-    codec = settings.codec_settings()
-    if codec.profile or codec.quantizer_flags or codec.coder:
-        raise ConfigError("--rate-kbps chooses among the points of a codec ladder: drop --profile, --levels, "
-                          "--clip-min/--clip-max and --coder (pass --ladder to use another ladder).")
     path = settings.ladder or shipped_file(settings.model, "ladder")
-    if path is None:
-        return  # the model registry (after torch loads) says whether it ships one
     try:
-        check_matches(load_ladder(str(path)).points[0], settings.model, settings.cut, f"codec ladder {str(path)!r}")
+        settings.codec_settings().check_rate_control()
+        if path is not None:  # else the model registry (after torch loads) says whether it ships one
+            check_matches(load_ladder(str(path)).points[0], settings.model, settings.cut,
+                          f"codec ladder {str(path)!r}")
     except ServiceError as exc:
         raise ConfigError(str(exc)) from exc
 
