@@ -13,7 +13,7 @@ compute that table from the two quantizers the wire carries, so a switch costs n
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,12 +80,12 @@ class TemporalEncoder:
         """Make the next frame intra (stream start, reconnect, or the decoder asked for one)."""
         self._reference = None
 
-    def next_is_intra(self, names: object = None) -> bool:
-        """Whether the next frame will be intra (rate control plans for it)."""
+    def next_is_intra(self, names: Iterable[str] | None = None) -> bool:
+        """Whether the next frame (of tensors `names`) will be intra (rate control plans for it)."""
         reference = self._reference
         if reference is None or self._since_intra >= self.intra_period:
             return True
-        return names is not None and set(reference) != set(names)  # type: ignore[call-overload]
+        return names is not None and set(reference) != set(names)
 
     def code(self, tensors: Mapping[str, np.ndarray], quantizers: Mapping[str, Quantizer], *,
              hysteresis: float | None = None) -> CodedFrame:
@@ -126,8 +126,7 @@ class TemporalEncoder:
 class TemporalDecoder:
     """The decoder's twin of TemporalEncoder: decodes intra and inter frames and holds the reference."""
 
-    def __init__(self, *, limits: CodecLimits | None = None) -> None:
-        self.limits = limits
+    def __init__(self) -> None:
         self._reference_id: int | None = None
         self._reference: dict[str, Reference] = {}
 
@@ -146,8 +145,8 @@ class TemporalDecoder:
         self._reference_id = None
         self._reference = {}
 
-    def decode_frame(self, tensors: Mapping[str, CompressedTensor],
-                     reference_id: int | None = None) -> dict[str, Reference]:
+    def decode_frame(self, tensors: Mapping[str, CompressedTensor], reference_id: int | None = None, *,
+                     limits: CodecLimits | None = None) -> dict[str, Reference]:
         """Each tensor's levels (with its quantizer); `reference_id` is the frame an inter frame is coded against.
 
         Raises MissingReferenceError when that is not the frame this decoder holds, CodecError for a bad tensor.
@@ -167,7 +166,7 @@ class TemporalDecoder:
                                             "reference to decode it against; send an intra frame.")
             try:
                 levels = decode_levels(tensor, reference=None if ref is None else ref.for_quantizer(tensor.quantizer),
-                                       limits=self.limits)
+                                       limits=limits)
             except MissingReferenceError:
                 raise
             except CodecError as exc:

@@ -335,7 +335,7 @@ class TailEngine:
                                     f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
         reference_id = frame.reference_frame_id if frame.HasField("reference_frame_id") else None
         try:
-            levels = state.decoder.decode_frame(compressed, reference_id)
+            levels = state.decoder.decode_frame(compressed, reference_id, limits=self.limits)
         except MissingReferenceError as exc:
             raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
                                 f"frame {frame.frame_id}: {exc}", intra_frame_requested=True) from exc

@@ -154,3 +154,13 @@ def test_a_corrupt_tensor_names_itself_and_leaves_the_reference_alone() -> None:
         decoder.decode_frame(broken, 0)
     assert decoder.reference_id == 0
     decoder.decode_frame(second.tensors, 0)
+
+
+def test_the_decoder_applies_the_limits_it_is_given() -> None:
+    from splitinfer.codec import CodecLimits
+
+    encoder, decoder = TemporalEncoder(), TemporalDecoder()
+    first = encoder.code(frames(1)[0], {"layer60": QUANTIZER})
+    with pytest.raises(CodecError, match="tensor 'layer60' could not be decoded"):
+        decoder.decode_frame(first.tensors, limits=CodecLimits(max_elements=100))
+    assert decoder.decode_frame(first.tensors)["layer60"].levels.size == 4 * 12 * 12

@@ -357,3 +357,16 @@ def test_subscribe_with_a_malformed_stream_id_is_refused(engine) -> None:
         return caught.value.code()
 
     assert run(with_stream(engine, scenario)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_clouds_element_limit_applies_to_every_frame_it_decodes(model, frames) -> None:
+    """A cloud started with a smaller --max-elements refuses a tensor above it in-band, before decoding it."""
+    from splitinfer.codec import CodecLimits
+    from splitinfer.services.cloud.engine import TailEngine
+    from splitinfer.services.cloud.streams import StreamState
+
+    engine = TailEngine(model, limits=CodecLimits(max_elements=1000))
+    split = engine.open_stream(MODEL, CUT)
+    result = engine.process(StreamState("cam-limits", MODEL, split.cut), split, frames[0], -1)
+    assert result.error.reason == inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR
+    assert "1000" in result.error.message, result.error.message
