@@ -24,10 +24,10 @@ shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST, MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS,
-STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER, SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE,
-MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE, STREAM_NOT_PERMITTED,
-STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST,
+MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER,
+SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
+STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
 Authorization (services/cloud/access.py) is checked before anything else of a call is read.
 
 Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
