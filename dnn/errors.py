@@ -5,6 +5,7 @@
     ├── WeightsError           a weights file is missing, the wrong size or fails its checksum
     │   └── WeightsUnavailableError   no local copy and the download failed (names file, URL, flag)
     ├── MissingDependencyError an optional package is not installed (says which pip extra to install)
+    ├── InferenceRuntimeError  a --runtime cannot run the model here (precision, or an export that disagrees)
     └── ImageDecodeError       an image or video frame could not be read
 """
 
@@ -31,6 +32,10 @@ class WeightsUnavailableError(WeightsError):
 
 class MissingDependencyError(ModelError, ImportError):
     """An optional package that this model needs is not installed."""
+
+
+class InferenceRuntimeError(ModelError):
+    """A runtime (--runtime) cannot run this model here: unknown, an unsupported precision, or a wrong export."""
 
 
 class ImageDecodeError(ModelError):

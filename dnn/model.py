@@ -1,9 +1,15 @@
-"""SplitModel: a network with its preprocessing, postprocessing, class names and the cuts it allows."""
+"""SplitModel: a network with its preprocessing, postprocessing, class names and the cuts it allows.
+
+Its head, tail and whole network run in torch, or in the runtime chosen with `use_runtime` (ONNX Runtime,
+OpenVINO): each graph is exported and compiled on first use, once per cut and part.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
+
+import threading
 
 import numpy as np
 import torch
@@ -11,9 +17,11 @@ from torch import nn
 
 from splitinfer.dnn.darknet import DarknetNetwork
 from splitinfer.dnn.errors import ModelError
+from splitinfer.dnn.graphs import HeadGraph, TailGraph, WholeGraph
 from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.results import ClassScore, Detection
-from splitinfer.dnn.split import Split
+from splitinfer.dnn.runtime import CompiledGraph, RuntimeConfig, compile_graph
+from splitinfer.dnn.split import Split, TensorSpec
 from splitinfer.dnn.staged import StagedNetwork
 from splitinfer.dnn.yolo_postprocess import LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD, yolo_detections, yolo_detections_batch
 
@@ -41,6 +49,10 @@ class SplitModel(nn.Module):
         self.class_names = list(class_names)
         self.default_cut = default_cut
         self._preprocessor = preprocessor
+        self.runtime = RuntimeConfig()
+        self._graphs: dict[tuple[str, str], CompiledGraph] = {}
+        self.runtime_differences: dict[str, float] = {}  # graph name -> largest difference from torch at compile
+        self._compile_lock = threading.Lock()
         self.eval()
 
     def __repr__(self) -> str:
@@ -50,11 +62,23 @@ class SplitModel(nn.Module):
         """Every valid cut name (Darknet: layer indices "0".."N-1"; torchvision/timm: stage names)."""
         return self.network.cut_names()
 
+    def use_runtime(self, config: RuntimeConfig) -> SplitModel:
+        """Run the head, tail and whole network in `config`'s runtime from now on (graphs compile on first use).
+
+        Splits made before keep the runtime they were made with."""
+        with self._compile_lock:
+            self.runtime = config
+            self._graphs.clear()
+        return self
+
     def split(self, cut: str | int) -> Split:
         """Cut after layer/stage `cut`; an unknown cut raises ModelError saying how to list valid ones."""
         cut = str(cut)
         specs = self.network.tensor_specs(cut)
         canonical = str(self.network.cut_index(cut)) if isinstance(self.network, DarknetNetwork) else cut
+        if self.runtime.compiled:
+            return Split(canonical, specs, head=lambda x: self._compiled_head(canonical, specs, x),
+                         tail=lambda tensors: self._compiled_tail(canonical, specs, tensors))
         return Split(
             canonical,
             specs,
@@ -62,12 +86,60 @@ class SplitModel(nn.Module):
             tail=lambda tensors: self.network.tail(canonical, tensors),
         )
 
+    def _example_input(self) -> torch.Tensor:
+        """A fixed input to export and check graphs on (an image-like range, the same every time)."""
+        return torch.rand((1, 3, *self.input_size), generator=torch.Generator().manual_seed(0))
+
+    def _graph(self, part: str, cut: str, module: nn.Module, example: tuple[torch.Tensor, ...]) -> CompiledGraph:
+        key = (part, cut)
+        graph = self._graphs.get(key)
+        if graph is None:
+            with self._compile_lock:  # the cloud's executor threads may ask for the same graph at once
+                graph = self._graphs.get(key)
+                if graph is None:
+                    graph, difference = compile_graph(self.name, part, cut, module, example, self.runtime)
+                    self.runtime_differences[f"{part}{'-cut' + cut if cut else ''}"] = difference
+                    self._graphs[key] = graph
+        return graph
+
+    def _as_network_returns(self, outputs: list[torch.Tensor]) -> Any:
+        """A compiled graph's outputs as the torch network returns them: Darknet a list of YOLO maps, a staged
+        classifier one tensor of logits."""
+        return outputs if isinstance(self.network, DarknetNetwork) else outputs[0]
+
+    def _compiled_head(self, cut: str, specs: list[TensorSpec], x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.network.check_input(x)
+        names = [spec.name for spec in specs]
+        graph = self._graph("head", cut, HeadGraph(self.network, cut, names), (self._example_input(),))
+        outputs = graph([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
+        return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
+
+    def _compiled_tail(self, cut: str, specs: list[TensorSpec], tensors: dict[str, torch.Tensor]) -> Any:
+        names = [spec.name for spec in specs]
+
+        def example() -> tuple[torch.Tensor, ...]:
+            with torch.no_grad():
+                sent = self.network.head(cut, self._example_input())
+            return tuple(sent[name] for name in names)
+
+        key = ("tail", cut)
+        graph = self._graphs.get(key) or self._graph("tail", cut, TailGraph(self.network, cut, names), example())
+        outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(tensors[name].detach().cpu().numpy(),
+                                                                            dtype=np.float32) for name in names])]
+        return self._as_network_returns(outputs)
+
     def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, PreprocessInfo]:
         """A BGR uint8 image (as cv2.imread gives) -> (1, 3, H, W) float32 input and the info to map boxes back."""
         return self._preprocessor(image_bgr)
 
     def forward(self, x: torch.Tensor) -> Any:
         """The full (unsplit) model."""
+        if self.runtime.compiled:
+            self.network.check_input(x)
+            graph = self._graph("whole", "", WholeGraph(self.network), (self._example_input(),))
+            outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(x.detach().cpu().numpy(),
+                                                                                dtype=np.float32)])]
+            return self._as_network_returns(outputs)
         with torch.no_grad():
             return self.network(x)
 

@@ -19,8 +19,10 @@ from typing import Any, Literal
 from torch import nn
 
 from splitinfer.dnn.errors import MissingDependencyError, ModelError, WeightsError
+from splitinfer.dnn.fusion import fold_batch_norms
 from splitinfer.dnn.model import SplitModel
 from splitinfer.dnn.preprocess import CenterCropPreprocess, LetterboxPreprocess, ResizePreprocess
+from splitinfer.dnn.runtime import RuntimeConfig, check_runtime
 from splitinfer.dnn.weights import RemoteFile, resolve_file
 
 Family = Literal["darknet", "torchvision", "timm"]
@@ -75,16 +77,25 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def load_model(
-    name: str, *, weights: PathArg = None, cfg: PathArg = None, pretrained: bool = True, download: bool = True
+    name: str, *, weights: PathArg = None, cfg: PathArg = None, pretrained: bool = True, download: bool = True,
+    runtime: RuntimeConfig | None = None, fold_batch_norm: bool = True,
 ) -> SplitModel:
-    """Build a registered model in eval mode on the CPU.
+    """Build a registered model, ready for inference: eval mode, on the CPU, batch norms folded into their
+    convolutions (fold_batch_norm=False keeps them), running in `runtime` (default: torch eager).
 
     weights: a weights file or a folder holding it (Darknet: and its cfg); None resolves it from
     $SPLITINFER_WEIGHTS_DIR, the cache, then a download. pretrained=False skips weights (random init).
     """
     spec = get_spec(name)
+    if runtime is not None:
+        check_runtime(runtime.name)  # a missing package is named before any weights load
     builder = _BUILDERS[spec.family]
-    return builder(spec, weights if pretrained else None, cfg, pretrained, download)
+    model = builder(spec, weights if pretrained else None, cfg, pretrained, download)
+    if fold_batch_norm:
+        fold_batch_norms(model.network)
+    if runtime is not None:
+        model.use_runtime(runtime)
+    return model
 
 
 # ---------------------------------------------------------------------------------------------- builders

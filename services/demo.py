@@ -112,7 +112,8 @@ async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[
     port_file = workdir / "cloud.port"
     command = [sys.executable, "-m", "splitinfer.cli", "cloud", "--host", "127.0.0.1", "--port", "0",
                "--plaintext", "--metrics-port", "-1", "--port-file", str(port_file), "--model", options.edge.model,
-               "--max-message-bytes", str(options.edge.max_message_bytes), "--log-level", "WARNING"]
+               "--max-message-bytes", str(options.edge.max_message_bytes), "--log-level", "WARNING",
+               "--runtime", options.edge.runtime, "--threads", str(options.edge.threads)]
     if options.edge.weights:
         command += ["--weights", options.edge.weights]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -138,6 +139,8 @@ def _started(views: Any) -> None:
 async def run_demo(options: DemoOptions) -> int:
     """Run the demo; prints progress on stderr and the summary on stdout; returns the exit code."""
     from splitinfer.dnn import load_model
+    from splitinfer.dnn.runtime import resolve_runtime
+    from splitinfer.dnn.threads import apply_torch_threads
     from splitinfer.services.cloud.engine import TailEngine
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
     from splitinfer.services.edge.app import build_pipeline, run_edge
@@ -148,8 +151,12 @@ async def run_demo(options: DemoOptions) -> int:
     settings = options.edge
     print(f"splitinfer demo: {settings.model} split between an edge and a cloud ({options.cloud_mode}) on "
           f"{settings.source}" + (f", {settings.frames} frames" if settings.frames else ""), flush=True)
+    # One model serves the edge's heads and the cloud's tails: two calls may run at once.
+    runtime = resolve_runtime(settings.runtime, settings.threads, concurrent_calls=2, device=settings.device)
+    apply_torch_threads(runtime.threads)
     with ThreadPoolExecutor(max_workers=1) as executor:
-        model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights))
+        model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights,
+                                                                        runtime=runtime))
     pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
     from splitinfer.services.edge.pipeline import quantizers_summary
 

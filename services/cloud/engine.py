@@ -23,6 +23,8 @@ from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, MissingR
 from splitinfer.dnn import ModelError, load_model
 from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, resolve_precision, synchronize,
                                   to_device)
+from splitinfer.dnn.runtime import resolve_runtime
+from splitinfer.dnn.threads import apply_torch_threads
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.services.stages import known_edge_stages
 from splitinfer.v1 import inference_pb2
@@ -81,9 +83,13 @@ class TailEngine:
         self.model = model
         self.model_name: str = model.name
         self.limits = limits or CodecLimits()
-        self.device = resolve_device(device) if isinstance(device, str) else device
-        self.precision = precision
-        self.dtype = resolve_precision(precision, self.device)
+        runtime = getattr(model, "runtime", None)
+        if runtime is not None and runtime.compiled:  # ONNX Runtime / OpenVINO: CPU, in the runtime's precision
+            self.device, self.precision, self.dtype = torch.device("cpu"), runtime.precision, torch.float32
+        else:
+            self.device = resolve_device(device) if isinstance(device, str) else device
+            self.precision = precision
+            self.dtype = resolve_precision(precision, self.device)
         if self.device.type != "cpu" or self.dtype is not torch.float32:
             place_model(model, self.device, self.dtype)
         # Batches padded to powers of two (see _stack): on a GPU by default; the CPU gains nothing from it.
@@ -94,14 +100,21 @@ class TailEngine:
 
     @classmethod
     def load(cls, name: str, *, weights: str | None = None, limits: CodecLimits | None = None, device: str = "auto",
-             precision: str = "fp32", pretrained: bool = True) -> TailEngine:
-        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR).
+             precision: str = "fp32", pretrained: bool = True, runtime: str = "torch", threads: int = 0,
+             concurrent_calls: int = 1) -> TailEngine:
+        """Load a model by registry name (weights: a file or folder; None: the cache or SPLITINFER_WEIGHTS_DIR),
+        running in `runtime` with `threads` per tail call (0: the default for `concurrent_calls` at once).
 
-        The device and precision are checked first: a missing GPU is a DeviceError before any weights load."""
-        where = resolve_device(device)
-        resolve_precision(precision, where)
-        return cls(load_model(name, weights=weights, pretrained=pretrained), limits=limits, device=where,
-                   precision=precision)
+        The runtime, device and precision are checked first: a missing GPU or runtime package is an error
+        before any weights load."""
+        config = resolve_runtime(runtime, threads, concurrent_calls=concurrent_calls, precision=precision,
+                                 device=device)
+        apply_torch_threads(config.threads)  # torch decodes boxes and runs NMS, and the tail with --runtime torch
+        where = resolve_device(device if not config.compiled else "cpu")
+        if not config.compiled:
+            resolve_precision(precision, where)
+        model = load_model(name, weights=weights, pretrained=pretrained, runtime=config)
+        return cls(model, limits=limits, device=where, precision=precision)
 
     def open_stream(self, model: str, cut: str) -> Any:
         """The Split for a stream's start message (empty cut: the model's default); LookupError if unknown."""

@@ -86,6 +86,13 @@ class CloudConfig:
     precision: str = "fp32"
     max_batch: int = 1
     max_batch_delay_ms: float = 2.0
+    runtime: str = "torch"  # torch, onnxruntime or openvino (splitinfer.dnn.runtime)
+    threads: int = 0  # per tail call; 0: splitinfer.dnn.threads' default for the tails that run at once
+
+    @property
+    def concurrent_tails(self) -> int:
+        """Tails that may run at once: one per executor worker, or the one tail thread when batching."""
+        return self.workers if self.max_batch == 1 else 1
 
     def __post_init__(self) -> None:
         for name in ("max_streams", "workers", "stream_queue", "stream_queue_bytes", "subscriber_queue",
@@ -252,7 +259,9 @@ class CloudServer:
 
         engine = TailEngine.load(self.config.model, weights=self.config.weights,
                                  limits=CodecLimits(max_elements=self.config.max_elements),
-                                 device=self.config.device, precision=self.config.precision)
+                                 device=self.config.device, precision=self.config.precision,
+                                 runtime=self.config.runtime, threads=self.config.threads,
+                                 concurrent_calls=self.config.concurrent_tails)
         warm_up()  # before SERVING: the first frame of the first stream should not load the codec's kernels
         log.info("model on %s in %s, batches of up to %d frames", engine.device, engine.precision,
                  self.config.max_batch)

@@ -76,6 +76,8 @@ class EdgeSettings:
     camera_fps: float | None = None
     allow_truncated: bool = False
     device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
+    runtime: str = "torch"  # torch, onnxruntime or openvino (splitinfer.dnn.runtime)
+    threads: int = 0  # per model call; 0: splitinfer.dnn.threads' default
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
@@ -83,14 +85,21 @@ class EdgeSettings:
 
 
 def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
-    """Load the model (unless given), set up its head and quantizers for the chosen cut, and warm it up."""
+    """Load the model (unless given: the caller set its runtime and threads), set up its head and quantizers for
+    the chosen cut, and warm it up."""
     from splitinfer.dnn.device import place_model, resolve_device
+    from splitinfer.dnn.runtime import resolve_runtime
+    from splitinfer.dnn.threads import apply_torch_threads
 
-    device = resolve_device(settings.device)  # a missing GPU is an error before the model loads
+    runtime = resolve_runtime(settings.runtime, settings.threads, device=settings.device) if model is None \
+        else model.runtime
+    # A missing GPU is an error before the model loads; the compiled runtimes run on the CPU.
+    device = resolve_device(settings.device if not runtime.compiled else "cpu")
     if model is None:
         from splitinfer.dnn import load_model
 
-        model = load_model(settings.model, weights=settings.weights)
+        apply_torch_threads(runtime.threads)  # torch preprocesses, and runs the head with --runtime torch
+        model = load_model(settings.model, weights=settings.weights, runtime=runtime)
     if device.type != "cpu":
         import torch
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError, ServiceError
+from splitinfer.runtimes import check_runtime_flags
 from splitinfer.services.edge.capture import check_source
 
 log = logging.getLogger("splitinfer.edge")
@@ -130,6 +131,7 @@ def check_edge(settings: Any, *, connect_timeout_s: float, check_model_too: bool
     except CaptureError as exc:
         raise ConfigError(f"--source: {exc}") from exc
     check_weights_path(settings.weights)
+    check_runtime_flags(settings.runtime, settings.threads, settings.device)
     check_profile(settings.profile, settings.model, settings.cut)
     check_rate(settings)
     if connect_timeout_s > 0:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
+from splitinfer.commands import runtime_options
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "cloud"
@@ -55,8 +56,7 @@ OPTIONS = [
            cast=int, default=1),
     Option("max-batch-delay-ms", "Longest a frame waits for others to join its batch, in milliseconds.", cast=float,
            default=2.0),
-    Option("torch-threads", "Threads per torch operation (0: torch's default, one per core; set it to the "
-           "container's CPU limit).", cast=int, default=0),
+    *runtime_options.OPTIONS,
     Option("tls-cert", "PEM certificate chain the cloud serves TLS with (re-read when the file changes).", cast=Path),
     Option("tls-key", "PEM private key of --tls-cert.", cast=Path),
     Option("tls-client-ca", "PEM CA certificates: require client certificates they sign (mTLS).", cast=Path),
@@ -79,19 +79,15 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
-    from splitinfer.errors import ConfigError
+    from splitinfer.runtimes import check_runtime_flags
     from splitinfer.services.cloud.server import CloudConfig, serve
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.torch_threads < 0:
-        raise ConfigError(f"--torch-threads must be 0 (torch's default) or more, got {args.torch_threads}.")
-    if args.torch_threads:
-        import torch
+    check_runtime_flags(args.runtime, args.threads, args.device)
+    if args.runtime == "torch":
+        from splitinfer.dnn.device import resolve_device, resolve_precision
 
-        torch.set_num_threads(args.torch_threads)
-    from splitinfer.dnn.device import resolve_device, resolve_precision
-
-    resolve_precision(args.precision, resolve_device(args.device))  # a missing GPU fails here, before binding
+        resolve_precision(args.precision, resolve_device(args.device))  # a missing GPU fails here, before binding
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -106,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca, plaintext=args.plaintext, auth_tokens=args.auth_tokens,
         max_streams_per_identity=args.max_streams_per_identity, health_port=args.health_port,
         reflection=args.reflection, device=args.device, precision=args.precision, max_batch=args.max_batch,
-        max_batch_delay_ms=args.max_batch_delay_ms,
+        max_batch_delay_ms=args.max_batch_delay_ms, runtime=args.runtime, threads=args.threads,
     )
     asyncio.run(serve(config, port_file=Path(args.port_file) if args.port_file else None))
     return 0

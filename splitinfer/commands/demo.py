@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from splitinfer.commands import runtime_options
 from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
@@ -29,6 +30,7 @@ OPTIONS = [
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     Option("weights", "Weights file or folder (default: ../shared/data/models/... when present, else the cache)."),
     *CODEC_OPTIONS,
+    *runtime_options.OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
     Option("mode", "Capture mode: auto, live (newest frame wins) or file (every frame).", default="auto",
            choices=("auto", "live", "file")),

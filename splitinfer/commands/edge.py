@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitinfer.commands import client_security, coder_name
+from splitinfer.commands import client_security, coder_name, runtime_options
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import DEFAULT_MODEL, Option
 
@@ -59,6 +59,7 @@ OPTIONS = [
     *CODEC_OPTIONS,
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
            "stays on the CPU.", default="auto"),
+    *runtime_options.OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
     Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
@@ -94,6 +95,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         source_timeout_s=args.source_timeout, allow_truncated=args.allow_truncated,
         rtsp_transport=None if args.rtsp_transport == "auto" else args.rtsp_transport,
         camera_width=args.camera_width, camera_height=args.camera_height, camera_fps=args.camera_fps,
+        runtime=getattr(args, "runtime", "torch"), threads=getattr(args, "threads", 0),
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)

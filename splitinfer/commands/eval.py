@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from splitinfer.commands import coder_name
+from splitinfer.commands import coder_name, runtime_options
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "eval"
@@ -41,6 +41,7 @@ OPTIONS = [
     Option("iou-threshold", "NMS IoU threshold", float, 0.45),
     Option("frame-step", "use every N-th image or video frame", int, 1),
     Option("limit", "use at most this many images or frames", _optional_int, None),
+    *runtime_options.OPTIONS,
     Option("json", "print one JSON object instead of a table", flag=True, default=False),
     Option("progress", "show a progress bar on stderr", flag=True, default=True),
     Option("allow-truncated", "accept a video that ends well before its header's frame count (else: the report, a "
@@ -85,7 +86,8 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def _print_table(report: dict, skipped: list[str]) -> None:
-    print(f"model {report['model']}  cut {report['cut']}  codec {report['codec']}  images {report['images']}")
+    print(f"model {report['model']}  cut {report['cut']}  codec {report['codec']}  images {report['images']}  "
+          f"runtime {report['runtime']} ({report['threads']} thread{'s' if report['threads'] != 1 else ''})")
     if "top1" in report:
         rows = [("top-1", report["top1_ref"], report["top1"], report["top1_delta"], report["top1_delta_se"]),
                 ("top-5", report["top5_ref"], report["top5"], None, None)]
@@ -108,11 +110,14 @@ def _print_table(report: dict, skipped: list[str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from splitinfer.dnn import list_models, load_model
+    from splitinfer.dnn.runtime import resolve_runtime
+    from splitinfer.dnn.threads import apply_torch_threads
     from splitinfer.dnn.eval_images import iter_source
     from splitinfer.dnn.evaluation import (
         ClassificationReport, DetectionReport, coco_annotations_for, evaluate_classification, evaluate_detection,
     )
     from splitinfer.errors import ConfigError
+    from splitinfer.runtimes import check_runtime_flags
 
     if args.list_models:
         for name in list_models():
@@ -134,7 +139,10 @@ def run(args: argparse.Namespace) -> int:
         args.cut = profile.cut
     if args.weights and not Path(args.weights).exists():
         raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
-    model = load_model(args.model, weights=args.weights)
+    check_runtime_flags(args.runtime, args.threads)
+    runtime = resolve_runtime(args.runtime, args.threads)
+    apply_torch_threads(runtime.threads)
+    model = load_model(args.model, weights=args.weights, runtime=runtime)
     report: ClassificationReport | DetectionReport
     truncated: list[str] = []
     if (data / "labels.csv").is_file():
@@ -152,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
             total=source_length(data, step=args.frame_step, limit=args.limit),
         )
     result = report.to_dict()
+    result["runtime"], result["threads"] = runtime.name, runtime.threads
     if truncated:
         result["truncated"] = truncated[0]
     if args.json:

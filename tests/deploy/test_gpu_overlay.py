@@ -23,7 +23,7 @@ def test_the_gpu_overlay_asks_for_a_gpu_on_a_gpu_node() -> None:
     assert env["SPLITINFER_DEVICE"] == "cuda" and int(env["SPLITINFER_MAX_BATCH"]) > 1
     # The base's settings survive the patch (the merge is by variable name).
     assert env["SPLITINFER_DRAIN_SECONDS"] == "30" and env["SPLITINFER_PORT"] == "50051"
-    assert env["SPLITINFER_TORCH_THREADS"] == str(container["resources"]["limits"]["cpu"])
+    assert env["SPLITINFER_THREADS"] == str(container["resources"]["limits"]["cpu"])
 
 
 def test_the_image_builds_cpu_torch_unless_told_otherwise() -> None:
