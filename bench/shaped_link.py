@@ -52,7 +52,7 @@ from tests.services.link_processes import (
 )
 
 JPEG_PORT = 50052
-# One torch thread in the edge, as in the cloud (--torch-threads 1) and the JPEG receiver: on a shared machine
+# One torch thread in the edge, as in the cloud (--threads 1) and the JPEG receiver: on a shared machine
 # OpenMP threads that outnumber the free cores spin and stall (first heads of 4-5 s were seen with the default).
 SENDER_ENV = {"OMP_NUM_THREADS": "1"}
 SOURCE_FPS = 10.0
@@ -135,7 +135,7 @@ def main() -> int:
             print(f"no shaped link on this machine: {exc}", file=sys.stderr)
             return 2
         try:
-            cloud = start_cloud(link, args.weights, folder, "--torch-threads", "1")
+            cloud = start_cloud(link, args.weights, folder, "--threads", "1")
             jpeg_port_file = folder / "jpeg.port"
             with open(folder / "jpeg.log", "w") as jpeg_log:
                 jpeg = link.popen("cloud", [sys.executable, str(REPO / "bench" / "baselines" / "jpeg_stream.py"),
