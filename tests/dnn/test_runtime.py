@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +19,7 @@ from splitinfer.dnn.errors import InferenceRuntimeError
 from splitinfer.dnn.runtime import RuntimeConfig, resolve_runtime
 from splitinfer.errors import ConfigError
 from tests.conftest import REPO, shared_path
+from tests.runtime_cache import onnx_cache  # noqa: F401 - a fixture
 
 MODEL = "yolo-fastest-1.1-xl"
 CUT = "60"
@@ -29,15 +29,6 @@ COMPILED = ("onnxruntime", "openvino")
 IMAGE_COUNT = 10
 # An fp32 export differs from torch by float rounding in another summation order: a few ulps of the range.
 RELATIVE_TOLERANCE = 1e-4
-
-
-@pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory) -> Path:
-    """A cache of this module's own (SPLITINFER_CACHE_DIR), so that every export here is made by these tests."""
-    folder = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPLITINFER_CACHE_DIR", str(folder))
-        yield folder
 
 
 @pytest.fixture(scope="module", params=COMPILED)
