@@ -50,7 +50,7 @@ class SplitModel(nn.Module):
         self.default_cut = default_cut
         self._preprocessor = preprocessor
         self.runtime = RuntimeConfig()
-        self._graphs: dict[tuple[str, str], CompiledGraph] = {}
+        self._graphs: dict[tuple[str, str, RuntimeConfig], CompiledGraph] = {}
         self.runtime_differences: dict[str, float] = {}  # graph name -> largest difference from torch at compile
         self._compile_lock = threading.Lock()
         self.eval()
@@ -76,9 +76,10 @@ class SplitModel(nn.Module):
         cut = str(cut)
         specs = self.network.tensor_specs(cut)
         canonical = str(self.network.cut_index(cut)) if isinstance(self.network, DarknetNetwork) else cut
-        if self.runtime.compiled:
-            return Split(canonical, specs, head=lambda x: self._compiled_head(canonical, specs, x),
-                         tail=lambda tensors: self._compiled_tail(canonical, specs, tensors))
+        runtime = self.runtime  # the split keeps it after a later use_runtime
+        if runtime.compiled:
+            return Split(canonical, specs, head=lambda x: self._compiled_head(canonical, specs, x, runtime),
+                         tail=lambda tensors: self._compiled_tail(canonical, specs, tensors, runtime))
         return Split(
             canonical,
             specs,
@@ -90,14 +91,15 @@ class SplitModel(nn.Module):
         """A fixed input to export and check graphs on (an image-like range, the same every time)."""
         return torch.rand((1, 3, *self.input_size), generator=torch.Generator().manual_seed(0))
 
-    def _graph(self, part: str, cut: str, module: nn.Module, example: tuple[torch.Tensor, ...]) -> CompiledGraph:
-        key = (part, cut)
+    def _graph(self, part: str, cut: str, module: nn.Module, example: tuple[torch.Tensor, ...],
+               runtime: RuntimeConfig) -> CompiledGraph:
+        key = (part, cut, runtime)
         graph = self._graphs.get(key)
         if graph is None:
             with self._compile_lock:  # the cloud's executor threads may ask for the same graph at once
                 graph = self._graphs.get(key)
                 if graph is None:
-                    graph, difference = compile_graph(self.name, part, cut, module, example, self.runtime)
+                    graph, difference = compile_graph(self.name, part, cut, module, example, runtime)
                     self.runtime_differences[f"{part}{'-cut' + cut if cut else ''}"] = difference
                     self._graphs[key] = graph
         return graph
@@ -107,14 +109,16 @@ class SplitModel(nn.Module):
         classifier one tensor of logits."""
         return outputs if isinstance(self.network, DarknetNetwork) else outputs[0]
 
-    def _compiled_head(self, cut: str, specs: list[TensorSpec], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _compiled_head(self, cut: str, specs: list[TensorSpec], x: torch.Tensor,
+                       runtime: RuntimeConfig) -> dict[str, torch.Tensor]:
         self.network.check_input(x)
         names = [spec.name for spec in specs]
-        graph = self._graph("head", cut, HeadGraph(self.network, cut, names), (self._example_input(),))
+        graph = self._graph("head", cut, HeadGraph(self.network, cut, names), (self._example_input(),), runtime)
         outputs = graph([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
         return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
 
-    def _compiled_tail(self, cut: str, specs: list[TensorSpec], tensors: dict[str, torch.Tensor]) -> Any:
+    def _compiled_tail(self, cut: str, specs: list[TensorSpec], tensors: dict[str, torch.Tensor],
+                       runtime: RuntimeConfig) -> Any:
         names = [spec.name for spec in specs]
 
         def example() -> tuple[torch.Tensor, ...]:
@@ -122,8 +126,8 @@ class SplitModel(nn.Module):
                 sent = self.network.head(cut, self._example_input())
             return tuple(sent[name] for name in names)
 
-        key = ("tail", cut)
-        graph = self._graphs.get(key) or self._graph("tail", cut, TailGraph(self.network, cut, names), example())
+        graph = self._graphs.get(("tail", cut, runtime)) or self._graph(
+            "tail", cut, TailGraph(self.network, cut, names), example(), runtime)
         outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(tensors[name].detach().cpu().numpy(),
                                                                             dtype=np.float32) for name in names])]
         return self._as_network_returns(outputs)
@@ -136,7 +140,7 @@ class SplitModel(nn.Module):
         """The full (unsplit) model."""
         if self.runtime.compiled:
             self.network.check_input(x)
-            graph = self._graph("whole", "", WholeGraph(self.network), (self._example_input(),))
+            graph = self._graph("whole", "", WholeGraph(self.network), (self._example_input(),), self.runtime)
             outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(x.detach().cpu().numpy(),
                                                                                 dtype=np.float32)])]
             return self._as_network_returns(outputs)

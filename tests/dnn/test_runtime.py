@@ -200,3 +200,26 @@ def test_a_classifier_tail_returns_one_tensor_as_torch_does(name, onnx_cache) ->
     got = model.split("layer4").tail(sent)
     assert isinstance(got, torch.Tensor) and got.shape == want.shape == (1, 1000)
     assert _relative(got, want) < RELATIVE_TOLERANCE
+
+
+def test_a_split_keeps_the_runtime_it_was_made_with(fastest_dir, fastest_xl, samples, onnx_cache, caplog) -> None:
+    """use_runtime changes what later splits run in; a split made before runs on as it was made, and no cached
+    export is taken for corrupt on the way."""
+    for name in COMPILED:
+        pytest.importorskip(name)
+    x = samples[0][1]
+    model = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=RuntimeConfig("onnxruntime", threads=1))
+    in_onnxruntime = model.split(CUT)
+    before = in_onnxruntime.head(x)[SENT]
+    exports = {path: path.stat().st_mtime_ns for path in (onnx_cache / "onnx").glob("*.onnx")}
+    with caplog.at_level(logging.WARNING, logger="splitinfer.dnn"):
+        model.use_runtime(RuntimeConfig("openvino", threads=1))
+        in_openvino = model.split(CUT)
+        model.use_runtime(RuntimeConfig())
+        in_torch = model.split(CUT)
+        assert torch.equal(in_onnxruntime.head(x)[SENT], before)
+        assert _relative(in_openvino.head(x)[SENT], before) < RELATIVE_TOLERANCE
+        with torch.no_grad():
+            assert torch.equal(in_torch.head(x)[SENT], fastest_xl.split(CUT).head(x)[SENT])
+    assert "could not load" not in caplog.text
+    assert {path: path.stat().st_mtime_ns for path in (onnx_cache / "onnx").glob("*.onnx")} == exports
