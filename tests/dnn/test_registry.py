@@ -20,6 +20,7 @@ from splitinfer.dnn import (
     list_models,
     load_model,
 )
+from splitinfer.dnn.fusion import fold_batch_norms
 from splitinfer.dnn.registry import register
 from splitinfer.dnn.weights import RemoteFile, resolve_file
 
@@ -158,9 +159,10 @@ def test_vgg16_signedness_follows_the_layer_types():
 
 def test_torchvision_weights_from_a_local_file(tmp_path):
     torch.manual_seed(1)
-    source = load_model("resnet50", pretrained=False)
+    source = load_model("resnet50", pretrained=False, fold_batch_norm=False)  # torchvision's keys, batch norms too
     path = tmp_path / "resnet50-0676ba61.pth"
     torch.save(_resnet_state(source), path)
+    fold_batch_norms(source.network)  # as load_model does
     model = load_model("resnet50", weights=path)
     x = torch.randn(1, 3, 224, 224)
     torch.testing.assert_close(model(x), source(x))

@@ -38,7 +38,8 @@ def test_head_matches_the_recorded_real_activations(fastest_xl):
         for key in ("layer22", "layer34", "layer59", "layer80"):
             want = recorded[key]
             got = fastest_xl.split(key.removeprefix("layer")).head(images[: len(want)])[key]
-            np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+            # Recorded before batch norms were folded at load: folding reorders float operations (3e-5 relative).
+            np.testing.assert_allclose(got.numpy(), want, atol=1e-4, rtol=1e-4)
 
 
 def test_cut_tensors_come_from_the_route_and_shortcut_graph(fastest_xl):
