@@ -6,7 +6,9 @@ a corrupt cache entry behave; bad runtime settings are refused with the fix."""
 from __future__ import annotations
 
 import logging
+import shutil
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -223,3 +225,52 @@ def test_a_split_keeps_the_runtime_it_was_made_with(fastest_dir, fastest_xl, sam
             assert torch.equal(in_torch.head(x)[SENT], fastest_xl.split(CUT).head(x)[SENT])
     assert "could not load" not in caplog.text
     assert {path: path.stat().st_mtime_ns for path in (onnx_cache / "onnx").glob("*.onnx")} == exports
+
+
+def _first_layer_head(model, x: torch.Tensor) -> torch.Tensor:
+    """Run the head at cut 0 (one convolution: the cheapest graph to export)."""
+    return model.split("0").head(x)["layer0"]
+
+
+def test_a_new_export_of_a_graph_prunes_its_stale_ones_and_only_those(fastest_dir, samples, onnx_cache) -> None:
+    pytest.importorskip("onnxruntime")
+    x = samples[0][1]
+    folder = onnx_cache / "onnx"
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / f"{MODEL}-head-cut0-{'0' * 16}.onnx"  # the same graph for weights long gone
+    others = [folder / f"{MODEL}-head-cut1-{'0' * 16}.onnx", folder / f"yolo-fastest-1.1-head-cut0-{'0' * 16}.onnx"]
+    for path in (stale, *others):
+        path.write_bytes(b"an export of earlier weights")
+    model = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=RuntimeConfig("onnxruntime", threads=1))
+    _first_layer_head(model, x)
+    [first] = folder.glob(f"{MODEL}-head-cut0-*.onnx")
+    assert first != stale and all(path.is_file() for path in others)
+
+    changed = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=RuntimeConfig("onnxruntime", threads=1))
+    with torch.no_grad():
+        next(changed.network.parameters()).mul_(1.01)  # new weights (a fine-tuned model): a new export
+    with torch.no_grad():
+        want = changed.network.head("0", x)["layer0"]
+    assert _relative(_first_layer_head(changed, x), want) < RELATIVE_TOLERANCE
+    [second] = folder.glob(f"{MODEL}-head-cut0-*.onnx")
+    assert second != first and all(path.is_file() for path in others)
+
+
+def test_an_unwritable_cache_costs_an_export_with_a_warning_and_still_runs(fastest_dir, samples, tmp_path,
+                                                                            monkeypatch, caplog) -> None:
+    pytest.importorskip("onnxruntime")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be, as a read-only root filesystem refuses it")
+    monkeypatch.setenv("SPLITINFER_CACHE_DIR", str(blocker / "cache"))
+    model = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=RuntimeConfig("onnxruntime", threads=1))
+    x = samples[0][1]
+    with caplog.at_level(logging.INFO, logger="splitinfer.dnn"):
+        got = _first_layer_head(model, x)
+    with torch.no_grad():
+        want = model.network.head("0", x)["layer0"]
+    assert _relative(got, want) < RELATIVE_TOLERANCE
+    assert f"cannot write the ONNX cache in {blocker / 'cache' / 'onnx'}" in caplog.text
+    assert "set SPLITINFER_CACHE_DIR to a writable folder" in caplog.text
+    exported = [Path(r.args[1]) for r in caplog.records if r.msg.startswith("exporting %s to ONNX")]
+    assert len(exported) == 1 and exported[0].is_file() and not exported[0].is_relative_to(blocker)
+    shutil.rmtree(exported[0].parent)  # the fallback folder is the process's own and is never removed
