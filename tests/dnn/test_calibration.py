@@ -45,7 +45,8 @@ def test_statistics_are_a_bounded_sample_of_the_real_activations(calibration):
     reference = np.sort(expected.ravel())  # every sampled value is one of the real activations
     position = np.clip(np.searchsorted(reference, sample.values), 1, reference.size - 1)
     nearest = np.minimum(np.abs(reference[position] - sample.values), np.abs(reference[position - 1] - sample.values))
-    assert nearest.max() < 1e-4
+    # Recorded before batch norms were folded at load: folding reorders float operations (3e-5 relative).
+    assert np.all(nearest < 1e-4 + 1e-4 * np.abs(sample.values))
     np.testing.assert_allclose(calibration.kept[0].tensors["layer80"][0], expected[0], atol=1e-4)
     assert len(calibration.kept) == 2 and all(k.reference for k in calibration.kept)
 
