@@ -1,6 +1,8 @@
-"""A runtime whose package is not installed (#20, "Install"): edge, eval and cloud refuse it with the pip extra to
-install, exit 2, and load no model. The package is made absent for real: each command runs in a fresh
-interpreter whose import system cannot find it (a sitecustomize.py on PYTHONPATH hides it from every finder)."""
+"""--runtime and --threads checked before any model loads (#20, "Install"): a runtime whose package is not installed
+is refused by edge, eval and cloud with the pip extra to install, exit 2, and no model file opened. The package is
+made absent for real: each command runs in a fresh interpreter whose import system cannot find it (a
+sitecustomize.py on PYTHONPATH hides it from every finder). A negative --threads and a compiled runtime on a GPU
+are refused the same way."""
 
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ sys.addaudithook(_audit)
 '''
 
 
+# `splitinfer ARGV` that also says whether torch was imported by the time it returned.
+EDGE_CODE = ("import sys\nfrom splitinfer.cli import main\nrc = main(sys.argv[1:])\n"
+             "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\nsys.exit(rc)\n")
+
+
 @pytest.fixture(scope="module")
 def hiding_path(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("hide-runtime")
@@ -84,9 +91,7 @@ def _assert_refused(done: subprocess.CompletedProcess, runtime: str) -> None:
 
 def test_edge_without_openvino_names_the_extra_before_torch_loads(hiding_path) -> None:
     video = shared_path("video", "one-by-one-person-detection.mp4")
-    code = ("import sys\nfrom splitinfer.cli import main\nrc = main(sys.argv[1:])\n"
-            "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\nsys.exit(rc)\n")
-    done = _run(hiding_path, "openvino", "-c", code, "edge", "--runtime", "openvino", "--source", str(video),
+    done = _run(hiding_path, "openvino", "-c", EDGE_CODE, "edge", "--runtime", "openvino", "--source", str(video),
                 "--plaintext", "--connect-timeout", "0", "--weights", str(shared_path("models", "yolo-fastest-1.1")),
                 "--log-level", "INFO")
     _assert_refused(done, "openvino")
@@ -110,3 +115,31 @@ def test_cloud_without_onnxruntime_names_the_extra_before_it_listens(hiding_path
     _assert_refused(done, "onnxruntime")
     assert "listening on port" not in done.stderr and "loading model" not in done.stderr
     assert not port_file.exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--threads", "-1"], "--threads must be 0 (automatic) or a positive count, got -1."),
+    (["--runtime", "onnxruntime", "--device", "cuda"], "--runtime onnxruntime runs on the CPU: use --device cpu (or "
+                                                        "auto), or --runtime torch for --device cuda."),
+    (["--runtime", "tensorrt"], "argument --runtime: invalid choice: 'tensorrt'"),
+])
+def test_edge_refuses_bad_runtime_flags_before_torch_loads(hiding_path, argv, message) -> None:
+    pytest.importorskip("onnxruntime")
+    video = shared_path("video", "one-by-one-person-detection.mp4")
+    done = _run(hiding_path, "", "-c", EDGE_CODE, "edge", "--source", str(video), "--plaintext", "--connect-timeout",
+                "0", *argv)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and "TEST-MODEL-FILE-OPENED" not in done.stderr, done.stderr
+    assert "TORCH-IMPORTED" not in done.stdout
+
+
+@pytest.mark.parametrize("command", [["eval", "--limit", "1"], ["cloud", "--plaintext", "--port", "0",
+                                                                "--metrics-port", "-1"]])
+def test_eval_and_cloud_refuse_a_negative_thread_count_before_the_model_loads(hiding_path, command) -> None:
+    data = [str(shared_path("coco-mini", "val2017"))] if command[0] == "eval" else []
+    done = _run(hiding_path, "", "-m", "splitinfer.cli", command[0], *data, *command[1:], "--threads", "-2",
+                "--weights", str(shared_path("models", "yolo-fastest-1.1")))
+    assert done.returncode == 2, done.stderr
+    assert "--threads must be 0 (automatic) or a positive count, got -2." in done.stderr, done.stderr
+    assert "TEST-MODEL-FILE-OPENED" not in done.stderr and "loading model" not in done.stderr
+
