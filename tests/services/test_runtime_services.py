@@ -5,11 +5,13 @@ sides gives; `splitinfer eval --runtime openvino` reports torch's figures."""
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
 
 from splitinfer.cli import main
+from splitinfer.dnn.runtime import RuntimeConfig
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from tests.conftest import shared_path
 from tests.runtime_cache import onnx_cache  # noqa: F401 - a fixture
@@ -46,10 +48,38 @@ def _stream_torch(engine, model, video, weights_dir) -> list:
     return run(scenario(), timeout=600)
 
 
-def test_an_onnxruntime_cloud_and_an_openvino_edge_detect_what_torch_does(onnx_cache, model, engine, video,  # noqa: F811
-                                                                         weights_dir, torch_threads) -> None:
+def _stream_compiled(video, weights_dir) -> list:
+    """A cloud that loads its model in ONNX Runtime (CloudConfig.runtime) and an edge that loads its own in OpenVINO
+    (EdgeSettings.runtime; run_edge builds the pipeline, as `splitinfer edge` does)."""
+    from splitinfer.services.cloud.server import CloudConfig, CloudServer
+
+    async def scenario() -> list:
+        outcomes: list = []
+        server = CloudServer(CloudConfig(model=MODEL, weights=str(weights_dir), host="127.0.0.1", port=0,
+                                         metrics_port=-1, plaintext=True, drain_seconds=5.0, runtime="onnxruntime",
+                                         threads=1))
+        await server.start()
+        try:
+            assert server.servicer.engine.model.runtime == RuntimeConfig("onnxruntime", threads=1)
+            settings = _edge_settings(video, weights_dir, server.port, "compiled", "openvino")
+            await run_edge(settings, [outcomes.append])
+            assert set(server.servicer.engine.model.runtime_differences) == {"tail-cut60"}
+        finally:
+            await server.stop(grace=0)
+        return outcomes
+
+    return run(scenario(), timeout=600)
+
+
+def test_an_onnxruntime_cloud_and_an_openvino_edge_detect_what_torch_does(
+        onnx_cache, model, engine, video, weights_dir, torch_threads, caplog) -> None:  # noqa: F811
     want = _stream_torch(engine, model, video, weights_dir)
-    got = _stream_compiled(video, weights_dir)
+    with caplog.at_level(logging.INFO, logger="splitinfer.dnn"):
+        got = _stream_compiled(video, weights_dir)
+    assert f"openvino runs {MODEL}-head-cut60 with 1 thread(s) in fp32" in caplog.text  # the edge's head
+    assert f"onnxruntime runs {MODEL}-tail-cut60 with 1 thread(s) in fp32" in caplog.text  # the cloud's tail
+    assert {path.name.rsplit("-", 1)[0] for path in (onnx_cache / "onnx").glob("*.onnx")} == {
+        f"{MODEL}-head-cut60", f"{MODEL}-tail-cut60"}
     for outcomes in (want, got):
         assert [o.result.frame_id for o in outcomes] == list(range(FRAMES))
         assert not [o.result.error for o in outcomes if o.result.HasField("error")]
@@ -67,32 +97,6 @@ def test_an_onnxruntime_cloud_and_an_openvino_edge_detect_what_torch_does(onnx_c
           f"{sum(o.result.payload_bytes for o in got)} vs {sum(o.result.payload_bytes for o in want)}")
     assert detections >= FRAMES  # a person walks through every frame
     assert boxes <= BOX_PX and scores <= SCORE
-
-
-def _stream_compiled(video, weights_dir) -> list:
-    """The edge in OpenVINO (build_pipeline loads the model) and a cloud that loads its model in ONNX Runtime."""
-    from splitinfer.services.cloud.server import CloudConfig, CloudServer
-
-    async def scenario() -> list:
-        outcomes: list = []
-        server = CloudServer(CloudConfig(model=MODEL, weights=str(weights_dir), host="127.0.0.1", port=0,
-                                         metrics_port=-1, plaintext=True, drain_seconds=5.0, runtime="onnxruntime",
-                                         threads=1))
-        await server.start()
-        try:
-            engine = server.servicer.engine
-            assert engine.model.runtime.name == "onnxruntime"
-            settings = _edge_settings(video, weights_dir, server.port, "compiled", "openvino")
-            pipeline = build_pipeline(settings)
-            assert pipeline.model.runtime.name == "openvino"
-            await run_edge(settings, [outcomes.append], pipeline=pipeline)
-            assert set(engine.model.runtime_differences) == {"tail-cut60"}
-            assert set(pipeline.model.runtime_differences) == {"head-cut60"}
-        finally:
-            await server.stop(grace=0)
-        return outcomes
-
-    return run(scenario(), timeout=600)
 
 
 def test_eval_in_openvino_reports_the_figures_of_torch(onnx_cache, capfd, torch_threads) -> None:  # noqa: F811
