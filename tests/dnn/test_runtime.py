@@ -246,10 +246,9 @@ def test_a_new_export_of_a_graph_prunes_its_stale_ones_and_only_those(fastest_di
     [first] = folder.glob(f"{MODEL}-head-cut0-*.onnx")
     assert first != stale and all(path.is_file() for path in others)
 
-    changed = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=RuntimeConfig("onnxruntime", threads=1))
+    changed = load_model(MODEL, weights=fastest_dir / f"{MODEL}.weights", runtime=model.runtime)
     with torch.no_grad():
         next(changed.network.parameters()).mul_(1.01)  # new weights (a fine-tuned model): a new export
-    with torch.no_grad():
         want = changed.network.head("0", x)["layer0"]
     assert _relative(_first_layer_head(changed, x), want) < RELATIVE_TOLERANCE
     [second] = folder.glob(f"{MODEL}-head-cut0-*.onnx")

@@ -111,3 +111,17 @@ def test_eval_in_openvino_reports_the_figures_of_torch(onnx_cache, capfd, torch_
     assert (ours["runtime"], theirs["runtime"]) == ("openvino", "torch") and ours["images"] == theirs["images"] == 8
     assert abs(ours["ap50"] - theirs["ap50"]) <= 0.005 and abs(ours["ap50_ref"] - theirs["ap50_ref"]) <= 0.005
     assert abs(ours["bytes_per_frame"] - theirs["bytes_per_frame"]) <= 0.01 * theirs["bytes_per_frame"]
+
+
+def test_splitinfer_cloud_runtime_flag_runs_the_tail_in_openvino(onnx_cache, model, video, weights_dir,  # noqa: F811
+                                                                  cloud_process) -> None:
+    """The command line's path: --runtime and --threads reach the cloud's model through CloudConfig."""
+    cloud = cloud_process(None, "--runtime", "openvino", "--threads", "1")
+    cloud.wait_serving(timeout=300)
+    outcomes: list = []
+    settings = _edge_settings(video, weights_dir, cloud.port, "cli-openvino", "torch")
+    run(run_edge(settings, [outcomes.append], pipeline=build_pipeline(settings, model)), timeout=300)
+    assert [o.result.frame_id for o in outcomes] == list(range(FRAMES))
+    assert not [o.result.error for o in outcomes if o.result.HasField("error")]
+    assert sum(len(o.result.detections) for o in outcomes) >= FRAMES
+    assert f"openvino runs {MODEL}-tail-cut60 with 1 thread(s) in fp32" in cloud.log.read_text()
