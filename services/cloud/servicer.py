@@ -15,7 +15,7 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
     DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection of the same identity resumed the same stream id
-    UNAUTHENTICATED      no credential, or one the access file does not know (Infer and Subscribe)
+    UNAUTHENTICATED      no credential, one the access file does not know, or a revoked client certificate
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
 `Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
@@ -27,7 +27,8 @@ Each such status carries google.rpc details (grpcio-status): ErrorInfo with a re
 UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST,
 MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER,
 SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
-STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
+REVOKED_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
+waiting and retrying helps.
 Authorization (services/cloud/access.py) is checked before anything else of a call is read.
 
 Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
@@ -53,7 +54,13 @@ from grpc_status import rpc_status
 from splitinfer.codec import CodecError
 from splitinfer.errors import BusError
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
+from splitinfer.services.cloud.access import (
+    AccessPolicy,
+    AuthenticationError,
+    Identity,
+    peer_certificate_names,
+    peer_certificate_pem,
+)
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
@@ -232,8 +239,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
         """The caller's identity from its bearer token or client certificate; UNAUTHENTICATED if none is valid."""
         try:
+            auth_context = context.auth_context()
             return self.access().authenticate(context.invocation_metadata() or (),
-                                              peer_certificate_names(context.auth_context()))
+                                              peer_certificate_names(auth_context), peer_certificate_pem(auth_context))
         except AuthenticationError as exc:
             self.metrics.rejected_streams.labels("unauthenticated").inc()
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), exc.reason)
