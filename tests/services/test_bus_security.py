@@ -284,3 +284,18 @@ def test_rotating_the_signing_key_loses_and_refuses_no_result(engine, secure_bus
     assert served == yielded == [0, 1, 2, 3]
     assert signed_with == ["a", "a", "b", "b"]
     assert refused is None and direct_refused == {}
+
+
+# -- consumer credentials -------------------------------------------------------------------------------------
+
+
+def test_bus_user_maps_stream_ids_to_subject_tokens_and_refuses_patterns_nats_cannot_express() -> None:
+    from splitinfer.commands.bus_user import consumer_subjects
+    from splitinfer.errors import ConfigError
+
+    assert consumer_subjects(["site-a/cam.1", "*"]) == [
+        "splitinfer.results.site-a%2Fcam%2E1", "splitinfer.events.site-a%2Fcam%2E1",
+        "splitinfer.results.*", "splitinfer.events.*"]
+    for pattern in (["site-a/*"], ["cam-?"], []):
+        with pytest.raises(ConfigError, match="list the ids|give --stream"):
+            consumer_subjects(pattern)
