@@ -78,7 +78,7 @@ def secure_bus(tmp_path: Path):
     text = text.replace(marker, f"    {dashboard}\n    {rogue}\n{marker}")
     server = NatsServer(tmp_path / "nats", config_text=text, env={
         "NATS_TLS_CERT": str(server_cert.cert), "NATS_TLS_KEY": str(server_cert.key), "NATS_TLS_CA": str(ca.ca),
-        "SPLITINFER_CLOUD_PASSWORD": "cloud-password-for-the-test"})
+        "NATS_CLOUD_PASSWORD": "cloud-password-for-the-test"})
     yield SecureBus(server, ca.ca, other.ca, passwords)
     server.close()
 
