@@ -10,11 +10,25 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import yaml
 
 from splitinfer.errors import SplitInferError
 
 T = TypeVar("T")
+
+
+def read_yaml(path: Path, flag: str, error: type[Exception]) -> Any:
+    """The parsed YAML document at `path`; `error` saying which flag's file cannot be read or is not YAML."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise error(f"{flag} {path} cannot be read ({exc.strerror or exc}).") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise error(f"{flag} {path} is not valid YAML: {exc}") from exc
 
 
 class ReloadingFile(Generic[T]):

@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from splitinfer.errors import ConfigError, SplitInferError
-from splitinfer.reloading import ReloadingFile
+from splitinfer.reloading import ReloadingFile, read_yaml
 
 __all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ResultKeyError", "ResultKeys", "UnverifiedResultError",
            "generate_key", "result_key_file"]
@@ -65,7 +63,8 @@ def _import_ed25519() -> Any:
     try:
         from cryptography.hazmat.primitives.asymmetric import ed25519
     except ImportError as exc:
-        raise ResultKeyError("signed results need the cryptography package: pip install 'splitinfer[bus]'.") from exc
+        raise ResultKeyError("signed results need the cryptography package (a dependency of splitinfer): "
+                             "pip install cryptography.") from exc
     return ed25519
 
 
@@ -155,15 +154,7 @@ class ResultKeys:
 
     @classmethod
     def load(cls, path: Path) -> ResultKeys:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise ResultKeyError(f"--bus-keys {path} cannot be read ({exc.strerror or exc}).") from exc
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ResultKeyError(f"--bus-keys {path} is not valid YAML: {exc}") from exc
-        return cls.parse(document, f"--bus-keys {path}")
+        return cls.parse(read_yaml(path, "--bus-keys", ResultKeyError), f"--bus-keys {path}")
 
 
 def result_key_file(path: Path) -> ReloadingFile[ResultKeys]:

@@ -37,10 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from splitinfer.errors import ServiceError
-from splitinfer.reloading import ReloadingFile
+from splitinfer.reloading import ReloadingFile, read_yaml
 
 log = logging.getLogger("splitinfer.cloud")
 
@@ -130,15 +128,7 @@ class AccessPolicy:
 
     @classmethod
     def load(cls, path: Path) -> AccessPolicy:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise AccessConfigError(f"--auth-tokens {path} cannot be read ({exc.strerror or exc}).") from exc
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise AccessConfigError(f"--auth-tokens {path} is not valid YAML: {exc}") from exc
-        return cls.parse(document, str(path))
+        return cls.parse(read_yaml(path, "--auth-tokens", AccessConfigError), str(path))
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.commands import write_new_secret
 from splitinfer.settings import Option
 
 NAME = "bus-key"
@@ -17,12 +18,10 @@ OPTIONS = [
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import sys
 
     import yaml
 
-    from splitinfer.errors import ConfigError
     from splitinfer.result_signing import ResultKeys, generate_key
 
     private, public = generate_key()
@@ -30,12 +29,7 @@ def run(args: argparse.Namespace) -> int:
     ResultKeys.parse(clouds, "--key-id")  # a bad key id fails here, with the rule it broke
     text = yaml.safe_dump(clouds, sort_keys=False)
     if args.key_out:
-        try:
-            descriptor = os.open(args.key_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"--key-out {args.key_out}: {exc.strerror or exc} (it must not exist yet).") from exc
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(text)
+        write_new_secret(args.key_out, text, "--key-out")
         print(f"clouds' key file written to {args.key_out}; during a rotation merge its entries into the current "
               "file (keep the old public key under keys).", file=sys.stderr)
     else:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.commands import write_new_secret
+from splitinfer.errors import ConfigError
 from splitinfer.settings import Option
 
 NAME = "bus-user"
@@ -24,22 +26,14 @@ OPTIONS = [
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
     import secrets
     import sys
 
-    from splitinfer.errors import ConfigError
 
     subjects = consumer_subjects([s.strip() for s in args.stream.split(",") if s.strip()])
     password = secrets.token_urlsafe(24)
     if args.password_out:
-        try:
-            descriptor = os.open(args.password_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"--password-out {args.password_out}: {exc.strerror or exc} (it must not exist yet)."
-                              ) from exc
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(password + "\n")
+        write_new_secret(args.password_out, password + "\n", "--password-out")
         print(f"password written to {args.password_out}", file=sys.stderr)
     entry = {"user": args.user, "password": password,
              "permissions": {"publish": {"deny": [">"]}, "subscribe": {"allow": subjects}}}
@@ -51,7 +45,6 @@ def run(args: argparse.Namespace) -> int:
 def consumer_subjects(stream_ids: list[str]) -> list[str]:
     """The result and event subjects of `stream_ids` ("*": every stream); ConfigError for what NATS cannot express."""
     from splitinfer.bus_subjects import EVENTS_PREFIX, RESULTS_PREFIX, subject_token
-    from splitinfer.errors import ConfigError
 
     if not stream_ids:
         raise ConfigError("give --stream: the stream ids this consumer may read (comma-separated), or * for all.")
