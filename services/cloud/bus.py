@@ -187,7 +187,7 @@ class ResultBus:
         subjects = sorted(results_subject(s) for s in subscription.stream_ids) or [f"{RESULTS_PREFIX}.>"]
 
         async def deliver(msg: Any) -> None:
-            if self.keys is not None and not self.verified(msg):
+            if self.keys is not None and not self.verified(msg, self.keys()):
                 subscription.skip(msg.metadata.sequence.stream)
                 return
             result = inference_pb2.InferenceResult()
@@ -227,11 +227,10 @@ class ResultBus:
             except Exception:  # noqa: BLE001 - the connection may be gone already; the consumer is ephemeral
                 pass
 
-    def verified(self, msg: Any) -> bool:
+    def verified(self, msg: Any, keys: ResultKeys) -> bool:
         """True if the message's signature verifies; otherwise counted by reason and logged (never raised)."""
-        assert self.keys is not None
         try:
-            self.keys().verify(msg.subject, msg.headers, msg.data)
+            keys.verify(msg.subject, msg.headers, msg.data)
         except UnverifiedResultError as exc:
             self.unverified.labels(exc.reason).inc()
             self._unverified_seen[exc.reason] += 1

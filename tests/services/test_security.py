@@ -465,3 +465,21 @@ def test_metrics_ask_for_the_bearer_token_when_a_token_file_is_given(engine, pki
                     await get(port, "Bearer scrape-token-for-the-test")]
 
     assert run(scenario()) == [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 200 OK"]
+
+
+def test_bus_and_metrics_settings_that_cannot_work_are_refused_before_serving(engine, pki, tmp_path) -> None:
+    from splitinfer.services.cloud.server import CloudConfig
+
+    with pytest.raises(ServiceError, match="--nats-ca needs --nats"):
+        CloudConfig(plaintext=True, nats_ca=pki["ca"].ca)
+    with pytest.raises(ServiceError, match="--nats-user and --nats-password-file"):
+        _ = CloudConfig(plaintext=True, nats="nats://127.0.0.1:1", nats_user="cloud").bus_connection
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+
+    async def scenario():
+        with pytest.raises(ServiceError, match="--metrics-token-file .* one token"):
+            async with tls_cloud(engine, pki, metrics_port=0, metrics_token_file=empty):
+                pass
+
+    run(scenario())
