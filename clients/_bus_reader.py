@@ -64,9 +64,15 @@ class BusReader:
         subjects = [results_subject(s) for s in self.stream_ids] or [f"{RESULTS_PREFIX}.*"]
         for subject in subjects:
             await self._nc.subscribe(subject, cb=self._deliver)
-        await self._nc.flush()  # the server has the subscriptions: results published from now on arrive
-        await asyncio.sleep(0)  # the error callback of a refused subscription runs as a task
-        violation = is_permission_violation(list(self._errors))
+        # After a round trip the server has the subscriptions (results published from now on arrive) and has said
+        # whether it refused one; its error reaches the callback as a task of its own, so give that a moment.
+        violation = None
+        for _ in range(3):
+            await self._nc.flush()
+            await asyncio.sleep(0.05)
+            violation = is_permission_violation(list(self._errors))
+            if violation is not None:
+                break
         if violation is not None:
             await self.close()
             raise BusAuthError(f"the bus refused this reader's subscription ({violation}); its NATS user "
