@@ -41,6 +41,7 @@ class SecureBus:
     ca: Path
     other_ca: Path
     passwords: dict[str, Path]
+    authority: Authority
 
     @property
     def url(self) -> str:
@@ -61,6 +62,13 @@ def consumer_entry(user: str, stream: str, password_out: Path) -> str:
 
 @pytest.fixture
 def secure_bus(tmp_path: Path):
+    bus = start_secure_bus(tmp_path)
+    yield bus
+    bus.server.close()
+
+
+def start_secure_bus(tmp_path: Path, *, client_certificates: bool = False) -> SecureBus:
+    """The shipped configuration (with `verify: true` when client certificates are required) and its users."""
     ca = Authority(tmp_path, "bus-ca")
     other = Authority(tmp_path, "other-ca")
     server_cert = ca.issue("nats.test", server=True, file_stem="nats-server")
@@ -76,11 +84,13 @@ def secure_bus(tmp_path: Path):
     text = CONFIG.read_text()
     assert marker in text
     text = text.replace(marker, f"    {dashboard}\n    {rogue}\n{marker}")
+    if client_certificates:
+        assert "  # verify: true" in text
+        text = text.replace("  # verify: true", "  verify: true")
     server = NatsServer(tmp_path / "nats", config_text=text, env={
         "NATS_TLS_CERT": str(server_cert.cert), "NATS_TLS_KEY": str(server_cert.key), "NATS_TLS_CA": str(ca.ca),
         "NATS_CLOUD_PASSWORD": "cloud-password-for-the-test"})
-    yield SecureBus(server, ca.ca, other.ca, passwords)
-    server.close()
+    return SecureBus(server, ca.ca, other.ca, passwords, ca)
 
 
 @pytest.fixture
@@ -135,6 +145,29 @@ def test_the_clouds_user_publishes_and_a_cloud_without_it_is_refused_with_the_fl
     assert "Authorization Violation" in refusals["none"] and "--nats-user" in refusals["none"]
     assert "may not manage the JetStream stream" in refusals["consumer"] and "dashboard-a" in refusals["consumer"]
     assert "TLS handshake failed" in refusals["wrong-ca"] and "--nats-ca" in refusals["wrong-ca"]
+
+
+def test_with_client_certificates_required_the_cloud_connects_with_its_certificate_and_not_without(
+        tmp_path) -> None:
+    bus = start_secure_bus(tmp_path, client_certificates=True)
+    issued = bus.authority.issue("splitinfer-cloud", server=False)
+
+    async def scenario():
+        with_certificate = ResultBus(BusConnection(bus.url, ca_file=bus.ca, cert_file=issued.cert, key_file=issued.key,
+                                                   user="splitinfer-cloud",
+                                                   password_file=bus.passwords["splitinfer-cloud"]),
+                                     capacity=16, max_bytes=1 << 20, registry=CollectorRegistry())
+        await with_certificate.start(connect_timeout_s=20)
+        await with_certificate.aclose()
+        with pytest.raises(BusAuthError) as refused:
+            await bus_for(bus, "splitinfer-cloud").start(connect_timeout_s=20)
+        return str(refused.value)
+
+    try:
+        refusal = run(scenario())
+    finally:
+        bus.server.close()
+    assert "--nats-cert" in refusal
 
 
 def test_the_cloud_command_exits_with_a_clear_error_when_the_bus_refuses_it(secure_bus, weights_dir, tmp_path) -> None:
