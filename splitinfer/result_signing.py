@@ -157,9 +157,20 @@ class ResultKeys:
         return cls.parse(read_yaml(path, "--bus-keys", ResultKeyError), f"--bus-keys {path}")
 
 
-def result_key_file(path: Path) -> ReloadingFile[ResultKeys]:
-    """The key file at `path`, loaded now (a bad file raises ResultKeyError) and re-read when it changes."""
-    return ReloadingFile(path, ResultKeys.load, logger=log, what="result-key file", kept="keys")
+def result_key_file(path: Path, *, signing: bool = False) -> ReloadingFile[ResultKeys]:
+    """The key file at `path`, loaded now (a bad file raises ResultKeyError) and re-read when it changes.
+
+    `signing` (the clouds): a file without a signing_key is refused, at start and on every reload.
+    """
+    def load(path: Path) -> ResultKeys:
+        keys = ResultKeys.load(path)
+        if signing and not keys.can_sign:
+            raise ResultKeyError(f"--bus-keys {path} has no signing_key: the cloud signs what it publishes, so its "
+                                 "file needs the private key (splitinfer bus-key makes it); a file without one is "
+                                 "for readers.")
+        return keys
+
+    return ReloadingFile(path, load, logger=log, what="result-key file", kept="keys")
 
 
 def generate_key() -> tuple[str, str]:

@@ -126,3 +126,16 @@ def test_the_bus_key_command_writes_a_clouds_file_that_signs_and_prints_the_read
     assert readers.verify(SUBJECT, signed(clouds), PAYLOAD) == "2027-01"
     assert main(["bus-key", "--key-out", str(out)]) == 2  # never overwrites a key
     assert main(["bus-key", "--key-id", "no spaces"]) == 2
+
+
+def test_the_clouds_key_file_must_keep_a_signing_key_at_start_and_on_reload(tmp_path, caplog) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(yaml.safe_dump({"keys": {"a": PUBLIC_A}}))
+    with pytest.raises(ResultKeyError, match="no signing_key"):
+        result_key_file(path, signing=True)
+    path.write_text(yaml.safe_dump(CLOUDS))
+    keys = result_key_file(path, signing=True)
+    path.write_text(yaml.safe_dump({"keys": {"a": PUBLIC_A, "b": PUBLIC_B}}))  # a readers' file by mistake
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert keys.current().signing_key_id == "a" and "keeping the previous keys" in caplog.text

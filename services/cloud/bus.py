@@ -111,10 +111,6 @@ class ResultBus:
         """
         nats = import_nats()
         api = nats.js.api
-        if self.keys is not None and not self.keys().can_sign:
-            raise BusAuthError("the --bus-keys file has no signing_key: the cloud signs what it publishes, so its "
-                               "file needs the private key (splitinfer bus-key makes it); a key file without one is "
-                               "for readers.")
         self._nc = await self.connection.connect(name="splitinfer-cloud", timeout_s=connect_timeout_s,
                                                  error_cb=self._log_error)
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s)

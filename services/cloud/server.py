@@ -162,7 +162,7 @@ class CloudServer:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams, max_streams_per_peer=config.max_streams_per_peer)
         self.hub: SubscriberHub | ResultBus
-        self.result_keys = result_key_file(config.bus_keys) if config.bus_keys is not None else None
+        self.result_keys = result_key_file(config.bus_keys, signing=True) if config.bus_keys is not None else None
         connection = config.bus_connection
         if connection is not None:
             self.hub = ResultBus(connection, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
