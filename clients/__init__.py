@@ -3,10 +3,13 @@
     from splitinfer.clients import ChannelSecurity, ResultSubscriber, subscribe, result_to_dict, coco_results
 
 Every client speaks TLS unless given `security=ChannelSecurity(plaintext=True)`; see ChannelSecurity for
-the CA, client certificate (mTLS) and bearer token.
+the CA, client certificate (mTLS) and bearer token. `BusReader` reads the results bus (NATS) directly and
+checks each result's signature (BusConnection: its TLS and NATS credentials).
 """
 
+from splitinfer.bus_connection import BusConnection
 from splitinfer.channel_security import ChannelSecurity
+from splitinfer.clients._bus_reader import BusReader
 from splitinfer.clients._subscriber import Backoff, ResultSubscriber, SubscribedResult, check_health, subscribe
 from splitinfer.results import (
     COCO_CATEGORY_IDS,
@@ -21,6 +24,8 @@ from splitinfer.results import (
 
 __all__ = [
     "Backoff",
+    "BusConnection",
+    "BusReader",
     "COCO_CATEGORY_IDS",
     "ChannelSecurity",
     "ResultSubscriber",

@@ -8,7 +8,8 @@ parsed `Request` by writing to the connection (`send` for a whole response; a st
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_S = 5.0
@@ -16,10 +17,11 @@ REQUEST_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class Request:
-    """The request line: method and path (query string removed), as bytes."""
+    """The request line: method and path (query string removed), as bytes; header names lower-cased."""
 
     method: bytes
     path: bytes
+    headers: Mapping[bytes, bytes] = field(default_factory=dict)
 
 
 def response(status: bytes, body: bytes, *, content_type: bytes = b"text/plain; charset=utf-8", extra: bytes = b"",
@@ -68,11 +70,17 @@ class HttpEndpoint:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=REQUEST_TIMEOUT_S)
-            parts = head.split(b"\r\n", 1)[0].split(b" ")
+            lines = head.split(b"\r\n")
+            parts = lines[0].split(b" ")
             if len(head) > MAX_REQUEST_BYTES or len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
                 await send(writer, b"400 Bad Request", b"bad request\n")
             else:
-                await self.answer(Request(parts[0], parts[1].split(b"?", 1)[0]), writer)
+                headers = {}
+                for line in lines[1:]:
+                    name, colon, value = line.partition(b":")
+                    if colon:
+                        headers[name.strip().lower()] = value.strip()
+                await self.answer(Request(parts[0], parts[1].split(b"?", 1)[0], headers), writer)
         except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
         finally:

@@ -31,6 +31,8 @@ COMMAND_MODULES = (
     "splitinfer.commands.edge",
     "splitinfer.commands.watch",
     "splitinfer.commands.token",
+    "splitinfer.commands.bus_key",
+    "splitinfer.commands.bus_user",
     "splitinfer.commands.demo",
 )
 

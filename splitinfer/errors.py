@@ -10,6 +10,7 @@
         ├── CaptureError          a video source could not be opened or read
         ├── StartupInterrupted    SIGTERM or SIGINT arrived while the edge was still starting
         └── BusError              the results bus (NATS JetStream) could not be reached or refused
+            └── BusAuthError      the bus refused this client's credentials, TLS or permissions
 
 Messages are sentences that say what was wrong and what to do about it.
 """
@@ -47,3 +48,8 @@ class StartupInterrupted(ServiceError):
 
 class BusError(ServiceError):
     """The results bus (NATS JetStream) could not be reached, or refused a publication or a subscription."""
+
+
+class BusAuthError(BusError):
+    """The results bus refused this client: wrong or missing credentials, a failed TLS handshake, or a NATS user
+    without the permissions the cloud needs. Retrying does not help; the message names the flag to fix."""

@@ -10,12 +10,19 @@ The access file (`--auth-tokens`, YAML; mount it from a Kubernetes Secret) lists
         subscribe: ["site-a/*"]                    # stream-id patterns it may read (Subscribe)
         max_streams: 4                             # optional: open Infer streams at once
 
+    revoked_certificates:                          # optional: client certificates refused from now on
+      - serial: "4f:1c:...:9a"                     # the serial number (hex, colons optional), and/or
+        sha256: "<64 hex digits>"                  # the SHA-256 fingerprint of the DER certificate
+        note: "laptop stolen 2026-12-01"           # optional, for people
+
 Patterns are shell-style (`*` matches any run of characters, `/` included; `?` one). Tokens are stored only as
 hashes and compared in constant time. A caller is identified by its bearer token if it sends one (a wrong
 token is refused, never ignored), else by its verified client certificate. Without an access file every
 caller is allowed every stream: each verified client certificate is its own identity (so one cannot take
-over another's stream), and with no certificate all callers are one anonymous identity. The file is re-read
-when it changes; a change that does not load is logged and the previous policy stays.
+over another's stream), and with no certificate all callers are one anonymous identity. A revoked client
+certificate is refused (UNAUTHENTICATED, REVOKED_CERTIFICATE) whatever else the call presents: revoking one edge
+needs no new client CA. The file is re-read when it changes; a change that does not load is logged and the
+previous policy stays.
 """
 
 from __future__ import annotations
@@ -25,19 +32,19 @@ import hashlib
 import hmac
 import logging
 import re
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from splitinfer.errors import ServiceError
+from splitinfer.reloading import ReloadingFile, read_yaml
 
 log = logging.getLogger("splitinfer.cloud")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_REVOCATION_KEYS = {"serial", "sha256", "note"}
+_SERIAL = re.compile(r"(0x)?[0-9a-f]+")
 _IDENTITY_KEYS = {"name", "tokens_sha256", "client_certificates", "publish", "subscribe", "max_streams"}
 
 
@@ -87,15 +94,23 @@ class _Entry:
 class AccessPolicy:
     """Identities from an access file (or the open policy); `authenticate` maps a call's credentials to one."""
 
-    def __init__(self, entries: Sequence[_Entry] = (), *, open_policy: bool = True) -> None:
+    def __init__(self, entries: Sequence[_Entry] = (), *, open_policy: bool = True,
+                 revoked_serials: frozenset[int] = frozenset(), revoked_sha256: frozenset[str] = frozenset()) -> None:
         self._entries = tuple(entries)
         self.open_policy = open_policy
+        self.revoked_serials = revoked_serials
+        self.revoked_sha256 = revoked_sha256
 
     @classmethod
     def parse(cls, document: Any, source: str = "the access file") -> AccessPolicy:
         """Build a policy from the parsed YAML document; every mistake names its place and the fix."""
         if not isinstance(document, Mapping) or not isinstance(document.get("identities"), list):
             raise AccessConfigError(f"{source} must be a mapping with a list under 'identities' (see docs/SECURITY.md).")
+        unknown = set(document) - {"identities", "revoked_certificates"}
+        if unknown:
+            raise AccessConfigError(f"{source}: unknown top-level keys {sorted(map(str, unknown))}; allowed: "
+                                    "identities, revoked_certificates.")
+        serials, fingerprints = _parse_revocations(document.get("revoked_certificates", []), source)
         entries: list[_Entry] = []
         names: set[str] = set()
         hashes: set[bytes] = set()
@@ -109,25 +124,23 @@ class AccessPolicy:
             names.add(entry.identity.name)
             hashes.update(entry.token_hashes)
             entries.append(entry)
-        return cls(entries, open_policy=False)
+        return cls(entries, open_policy=False, revoked_serials=serials, revoked_sha256=fingerprints)
 
     @classmethod
     def load(cls, path: Path) -> AccessPolicy:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise AccessConfigError(f"--auth-tokens {path} cannot be read ({exc.strerror or exc}).") from exc
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise AccessConfigError(f"--auth-tokens {path} is not valid YAML: {exc}") from exc
-        return cls.parse(document, str(path))
+        return cls.parse(read_yaml(path, "--auth-tokens", AccessConfigError), str(path))
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def authenticate(self, metadata: Iterable[tuple[str, Any]], peer_names: Sequence[str]) -> Identity:
-        """The identity of a call from its metadata (authorization: Bearer ...) and verified certificate names."""
+    def authenticate(self, metadata: Iterable[tuple[str, Any]], peer_names: Sequence[str],
+                     peer_certificate: bytes | None = None) -> Identity:
+        """The identity of a call from its metadata (authorization: Bearer ...) and verified certificate names.
+
+        `peer_certificate` (the verified client certificate, PEM) is checked against the revocation list first.
+        """
+        if peer_certificate is not None and (self.revoked_serials or self.revoked_sha256):
+            self._refuse_if_revoked(peer_certificate, peer_names)
         token = _bearer_token(metadata)
         if token is not None:
             presented = hashlib.sha256(token.encode("utf-8")).digest()
@@ -153,36 +166,30 @@ class AccessPolicy:
                                   "certificate with --tls-cert/--tls-key.", "MISSING_CREDENTIALS")
 
 
-class AccessFile:
+    def _refuse_if_revoked(self, pem: bytes, peer_names: Sequence[str]) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        try:
+            certificate = x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            return  # gRPC verified it already; what it hands over is a certificate
+        if (certificate.serial_number in self.revoked_serials
+                or certificate.fingerprint(hashes.SHA256()).hex() in self.revoked_sha256):
+            name = peer_names[0] if peer_names else f"serial {certificate.serial_number:x}"
+            raise AuthenticationError(f"the client certificate ({name}) has been revoked in the cloud's access file; "
+                                      "the client needs a new certificate.", "REVOKED_CERTIFICATE")
+
+
+class AccessFile(ReloadingFile[AccessPolicy]):
     """An access file re-read when it changes (a Kubernetes Secret is updated in place)."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        self.policy = AccessPolicy.load(path)
+        super().__init__(path, AccessPolicy.load, logger=log, what="access file", kept="policy")
 
-    def _file_stamp(self) -> tuple[int, int] | None:
-        try:
-            stat = self.path.stat()
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def current(self) -> AccessPolicy:
-        """The policy, re-read first if the file changed; a change that does not load keeps the old policy."""
-        stamp = self._file_stamp()
-        if stamp is None or stamp == self._stamp:
-            return self.policy
-        with self._lock:
-            if stamp != self._stamp:
-                self._stamp = stamp
-                try:
-                    self.policy = AccessPolicy.load(self.path)
-                    log.info("access file %s reloaded: %d identities", self.path, len(self.policy))
-                except AccessConfigError as exc:
-                    log.error("access file changed but does not load; keeping the previous policy: %s", exc)
-        return self.policy
+    @property
+    def policy(self) -> AccessPolicy:
+        return self.value
 
 
 def peer_certificate_names(auth_context: Mapping[str, Sequence[bytes]]) -> list[str]:
@@ -194,6 +201,38 @@ def peer_certificate_names(auth_context: Mapping[str, Sequence[bytes]]) -> list[
             if name not in names:
                 names.append(name)
     return names
+
+
+def peer_certificate_pem(auth_context: Mapping[str, Sequence[bytes]]) -> bytes | None:
+    """The verified client certificate (PEM) from a call's gRPC auth context, if the client presented one."""
+    values = auth_context.get("x509_pem_cert", ())
+    return values[0] if values else None
+
+
+def _parse_revocations(raw: Any, source: str) -> tuple[frozenset[int], frozenset[str]]:
+    """Serial numbers and SHA-256 fingerprints of revoked certificates; each entry's mistake names its place."""
+    if not isinstance(raw, list):
+        raise AccessConfigError(f"{source}: revoked_certificates must be a list of entries with serial and/or sha256.")
+    serials: set[int] = set()
+    fingerprints: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"{source}, revoked_certificates #{index + 1}"
+        if not isinstance(entry, Mapping) or not ({"serial", "sha256"} & set(entry)) or set(entry) - _REVOCATION_KEYS:
+            raise AccessConfigError(f"{where} must be a mapping with serial and/or sha256 (and an optional note).")
+        if "serial" in entry:
+            text = str(entry["serial"]).strip().lower().replace(":", "")
+            if not isinstance(entry["serial"], str) or not _SERIAL.fullmatch(text):
+                raise AccessConfigError(f"{where}: serial {str(entry['serial'])[:80]!r} is not a hexadecimal serial "
+                                        "number (as `openssl x509 -noout -serial` prints it, colons allowed); quote "
+                                        "it in YAML.")
+            serials.add(int(text, 16))
+        if "sha256" in entry:
+            text = str(entry["sha256"]).strip().lower().replace(":", "")
+            if not _HEX64.fullmatch(text):
+                raise AccessConfigError(f"{where}: sha256 must be the certificate's SHA-256 fingerprint, 64 hex digits "
+                                        "(`openssl x509 -noout -fingerprint -sha256`, colons allowed).")
+            fingerprints.add(text)
+    return frozenset(serials), frozenset(fingerprints)
 
 
 def _bearer_token(metadata: Iterable[tuple[str, Any]]) -> str | None:

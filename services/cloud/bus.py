@@ -9,11 +9,14 @@ Layout on the bus (docs/RESULTS_SCHEMA.md):
 - JetStream stream `SPLITINFER_RESULTS` (limits retention: max age, max bytes; file storage; duplicate window)
   holding subjects `splitinfer.results.<token>` (protobuf InferenceResult, header Content-Type) and, with
   `--nats-json`, `splitinfer.events.<token>` (CloudEvents 1.0 structured JSON).
-- <token> is the stream id with every byte outside [A-Za-z0-9_-] written as %XX (upper-case hex): a stream id
-  may hold '/', '.', ':' and '@', but a NATS subject token may not hold '.', and MQTT maps '/' to '.', so
-  `site-a/cam-1` becomes `site-a%2Fcam-1` (one token; `stream_id_from_token` reverses it).
+- <token> is the stream id as one subject token (splitinfer.bus_subjects: `site-a/cam-1` is `site-a%2Fcam-1`).
 - Nats-Msg-Id `<stream_id>/<frame_id>@<capture ns>`: a frame resent after a reconnect, to this or another
   replica, is stored once; the capture time tells a restarted edge's frame 0 from the previous run's frame 0.
+
+Security (docs/SECURITY.md): the connection's TLS and credentials come from a BusConnection; with a result-key
+file (`--bus-keys`, splitinfer.result_signing) every message is signed, and Subscribe serves only messages whose
+signature verifies: anything else on our subjects (another NATS user's publication) is counted in
+`splitinfer_bus_unverified_results{reason}`, logged and skipped.
 
 nats-py is an optional dependency (`pip install 'splitinfer[bus]'`); it is imported on first use.
 """
@@ -21,9 +24,9 @@ nats-py is an optional dependency (`pip install 'splitinfer[bus]'`); it is impor
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
-import re
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -31,33 +34,25 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from splitinfer.errors import BusError
+from splitinfer.bus_connection import BusConnection, import_nats, is_permission_violation
+from splitinfer.bus_subjects import (
+    EVENTS_PREFIX,
+    RESULTS_PREFIX,
+    STREAM_NAME,
+    events_subject,
+    results_subject,
+    stream_id_from_token,
+    subject_token,
+)
+from splitinfer.errors import BusAuthError, BusError
+from splitinfer.result_signing import ResultKeys, UnverifiedResultError
 from splitinfer.results import PROTOBUF_CONTENT_TYPE, result_id, to_cloudevent
 from splitinfer.services.cloud.subscribers import Subscription
 from splitinfer.v1 import inference_pb2
 
 log = logging.getLogger("splitinfer.cloud.bus")
 
-STREAM_NAME = "SPLITINFER_RESULTS"
-RESULTS_PREFIX = "splitinfer.results"
-EVENTS_PREFIX = "splitinfer.events"
 CLOUDEVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
-_PLAIN = re.compile(r"[A-Za-z0-9_-]")
-_ESCAPE = re.compile(r"%([0-9A-F]{2})")
-
-
-def subject_token(stream_id: str) -> str:
-    """The stream id as one NATS subject token (and MQTT topic level): bytes outside [A-Za-z0-9_-] as %XX."""
-    return "".join(ch if _PLAIN.fullmatch(ch) else "".join(f"%{b:02X}" for b in ch.encode()) for ch in stream_id)
-
-
-def stream_id_from_token(token: str) -> str:
-    """The stream id back from its subject token."""
-    return _ESCAPE.sub(lambda m: bytes.fromhex(m.group(1)).decode("latin-1"), token).encode("latin-1").decode()
-
-
-def results_subject(stream_id: str) -> str:
-    return f"{RESULTS_PREFIX}.{subject_token(stream_id)}"
 
 
 def dedup_id(result: inference_pb2.InferenceResult) -> str:
@@ -65,23 +60,18 @@ def dedup_id(result: inference_pb2.InferenceResult) -> str:
     return f"{result_id(result)}@{result.capture.capture_time.ToNanoseconds()}"
 
 
-def _import_nats() -> Any:
-    try:
-        import nats
-        import nats.js.api
-    except ImportError as exc:
-        raise BusError("--nats needs the NATS client: pip install 'splitinfer[bus]' (nats-py).") from exc
-    return nats
-
-
 class ResultBus:
     """Publisher and subscriber side of the bus for one cloud process; same interface as SubscriberHub."""
 
-    def __init__(self, url: str, *, capacity: int, max_bytes: int, max_age_s: float = 24 * 3600.0,
+    def __init__(self, connection: BusConnection | str, *, capacity: int, max_bytes: int, max_age_s: float = 24 * 3600.0,
                  stream_max_bytes: int = 1024**3, duplicate_window_s: float = 120.0, publish_json: bool = False,
                  source: str | None = None, publish_timeout_s: float = 5.0,
-                 on_drop: Callable[[int], None] | None = None, registry: Any = None) -> None:
-        self.url = url
+                 on_drop: Callable[[int], None] | None = None, registry: Any = None,
+                 keys: Callable[[], ResultKeys] | None = None) -> None:
+        self.connection = connection if isinstance(connection, BusConnection) else BusConnection(connection)
+        self.url = self.connection.url
+        # The result keys now (re-read on change): signs what is published, verifies what is read. None: neither.
+        self.keys = keys
         self.capacity = capacity
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
@@ -97,6 +87,13 @@ class ResultBus:
                                    "(it was unreachable or did not acknowledge in time).", registry=registry)
         self.duplicates = Counter("splitinfer_bus_duplicate_results", "Results the bus already held (a frame "
                                   "resent after a reconnect); stored once.", registry=registry)
+        self.unverified = Counter("splitinfer_bus_unverified_results", "Messages on the bus's result subjects that "
+                                  "were not served because their signature is missing, unknown or wrong (a NATS "
+                                  "user other than the clouds published them), by reason.", ["reason"],
+                                  registry=registry)
+        # The server's recent complaints (permissions violations arrive through the error callback only).
+        self._errors: collections.deque[str] = collections.deque(maxlen=16)
+        self._unverified_seen: collections.Counter[str] = collections.Counter()
         self._nc: Any = None
         self._js: Any = None
         # Each subscription and its JetStream consumer subscription.
@@ -108,19 +105,14 @@ class ResultBus:
         return len(self._subscriptions)
 
     async def start(self, connect_timeout_s: float = 30.0) -> None:
-        """Connect (retrying for up to `connect_timeout_s`) and make sure the JetStream stream has our limits."""
-        nats = _import_nats()
+        """Connect (retrying for up to `connect_timeout_s`) and make sure the JetStream stream has our limits.
+
+        BusAuthError when the bus refuses our credentials or TLS, or our NATS user may not manage the stream.
+        """
+        nats = import_nats()
         api = nats.js.api
-        try:
-            # Reconnects are unlimited once connected; the first connection gets connect_timeout_s in all.
-            self._nc = await asyncio.wait_for(nats.connect(
-                self.url, name="splitinfer-cloud", connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5, error_cb=self._log_error), connect_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - nats raises several unrelated types for "cannot connect"
-            reason = str(exc) or f"no connection within {connect_timeout_s:g} s"
-            raise BusError(f"could not reach the results bus at {self.url}: {reason}; check that nats-server runs "
-                           "there with JetStream (-js), or leave --nats unset to keep results in this process."
-                           ) from exc
+        self._nc = await self.connection.connect(name="splitinfer-cloud", timeout_s=connect_timeout_s,
+                                                 error_cb=self._log_error)
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
         config = api.StreamConfig(
             name=STREAM_NAME, subjects=[f"{RESULTS_PREFIX}.>", f"{EVENTS_PREFIX}.>"],
@@ -134,12 +126,23 @@ class ResultBus:
                 await self._js.update_stream(config)  # exists with other limits: ours win (all replicas agree)
         except Exception as exc:  # noqa: BLE001
             await self._nc.close()
+            violation = is_permission_violation(list(self._errors))
+            if violation is not None:
+                raise BusAuthError(f"the NATS user of this cloud ({self.connection.credential_flags}) may not manage "
+                                   f"the JetStream stream {STREAM_NAME} ({violation}); is it a consumer's read-only "
+                                   "user? Give the cloud the clouds' user (deploy/nats/nats-server.conf).") from exc
             raise BusError(f"the bus at {self.url} refused the JetStream stream {STREAM_NAME}: {exc}; is JetStream "
                            "enabled (nats-server -js)?") from exc
 
-    @staticmethod
-    async def _log_error(exc: Exception) -> None:
+    async def _log_error(self, exc: Exception) -> None:
+        self._errors.append(str(exc))
         log.warning("results bus: %s", exc)
+
+    def _headers(self, subject: str, msg_id: str, payload: bytes, content_type: str) -> dict[str, str]:
+        headers = {"Nats-Msg-Id": msg_id, "Content-Type": content_type}
+        if self.keys is not None:
+            headers.update(self.keys().sign(subject, msg_id, payload))
+        return headers
 
     async def publish(self, result: inference_pb2.InferenceResult) -> int:
         """Store the result on the bus and wait for JetStream's acknowledgement; returns 0 (nothing dropped)."""
@@ -150,17 +153,18 @@ class ResultBus:
             log.warning("results bus at %s is not connected: %s was not published", self.url, msg_id)
             return 0
         try:
-            ack = await self._js.publish(results_subject(result.stream_id), result.SerializeToString(),
-                                         headers={"Nats-Msg-Id": msg_id, "Content-Type": PROTOBUF_CONTENT_TYPE})
+            subject, payload = results_subject(result.stream_id), result.SerializeToString()
+            ack = await self._js.publish(subject, payload,
+                                         headers=self._headers(subject, msg_id, payload, PROTOBUF_CONTENT_TYPE))
             if ack.duplicate:
                 self.duplicates.inc()
             if self.publish_json:
                 event = to_cloudevent(result, self.source)
                 event["id"] = msg_id
-                await self._js.publish(f"{EVENTS_PREFIX}.{subject_token(result.stream_id)}",
-                                       json.dumps(event, separators=(",", ":")).encode(),
-                                       headers={"Nats-Msg-Id": msg_id + "/ce",
-                                                "Content-Type": CLOUDEVENTS_CONTENT_TYPE})
+                subject = events_subject(result.stream_id)
+                payload = json.dumps(event, separators=(",", ":")).encode()
+                await self._js.publish(subject, payload, headers=self._headers(subject, msg_id + "/ce", payload,
+                                                                               CLOUDEVENTS_CONTENT_TYPE))
         except Exception as exc:  # noqa: BLE001 - a bus outage must not end the edge's stream
             self.unpublished.inc()
             log.warning("could not publish %s to the results bus: %s", msg_id, exc)
@@ -173,19 +177,24 @@ class ResultBus:
 
         `permits` (authorization) filters what the subscriber may read, like the stream ids it named.
         """
-        nats = _import_nats()
+        nats = import_nats()
         api = nats.js.api
         subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
         subjects = sorted(results_subject(s) for s in subscription.stream_ids) or [f"{RESULTS_PREFIX}.>"]
 
         async def deliver(msg: Any) -> None:
+            if self.keys is not None and not self.verified(msg, self.keys()):
+                subscription.skip(msg.metadata.sequence.stream)
+                return
             result = inference_pb2.InferenceResult()
             try:
                 result.ParseFromString(msg.data)
             except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it, never crash
                 log.warning("skipped a message on %s that is not an InferenceResult", msg.subject)
+                subscription.skip(msg.metadata.sequence.stream)
                 return
             if not subscription.wants(result.stream_id):
+                subscription.skip(msg.metadata.sequence.stream)
                 return
             subscription.offer(msg.metadata.sequence.stream, result, len(msg.data))
 
@@ -213,6 +222,20 @@ class ResultBus:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - the connection may be gone already; the consumer is ephemeral
                 pass
+
+    def verified(self, msg: Any, keys: ResultKeys) -> bool:
+        """True if the message's signature verifies; otherwise counted by reason and logged (never raised)."""
+        try:
+            keys.verify(msg.subject, msg.headers, msg.data)
+        except UnverifiedResultError as exc:
+            self.unverified.labels(exc.reason).inc()
+            self._unverified_seen[exc.reason] += 1
+            # Logged with its running count; a flood is logged at powers of ten only.
+            total = self._unverified_seen[exc.reason]
+            if total < 10 or total in (100, 1000, 10_000) or total % 100_000 == 0:
+                log.warning("not served (%d so far, %s): %s", total, exc.reason, exc)
+            return False
+        return True
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait (at most `timeout_s`) until every subscription has received what the bus holds for it.

@@ -35,7 +35,9 @@ from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
-from splitinfer.errors import ServiceError
+from splitinfer.bus_connection import BusConnection
+from splitinfer.errors import ConfigError, ServiceError
+from splitinfer.result_signing import result_key_file
 from splitinfer.settings import DEFAULT_MODEL
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
@@ -68,6 +70,14 @@ class CloudConfig:
     subscriber_max_bytes: int = 16 * 1024 * 1024
     nats: str | None = None  # results bus URL (NATS JetStream); None keeps results in this process
     nats_json: bool = False  # also publish CloudEvents JSON to splitinfer.events.<stream>
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
+    nats_creds: Path | None = None
+    nats_user: str | None = None
+    nats_password_file: Path | None = None
+    bus_keys: Path | None = None  # result-key file: sign what is published, serve only what verifies
+    metrics_token_file: Path | None = None  # /metrics asks for this bearer token
     bus_max_age_s: float = 24 * 3600.0
     bus_max_bytes: int = 1024**3
     drain_seconds: float = 30.0
@@ -123,9 +133,25 @@ class CloudConfig:
         if not self.plaintext and (self.tls_cert is None or self.tls_key is None):
             raise ServiceError("the cloud serves TLS: give --tls-cert and --tls-key (PEM files), or pass --plaintext "
                                "to serve without encryption (only on a trusted network).")
+        bus_flags = [name for name in ("nats_ca", "nats_cert", "nats_key", "nats_creds", "nats_user",
+                                       "nats_password_file", "bus_keys") if getattr(self, name) is not None]
+        if bus_flags and not self.nats:
+            raise ServiceError(f"--{bus_flags[0].replace('_', '-')} needs --nats (the results bus URL).")
         if self.plaintext and self.auth_tokens is not None:
             raise ServiceError("--auth-tokens needs TLS: bearer tokens would travel in clear over --plaintext. Give "
                                "--tls-cert and --tls-key.")
+
+    @property
+    def bus_connection(self) -> BusConnection | None:
+        """How to reach the results bus, or None without --nats."""
+        if not self.nats:
+            return None
+        try:
+            return BusConnection(self.nats, ca_file=self.nats_ca, cert_file=self.nats_cert, key_file=self.nats_key,
+                                 creds_file=self.nats_creds, user=self.nats_user,
+                                 password_file=self.nats_password_file)
+        except ConfigError as exc:
+            raise ServiceError(str(exc)) from exc
 
     @property
     def tls(self) -> ServerTls | None:
@@ -143,11 +169,14 @@ class CloudServer:
         self.executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="cloud")
         self.registry = StreamRegistry(config.max_streams, max_streams_per_peer=config.max_streams_per_peer)
         self.hub: SubscriberHub | ResultBus
-        if config.nats:
-            self.hub = ResultBus(config.nats, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
+        self.result_keys = result_key_file(config.bus_keys, signing=True) if config.bus_keys is not None else None
+        connection = config.bus_connection
+        if connection is not None:
+            self.hub = ResultBus(connection, capacity=config.subscriber_queue, max_bytes=config.subscriber_max_bytes,
                                  max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
                                  publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc,
-                                 registry=self.metrics.registry)
+                                 registry=self.metrics.registry,
+                                 keys=self.result_keys.current if self.result_keys is not None else None)
         else:
             self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
                                      on_drop=self.metrics.dropped_results.inc)
@@ -225,13 +254,21 @@ class CloudServer:
             await health_server.start()
             self._health_server = health_server
         if isinstance(self.hub, ResultBus):
-            await self.hub.start()
+            try:
+                await self.hub.start()
+            except BaseException:
+                await self.stop(grace=0)
+                raise
         await server.start()
         self._server = server
         if self.config.metrics_port >= 0:
-            self._metrics_http = MetricsHttpServer(self.metrics.exposition, self.config.metrics_host, self.config.metrics_port)
+            self._metrics_http = MetricsHttpServer(self.metrics.exposition, self.config.metrics_host,
+                                                   self.config.metrics_port, token_file=self.config.metrics_token_file)
             try:
                 await self._metrics_http.start()
+            except ConfigError as exc:
+                await self.stop(grace=0)
+                raise ServiceError(str(exc)) from exc
             except OSError as exc:
                 await self.stop(grace=0)
                 raise ServiceError(f"could not serve metrics on port {self.config.metrics_port}: {exc}; "

@@ -15,7 +15,7 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
     DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection of the same identity resumed the same stream id
-    UNAUTHENTICATED      no credential, or one the access file does not know (Infer and Subscribe)
+    UNAUTHENTICATED      no credential, one the access file does not know, or a revoked client certificate
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
 `Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
@@ -27,8 +27,11 @@ Each such status carries google.rpc details (grpcio-status): ErrorInfo with a re
 UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST,
 MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER,
 SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
-STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where waiting and retrying helps.
-Authorization (services/cloud/access.py) is checked before anything else of a call is read.
+REVOKED_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
+waiting and retrying helps.
+Authorization (services/cloud/access.py) is checked before anything else of a call is read; when the access file
+is reloaded, an open call whose credentials it no longer accepts (a revoked certificate, a removed token) ends
+with UNAUTHENTICATED at its next frame or result.
 
 Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
 the queue (one frame is always let through), and results carry only server-defined data plus the
@@ -53,7 +56,13 @@ from grpc_status import rpc_status
 from splitinfer.codec import CodecError
 from splitinfer.errors import BusError
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.services.cloud.access import AccessPolicy, AuthenticationError, Identity, peer_certificate_names
+from splitinfer.services.cloud.access import (
+    AccessPolicy,
+    AuthenticationError,
+    Identity,
+    peer_certificate_names,
+    peer_certificate_pem,
+)
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
@@ -147,7 +156,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Infer(
         self, request_iterator: AsyncIterator[inference_pb2.InferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.InferResponse]:
-        identity = await self._authenticate(context)
+        identity, credentials = await self._authenticate(context)
         if self.draining:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
                          "replica.", "DRAINING", retry_after_s=1.0)
@@ -182,6 +191,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
                 if isinstance(item, BaseException):
                     raise item
+                await self._end_if_no_longer_authenticated(credentials, context)
                 frame, arrived = item
                 waited = time.perf_counter() - arrived
                 result = await self.batcher.process(self.engine, connection.state, split, frame, last_frame_id)
@@ -229,14 +239,28 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          "NO_STREAM_START")
         return first.start
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> Identity:
+    async def _authenticate(self, context: grpc.aio.ServicerContext) -> tuple[Identity, _CallCredentials]:
         """The caller's identity from its bearer token or client certificate; UNAUTHENTICATED if none is valid."""
+        credentials = _CallCredentials(context, self.access())
         try:
-            return self.access().authenticate(context.invocation_metadata() or (),
-                                              peer_certificate_names(context.auth_context()))
+            return credentials.authenticate(), credentials
         except AuthenticationError as exc:
             self.metrics.rejected_streams.labels("unauthenticated").inc()
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), exc.reason)
+
+    async def _end_if_no_longer_authenticated(self, credentials: _CallCredentials,
+                                              context: grpc.aio.ServicerContext) -> None:
+        """End an open call with UNAUTHENTICATED once a reloaded access file refuses its credentials (revoked)."""
+        policy = self.access()
+        if policy is credentials.policy:
+            return
+        credentials.policy = policy
+        try:
+            credentials.authenticate()
+        except AuthenticationError as exc:
+            self.metrics.rejected_streams.labels("unauthenticated").inc()
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{exc} (the cloud's access file changed while "
+                         "this call was open)", exc.reason)
 
     async def _check_start(self, start: inference_pb2.StreamStart, identity: Identity,
                            context: grpc.aio.ServicerContext) -> Any:
@@ -425,7 +449,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        identity = await self._authenticate(context)
+        identity, credentials = await self._authenticate(context)
         stream_ids = await self._subscribed_stream_ids(request, context)
         for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
@@ -438,6 +462,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             async with self.hub.subscribe(stream_ids, request.after_sequence,
                                           permits=identity.may_subscribe) as subscription:
                 async for response in self._serve_subscription(subscription, context):
+                    await self._end_if_no_longer_authenticated(credentials, context)
                     yield response
         except BusError as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
@@ -522,6 +547,20 @@ async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str
     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                  f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
                  "starting with a letter or digit.", "BAD_STREAM_ID")
+
+
+class _CallCredentials:
+    """What a call authenticated with, kept so that an access file reloaded while it is open applies to it too."""
+
+    def __init__(self, context: grpc.aio.ServicerContext, policy: AccessPolicy) -> None:
+        auth_context = context.auth_context()
+        self.metadata = tuple(context.invocation_metadata() or ())
+        self.peer_names = peer_certificate_names(auth_context)
+        self.peer_certificate = peer_certificate_pem(auth_context)
+        self.policy = policy
+
+    def authenticate(self) -> Identity:
+        return self.policy.authenticate(self.metadata, self.peer_names, self.peer_certificate)
 
 
 class _FrameQueue:

@@ -54,6 +54,10 @@ class Subscription:
             return False
         return not self.stream_ids or stream_id in self.stream_ids
 
+    def skip(self, sequence: int) -> None:
+        """A message at `sequence` that this subscriber does not get (another stream, a forgery): passed over."""
+        self.last_sequence = max(self.last_sequence, sequence)
+
     def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
         """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
         size = result.ByteSize() if size is None else size

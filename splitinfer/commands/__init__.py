@@ -15,3 +15,17 @@ def coder_name(text: str) -> str:
     except CodecError as exc:
         raise ValueError(str(exc)) from exc
     return text
+
+
+def write_new_secret(path: str, text: str, flag: str) -> None:
+    """Write a secret (token, password, private key) to a new file only its owner reads; never overwrite one."""
+    import os
+
+    from splitinfer.errors import ConfigError
+
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: {exc.strerror or exc} (it must not exist yet).") from exc
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from splitinfer.commands import write_new_secret
 from splitinfer.settings import Option
 
 NAME = "token"
@@ -15,21 +16,14 @@ OPTIONS = [
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     import secrets
     import sys
 
-    from splitinfer.errors import ConfigError
     from splitinfer.services.cloud.access import hash_token
 
     token = secrets.token_urlsafe(32)
     if args.token_out:
-        try:
-            descriptor = os.open(args.token_out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise ConfigError(f"--token-out {args.token_out}: {exc.strerror or exc} (it must not exist yet).") from exc
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(token + "\n")
+        write_new_secret(args.token_out, token + "\n", "--token-out")
         print(f"token written to {args.token_out}", file=sys.stderr)
     else:
         print(f"token:         {token}")

@@ -24,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from splitinfer.bus_subjects import STREAM_NAME
+
 REPO = Path(__file__).resolve().parents[2]
 KUBE = REPO / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.parent for p in (KUBE / "overlays").glob("*/kustomization.yaml"))
@@ -288,6 +290,15 @@ def test_servicemonitor_scrapes_the_metrics_port(overlay: Path) -> None:
             (port,) = [p for p in service["spec"]["ports"] if p["name"] == endpoint["port"]]
             (target,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
             assert target["containerPort"] == metrics_port
+        # It sends the bearer token that the cloud's /metrics asks for, from the Secret the cloud mounts.
+        credentials = endpoint["authorization"]["credentials"]
+        assert endpoint["authorization"]["type"] == "Bearer"
+        token_file = env_of(container)["SPLITINFER_METRICS_TOKEN_FILE"]
+        mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v.get("secret", {}).get("secretName") for v in
+                   workload(docs)["spec"]["template"]["spec"]["volumes"]}
+        assert any(token_file == f"{path}/{credentials['key']}" and volumes[name] == credentials["name"]
+                   for name, path in mounted.items())
     annotations = workload(docs)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(metrics_port), "the annotations stay beside it"
 
@@ -337,6 +348,7 @@ def test_deploy_files_use_only_known_settings() -> None:
     known = known_settings("cloud") | known_settings("edge")
     texts = [p.read_text() for p in (REPO / "deploy").rglob("*") if p.is_file()]
     used = {name for text in texts for name in re.findall(r"SPLITINFER_[A-Z0-9_]+", text)}
+    used.discard(STREAM_NAME)  # the bus's JetStream stream, named in deploy/nats/'s permissions: not a setting
     assert used <= known, f"deploy/ sets unknown variables {sorted(used - known)}: see `splitinfer config`"
 
 
@@ -449,7 +461,24 @@ def test_components_no_overlay_uses_compose_with_production(component: Path, tmp
 
 def test_production_publishes_results_to_the_bus_and_may_reach_it() -> None:
     docs = render(KUBE / "overlays" / "production")
-    assert env_of(main_container(docs))["SPLITINFER_NATS"].startswith("nats://")
+    env = env_of(main_container(docs))
+    assert env["SPLITINFER_NATS"].startswith("tls://")
+    # TLS, the clouds' NATS user and the result-signing keys, each from a mounted Secret.
+    mounts = {m["mountPath"] for m in main_container(docs).get("volumeMounts", [])}
+    for name in ("SPLITINFER_NATS_CA", "SPLITINFER_NATS_PASSWORD_FILE", "SPLITINFER_BUS_KEYS"):
+        assert any(env[name].startswith(mount + "/") for mount in mounts), name
     egress_ports = {port["port"] for policy in of_kind(docs, "NetworkPolicy")
                     for rule in policy["spec"].get("egress", []) for port in rule.get("ports", [])}
     assert 4222 in egress_ports
+
+
+def test_the_nats_configuration_and_the_helm_values_grant_the_clouds_user_the_same() -> None:
+    nats = REPO / "deploy" / "nats"
+    conf = (nats / "nats-server.conf").read_text()
+    cloud = conf[conf.index("user: splitinfer-cloud"):conf.index("# consumers:")]
+    from_conf = set(re.findall(r'"([^"]+)"', cloud))
+    (user,) = [u for u in yaml.safe_load((nats / "helm-values.yaml").read_text())["config"]["merge"]["authorization"]
+               ["users"] if u["user"] == "splitinfer-cloud"]
+    permissions = user["permissions"]
+    from_values = set(permissions["publish"]["allow"]) | set(permissions["subscribe"]["allow"])
+    assert from_conf == from_values and "splitinfer.results.>" in from_conf

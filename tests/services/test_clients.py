@@ -9,7 +9,8 @@ from splitinfer.v1 import inference_pb2
 
 def test_exported_names_do_not_drift() -> None:
     assert sorted(clients.__all__) == [
-        "Backoff", "COCO_CATEGORY_IDS", "ChannelSecurity", "ResultSubscriber", "SubscribedResult", "capture_time_iso",
+        "Backoff", "BusConnection", "BusReader", "COCO_CATEGORY_IDS", "ChannelSecurity", "ResultSubscriber",
+        "SubscribedResult", "capture_time_iso",
         "check_health", "coco_image_ids", "coco_results", "result_from_dict", "result_to_dict", "result_to_json",
         "subscribe", "to_cloudevent",
     ]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
@@ -402,3 +403,112 @@ def test_plaintext_beyond_loopback_is_announced_loudly(caplog) -> None:
     assert "PLAINTEXT" not in caplog.text
     _warn_if_exposed("[::]")
     assert "PLAINTEXT" in caplog.text
+
+
+def test_a_revoked_client_certificate_is_refused_after_one_reload_and_the_other_edges_go_on(engine, pki, frames,
+                                                                                            tmp_path) -> None:
+    from cryptography import x509
+
+    second = pki["ca"].issue("edge.site-b.test", server=False)
+    access = tmp_path / "access.yaml"
+    identities = [{"name": "camera-a", "client_certificates": ["edge.site-a.test"], "publish": ["site-a/*"]},
+                  {"name": "camera-b", "client_certificates": ["edge.site-b.test"], "publish": ["site-b/*"]}]
+    access.write_text(yaml.safe_dump({"identities": identities}))
+    serial = x509.load_pem_x509_certificate(pki["client"].cert.read_bytes()).serial_number
+
+    async def scenario():
+        async with tls_cloud(engine, pki, tls_client_ca=pki["ca"].ca, auth_tokens=access) as server:
+            address = f"127.0.0.1:{server.port}"
+            a = ChannelSecurity(ca_file=pki["ca"].ca, cert_file=pki["client"].cert, key_file=pki["client"].key)
+            b = ChannelSecurity(ca_file=pki["ca"].ca, cert_file=second.cert, key_file=second.key)
+            channel_b, edge_b, answered_b = await open_stream(address, b, "site-b/cam-1", frames)
+            channel_open_a, open_a, _ = await open_stream(address, a, "site-a/cam-0", frames)
+            # Revoked by serial number, as `openssl x509 -noout -serial` prints it (colons are allowed too).
+            access.write_text(yaml.safe_dump({"identities": identities, "revoked_certificates": [
+                {"serial": f"{serial:X}", "note": "stolen"}]}))
+            os.utime(access, ns=(os.stat(access).st_atime_ns, os.stat(access).st_mtime_ns + 1_000_000))
+            async with a.aio_channel(address, channel_options()) as channel_a:
+                revoked = await refused(Stream(channel_a).open(stream_id="site-a/cam-1"))
+            await open_a.send(frame_request(frames[1], 1))  # its stream that was open ends at its next frame
+            ended_a = await open_a.status()
+            await edge_b.send(frame_request(frames[1], 1))  # the other edge's open stream goes on
+            answered_b.append((await edge_b.receive()).result.frame_id)
+            channel_b2, _, reopened_b = await open_stream(address, b, "site-b/cam-2", frames)  # and it reconnects
+            for c in (channel_b, channel_b2, channel_open_a):
+                await c.close()
+            return revoked, ended_a, answered_b, reopened_b
+
+    (code, reason, details), ended_a, answered_b, reopened_b = run(scenario())
+    assert code == grpc.StatusCode.UNAUTHENTICATED and reason == "REVOKED_CERTIFICATE" and "revoked" in details
+    assert ended_a[0] == grpc.StatusCode.UNAUTHENTICATED and "changed while this call was open" in ended_a[1]
+    assert answered_b == [0, 1] and reopened_b == [0]
+
+
+def test_metrics_ask_for_the_bearer_token_when_a_token_file_is_given(engine, pki, tmp_path) -> None:
+    token = tmp_path / "metrics.token"
+    token.write_text("scrape-token-for-the-test\n")
+
+    async def get(port: int, authorization: str | None) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+                     + (f"Authorization: {authorization}\r\n".encode() if authorization else b"") + b"\r\n")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        return answer.split(b"\r\n", 1)[0]
+
+    async def scenario():
+        async with tls_cloud(engine, pki, metrics_port=0, metrics_token_file=token) as server:
+            port = server.metrics_port
+            return [await get(port, None), await get(port, "Bearer wrong"),
+                    await get(port, "Bearer scrape-token-for-the-test")]
+
+    assert run(scenario()) == [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 200 OK"]
+
+
+def test_bus_and_metrics_settings_that_cannot_work_are_refused_before_serving(engine, pki, tmp_path) -> None:
+    from splitinfer.services.cloud.server import CloudConfig
+
+    with pytest.raises(ServiceError, match="--nats-ca needs --nats"):
+        CloudConfig(plaintext=True, nats_ca=pki["ca"].ca)
+    with pytest.raises(ServiceError, match="--nats-user and --nats-password-file"):
+        _ = CloudConfig(plaintext=True, nats="nats://127.0.0.1:1", nats_user="cloud").bus_connection
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+
+    async def scenario():
+        with pytest.raises(ServiceError, match="--metrics-token-file .* one token"):
+            async with tls_cloud(engine, pki, metrics_port=0, metrics_token_file=empty):
+                pass
+
+    run(scenario())
+
+
+def test_an_open_subscription_ends_once_its_token_is_removed_from_the_access_file(engine, pki, frames,
+                                                                                  tmp_path) -> None:
+    access = write_access_file(tmp_path / "access.yaml")
+
+    async def scenario():
+        async with tls_cloud(engine, pki, auth_tokens=access) as server:
+            address = f"127.0.0.1:{server.port}"
+            dashboard = token_security(pki, tmp_path, DASHBOARD)
+            async with ResultSubscriber(address, ["site-a/cam-1"], security=dashboard, reconnect=False) as results:
+                await results.wait_subscribed()
+                channel, _, _ = await open_stream(address, token_security(pki, tmp_path, EDGE_A), "site-a/cam-1",
+                                                  frames)
+                first = await asyncio.wait_for(anext(aiter(results)), 30)
+                identities = yaml.safe_load(access.read_text())["identities"]
+                access.write_text(yaml.safe_dump({"identities": [i for i in identities if i["name"] != "dashboard"]}))
+                os.utime(access, ns=(os.stat(access).st_atime_ns, os.stat(access).st_mtime_ns + 1_000_000))
+                edge = Stream(channel)
+                await edge.open(stream_id="site-a/cam-1")
+                await edge.send(frame_request(frames[1], 1))
+                await edge.receive()
+                with pytest.raises(ServiceError) as ended:
+                    await asyncio.wait_for(anext(aiter(results)), 30)
+                await channel.close()
+            return first.result.frame_id, str(ended.value)
+
+    first, ended = run(scenario())
+    assert first == 0
+    assert "UNAUTHENTICATED" in ended and "changed while this call was open" in ended
