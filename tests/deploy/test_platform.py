@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.deploy.test_manifests import (CLOUD_OVERLAYS, EDGE_OVERLAYS, KUBE, OVERLAYS, env_of, main_container,
-                                         of_kind, option_default, render, workload)
+                                         of_kind, render, workload)
 
 # $(VAR) is a reference; $$(VAR) is an escaped, literal $(VAR) (Kubernetes' expansion rules).
 REFERENCE = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
