@@ -3,7 +3,9 @@
 Both forms resume by themselves: when the call fails with UNAVAILABLE (a cloud shutting down says so with
 RetryInfo; GOAWAY, max connection age and a lost connection look the same) they subscribe again after
 the last position received, with exponential backoff and jitter, to the same address (behind a Service, any
-replica; with a results bus every replica serves every stream). Any other status (a bad stream id, no
+replica; with a results bus every replica serves every stream). They give up only after `give_up_after`
+seconds without a subscription, counted from the disconnect (never from the last result: a quiet stream
+resumes across any number of restarts, within the bus's retention). Any other status (a bad stream id, no
 permission) is final and raised. The async form reads the call as fast as it arrives into a local queue
 bounded in results and bytes, so a consumer slower than the results loses the oldest ones, counted in
 `dropped`, instead of letting gRPC's transport buffers hide an ever older backlog.
@@ -49,7 +51,8 @@ class SubscribedResult:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Reconnect delays: `initial` doubling up to `maximum`, with full jitter; give up after `give_up_after` s."""
+    """Reconnect delays: `initial` doubling up to `maximum`, with full jitter; give up `give_up_after` s after the
+    disconnect (or the start) if no subscription succeeded since."""
 
     initial: float = 0.2
     maximum: float = 5.0
@@ -173,7 +176,8 @@ class ResultSubscriber:
     async def _read(self) -> None:
         """Subscribe, move every response into the bounded queue, resubscribe after retryable failures."""
         attempt = 0
-        last_contact = time.monotonic()
+        # The give-up clock: since the start, then since each disconnect; None while subscribed.
+        unavailable_since: float | None = time.monotonic()
         try:
             while True:
                 try:
@@ -188,17 +192,18 @@ class ResultSubscriber:
                     # A failing call yields empty headers too: only the cloud's marker means it registered us.
                     if dict(await call.initial_metadata()).get(SUBSCRIBED_HEADER):
                         self._subscribed.set()
-                        attempt, last_contact = 0, time.monotonic()
+                        attempt, unavailable_since = 0, None
                     async for response in call:
                         self._offer(response)
-                        last_contact = time.monotonic()
                     return  # the cloud ended the subscription with OK: a real end
                 except grpc.aio.AioRpcError as exc:
                     failure = f"{exc.code().name}: {exc.details()}"
                     if not self.reconnect or not _retryable(exc):
                         self._end = _wrap(exc, self.cloud, self.security)
                         return
-                    if time.monotonic() - last_contact > self.backoff.give_up_after:
+                    if unavailable_since is None:
+                        unavailable_since = time.monotonic()
+                    if time.monotonic() - unavailable_since > self.backoff.give_up_after:
                         self._end = CloudUnavailableError(
                             f"could not resubscribe to {self.cloud} for {self.backoff.give_up_after:.0f} s "
                             f"({failure}); {connection_hint(failure, self.security)}.")
@@ -267,7 +272,8 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     stream_ids = list(stream_ids)
-    last_sequence, attempt, last_contact = after_sequence, 0, time.monotonic()
+    # The give-up clock: since the start, then since each disconnect; None while subscribed.
+    last_sequence, attempt, unavailable_since = after_sequence, 0, time.monotonic()
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
@@ -277,8 +283,9 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
             call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=stream_ids, after_sequence=last_sequence),
                                   timeout=remaining)
             try:
+                if dict(call.initial_metadata() or ()).get(SUBSCRIBED_HEADER):
+                    attempt, unavailable_since = 0, None
                 for response in call:
-                    attempt, last_contact = 0, time.monotonic()
                     if response.sequence:
                         last_sequence = response.sequence
                     yield SubscribedResult(response.result, response.dropped, response.sequence)
@@ -287,8 +294,10 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None \
                         and time.monotonic() >= deadline - 0.05:
                     return
+                if unavailable_since is None:
+                    unavailable_since = time.monotonic()
                 if not reconnect or not _retryable(exc) \
-                        or time.monotonic() - last_contact > backoff.give_up_after:
+                        or time.monotonic() - unavailable_since > backoff.give_up_after:
                     raise _wrap(exc, cloud, security) from exc
             finally:
                 call.cancel()

@@ -139,14 +139,14 @@ check_image() {
     "${run[@]}" splitinfer edge --help >/dev/null
     echo "edge --help: ok"
     echo "== imports, user, versions"
-    "${run[@]}" python -c 'import os, cv2, torch, splitinfer.services.cloud.server, splitinfer.services.edge.app
+    "${run[@]}" python -c 'import os, cv2, nats, torch, splitinfer.services.cloud.server, splitinfer.services.edge.app
 print("uid", os.getuid(), "torch", torch.__version__, "opencv", cv2.__version__)'
     echo "== cloud health"
     "${run[@]}" python -c "$health_check"
 }
 
 # The weights image: the model files on a small base (the local one: any image with cp will do); the cloud's
-# init container copies them into the pod (deploy/kubernetes/components/weights-image).
+# init container copies them into the pod (deploy/kubernetes/base/deployment.yaml, the default model source).
 build_weights() {
     local ctr containerfile
     [ -f "$weights_dir/yolo-fastest-1.1-xl.weights" ] || { echo "no weights in $weights_dir: set WEIGHTS_DIR" >&2; exit 2; }
