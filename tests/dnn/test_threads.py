@@ -79,3 +79,17 @@ def test_resolve_threads_takes_a_count_as_given_and_zero_or_none_as_the_default(
 def test_negative_threads_are_a_config_error_naming_the_flag(requested) -> None:
     with pytest.raises(ConfigError, match=rf"--threads must be 0 .* got {requested}"):
         threads.resolve_threads(requested)
+
+
+def test_apply_torch_threads_sets_the_pool_and_may_be_called_again() -> None:
+    """torch allows its inter-op pool to be set once per process: a second call must not fail on it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    try:
+        threads.apply_torch_threads(2)
+        assert torch.get_num_threads() == 2
+        threads.apply_torch_threads(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

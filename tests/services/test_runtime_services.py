@@ -125,3 +125,14 @@ def test_splitinfer_cloud_runtime_flag_runs_the_tail_in_openvino(onnx_cache, mod
     assert not [o.result.error for o in outcomes if o.result.HasField("error")]
     assert sum(len(o.result.detections) for o in outcomes) >= FRAMES
     assert f"openvino runs {MODEL}-tail-cut60 with 1 thread(s) in fp32" in cloud.log.read_text()
+
+
+def test_splitinfer_demo_runs_edge_and_cloud_in_onnxruntime(onnx_cache, capsys, caplog, torch_threads) -> None:  # noqa: F811
+    """The demo shares one model between the edge's heads and the cloud's tails: both run in the runtime chosen."""
+    weights = str(shared_path("models", "yolo-fastest-1.1"))
+    with caplog.at_level(logging.INFO, logger="splitinfer.dnn"):
+        assert main(["demo", "--frames", "6", "--weights", weights, "--runtime", "onnxruntime", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "frames answered" in out and "6 (0 with errors)" in out
+    assert f"onnxruntime runs {MODEL}-head-cut60 with 1 thread(s)" in caplog.text
+    assert f"onnxruntime runs {MODEL}-tail-cut60 with 1 thread(s)" in caplog.text
