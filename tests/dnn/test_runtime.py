@@ -103,11 +103,13 @@ def test_coded_frames_and_detections_do_not_change(compiled, fastest_xl, samples
         assert [d.label for d in got] == [d.label for d in want], name
         for g, w in zip(got, want):
             assert max(abs(g.x1 - w.x1), abs(g.y1 - w.y1), abs(g.x2 - w.x2), abs(g.y2 - w.y2)) <= 1.0, (name, g, w)
-            assert abs(g.score - w.score) <= 1e-3, (name, g, w)
+            assert abs(g.score - w.score) <= 0.01, (name, g, w)  # one level flipped near an object moves it ~3e-3
         detections += len(want)
     print(f"{compiled.runtime.name}: coded bytes minus torch's per frame {byte_changes}; {level_changes} of "
           f"{elements} levels changed; {detections} detections on {len(samples)} images")
     assert detections >= len(samples)  # the comparison compared something
+    # A value within float rounding of a quantizer threshold may land on either side (none did here; one did in 20
+    # frames of the video, tests/services/test_runtime_services.py): a few, never many.
     assert level_changes <= 1e-4 * elements
     assert all(abs(change) <= 2 for change in byte_changes)
 
