@@ -275,3 +275,20 @@ def test_an_unwritable_cache_costs_an_export_with_a_warning_and_still_runs(faste
     exported = [Path(r.args[1]) for r in caplog.records if r.msg.startswith("exporting %s to ONNX")]
     assert len(exported) == 1 and exported[0].is_file() and not exported[0].is_relative_to(blocker)
     shutil.rmtree(exported[0].parent)  # the fallback folder is the process's own and is never removed
+
+
+@pytest.mark.slow  # two more exports
+def test_a_cut_that_several_tensors_cross_keeps_their_order(compiled, fastest_xl, samples) -> None:
+    """At cut 100 layers 80, 98 and 100 cross (a shortcut and a route read them later): the exported graphs take
+    and return them in the cut's order, for a batch too."""
+    x = torch.cat([x for _, x, _ in samples[:2]])
+    ours, theirs = compiled.split("100"), fastest_xl.split("100")
+    with torch.no_grad():
+        want_sent = theirs.head(x)
+        want = theirs.tail(want_sent)
+    got_sent = ours.head(x)
+    assert list(got_sent) == list(want_sent) == ["layer80", "layer98", "layer100"]
+    for name, tensor in got_sent.items():
+        assert tensor.shape == want_sent[name].shape and _relative(tensor, want_sent[name]) < RELATIVE_TOLERANCE
+    for got, expected in zip(ours.tail(want_sent), want, strict=True):
+        assert _relative(got, expected) < RELATIVE_TOLERANCE
