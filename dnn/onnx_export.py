@@ -89,15 +89,20 @@ def cached_export(name: str, module: nn.Module, example: Sequence[torch.Tensor],
         folder.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".onnx.part")
     except OSError as exc:
-        log.warning("cannot write the ONNX cache in %s (%s): exporting %s to a temporary file, again at every "
-                    "start; set SPLITINFER_CACHE_DIR to a writable folder", folder, exc.strerror or exc, name)
-        folder = Path(tempfile.mkdtemp(prefix="splitinfer-onnx-"))
-        path = folder / f"{name}-{key[:16]}.onnx"
-        handle, temporary = tempfile.mkstemp(dir=folder, suffix=".onnx.part")
+        # One folder per user, reused by every start: nothing piles up in the temporary folder.
+        fallback = Path(tempfile.gettempdir()) / f"splitinfer-onnx-{os.getuid()}"
+        log.warning("cannot write the ONNX cache in %s (%s): exporting %s to %s instead; set SPLITINFER_CACHE_DIR to "
+                    "a writable folder to keep it", folder, exc.strerror or exc, name, fallback)
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        folder, path = fallback, fallback / path.name
+        if path.is_file() and path.stat().st_size > 0:
+            return path
+        handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{name}-", suffix=".onnx.part")
     os.close(handle)
     log.info("exporting %s to ONNX (once; cached as %s)", name, path)
     try:
         _export(module, example, Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp makes it 0600; a cache shared by several users must be readable
         os.replace(temporary, path)
         for stale in folder.glob(f"{name}-*.onnx"):  # earlier weights or versions of the same graph
             if stale != path and len(stale.name) == len(path.name):

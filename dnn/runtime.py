@@ -151,7 +151,12 @@ def compile_graph(model_name: str, part: str, cut: str, module: nn.Module, examp
         log.warning("%s could not load %s (%s): exporting it again", config.name, path, str(exc).splitlines()[0][:200])
         forget(path)
         path = cached_export(name, module, example, export_key(model_name, part, cut, module))
-        graph = _GRAPHS[config.name](path, config)
+        try:
+            graph = _GRAPHS[config.name](path, config)
+        except Exception as again:
+            raise InferenceRuntimeError(f"{config.name} cannot load {name} even from a fresh export ({type(again).__name__}: "
+                                        f"{str(again).splitlines()[0][:300]}); use --runtime torch and report it. "
+                                        f"({path})") from again
     with torch.no_grad():
         expected = module(*example)
     got = graph(_numpy(example))
