@@ -273,7 +273,8 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
     deadline = None if timeout is None else time.monotonic() + timeout
     stream_ids = list(stream_ids)
     # The give-up clock: since the start, then since each disconnect; None while subscribed.
-    last_sequence, attempt, unavailable_since = after_sequence, 0, time.monotonic()
+    last_sequence, attempt = after_sequence, 0
+    unavailable_since: float | None = time.monotonic()
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:

@@ -8,6 +8,8 @@ own (timm's BatchNormAct2d) stay as they are.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -36,14 +38,16 @@ def fold_batch_norms(network: nn.Module) -> int:
                 names = list(module._modules)
                 pairs = [(a, b) for a, b in zip(names, names[1:]) if _foldable(module._modules[a], module._modules[b])]
                 for first, second in pairs:  # disjoint: a BatchNorm2d is never also the conv of a pair
-                    module._modules[first] = fuse_conv_bn_eval(module._modules[first], module._modules[second])  # type: ignore[arg-type]
+                    conv, bn = cast(nn.Conv2d, module._modules[first]), cast(nn.BatchNorm2d, module._modules[second])
+                    module._modules[first] = fuse_conv_bn_eval(conv, bn)
                     del module._modules[second]
                     folded += 1
                 continue
             for conv_name, bn_name in _PAIRED_ATTRIBUTES:
-                conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-                if _foldable(conv, bn):
-                    setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))  # type: ignore[arg-type]
+                first_module, second_module = getattr(module, conv_name, None), getattr(module, bn_name, None)
+                if _foldable(first_module, second_module):
+                    setattr(module, conv_name, fuse_conv_bn_eval(cast(nn.Conv2d, first_module),
+                                                                 cast(nn.BatchNorm2d, second_module)))
                     setattr(module, bn_name, nn.Identity())
                     folded += 1
     return folded

@@ -22,7 +22,7 @@ def _as_tuple(outputs: Any) -> tuple[torch.Tensor, ...]:
 class HeadGraph(nn.Module):
     """x -> the tensors at the cut, in `names` order."""
 
-    def __init__(self, network: nn.Module, cut: str, names: Sequence[str]) -> None:
+    def __init__(self, network: Any, cut: str, names: Sequence[str]) -> None:
         super().__init__()
         self.network, self.cut, self.names = network, cut, list(names)
 
@@ -34,7 +34,7 @@ class HeadGraph(nn.Module):
 class TailGraph(nn.Module):
     """The tensors at the cut, in `names` order -> the network's outputs."""
 
-    def __init__(self, network: nn.Module, cut: str, names: Sequence[str]) -> None:
+    def __init__(self, network: Any, cut: str, names: Sequence[str]) -> None:
         super().__init__()
         self.network, self.cut, self.names = network, cut, list(names)
 
