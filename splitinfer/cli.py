@@ -95,5 +95,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
 
 
+def console() -> None:
+    """The console script: main(), and on a failure an exit that skips the interpreter's teardown.
+
+    With torch loaded, that teardown takes seconds (more on a busy machine) after the error has been said; the
+    commands close their own files and servers before they return, so nothing is left for it to do.
+    """
+    code = main()
+    if code != 0 and "torch" in sys.modules:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitinfer.errors import ConfigError
-from splitinfer.commands import coder_name
+from splitinfer.commands import WEIGHTS_OPTION, coder_name
 from splitinfer.settings import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, Option
 
 NAME = "calibrate"
@@ -17,7 +17,7 @@ OPTIONS = [
     Option("model", "registered model name (splitinfer eval --list-models lists them)", str, DEFAULT_MODEL),
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("data", "folder of calibration images, e.g. ../shared/data/coco-mini/calib2017", str, None),
-    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    WEIGHTS_OPTION,
     Option("levels", "number of quantizer levels N (odd N keeps an exact zero for signed tensors)", int, 7),
     Option("quantizer", "uniform levels or the modified entropy-constrained quantizer", str, "uniform", ("uniform", "ecsq")),
     Option("lam", "ECSQ rate weight, in units of the uniform quantizer's distortion per bit", float, 1.0),

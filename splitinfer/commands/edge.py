@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitinfer.commands import client_security, coder_name
+from splitinfer.commands import WEIGHTS_OPTION, client_security, coder_name
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import DEFAULT_MODEL, Option
 
@@ -55,7 +55,7 @@ OPTIONS = [
            "otherwise.", default="auto", choices=("auto", "live", "file")),
     Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
-    Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
+    WEIGHTS_OPTION,
     *CODEC_OPTIONS,
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
            "stays on the CPU.", default="auto"),

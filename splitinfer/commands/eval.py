@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from splitinfer.commands import coder_name
+from splitinfer.commands import WEIGHTS_OPTION, coder_name
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "eval"
@@ -27,7 +27,7 @@ def _optional_int(text: str) -> int | None:
 
 OPTIONS = [
     Option("model", "registered model name (--list-models lists them)", str, DEFAULT_MODEL),
-    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    WEIGHTS_OPTION,
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("codec", "'none', 'default' (the model's shipped profile), or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),
     Option("levels", "uniform quantizer levels instead of a profile (needs --clip-min and --clip-max)", _optional_int, None),

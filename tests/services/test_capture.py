@@ -215,6 +215,21 @@ def test_a_live_source_that_answers_404_gives_up_after_the_source_timeout_with_t
     assert any(expected in r.getMessage() for r in caplog.records)  # each retry says why, in our own log line
 
 
+def test_no_retry_waits_past_the_source_timeout(caplog) -> None:
+    """With a long backoff (10 s) and --source-timeout 1, the last try comes at the timeout, not a backoff after it:
+    the edge gave up up to a whole backoff late, and then took as long again to exit."""
+    import re
+
+    with _StatusServer(b"RTSP/1.0 404 Not Found") as server, caplog.at_level("WARNING", logger="splitinfer.edge.capture"):
+        grabber = FrameGrabber(f"rtsp://127.0.0.1:{server.port}/stream", open_timeout_s=1, source_timeout_s=1.0,
+                               reopen_initial_s=10.0, reopen_max_s=10.0, rtsp_transport="tcp")
+        with grabber:
+            frames, end = drain(grabber)
+    assert frames == [] and end.error and "--source-timeout 1" in end.reason
+    delays = [float(m[1]) for r in caplog.records if (m := re.search(r"retrying in ([\d.]+) s", r.getMessage()))]
+    assert delays and all(delay <= 1.0 for delay in delays), delays
+
+
 def test_a_refused_connection_is_named_as_such() -> None:
     from splitinfer.services.edge.capture import probe_reason
     import socket
