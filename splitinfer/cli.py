@@ -19,7 +19,7 @@ from types import ModuleType
 
 from splitinfer import __version__
 from splitinfer.errors import SplitInferError
-from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging
+from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging, say
 from splitinfer.settings import Option, add_options, raise_config_errors
 
 COMMAND_MODULES = (
@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; errors we raise on purpose print one line, not a traceback."""
+    """Run one subcommand; errors we raise on purpose print one line (a JSON record under --log-format json), not a
+    traceback."""
+    log_format = "text"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        log_format = args.log_format
         raise_config_errors(args)
         handler = configure_logging(args.log_level, args.log_format)
         try:
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().removeHandler(handler)
             logging.captureWarnings(False)
     except SplitInferError as exc:
-        print(f"splitinfer: error: {exc}", file=sys.stderr)
+        say(f"splitinfer: error: {exc}", stream=sys.stderr, level="ERROR", as_json=log_format == "json")
         return 2
     except KeyboardInterrupt:
         return 130
