@@ -22,6 +22,9 @@ from splitinfer.errors import SplitInferError
 from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging, say
 from splitinfer.settings import Option, add_options, raise_config_errors
 
+DESCRIPTION = ("Split DNN inference for live video: an edge runs the first layers of a detector on camera frames and "
+               "streams compressed features to a cloud that runs the rest and streams detections back. "
+               "Try `splitinfer demo`; `splitinfer COMMAND --help` for each command.")
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
     "splitinfer.commands.calibrate",
@@ -55,7 +58,7 @@ def all_options() -> dict[str, list[Option]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splitinfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="splitinfer", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"splitinfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _commands():

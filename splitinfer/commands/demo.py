@@ -22,7 +22,8 @@ SAMPLE_VIDEO = ("video", "one-by-one-person-detection.mp4")
 DEFAULT_LOG_LEVEL = "WARNING"  # the progress line and the summary say what matters
 OPTIONS = [
     Option("source", "Video file, camera index (0) or URL (default: the sample video in ../shared/data)."),
-    Option("frames", "Frames to stream (0: the whole source).", cast=int, default=100),
+    Option("frames", "Frames to stream (0: the whole source). The demo stops at 100 by default; `splitinfer edge` "
+           "streams until the source ends.", cast=int, default=100),
     Option("cloud-mode", "Run the cloud in this process or as a `splitinfer cloud` subprocess.", default="inprocess",
            choices=("inprocess", "subprocess")),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),

@@ -60,7 +60,8 @@ OPTIONS = [
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
            "stays on the CPU.", default="auto"),
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
-    Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
+    Option("frames", "Stop after this many answered frames (0: until the source ends; `splitinfer demo` stops at 100 "
+           "by default).", cast=int, default=0),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
     Option("display", "Show annotated frames: a native window with GUI OpenCV, else the live page in the desktop's browser (needs a display).", flag=True,
            default=False),
