@@ -87,23 +87,26 @@ class ProgressReporter:
         first, last = self._source_times
         return (last - first) * self.frames / (self.frames - 1)
 
-    def kbit_s(self) -> float:
+    def kbit_s(self) -> float | None:
         """Coded feature bits per second of source time, the figure --rate-kbps budgets (a file replays faster or
-        slower than real time, so its wall-clock rate says little); the wall-clock rate until two frames came."""
-        seconds = self.source_seconds or self.elapsed
-        return 8 * self.payload_bytes / 1000 / seconds
+        slower than real time, so its wall-clock rate says little); None until two frames came."""
+        seconds = self.source_seconds
+        return 8 * self.payload_bytes / 1000 / seconds if seconds > 0 else None
 
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
         p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
         bpe = 8 * self.payload_bytes / self.elements if self.elements else 0.0
+        rate = self.kbit_s()
+        shown = f"{rate:7.1f}" if rate is not None else "      -"
         return (f"frames {self.frames}{total} | {self.frames / self.elapsed:5.1f} fps | "
-                f"{self.kbit_s():7.1f} kbit/s of source time | {bpe:.3f} bit/element | latency p50 {p50:.0f} ms")
+                f"{shown} kbit/s of source time | {bpe:.3f} bit/element | latency p50 {p50:.0f} ms")
 
-    def figures(self) -> dict[str, float | int]:
+    def figures(self) -> dict[str, float | int | None]:
         """The progress line's figures, for its JSON record."""
+        rate = self.kbit_s()
         return {"frames": self.frames, "fps": round(self.frames / self.elapsed, 2),
-                "kbit_s_source_time": round(self.kbit_s(), 2),
+                "kbit_s_source_time": round(rate, 2) if rate is not None else None,
                 "bits_per_element": round(8 * self.payload_bytes / self.elements, 4) if self.elements else 0.0,
                 "latency_p50_ms": round(statistics.median(self.latencies) * 1000, 1) if self.latencies else 0.0}
 
@@ -119,11 +122,12 @@ class ProgressReporter:
         stage_total = sum(self.stage_seconds.values()) or 1.0
         stages = ", ".join(f"{name} {1000 * s / self.frames:.1f} ms" for name, s in
                            sorted(self.stage_seconds.items(), key=lambda kv: -kv[1]) if s / stage_total > 0.001)
+        rate = self.kbit_s()
+        source_rate = f"{rate:.1f} kbit/s of source time, " if rate is not None else ""
         rows = [
             ("frames answered", f"{self.frames} ({self.errors} with errors) in {self.elapsed:.1f} s"),
             ("throughput", f"{self.frames / self.elapsed:.1f} frames/s"),
-            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
-                               f"{self.kbit_s():.1f} kbit/s of source time, "
+            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, {source_rate}"
                                f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element "
                                f"(over the {self.elapsed:.1f} s replay: "
                                f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s of wall-clock time)"),
