@@ -73,7 +73,7 @@ class ProgressReporter:
             if live:
                 say("\r" + self.line(), stream=self.stream, end="")
             else:
-                say(self.line(), stream=self.stream, logger="splitinfer.demo", **self.figures())
+                say(self.line(), stream=self.stream, logger="splitinfer.demo", fields=self.figures())
 
     @property
     def elapsed(self) -> float:
@@ -165,7 +165,7 @@ def _started(views: Any) -> None:
     views.on_started()
     for server in views.servers:
         if getattr(server, "url", None):
-            say(f"live page: {server.url}", logger="splitinfer.demo", url=server.url)
+            say(f"live page: {server.url}", logger="splitinfer.demo", fields={"url": server.url})
 
 
 async def run_demo(options: DemoOptions) -> int:

@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TextIO
 
 from splitinfer.settings import Option
@@ -56,7 +56,7 @@ def json_logs() -> bool:
 
 
 def say(message: str, *, stream: TextIO | None = None, logger: str = "splitinfer", level: str = "INFO",
-        end: str = "\n", as_json: bool | None = None, **fields: object) -> None:
+        end: str = "\n", as_json: bool | None = None, fields: Mapping[str, object] | None = None) -> None:
     """Write a line meant for people to `stream` (stdout): as it is, or as one JSON record (time, level, logger,
     message and `fields`) under --log-format json, so that every line a command writes parses. `as_json` overrides
     what the logging configuration says (for lines written after it is taken down)."""
@@ -65,7 +65,7 @@ def say(message: str, *, stream: TextIO | None = None, logger: str = "splitinfer
         created = time.time()
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
         entry = {"time": f"{stamp}.{int(created * 1000) % 1000:03d}Z", "level": level, "logger": logger,
-                 "message": message.strip("\r\n"), **fields}
+                 "message": message.strip("\r\n"), **(fields or {})}
         out.write(json.dumps(entry, ensure_ascii=False) + "\n")
     else:
         out.write(message + end)
