@@ -1,4 +1,5 @@
-"""The dev install runs bench/: every outside module a bench script imports is installed by the `dev` extra."""
+"""bench/'s imports: every outside module a bench script imports is installed by the `dev` extra, and the scripts
+import one another without a cycle (shared code lives in bench/common.py, which imports no script)."""
 
 from __future__ import annotations
 
@@ -47,3 +48,36 @@ def test_every_module_bench_imports_is_installed_by_the_dev_extra() -> None:
         if not names & declared:
             missing[name] = where
     assert not missing, f"bench/ imports modules that the dev extra does not declare (pyproject.toml): {missing}"
+
+
+def _script_imports() -> dict[str, set[str]]:
+    """bench script -> the bench scripts it imports (at the top or inside a function)."""
+    scripts = {path.stem for path in BENCH.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in sorted(BENCH.glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+        graph[path.stem] = found & scripts - {path.stem}
+    return graph
+
+
+def test_bench_scripts_import_one_another_without_a_cycle() -> None:
+    graph = _script_imports()
+    assert not graph["common"], f"bench/common.py must not import the scripts: {graph['common']}"
+
+    def cycle_from(start: str, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        for nxt in sorted(graph[path[-1]]):
+            if nxt == start:
+                return (*path, nxt)
+            if nxt not in path:
+                found = cycle_from(start, (*path, nxt))
+                if found:
+                    return found
+        return None
+
+    cycles = [c for script in graph if (c := cycle_from(script, (script,)))]
+    assert not cycles, f"import cycles among bench scripts: {cycles}"
