@@ -36,7 +36,7 @@ def test_every_command_has_the_log_options() -> None:
         assert args.log_format == "json" and args.log_level == "DEBUG"
 
 
-def _command_in_subprocess(command: str, *argv: str) -> tuple[int, str, bool]:
+def _command_in_subprocess(command: str, *argv: str, env: dict[str, str] | None = None) -> tuple[int, str, bool]:
     """`splitinfer COMMAND ARGV` in a fresh interpreter: exit code, stderr, and whether torch was ever imported.
 
     Whether torch was imported is the measure of "before the model loads": importing it is most of the wait
@@ -44,7 +44,7 @@ def _command_in_subprocess(command: str, *argv: str) -> tuple[int, str, bool]:
     code = ("import sys\nfrom splitinfer.cli import main\nrc = main(sys.argv[1:])\n"
             "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\nsys.exit(rc)\n")
     done = subprocess.run([sys.executable, "-c", code, command, *argv], capture_output=True, text=True, timeout=120,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
     return done.returncode, done.stderr, "TORCH-IMPORTED" in done.stdout
 
 
@@ -153,13 +153,10 @@ def test_display_set_but_nothing_answering_is_refused_before_anything_starts(tmp
 def test_demo_with_a_dead_display_exits_2_before_torch_is_imported() -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("DISPLAY/WAYLAND_DISPLAY decide only on Linux")
-    code = ("import sys\nfrom splitinfer.cli import main\nrc = main(sys.argv[1:])\n"
-            "print('TORCH-IMPORTED' if 'torch' in sys.modules else 'NO-TORCH')\nsys.exit(rc)\n")
     env = {k: v for k, v in os.environ.items() if k not in ("WAYLAND_DISPLAY", "BROWSER")}
-    done = subprocess.run([sys.executable, "-c", code, "demo", "--display"], capture_output=True, text=True,
-                          timeout=120, cwd=REPO, env={**env, "DISPLAY": _unused_x_display()})
-    assert done.returncode == 2 and "no display server answers" in done.stderr, done.stderr
-    assert "NO-TORCH" in done.stdout
+    rc, stderr, torch_imported = _command_in_subprocess("demo", "--display", env={**env, "DISPLAY": _unused_x_display()})
+    assert rc == 2 and "no display server answers" in stderr, stderr
+    assert not torch_imported
 
 
 def test_display_on_a_desktop_opens_the_live_page_in_the_browser(tmp_path, monkeypatch) -> None:
