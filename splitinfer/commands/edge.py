@@ -114,12 +114,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from splitinfer.errors import StartupInterrupted
+    from splitinfer.logs import say
 
     signal.signal(signal.SIGTERM, _stop_while_starting)
     try:
         return _run(args)
     except StartupInterrupted as exc:
-        print(f"splitinfer edge: {exc}", file=sys.stderr, flush=True)
+        say(f"splitinfer edge: {exc}", stream=sys.stderr, logger="splitinfer.edge")
         return 0
 
 

@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(result, report.skipped)
     if truncated and not args.allow_truncated:
-        print(f"splitinfer eval: warning: {truncated[0]}", file=sys.stderr)
+        from splitinfer.logs import say
+
+        say(f"splitinfer eval: warning: {truncated[0]}", stream=sys.stderr, level="WARNING", logger="splitinfer.eval")
         return 1
     return 0
