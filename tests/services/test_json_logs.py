@@ -61,3 +61,29 @@ def test_a_demo_that_succeeds_writes_only_json_progress_and_summary_included() -
     messages = [r["message"] for r in records]
     assert any(m.startswith("frames answered") for m in messages), messages
     assert any("kbit/s of source time" in m for m in messages), messages
+
+
+@pytest.mark.slow
+def test_a_cloud_that_serves_and_stops_writes_only_json(tmp_path) -> None:
+    import signal
+    import time
+
+    port_file = tmp_path / "port"
+    process = subprocess.Popen([sys.executable, "-m", "splitinfer.cli", "cloud", "--plaintext", "--host", "127.0.0.1",
+                                "--port", "0", "--metrics-port", "-1", "--port-file", str(port_file), "--log-format",
+                                "json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 300
+        while not port_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err[-3000:]
+    records = [json.loads(line) for line in (out + err).splitlines()]  # a line that is not JSON fails here
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("splitinfer cloud: serving") for m in messages), messages
+    assert "splitinfer cloud: stopped" in messages
