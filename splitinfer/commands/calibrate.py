@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
         raise ConfigError(f"--data {args.data} is not a folder: pass a folder of calibration images, e.g. "
                           "../shared/data/coco-mini/calib2017.")
-    if args.weights and not Path(args.weights).exists():
-        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
+    from splitinfer.services.preflight import check_model, check_weights_path
+
+    check_weights_path(args.weights)
+    check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
     ladder_levels = _ladder_levels(args.ladder) if args.ladder else None
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut

@@ -132,8 +132,10 @@ def run(args: argparse.Namespace) -> int:
         if args.cut is not None and str(args.cut) != profile.cut:
             raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
         args.cut = profile.cut
-    if args.weights and not Path(args.weights).exists():
-        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
+    from splitinfer.services.preflight import check_model, check_weights_path
+
+    check_weights_path(args.weights)
+    check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
     model = load_model(args.model, weights=args.weights)
     report: ClassificationReport | DetectionReport
     truncated: list[str] = []

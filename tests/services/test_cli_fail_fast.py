@@ -219,3 +219,16 @@ def test_a_wrong_weights_path_is_named_not_reported_as_a_missing_cfg(tmp_path) -
     with pytest.raises(WeightsError, match=r"yolo-fastest-1.1-xl.weights does not exist") as info:
         load_model(MODEL, weights=str(tmp_path))
     assert ".cfg" not in str(info.value)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["eval", "{images}", "--cut", "999"], "--cut: unknown cut '999'"),
+    (["eval", "{images}", "--model", "yolo9000"], "--model: unknown model 'yolo9000'"),
+    (["calibrate", "--data", "{images}", "--model", "yolo9000"], "--model: unknown model 'yolo9000'"),
+    (["calibrate", "--data", "{images}", "--weights", "/no/such/weights"], "--weights /no/such/weights does not exist"),
+])
+def test_eval_and_calibrate_check_the_model_cut_and_weights_before_building_the_model(tmp_path, argv, message) -> None:
+    """The same checks as the edge and the cloud, from the registry and the cfg: no model is built first."""
+    argv = [a.format(images=tmp_path) for a in argv]
+    rc, stderr, _ = _command_in_subprocess(argv[0], *argv[1:])
+    assert rc == 2 and message in stderr, stderr
