@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import cv2
     import torch
-    from rate_accuracy import calibration_histogram, input_to_bgr
+    from common import calibration_histogram, input_to_bgr
     from splitinfer.codec import (
         CodecProfile,
         Coder,

@@ -3,7 +3,7 @@
     python bench/inter_coder.py                 # bytes on all settings and videos, then speed (~1 min)
     python bench/inter_coder.py --rounds 3      # fewer timing rounds
 
-The same inter frames as bench/temporal_prototype.py (real Yolo-Fastest-1.1-XL head tensors, cuts 60 and 80,
+The same inter frames as bench/prototypes/temporal_prototype.py (real Yolo-Fastest-1.1-XL head tensors, cuts 60 and 80,
 four videos at about 10 fps, quantized with hysteresis as TemporalEncoder does). Bytes are real payload
 lengths; a saving's standard error is that of the mean per-frame difference (paired, frames as samples).
 Speed is CPU time (time.process_time) of the entropy stage over all inter frames of a video, v1 and v2
@@ -23,7 +23,7 @@ import numpy as np
 from splitinfer.codec import Coder, decode_indices, encode_indices
 from splitinfer.codec.entropy import INTER_VERSION
 
-from temporal_prototype import DESIGN, VIDEOS, heads, sequence, settings  # beside this script
+from prototypes.temporal_prototype import DESIGN, VIDEOS, heads, sequence, settings  # bench/prototypes/
 
 T = Coder.TEMPORAL_CONTEXTS
 

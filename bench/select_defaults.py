@@ -29,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from heldout import IMAGENET_SALT, IMAGES_SALT, pick
-from rate_accuracy import DATA, EFFNET, REPO, YOLO, Evaluator, calibration_histogram
+from common import DATA, REPO, calibration_histogram
+from rate_accuracy import EFFNET, YOLO, Evaluator
 
 from splitinfer.codec import CodecProfile, Quantizer, decode, default_coder, encode
 

@@ -6,6 +6,8 @@
     detections = model.postprocess(split.tail(split.head(x)), info)
 """
 
+from typing import TYPE_CHECKING
+
 from splitinfer.dnn.errors import (
     CfgError,
     ImageDecodeError,
@@ -14,11 +16,32 @@ from splitinfer.dnn.errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from splitinfer.dnn.model import SplitModel
-from splitinfer.dnn.preprocess import PreprocessInfo
-from splitinfer.dnn.registry import ModelSpec, get_spec, list_models, load_model
 from splitinfer.dnn.results import ClassScore, Detection
-from splitinfer.dnn.split import Split, TensorSpec
+from splitinfer.dnn.specs import ModelSpec, get_spec, list_models
+
+if TYPE_CHECKING:
+    from splitinfer.dnn.model import SplitModel
+    from splitinfer.dnn.preprocess import PreprocessInfo
+    from splitinfer.dnn.registry import load_model
+    from splitinfer.dnn.split import Split, TensorSpec
+
+# The names that need torch load on first use, so that `splitinfer.dnn.specs` (model names, cuts, weights paths)
+# answers a command's checks before torch is imported.
+_LAZY = {
+    "SplitModel": "splitinfer.dnn.model",
+    "PreprocessInfo": "splitinfer.dnn.preprocess",
+    "load_model": "splitinfer.dnn.registry",
+    "Split": "splitinfer.dnn.split",
+    "TensorSpec": "splitinfer.dnn.split",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'splitinfer.dnn' has no attribute {name!r}")
 
 __all__ = [
     "CfgError",

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from splitinfer.dnn.darknet_cfg import REQUIRED, CfgSection, DarknetCfg, parse_cfg
+from splitinfer.dnn.darknet_cfg import REQUIRED, CfgSection, DarknetCfg, cut_index, parse_cfg
 from splitinfer.dnn.errors import CfgError, ModelError, WeightsError
 from splitinfer.dnn.split import TensorSpec
 
@@ -315,13 +315,7 @@ class DarknetNetwork(nn.Module):
         return [str(i) for i in range(self.num_layers)]
 
     def cut_index(self, cut: str) -> int:
-        text = str(cut).removeprefix("layer")
-        if not text.isdigit() or not 0 <= int(text) < self.num_layers:
-            raise ModelError(
-                f"unknown cut {cut!r}: Darknet cuts are layer indices 0..{self.num_layers - 1}; "
-                "list them with model.cuts()."
-            )
-        return int(text)
+        return cut_index(cut, self.num_layers)
 
     def tensor_specs(self, cut: str) -> list[TensorSpec]:
         """The tensors that cross a cut after layer `cut`, named "layer{k}"."""

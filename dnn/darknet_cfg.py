@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from splitinfer.dnn.errors import CfgError
+from splitinfer.dnn.errors import CfgError, ModelError
 
 REQUIRED = object()  # default meaning "the option must be present"
 
@@ -117,3 +117,13 @@ def parse_cfg(path: str | os.PathLike) -> DarknetCfg:
     except UnicodeDecodeError as exc:
         raise CfgError(f"the cfg file {path} is not UTF-8 text; pass a Darknet .cfg file.") from exc
     return parse_cfg_text(text, source=str(path))
+
+
+def cut_index(cut: str, num_layers: int) -> int:
+    """The layer index of a Darknet cut ("60" or "layer60"); ModelError naming the valid range otherwise."""
+    text = str(cut).removeprefix("layer")
+    if not text.isdigit() or not 0 <= int(text) < num_layers:
+        raise ModelError(
+            f"unknown cut {cut!r}: Darknet cuts are layer indices 0..{num_layers - 1}; list them with model.cuts()."
+        )
+    return int(text)

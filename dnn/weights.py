@@ -1,4 +1,8 @@
-"""Find a model file: an explicit path, then $SPLITINFER_WEIGHTS_DIR, then the cache, then a verified download.
+"""Find a model file: an explicit path, then $SPLITINFER_WEIGHTS_DIR, then the cache, then the sample data
+(../shared/data/models/* beside the checkout, or $SPLITINFER_SHARED_DATA/models/*), then a verified download.
+
+Every command that loads a model (edge, cloud, eval, calibrate, demo) finds it this way, and the error when
+none has it lists every place tried.
 
 Downloads go to a temporary file beside the cache entry, show a progress bar, and are moved into place
 only after their SHA-256 (or the hash prefix in a torchvision file name) matches.
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitinfer.dnn.errors import WeightsError, WeightsUnavailableError
+from splitinfer.sample_data import SHARED_DATA_ENV, shared_data_dir
 
 WEIGHTS_DIR_ENV = "SPLITINFER_WEIGHTS_DIR"
 CACHE_DIR_ENV = "SPLITINFER_CACHE_DIR"
@@ -41,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def resolve_file(remote: RemoteFile, explicit: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """The local path of `remote`: explicit path (file or folder), $SPLITINFER_WEIGHTS_DIR, cache, download."""
+    """The local path of `remote`: explicit path (file or folder), $SPLITINFER_WEIGHTS_DIR, cache, sample data,
+    download."""
     if explicit is not None:
         path = Path(explicit)
         if path.is_dir():
@@ -49,26 +55,41 @@ def resolve_file(remote: RemoteFile, explicit: str | os.PathLike | None = None, 
         if not path.is_file():
             raise WeightsError(f"{path} does not exist; pass the path of {remote.filename} or a folder that holds it.")
         return path
-    weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
-    if weights_dir and (Path(weights_dir) / remote.filename).is_file():
-        return Path(weights_dir) / remote.filename
+    tried = local_candidates(remote.filename)
+    for path in tried:
+        if path.is_file():
+            return path
     cached = cache_dir() / remote.filename
-    if cached.is_file():
-        return cached
     if not download:
-        raise WeightsUnavailableError(_unavailable(remote, cached, "downloads are disabled"))
-    return _download(remote, cached)
+        raise WeightsUnavailableError(_unavailable(remote, tried, cached, "downloads are disabled"))
+    return _download(remote, cached, tried)
 
 
-def _unavailable(remote: RemoteFile, cached: Path, reason: str) -> str:
+def local_candidates(filename: str) -> list[Path]:
+    """Where `filename` is looked for on this machine, in order: $SPLITINFER_WEIGHTS_DIR, the cache, then each
+    folder of the sample data's models/ (sorted, so the order is the same everywhere)."""
+    places = []
+    weights_dir = os.environ.get(WEIGHTS_DIR_ENV)
+    if weights_dir:
+        places.append(Path(weights_dir) / filename)
+    places.append(cache_dir() / filename)
+    models = shared_data_dir() / "models"
+    folders = sorted(p for p in models.iterdir() if p.is_dir()) if models.is_dir() else []
+    places.extend(folder / filename for folder in folders or [models])
+    return places
+
+
+def _unavailable(remote: RemoteFile, tried: list[Path], cached: Path, reason: str) -> str:
+    weights_dir = "" if os.environ.get(WEIGHTS_DIR_ENV) else f" (${WEIGHTS_DIR_ENV} is not set)"
     return (
         f"{remote.filename} is not on this machine and could not be downloaded from {remote.url} ({reason}). "
-        f"Download it yourself and pass its path with --weights (weights=... in Python), put it in the folder "
-        f"named by ${WEIGHTS_DIR_ENV}, or copy it to {cached}."
+        f"Looked in: {', '.join(str(p) for p in tried)}{weights_dir}. Download it yourself and pass its path "
+        f"with --weights (weights=... in Python), put it in the folder named by ${WEIGHTS_DIR_ENV}, copy it to "
+        f"{cached}, or point ${SHARED_DATA_ENV} at a data folder whose models/ holds it."
     )
 
 
-def _download(remote: RemoteFile, destination: Path) -> Path:
+def _download(remote: RemoteFile, destination: Path, tried: list[Path]) -> Path:
     from tqdm import tqdm
 
     try:
@@ -89,7 +110,7 @@ def _download(remote: RemoteFile, destination: Path) -> Path:
     except (urllib.error.URLError, OSError, ValueError) as exc:
         partial.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
-        raise WeightsUnavailableError(_unavailable(remote, destination, str(reason))) from exc
+        raise WeightsUnavailableError(_unavailable(remote, tried, destination, str(reason))) from exc
     if not remote.matches(digest.hexdigest()):
         partial.unlink(missing_ok=True)
         raise WeightsError(

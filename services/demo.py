@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from splitinfer.services.edge.app import EdgeSettings
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.errors import ServiceError
+from splitinfer.logs import json_logs, say
 
 CLOUD_START_TIMEOUT_S = 180.0
 
@@ -50,10 +51,14 @@ class ProgressReporter:
         self.stage_seconds: dict[str, float] = {}
         self._last_print = 0.0
         self._tty = self.stream.isatty()
+        self._source_times: tuple[float, float] | None = None  # first and last frame, in source seconds
 
     def __call__(self, outcome: FrameOutcome) -> None:
         result = outcome.result
         self.frames += 1
+        at = outcome.frame.source_time_s
+        first, last = self._source_times or (at, at)
+        self._source_times = (min(first, at), max(last, at))
         self.errors += result.HasField("error")
         self.detections += len(result.detections)
         self.payload_bytes += result.payload_bytes
@@ -62,27 +67,52 @@ class ProgressReporter:
         for stage, seconds in result.stage_seconds.items():
             self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
         now = time.monotonic()
-        if now - self._last_print >= (0.5 if self._tty else 5.0):
+        live = self._tty and not json_logs()  # a line redrawn in place; else one line (record) every 5 s
+        if now - self._last_print >= (0.5 if live else 5.0):
             self._last_print = now
-            self.stream.write(("\r" if self._tty else "") + self.line() + ("" if self._tty else "\n"))
-            self.stream.flush()
+            if live:
+                say("\r" + self.line(), stream=self.stream, end="")
+            else:
+                say(self.line(), stream=self.stream, logger="splitinfer.demo", fields=self.figures())
 
     @property
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started, 1e-9)
 
+    @property
+    def source_seconds(self) -> float:
+        """The source time the answered frames cover, counting one frame interval per frame (0 until two frames)."""
+        if self._source_times is None or self.frames < 2:
+            return 0.0
+        first, last = self._source_times
+        return (last - first) * self.frames / (self.frames - 1)
+
+    def kbit_s(self) -> float | None:
+        """Coded feature bits per second of source time, the figure --rate-kbps budgets (a file replays faster or
+        slower than real time, so its wall-clock rate says little); None until two frames came."""
+        seconds = self.source_seconds
+        return 8 * self.payload_bytes / 1000 / seconds if seconds > 0 else None
+
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
         p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
         bpe = 8 * self.payload_bytes / self.elements if self.elements else 0.0
+        rate = self.kbit_s()
+        shown = f"{rate:7.1f}" if rate is not None else "      -"
         return (f"frames {self.frames}{total} | {self.frames / self.elapsed:5.1f} fps | "
-                f"{8 * self.payload_bytes / 1000 / self.elapsed:7.1f} kbit/s | {bpe:.3f} bit/element | "
-                f"latency p50 {p50:.0f} ms")
+                f"{shown} kbit/s of source time | {bpe:.3f} bit/element | latency p50 {p50:.0f} ms")
+
+    def figures(self) -> dict[str, float | int | None]:
+        """The progress line's figures, for its JSON record."""
+        rate = self.kbit_s()
+        return {"frames": self.frames, "fps": round(self.frames / self.elapsed, 2),
+                "kbit_s_source_time": round(rate, 2) if rate is not None else None,
+                "bits_per_element": round(8 * self.payload_bytes / self.elements, 4) if self.elements else 0.0,
+                "latency_p50_ms": round(statistics.median(self.latencies) * 1000, 1) if self.latencies else 0.0}
 
     def finish(self) -> None:
-        if self._tty:
-            self.stream.write("\r" + self.line() + "\n")
-            self.stream.flush()
+        if self._tty and not json_logs():
+            say("\r" + self.line(), stream=self.stream)
 
     def summary(self) -> str:
         if not self.frames:
@@ -92,12 +122,15 @@ class ProgressReporter:
         stage_total = sum(self.stage_seconds.values()) or 1.0
         stages = ", ".join(f"{name} {1000 * s / self.frames:.1f} ms" for name, s in
                            sorted(self.stage_seconds.items(), key=lambda kv: -kv[1]) if s / stage_total > 0.001)
+        rate = self.kbit_s()
+        source_rate = f"{rate:.1f} kbit/s of source time, " if rate is not None else ""
         rows = [
             ("frames answered", f"{self.frames} ({self.errors} with errors) in {self.elapsed:.1f} s"),
             ("throughput", f"{self.frames / self.elapsed:.1f} frames/s"),
-            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
-                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s, "
-                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element"),
+            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, {source_rate}"
+                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element "
+                               f"(over the {self.elapsed:.1f} s replay: "
+                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s of wall-clock time)"),
             ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
                                      f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
             ("latency preprocess->result", f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms"),
@@ -133,7 +166,7 @@ def _started(views: Any) -> None:
     views.on_started()
     for server in views.servers:
         if getattr(server, "url", None):
-            print(f"live page: {server.url}", flush=True)
+            say(f"live page: {server.url}", logger="splitinfer.demo", fields={"url": server.url})
 
 
 async def run_demo(options: DemoOptions) -> int:
@@ -149,8 +182,8 @@ async def run_demo(options: DemoOptions) -> int:
 
     loop = asyncio.get_running_loop()
     settings = options.edge
-    print(f"splitinfer demo: {settings.model} split between an edge and a cloud ({options.cloud_mode}) on "
-          f"{settings.source}" + (f", {settings.frames} frames" if settings.frames else ""), flush=True)
+    say(f"splitinfer demo: {settings.model} split between an edge and a cloud ({options.cloud_mode}) on "
+        f"{settings.source}" + (f", {settings.frames} frames" if settings.frames else ""), logger="splitinfer.demo")
     # One model serves the edge's heads and the cloud's tails: two calls may run at once.
     runtime = resolve_runtime(settings.runtime, settings.threads, concurrent_calls=2, device=settings.device)
     apply_torch_threads(runtime.threads)
@@ -163,10 +196,10 @@ async def run_demo(options: DemoOptions) -> int:
     described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
     coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
     if pipeline.rate is None:
-        print(f"cut after layer {pipeline.cut}; tensors {described}; coder {coder}", flush=True)
+        say(f"cut after layer {pipeline.cut}; tensors {described}; coder {coder}", logger="splitinfer.demo")
     else:
-        print(f"cut after layer {pipeline.cut}; coder {coder}; rate control at {pipeline.rate.ceiling_bps / 1000:g} "
-              f"kbit/s over {len(pipeline.rate.ladder.points)} ladder points", flush=True)
+        say(f"cut after layer {pipeline.cut}; coder {coder}; rate control at {pipeline.rate.ceiling_bps / 1000:g} "
+            f"kbit/s over {len(pipeline.rate.ladder.points)} ladder points", logger="splitinfer.demo")
     progress = ProgressReporter(settings.frames)
     request = options.view or ViewRequest(title="splitinfer demo", annotate=options.annotate)
     views = build_views(request)
@@ -202,11 +235,13 @@ async def run_demo(options: DemoOptions) -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
     progress.finish()
-    print(progress.summary())
+    for line in progress.summary().splitlines():
+        say(line, logger="splitinfer.demo")
     if pipeline.rate is not None:
-        print(pipeline.rate.summary())
+        say(pipeline.rate.summary(), logger="splitinfer.demo")
     if stats.reconnects or stats.lost_on_reconnect:
-        print(f"reconnects: {stats.reconnects}, frames resent: {stats.resent}, lost: {stats.lost_on_reconnect}")
+        say(f"reconnects: {stats.reconnects}, frames resent: {stats.resent}, lost: {stats.lost_on_reconnect}",
+            logger="splitinfer.demo")
     if options.annotate:
-        print(f"annotated video: {os.path.abspath(options.annotate)}")
+        say(f"annotated video: {os.path.abspath(options.annotate)}", logger="splitinfer.demo")
     return 0

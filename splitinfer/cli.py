@@ -19,9 +19,12 @@ from types import ModuleType
 
 from splitinfer import __version__
 from splitinfer.errors import SplitInferError
-from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging
+from splitinfer.logs import LOG_OPTIONS, NativeStderr, configure_logging, say
 from splitinfer.settings import Option, add_options, raise_config_errors
 
+DESCRIPTION = ("Split DNN inference for live video: an edge runs the first layers of a detector on camera frames and "
+               "streams compressed features to a cloud that runs the rest and streams detections back. "
+               "Try `splitinfer demo`; `splitinfer COMMAND --help` for each command.")
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
     "splitinfer.commands.calibrate",
@@ -57,7 +60,7 @@ def all_options() -> dict[str, list[Option]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="splitinfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="splitinfer", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"splitinfer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in _commands():
@@ -70,10 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; errors we raise on purpose print one line, not a traceback."""
+    """Run one subcommand; errors we raise on purpose print one line (a JSON record under --log-format json), not a
+    traceback."""
+    log_format = "text"
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        log_format = args.log_format
         raise_config_errors(args)
         handler = configure_logging(args.log_level, args.log_format)
         try:
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger().removeHandler(handler)
             logging.captureWarnings(False)
     except SplitInferError as exc:
-        print(f"splitinfer: error: {exc}", file=sys.stderr)
+        say(f"splitinfer: error: {exc}", stream=sys.stderr, level="ERROR", as_json=log_format == "json")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -97,5 +103,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 128 + signal.SIGPIPE
 
 
+def console() -> None:
+    """The console script: main(), and on a failure an exit that skips the interpreter's teardown.
+
+    With torch loaded, that teardown takes seconds (more on a busy machine) after the error has been said; the
+    commands close their own files and servers before they return, so nothing is left for it to do.
+    """
+    code = main()
+    if code != 0 and "torch" in sys.modules:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

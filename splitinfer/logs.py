@@ -17,7 +17,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TextIO
 
 from splitinfer.settings import Option
@@ -46,6 +46,30 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+
+def json_logs() -> bool:
+    """Whether this process logs JSON (configure_logging(..., "json") was called): lines written outside the
+    logging module (progress, summaries, the final error) then go out as JSON records too."""
+    return any(h.get_name() == "splitinfer" and isinstance(h.formatter, JsonFormatter)
+               for h in logging.getLogger().handlers)
+
+
+def say(message: str, *, stream: TextIO | None = None, logger: str = "splitinfer", level: str = "INFO",
+        end: str = "\n", as_json: bool | None = None, fields: Mapping[str, object] | None = None) -> None:
+    """Write a line meant for people to `stream` (stdout): as it is, or as one JSON record (time, level, logger,
+    message and `fields`) under --log-format json, so that every line a command writes parses. `as_json` overrides
+    what the logging configuration says (for lines written after it is taken down)."""
+    out = stream or sys.stdout
+    if json_logs() if as_json is None else as_json:
+        created = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created))
+        entry = {"time": f"{stamp}.{int(created * 1000) % 1000:03d}Z", "level": level, "logger": logger,
+                 "message": message.strip("\r\n"), **(fields or {})}
+        out.write(json.dumps(entry, ensure_ascii=False) + "\n")
+    else:
+        out.write(message + end)
+    out.flush()
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text", stream: TextIO | None = None) -> logging.Handler:

@@ -71,6 +71,34 @@ def result_to_json(result: inference_pb2.InferenceResult, **annotations: Any) ->
     return json.dumps(record, separators=(",", ":"))
 
 
+def result_to_line(result: inference_pb2.InferenceResult, received_ns: int | None = None) -> str:
+    """One result for people, e.g. `12:01:03 cam-1 #42 person x3, car x1 (45 ms)`: the capture time (local clock),
+    stream, frame, objects per class (classifiers: the top classes with their scores) and, when the capture time
+    is known, how long after the capture the result arrived (`received_ns`, wall clock; clocks of different
+    machines may disagree)."""
+    stamp = result.capture.capture_time if result.capture.HasField("capture_time") else None
+    captured_ns = stamp.seconds * 10**9 + stamp.nanos if stamp is not None else None
+    moment = datetime.fromtimestamp((captured_ns or received_ns or 0) / 1e9) if (captured_ns or received_ns) else None
+    head = f"{moment:%H:%M:%S} " if moment else ""
+    head += f"{result.stream_id} #{result.frame_id}"
+    if result.HasField("error"):
+        reason = inference_pb2.FrameErrorReason.Name(result.error.reason)
+        return f"{head} error ({reason}): {result.error.message}"
+    if result.detections:
+        counts: dict[str, int] = {}
+        for detection in result.detections:
+            name = detection.label or f"class {detection.class_id}"
+            counts[name] = counts.get(name, 0) + 1
+        body = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    elif result.classes:
+        body = ", ".join(f"{c.label or f'class {c.class_id}'} {c.score:.2f}" for c in result.classes[:3])
+    else:
+        body = "nothing found"
+    if captured_ns is not None and received_ns is not None and 0 <= received_ns - captured_ns < 3600 * 10**9:
+        body += f" ({(received_ns - captured_ns) / 1e6:.0f} ms)"
+    return f"{head} {body}"
+
+
 def to_cloudevent(result: inference_pb2.InferenceResult, source: str) -> dict[str, Any]:
     """The result as a CloudEvents 1.0 event in structured JSON mode (the bus's JSON variant)."""
     event: dict[str, Any] = {

@@ -83,7 +83,11 @@ def add_options(
             errors.append(exc)
             default = option.default
         # argparse %-formats help strings: a literal % ("20-30 % of the bytes") must reach it as %%.
-        help_text = f"{option.help} [env {option.env}; default {option.default!r}]".replace("%", "%%")
+        if option.default is not None:
+            shown = f"default {option.default!r}"
+        else:  # "default None" would contradict a help text that says what unset means
+            shown = "" if "default" in option.help.lower() else "unset by default"
+        help_text = f"{option.help} [env {option.env}{'; ' + shown if shown else ''}]".replace("%", "%%")
         if option.flag:
             parser.add_argument(
                 f"--{option.name}", dest=option.dest, action=argparse.BooleanOptionalAction,

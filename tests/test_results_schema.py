@@ -124,3 +124,22 @@ def test_coco_image_ids_are_unique_across_streams() -> None:
     ids = coco_image_ids([a0, b0, a1, a0])
     assert ids == {("a", 0): 1, ("b", 0): 2, ("a", 1): 3}
     assert [item["image_id"] for item in coco_results([a0, b0, a1])] == [1, 2, 3]
+
+
+def test_a_result_reads_as_one_line_for_people() -> None:
+    from datetime import datetime
+
+    from splitinfer.results import result_to_line
+    from splitinfer.v1 import inference_pb2
+
+    result = inference_pb2.InferenceResult(stream_id="cam-1", frame_id=42)
+    result.capture.capture_time.FromNanoseconds(1_796_000_000_123_000_000)
+    for label, class_id in (("person", 0), ("car", 2), ("person", 0), ("person", 0)):
+        result.detections.add(label=label, class_id=class_id, score=0.5)
+    clock = f"{datetime.fromtimestamp(1_796_000_000.123):%H:%M:%S}"
+    assert result_to_line(result, 1_796_000_000_168_000_000) == f"{clock} cam-1 #42 person x3, car x1 (45 ms)"
+    empty = inference_pb2.InferenceResult(stream_id="cam-1", frame_id=43)
+    assert result_to_line(empty) == "cam-1 #43 nothing found"
+    failed = inference_pb2.InferenceResult(stream_id="cam-1", frame_id=44)
+    failed.error.message = "corrupt payload"
+    assert result_to_line(failed).startswith("cam-1 #44 error (") and "corrupt payload" in result_to_line(failed)

@@ -37,6 +37,7 @@ from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
 from splitinfer.bus_connection import BusConnection
 from splitinfer.errors import ConfigError, ServiceError
+from splitinfer.logs import say
 from splitinfer.result_signing import result_key_file
 from splitinfer.settings import DEFAULT_MODEL
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
@@ -394,16 +395,17 @@ async def serve(config: CloudConfig, *, port_file: Path | None = None) -> None:
         stopper.cancel()
         starting.result()
         transport = "plaintext" if config.plaintext else ("mTLS" if config.tls_client_ca else "TLS")
-        print(f"splitinfer cloud: serving {config.model} on port {server.port} ({transport})"
-              + (f", health on port {server.health_port}" if server.health_port else "")
-              + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""), flush=True)
+        say(f"splitinfer cloud: serving {config.model} on port {server.port} ({transport})"
+            + (f", health on port {server.health_port}" if server.health_port else "")
+            + (f", metrics on port {server.metrics_port}" if server.metrics_port else ""), logger="splitinfer.cloud",
+            fields={"port": server.port})
         if port_file is not None:
             tmp = port_file.with_name(port_file.name + ".tmp")
             tmp.write_text(f"{server.port}\n")
             tmp.replace(port_file)
         await stop_requested.wait()
         await server.shutdown()
-        print("splitinfer cloud: stopped", flush=True)
+        say("splitinfer cloud: stopped", logger="splitinfer.cloud")
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

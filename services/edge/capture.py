@@ -412,6 +412,8 @@ class FrameGrabber:
                                        f"(--source-timeout {self.source_timeout_s:g}): {reason}", error=True))
                     return
                 delay = random.uniform(backoff / 2, backoff)
+                if self.source_timeout_s:  # the last try comes at the timeout, not a backoff after it
+                    delay = min(delay, max(0.0, self.source_timeout_s - waited))
                 log.warning("could not open %s (%s); retrying in %.1f s", self.source, reason, delay)
                 self._stop.wait(delay)
                 backoff = min(backoff * 2, self.reopen_max_s)

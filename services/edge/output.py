@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import webbrowser
 from collections.abc import Callable, Mapping
@@ -208,6 +209,8 @@ def display_plan(environ: Mapping[str, str] | None = None) -> str:
                           "server, a container, or ssh without -X). Use --preview-port PORT instead and open "
                           "http://127.0.0.1:PORT/ through an ssh tunnel (ssh -L PORT:127.0.0.1:PORT host), or "
                           "--preview-host 0.0.0.0 on a trusted network.")
+    if sys.platform.startswith("linux"):
+        _check_display_answers(environ)
     if opencv_has_gui():
         return "window"
     try:
@@ -217,6 +220,53 @@ def display_plan(environ: Mapping[str, str] | None = None) -> str:
                           "the live page (set $BROWSER, or install one with xdg-open); or use --preview-port PORT and "
                           "open the page yourself.") from None
     return "browser"
+
+
+def _check_display_answers(environ: Mapping[str, str]) -> None:
+    """ConfigError unless the X server of $DISPLAY or the compositor of $WAYLAND_DISPLAY accepts a connection: a
+    variable left over from another session would otherwise start a browser that dies at once."""
+    tried = []
+    wayland = environ.get("WAYLAND_DISPLAY")
+    if wayland:
+        path = Path(wayland) if wayland.startswith("/") else Path(environ.get("XDG_RUNTIME_DIR", "/nonexistent")) / wayland
+        tried.append(f"WAYLAND_DISPLAY={wayland} ({path})")
+        if _unix_socket_answers(str(path)):
+            return
+    display = environ.get("DISPLAY")
+    if display:
+        tried.append(f"DISPLAY={display}")
+        if _x_display_answers(display):
+            return
+    raise ConfigError(f"--display: no display server answers at {' or '.join(tried)} (a variable left over from "
+                      "another session, or the X server or compositor has stopped). Start it or fix the variable, "
+                      "or use --preview-port PORT and open http://127.0.0.1:PORT/ in a browser.")
+
+
+def _x_display_answers(display: str) -> bool:
+    """Whether an X server listens at `display` ("[host]:N[.screen]"): its unix socket for a local display (also
+    Linux's abstract one), TCP port 6000+N for a remote one (ssh -X forwards e.g. localhost:10)."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".", 1)[0]
+    if not number.isdigit():
+        return False
+    if host in ("", "unix"):
+        local = f"/tmp/.X11-unix/X{number}"
+        return _unix_socket_answers(local) or _unix_socket_answers("\0" + local)  # the file, or Linux's abstract socket
+    try:
+        socket.create_connection((host, 6000 + int(number)), timeout=2.0).close()
+    except OSError:
+        return False
+    return True
+
+
+def _unix_socket_answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(2.0)
+        try:
+            sock.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 class WindowSink:

@@ -1,20 +1,22 @@
 """Checks `splitinfer edge` runs before the model loads, so a mistake costs a second, not a minute.
 
-Cheap checks first (source, file paths, profile fields, cloud address), then the model name, weights and
-cut (these import torch, still without loading any weights). Each failure is a ConfigError or
+Cheap checks first (source, file paths, profile fields, model name, weights path, cut from the model's cfg),
+then the cloud; none of them imports torch or loads weights. Each failure is a ConfigError or
 CloudUnavailableError whose message says what to change.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import os
+import socket
 from typing import Any
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError, ServiceError
 from splitinfer.runtimes import check_runtime_flags
 from splitinfer.services.edge.capture import check_source
+from splitinfer.services.preflight import check_model, check_weights_path
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -28,6 +30,7 @@ def check_cloud(address: str, timeout_s: float, security: ChannelSecurity = Chan
 
     if not address or ":" not in address.rsplit("]", 1)[-1]:
         raise ConfigError(f"--cloud {address!r} is not HOST:PORT, e.g. localhost:50051.")
+    _check_listening(address, timeout_s)
     channel = security.channel(address)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
@@ -40,6 +43,25 @@ def check_cloud(address: str, timeout_s: float, security: ChannelSecurity = Chan
         ) from None
     finally:
         channel.close()
+
+
+def _check_listening(address: str, timeout_s: float) -> None:
+    """A refused TCP connection ends the check at once (gRPC would retry it until the timeout). Anything else
+    (a timeout, a proxy in the environment, a unix: address) is left to gRPC's own attempt."""
+    if any(os.environ.get(name) for name in ("http_proxy", "https_proxy", "grpc_proxy", "HTTP_PROXY", "HTTPS_PROXY")):
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not host or host.startswith(("unix", "dns", "ipv4", "ipv6")):
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except ConnectionRefusedError:
+        raise CloudUnavailableError(
+            f"nothing listens at {address} (connection refused): start `splitinfer cloud` there, or fix --cloud "
+            "(HOST:PORT of the cloud's gRPC port, 50051 unless its --port says otherwise)."
+        ) from None
+    except OSError:
+        return
 
 
 def _last_connection_error(channel: Any) -> str:
@@ -87,54 +109,19 @@ def check_rate(settings: Any) -> None:
         raise ConfigError(str(exc)) from exc
 
 
-def check_weights_path(weights: str | None) -> None:
-    """A --weights path that is given must exist."""
-    if weights and not Path(weights).exists():
-        raise ConfigError(f"--weights {weights} does not exist: pass the weights file or the folder that holds it "
-                          "(or leave --weights unset to use $SPLITINFER_WEIGHTS_DIR, the cache or a download).")
+def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
+    """Every check of an EdgeSettings that can run before torch loads; raises on the first problem.
 
-
-def check_model(model: str, weights: str | None, cut: str | None) -> None:
-    """The model is registered, its weights file is where --weights says, and the cut exists (no weights loaded)."""
-    from splitinfer.dnn import ModelError, get_spec
-    from splitinfer.dnn.weights import RemoteFile, resolve_file
-
-    try:
-        spec = get_spec(model)
-    except ModelError as exc:
-        raise ConfigError(f"--model: {exc}") from exc
-    if weights and isinstance(spec.weights, RemoteFile):
-        try:
-            resolve_file(spec.weights, weights, download=False)
-        except ModelError as exc:
-            raise ConfigError(f"--weights: {exc}") from exc
-    if cut is None or spec.family != "darknet":
-        return  # other families check the cut when the network is built, still before any frame is read
-    from splitinfer.dnn import registry
-    from splitinfer.dnn.darknet import DarknetNetwork
-    from splitinfer.dnn.darknet_cfg import parse_cfg
-
-    try:
-        cfg = registry._darknet_cfg_path(spec, weights, None, download=False)
-    except ModelError:
-        return  # no cfg on this machine yet: the load reports it (and may download it)
-    try:
-        DarknetNetwork(parse_cfg(cfg)).cut_index(cut)
-    except ModelError as exc:
-        raise ConfigError(f"--cut: {exc}") from exc
-
-
-def check_edge(settings: Any, *, connect_timeout_s: float, check_model_too: bool = True) -> None:
-    """Every check of an EdgeSettings that can run before the model loads; raises on the first problem."""
+    connect_timeout_s: how long to wait for the cloud (0: no cloud check, as in `splitinfer demo`, which starts its
+    own)."""
     try:
         check_source(settings.source)
     except CaptureError as exc:
         raise ConfigError(f"--source: {exc}") from exc
     check_weights_path(settings.weights)
     check_runtime_flags(settings.runtime, settings.threads, settings.device)
+    check_model(settings.model, settings.weights, settings.cut)
     check_profile(settings.profile, settings.model, settings.cut)
     check_rate(settings)
     if connect_timeout_s > 0:
         check_cloud(settings.cloud, connect_timeout_s, settings.security)
-    if check_model_too:
-        check_model(settings.model, settings.weights, settings.cut)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from splitinfer.settings import Option
+
+# Every command that loads a model finds its files the same way (splitinfer.dnn.weights.resolve_file).
+WEIGHTS_OPTION = Option("weights", "Weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, then the "
+                        "cache, then ../shared/data/models/* beside the checkout or $SPLITINFER_SHARED_DATA/models/*, "
+                        "then a checksum-verified download).")
+
 
 def coder_name(text: str) -> str:
     """Option cast for --coder: any spelling of a coder (or "auto"), checked now, kept as text.

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from splitinfer.errors import ConfigError
-from splitinfer.commands import coder_name
+from splitinfer.commands import WEIGHTS_OPTION, coder_name
 from splitinfer.settings import DEFAULT_INTRA_PERIOD, DEFAULT_MODEL, Option
 
 NAME = "calibrate"
@@ -17,7 +17,7 @@ OPTIONS = [
     Option("model", "registered model name (splitinfer eval --list-models lists them)", str, DEFAULT_MODEL),
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("data", "folder of calibration images, e.g. ../shared/data/coco-mini/calib2017", str, None),
-    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    WEIGHTS_OPTION,
     Option("levels", "number of quantizer levels N (odd N keeps an exact zero for signed tensors)", int, 7),
     Option("quantizer", "uniform levels or the modified entropy-constrained quantizer", str, "uniform", ("uniform", "ecsq")),
     Option("lam", "ECSQ rate weight, in units of the uniform quantizer's distortion per bit", float, 1.0),
@@ -61,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.data).is_dir():
         raise ConfigError(f"--data {args.data} is not a folder: pass a folder of calibration images, e.g. "
                           "../shared/data/coco-mini/calib2017.")
-    if args.weights and not Path(args.weights).exists():
-        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
+    from splitinfer.services.preflight import check_model, check_weights_path
+
+    check_weights_path(args.weights)
+    check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
     ladder_levels = _ladder_levels(args.ladder) if args.ladder else None
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut

@@ -6,14 +6,14 @@ import argparse
 from pathlib import Path
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.commands import runtime_options
+from splitinfer.commands import WEIGHTS_OPTION, runtime_options
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "cloud"
 HELP = "Run the cloud service: decode feature streams, run the tail of the model, stream detections back."
 OPTIONS = [
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
-    Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
+    WEIGHTS_OPTION,
     Option("host", "Address to listen on for gRPC.", default="[::]"),
     Option("port", "gRPC port (0 picks a free one; see --port-file).", cast=int, default=50051),
     Option("metrics-port", "Port of the Prometheus /metrics endpoint (0: a free one, -1: none).", cast=int,
@@ -96,13 +96,11 @@ def run(args: argparse.Namespace) -> int:
 
     from splitinfer.runtimes import check_runtime_flags
     from splitinfer.services.cloud.server import CloudConfig, serve
+    from splitinfer.services.preflight import check_model, check_weights_path
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every check that needs no torch first (TLS flags, runtime, model name, weights path): a mistake costs a second.
     check_runtime_flags(args.runtime, args.threads, args.device)
-    if args.runtime == "torch":
-        from splitinfer.dnn.device import resolve_device, resolve_precision
-
-        resolve_precision(args.precision, resolve_device(args.device))  # a missing GPU fails here, before binding
     config = CloudConfig(
         model=args.model, weights=args.weights, host=args.host, port=args.port, metrics_port=args.metrics_port,
         metrics_host=args.metrics_host,
@@ -121,5 +119,11 @@ def run(args: argparse.Namespace) -> int:
         reflection=args.reflection, device=args.device, precision=args.precision, max_batch=args.max_batch,
         max_batch_delay_ms=args.max_batch_delay_ms, runtime=args.runtime, threads=args.threads,
     )
+    check_weights_path(args.weights)
+    check_model(args.model, args.weights, None)
+    if args.runtime == "torch":
+        from splitinfer.dnn.device import resolve_device, resolve_precision
+
+        resolve_precision(args.precision, resolve_device(args.device))  # a missing GPU fails here, before binding
     asyncio.run(serve(config, port_file=Path(args.port_file) if args.port_file else None))
     return 0

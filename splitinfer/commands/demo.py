@@ -8,9 +8,8 @@ fps, kbit/s, bits per element and latency as it goes, then a summary table.
 from __future__ import annotations
 
 import argparse
-import os
 
-from splitinfer.commands import runtime_options
+from splitinfer.commands import WEIGHTS_OPTION, runtime_options
 from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
@@ -20,15 +19,15 @@ NAME = "demo"
 HELP = ("Run edge and cloud together on a video (default: the sample video in ../shared/data) and print live "
         "throughput, rate and latency, then a summary.")
 SAMPLE_VIDEO = ("video", "one-by-one-person-detection.mp4")
-SAMPLE_WEIGHTS = ("models", "yolo-fastest-1.1")
 DEFAULT_LOG_LEVEL = "WARNING"  # the progress line and the summary say what matters
 OPTIONS = [
     Option("source", "Video file, camera index (0) or URL (default: the sample video in ../shared/data)."),
-    Option("frames", "Frames to stream (0: the whole source).", cast=int, default=100),
+    Option("frames", "Frames to stream (0: the whole source). The demo stops at 100 by default; `splitinfer edge` "
+           "streams until the source ends.", cast=int, default=100),
     Option("cloud-mode", "Run the cloud in this process or as a `splitinfer cloud` subprocess.", default="inprocess",
            choices=("inprocess", "subprocess")),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
-    Option("weights", "Weights file or folder (default: ../shared/data/models/... when present, else the cache)."),
+    WEIGHTS_OPTION,
     *CODEC_OPTIONS,
     *runtime_options.OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
@@ -60,11 +59,6 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"no --source given and the sample video {sample} is absent: pass --source FILE, "
                               "--source 0 for a webcam, or set SPLITINFER_SHARED_DATA.")
         source = str(sample)
-    weights = args.weights
-    if weights is None and not os.environ.get("SPLITINFER_WEIGHTS_DIR"):
-        bundled = shared_data_dir().joinpath(*SAMPLE_WEIGHTS)
-        if bundled.is_dir():
-            weights = str(bundled)
     from splitinfer.commands.edge import settings_from_args
     from splitinfer.services.demo import DemoOptions, run_demo
 
@@ -73,9 +67,9 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.services.edge.views import ViewRequest
 
     # Edge and cloud meet on 127.0.0.1 inside this command: plaintext never leaves the machine.
-    edge = settings_from_args(args, source=source, weights=weights, cloud="", stream_id="demo", give_up_after_s=30.0,
+    edge = settings_from_args(args, source=source, cloud="", stream_id="demo", give_up_after_s=30.0,
                               security=ChannelSecurity(plaintext=True))
-    check_edge(edge, connect_timeout_s=0, check_model_too=False)  # the demo starts its own cloud
+    check_edge(edge, connect_timeout_s=0)  # the demo starts its own cloud
     view = ViewRequest.from_args(args, "splitinfer demo", preview=args.preview)
     options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl, view=view)
     return asyncio.run(run_demo(options))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from splitinfer.commands import client_security, coder_name, runtime_options
+from splitinfer.commands import WEIGHTS_OPTION, client_security, coder_name, runtime_options
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import DEFAULT_MODEL, Option
 
@@ -55,13 +55,14 @@ OPTIONS = [
            "otherwise.", default="auto", choices=("auto", "live", "file")),
     Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
-    Option("weights", "Weights file or folder (default: the download cache or SPLITINFER_WEIGHTS_DIR)."),
+    WEIGHTS_OPTION,
     *CODEC_OPTIONS,
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
            "stays on the CPU.", default="auto"),
     *runtime_options.OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
-    Option("frames", "Stop after this many frames (0: until the source ends).", cast=int, default=0),
+    Option("frames", "Stop after this many answered frames (0: until the source ends; `splitinfer demo` stops at 100 "
+           "by default).", cast=int, default=0),
     Option("annotate", "Also write an annotated video to this file (.mp4 or .avi)."),
     Option("display", "Show annotated frames: a native window with GUI OpenCV, else the live page in the desktop's browser (needs a display).", flag=True,
            default=False),
@@ -115,12 +116,13 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from splitinfer.errors import StartupInterrupted
+    from splitinfer.logs import say
 
     signal.signal(signal.SIGTERM, _stop_while_starting)
     try:
         return _run(args)
     except StartupInterrupted as exc:
-        print(f"splitinfer edge: {exc}", file=sys.stderr, flush=True)
+        say(f"splitinfer edge: {exc}", stream=sys.stderr, logger="splitinfer.edge")
         return 0
 
 

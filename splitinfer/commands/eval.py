@@ -14,7 +14,7 @@ import math
 import sys
 from pathlib import Path
 
-from splitinfer.commands import coder_name, runtime_options
+from splitinfer.commands import WEIGHTS_OPTION, coder_name, runtime_options
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "eval"
@@ -27,7 +27,7 @@ def _optional_int(text: str) -> int | None:
 
 OPTIONS = [
     Option("model", "registered model name (--list-models lists them)", str, DEFAULT_MODEL),
-    Option("weights", "weights file or folder holding it (default: $SPLITINFER_WEIGHTS_DIR, cache, download)", str, None),
+    WEIGHTS_OPTION,
     Option("cut", "cut name (Darknet: layer index); default: the model's default cut", str, None),
     Option("codec", "'none', 'default' (the model's shipped profile), or a codec profile JSON file (splitinfer calibrate writes one)", str, "none"),
     Option("levels", "uniform quantizer levels instead of a profile (needs --clip-min and --clip-max)", _optional_int, None),
@@ -137,9 +137,11 @@ def run(args: argparse.Namespace) -> int:
         if args.cut is not None and str(args.cut) != profile.cut:
             raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
         args.cut = profile.cut
-    if args.weights and not Path(args.weights).exists():
-        raise ConfigError(f"--weights {args.weights} does not exist: pass the weights file or the folder that holds it.")
+    from splitinfer.services.preflight import check_model, check_weights_path
+
+    check_weights_path(args.weights)
     check_runtime_flags(args.runtime, args.threads)
+    check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
     runtime = resolve_runtime(args.runtime, args.threads)
     apply_torch_threads(runtime.threads)
     model = load_model(args.model, weights=args.weights, runtime=runtime)
@@ -168,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         _print_table(result, report.skipped)
     if truncated and not args.allow_truncated:
-        print(f"splitinfer eval: warning: {truncated[0]}", file=sys.stderr)
+        from splitinfer.logs import say
+
+        say(f"splitinfer eval: warning: {truncated[0]}", stream=sys.stderr, level="WARNING", logger="splitinfer.eval")
         return 1
     return 0

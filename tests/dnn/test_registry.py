@@ -1,4 +1,5 @@
-"""The model registry and weight resolution: explicit path, $SPLITINFER_WEIGHTS_DIR, cache, verified download."""
+"""The model registry and weight resolution: explicit path, $SPLITINFER_WEIGHTS_DIR, cache, sample data, verified
+download."""
 
 from __future__ import annotations
 
@@ -119,6 +120,31 @@ def test_explicit_path_then_weights_dir_then_cache(tmp_path, monkeypatch):
         resolve_file(remote, tmp_path / "nowhere.weights")
     monkeypatch.setenv("SPLITINFER_WEIGHTS_DIR", str(folder))
     assert resolve_file(remote) == folder / "m.weights"
+
+
+def test_after_the_cache_the_sample_data_then_the_error_lists_every_place_tried(tmp_path, monkeypatch):
+    """The same order for every command: $SPLITINFER_WEIGHTS_DIR, the cache, the sample data's models/*, a
+    download; a file found nowhere is reported with each place that was looked in and how to point at it."""
+    remote = RemoteFile("m.weights", "http://127.0.0.1:9/m.weights", "0" * 64)
+    data = tmp_path / "data"
+    (data / "models" / "some-model").mkdir(parents=True)
+    monkeypatch.setenv("SPLITINFER_SHARED_DATA", str(data))
+    with pytest.raises(WeightsUnavailableError) as info:
+        resolve_file(remote, download=False)
+    message = str(info.value)
+    for part in (str(tmp_path / "cache" / "m.weights"), str(data / "models" / "some-model" / "m.weights"),
+                 "--weights", "$SPLITINFER_WEIGHTS_DIR is not set", "SPLITINFER_SHARED_DATA"):
+        assert part in message, message
+    (data / "models" / "some-model" / "m.weights").write_bytes(b"sample")
+    assert resolve_file(remote, download=False) == data / "models" / "some-model" / "m.weights"
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "m.weights").write_bytes(b"cached")
+    assert resolve_file(remote, download=False) == tmp_path / "cache" / "m.weights"  # the cache comes first
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "m.weights").write_bytes(b"mine")
+    monkeypatch.setenv("SPLITINFER_WEIGHTS_DIR", str(mine))
+    assert resolve_file(remote, download=False) == mine / "m.weights"
 
 
 def test_yolo_fastest_resolves_from_the_weights_dir(fastest_dir, monkeypatch):

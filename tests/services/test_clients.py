@@ -59,12 +59,3 @@ def _imported_modules(folder: str) -> set[str]:
 def test_clients_and_services_do_not_import_each_other() -> None:
     assert not {m for m in _imported_modules("clients") if m.startswith("splitinfer.services")}
     assert not {m for m in _imported_modules("services") if m.startswith("splitinfer.clients")}
-
-
-def test_the_old_import_paths_of_the_shared_basics_still_work() -> None:
-    from splitinfer import channel_options, errors
-    from splitinfer.services import channel_options as old_options
-    from splitinfer.services import errors as old_errors
-
-    assert old_options.channel_options is channel_options.channel_options
-    assert old_errors.ServiceError is errors.ServiceError

@@ -8,6 +8,7 @@ One cloud serves the whole module in the cloud namespace; each test reshapes the
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 
@@ -115,15 +116,20 @@ def test_the_stream_completes_with_one_percent_loss_each_way(link, video, weight
 # Rate control: the fixed profile sends about 2.7 kB/frame, 108 kbit/s at 5 frames/s; the target is well below
 # that, at half the uplink, so the check tells a controller from the link's own limit (with the target at 80 %
 # of a 100 kbit/s uplink, the link alone held an uncontrolled edge to 85 kbit/s of payload: a test that could not
-# fail). The source is paced at 5 frames/s (every 2nd frame of the 10 fps video) so that even a loaded 2-core
-# machine keeps up and the CPU does not set the rate.
+# fail). The source is paced at 5 frames/s (every 2nd frame of the 10 fps video), like a camera.
 RATE_LINK_KBIT, RATE_TARGET_KBIT = 128, 64
 RATE_CLIP_FPS, RATE_CLIP_FRAMES = 5.0, 120
+# Where the machine kept up (this many results after the start-up), the controller must also use its budget.
+RATE_KEPT_UP = 20
+_RATE_DROPPED = re.compile(r"rate control: .* (\d+) dropped; frames per point")
 
 
 def test_rate_control_holds_the_budget_on_a_shaped_link(link, video, weights_dir, tmp_path) -> None:
-    """--rate-kbps 64 on a 128 kbit/s uplink, live mode: the payload bits per second of capture time, from 2 s after
-    the first result (start-up left out), are within +-10 % of the target."""
+    """--rate-kbps 64 on a 128 kbit/s uplink, live mode. What live mode promises, however fast the CPU is today:
+    the newest frame wins (results in capture order, every frame not sent counted as dropped by the grabber or by
+    rate control) and the payload bits per second of capture time of the frames that were sent stay within
+    +10 % of the budget. A loaded machine sends fewer frames (one run at load 15-21 sent 5 of 120); where it kept
+    up (RATE_KEPT_UP results after the start-up), the rate is also no more than 10 % under the budget."""
     if not edge_supports("--rate-kbps"):
         pytest.skip("rate control not in this build (`splitinfer edge --help` lists no --rate-kbps)")
     clip = write_clip(video, tmp_path / "clip-5fps.avi", RATE_CLIP_FRAMES, stride=2, fps=RATE_CLIP_FPS)
@@ -135,12 +141,26 @@ def test_rate_control_holds_the_budget_on_a_shaped_link(link, video, weights_dir
         link.shape(uplink=Shape(rate_kbit=UPLINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
     assert run.returncode == 0, run.stderr[-3000:]
     assert not [r for r in run.results if r.get("error")], "frames answered with an error"
+    # The newest frame wins: frame ids are the grabber's sequence numbers, so they rise, with a gap per dropped
+    # frame, and every grabbed frame was sent (and answered once) or counted as dropped.
+    assert run.frame_ids == sorted(set(run.frame_ids)), "an older frame was answered after a newer one"
+    rate_dropped = _RATE_DROPPED.search(run.stderr)
+    assert run.counters and rate_dropped, f"no done/rate-control line: {run.stderr[-3000:]}"
+    assert run.counters["results"] == run.counters["sent"] == len(run.results), run.counters
+    assert run.counters["grabbed"] == run.counters["dropped"] + run.counters["sent"] + int(rate_dropped[1]), (
+        run.counters, rate_dropped[0])
+    assert run.frame_ids[-1] < run.counters["grabbed"]
+    assert len(run.results) >= 2, f"fewer than two frames sent in {RATE_CLIP_FRAMES / RATE_CLIP_FPS:.0f} s of video"
+    # The budget, held on what was sent: bits after the first frame over the capture time they span.
     counted = run.steady(after_s=2.0)
-    assert len(counted) >= 20, f"only {len(counted)} results after the start-up: {run.stderr[-3000:]}"
+    if len(counted) < 2:  # a machine so slow that the start-up took most of the clip: judge every result
+        counted = run.results
     captured = [int(r["capture"]["capture_monotonic_ns"]) for r in counted]
     bits = sum(int(r["payload_bytes"]) for r in counted[1:]) * 8
     achieved_kbit = bits / ((captured[-1] - captured[0]) / 1e9) / 1000
     per_frame = statistics.mean(int(r["payload_bytes"]) for r in counted)
-    assert abs(achieved_kbit - RATE_TARGET_KBIT) <= 0.1 * RATE_TARGET_KBIT, (
-        f"achieved {achieved_kbit:.0f} kbit/s for --rate-kbps {RATE_TARGET_KBIT} ({per_frame:.0f} bytes/frame over "
-        f"{len(counted)} frames; counters {run.counters})")
+    report = (f"achieved {achieved_kbit:.0f} kbit/s for --rate-kbps {RATE_TARGET_KBIT} ({per_frame:.0f} bytes/frame "
+              f"over {len(counted)} frames; counters {run.counters}; {rate_dropped[0]})")
+    assert achieved_kbit <= 1.1 * RATE_TARGET_KBIT, report
+    if len(counted) >= RATE_KEPT_UP:
+        assert achieved_kbit >= 0.9 * RATE_TARGET_KBIT, report

@@ -136,6 +136,35 @@ def test_watch_prints_schema_records_and_unique_coco_image_ids(engine, frames, t
     assert len({m["id"] for m in mapping}) == 4
 
 
+@pytest.mark.slow
+def test_watch_is_readable_on_a_terminal_and_says_what_it_waits_for(engine, frames) -> None:
+    """--format table (what a terminal gets by default): one line per result with time, stream, frame and objects
+    per class; on stderr the subscription, and for a stream id nobody sends, a hint at how the edge names streams."""
+    import re
+
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            address = f"127.0.0.1:{cloud.port}"
+            table = asyncio.create_task(_watch(address, "--stream", "cam-1", "--count", "2", "--format", "table"))
+            unknown = asyncio.create_task(_watch(address, "--stream", "cam-9", "--timeout", "13"))
+            while len(cloud.hub) < 2:
+                await asyncio.sleep(0.05)
+            answers = await send_frames(address, "cam-1", frames[:2])
+            return answers, await table, await unknown
+
+    answers, (lines, table_err), (nothing, unknown_err) = run(scenario())
+    assert "subscribed to cam-1 (1 stream)" in table_err
+    printed = lines.splitlines()
+    assert len(printed) == 2, lines
+    for line, answer in zip(printed, answers, strict=True):
+        assert re.fullmatch(rf"\d\d:\d\d:\d\d cam-1 #{answer.frame_id} .+", line), line
+        assert not line.startswith("{")
+        for label in {d.label for d in answer.detections}:
+            assert f"{label} x" in line, line
+    assert nothing == "" and "subscribed to cam-9 (1 stream)" in unknown_err
+    assert "no result for stream cam-9" in unknown_err and "--stream-id" in unknown_err, unknown_err
+
+
 def test_the_blocking_subscribe_resumes_across_max_connection_age(engine, frames) -> None:
     from splitinfer.clients import subscribe
 

@@ -1,7 +1,7 @@
 """Ideal-cost prototype for richer temporal (inter-frame) coding: block skip and change-from-reference coding.
 
-    python bench/temporal_prototype.py                 # all settings, all four videos (~2 min on one core)
-    python bench/temporal_prototype.py --frames 40     # shorter
+    python bench/prototypes/temporal_prototype.py                 # all settings, all four videos (~2 min on one core)
+    python bench/prototypes/temporal_prototype.py --frames 40     # shorter
 
 Real Yolo-Fastest-1.1-XL head tensors (cuts 60 and 80, 48x20x20) of four videos sampled at about 10 fps
 (cached as .npy under --cache, never in the repository), quantized as TemporalEncoder does (intra every
@@ -32,9 +32,10 @@ from numba import njit
 from splitinfer.codec import Coder, Quantizer, encode_indices, quantize_with_reference
 from splitinfer.codec import _kernels as K
 from splitinfer.codec.profile import CodecProfile
+from splitinfer.sample_data import shared_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = shared_data_dir()
 OPENCV = Path("/usr/share/doc/opencv-doc/examples/data")
 VIDEOS = {"person": DATA / "video" / "one-by-one-person-detection.mp4", "vtest": OPENCV / "vtest.avi",
           "megamind": OPENCV / "Megamind.avi", "tree": OPENCV / "tree.avi"}

@@ -1,7 +1,7 @@
 """Ideal-cost prototype for intra coding at high rates: MED/LOCO-I prediction, per-plane pivots, escapes.
 
-    python bench/intra_prototype.py                  # design + held-out tables (~2 min on one core)
-    python bench/intra_prototype.py --levels 8 16    # fewer rates
+    python bench/prototypes/intra_prototype.py                  # design + held-out tables (~2 min on one core)
+    python bench/prototypes/intra_prototype.py --levels 8 16    # fewer rates
 
 Tensors, one image = one coded tensor (C, H, W), as the edge codes them:
   design    Yolo-Fastest-1.1-XL cuts 34, 60, 80 on the first 8 coco-mini/calib2017 images, and
@@ -41,9 +41,10 @@ from splitinfer.codec import Coder, Quantizer, default_coder, encode_indices
 from splitinfer.codec import _kernels as K
 from splitinfer.codec.entropy import _cost_table
 from splitinfer.codec.profile import CodecProfile
+from splitinfer.sample_data import shared_data_dir
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[2]
+DATA = shared_data_dir()
 YOLO_CUTS = ("34", "60", "80")
 EFF_CUTS = ("blocks.2", "blocks.3")
 HEVC_WINS = ("yolo-34", "effnet-blocks.2")  # where HEVC intra beat this codec above ~6 kB/frame (issue #11)
