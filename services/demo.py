@@ -151,13 +151,16 @@ async def run_demo(options: DemoOptions) -> int:
     with ThreadPoolExecutor(max_workers=1) as executor:
         model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights))
     pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
-    from splitinfer.services.edge.pipeline import quantizers_summary
+    from splitinfer.services.edge.pipeline import EdgePipeline, quantizers_summary
 
-    described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
-    coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
-    if pipeline.rate is None:
+    if not isinstance(pipeline, EdgePipeline):
+        print(f"partition {settings.partition} (cut {pipeline.cut})", flush=True)
+    elif pipeline.rate is None:
+        described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
+        coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
         print(f"cut after layer {pipeline.cut}; tensors {described}; coder {coder}", flush=True)
     else:
+        coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
         print(f"cut after layer {pipeline.cut}; coder {coder}; rate control at {pipeline.rate.ceiling_bps / 1000:g} "
               f"kbit/s over {len(pipeline.rate.ladder.points)} ladder points", flush=True)
     progress = ProgressReporter(settings.frames)

@@ -12,6 +12,7 @@ import math
 import re
 import signal
 import socket
+from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +33,10 @@ from splitinfer.services.profiles import (
     resolve_ladder,
     resolve_profile,
 )
-from splitinfer.errors import StartupInterrupted
+from splitinfer.errors import ConfigError, StartupInterrupted
+from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline
+from splitinfer.services.pixels import DEFAULT_CRF, DEFAULT_PRESET, PixelSettings
+from splitinfer.settings import DEFAULT_INTRA_PERIOD
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -76,14 +80,29 @@ class EdgeSettings:
     camera_fps: float | None = None
     allow_truncated: bool = False
     device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
+    partition: str = "features"  # features, pixels or detections (docs/PARTITIONS.md)
+    pixel_preset: str | None = None  # None: DEFAULT_PRESET
+    pixel_crf: int | None = None  # None: DEFAULT_CRF, unless --rate-kbps sets a bitrate
+    pixel_size: str | None = None  # None: "input"
+
+    def pixel_settings(self) -> PixelSettings:
+        """The pixels partition's encoder settings (ConfigError when they do not go together)."""
+        if self.rate_kbps is not None and self.pixel_crf is not None:
+            raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
+        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET,
+                             crf=None if self.rate_kbps is not None else (self.pixel_crf if self.pixel_crf is not None
+                                                                          else DEFAULT_CRF),
+                             target_kbps=self.rate_kbps, key_interval=self.intra_period or DEFAULT_INTRA_PERIOD,
+                             size=self.pixel_size or "input")
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
                              clip_max=self.clip_max, coder=self.coder, intra_period=self.intra_period)
 
 
-def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
-    """Load the model (unless given), set up its head and quantizers for the chosen cut, and warm it up."""
+def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
+    """Load the model (unless given), set up the partition's work per frame (features: the head and quantizers of
+    the chosen cut; pixels: the video encoder; detections: the whole model), and warm it up."""
     from splitinfer.dnn.device import place_model, resolve_device
 
     device = resolve_device(settings.device)  # a missing GPU is an error before the model loads
@@ -95,6 +114,19 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         import torch
 
         place_model(model, device, torch.float32)
+    if settings.partition == "pixels":
+        pixels = PixelPipeline(model, settings.pixel_settings(), fps=source_fps(settings))
+        log.info("pixels partition: H.264 %s at %s, %s, key frame every %d frames", pixels.settings.preset,
+                 "the model's input size" if pixels.settings.size == "input" else "the source's size",
+                 f"{settings.rate_kbps:g} kbit/s" if settings.rate_kbps else f"crf {pixels.settings.crf}",
+                 pixels.settings.key_interval)
+        pixels.warm_up()
+        return pixels
+    if settings.partition == "detections":
+        detections = DetectionsPipeline(model)
+        log.info("detections partition: the whole model runs here; the cloud checks and publishes its detections")
+        detections.warm_up()
+        return detections
     if settings.rate_kbps is None:
         profile = resolve_profile(model, settings.cut, settings.codec_settings())
         log.info("using the codec profile %s", describe_profile(settings.profile, profile))
@@ -110,6 +142,23 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
     pipeline.warm_up()  # codec kernels and the head, now rather than on the first frame
     return pipeline
+
+
+def source_fps(settings: EdgeSettings) -> float:
+    """The frame rate the pixel encoder budgets with: --camera-fps, else a file's own, else 10."""
+    if settings.camera_fps:
+        return settings.camera_fps
+    import cv2
+
+    if Path(settings.source).is_file():
+        capture = cv2.VideoCapture(settings.source)
+        try:
+            fps = capture.get(cv2.CAP_PROP_FPS)
+        finally:
+            capture.release()
+        if fps and 0 < fps <= 1000:
+            return float(fps)
+    return 10.0
 
 
 def describe_profile(path: str | None, profile: CodecProfile) -> str:
@@ -135,7 +184,7 @@ async def run_edge(
     settings: EdgeSettings,
     sinks: Sequence[Callable[[FrameOutcome], None]],
     *,
-    pipeline: EdgePipeline | None = None,
+    pipeline: Any | None = None,
     on_streamer: Callable[[EdgeStreamer], None] | None = None,
     handle_signals: bool = False,
     servers: Sequence[Any] = (),
@@ -196,8 +245,9 @@ async def run_edge(
                 raise StartupInterrupted("stopped by a signal while starting; nothing was streamed.")
             if on_streamer is not None:
                 on_streamer(streamer)
-            log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
-                     settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
+            log.info("streaming %s (%s mode) to %s (%s) as stream %s, partition %s, cut %s", settings.source,
+                     grabber.mode.value, settings.cloud, settings.security.describe(), config.stream_id,
+                     settings.partition, pipeline.cut)
             for server in servers:
                 await server.start()
                 started.append(server)

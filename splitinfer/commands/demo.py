@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
+from splitinfer.commands.edge import CODEC_OPTIONS, PARTITION_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import DEFAULT_MODEL, Option
@@ -28,6 +28,7 @@ OPTIONS = [
            choices=("inprocess", "subprocess")),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     Option("weights", "Weights file or folder (default: ../shared/data/models/... when present, else the cache)."),
+    *PARTITION_OPTIONS,
     *CODEC_OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),
     Option("mode", "Capture mode: auto, live (newest frame wins) or file (every frame).", default="auto",
