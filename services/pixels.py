@@ -198,10 +198,10 @@ class PixelDecoder:
             raise PixelCodingError(f"frame {frame_id} is coded against frame {reference_frame_id}, but the decoder "
                                    f"holds {held}: send a key frame.", missing_reference=True)
         if size != self._size:
+            keyed = "x".join(map(str, self._size or ()))
             self.restart()
             raise PixelCodingError(f"frame {frame_id} must be {size[0]}x{size[1]} pixels, but its key frame was "
-                                   f"{self._size[0]}x{self._size[1]}: start a new size with a key frame."
-                                   if self._size else "internal error: no picture size.")
+                                   f"{keyed}: start a new size with a key frame.")
         try:
             pictures = self._context.decode(_av().Packet(data))
         except Exception as exc:  # noqa: BLE001 - FFmpeg raises many kinds for bad data

@@ -34,7 +34,6 @@ from splitinfer.services.profiles import (
     resolve_profile,
 )
 from splitinfer.errors import ConfigError, StartupInterrupted
-from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline
 from splitinfer.services.pixels import DEFAULT_CRF, DEFAULT_PRESET, PixelSettings
 from splitinfer.settings import DEFAULT_INTRA_PERIOD
 
@@ -89,11 +88,10 @@ class EdgeSettings:
         """The pixels partition's encoder settings (ConfigError when they do not go together)."""
         if self.rate_kbps is not None and self.pixel_crf is not None:
             raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
-        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET,
-                             crf=None if self.rate_kbps is not None else (self.pixel_crf if self.pixel_crf is not None
-                                                                          else DEFAULT_CRF),
-                             target_kbps=self.rate_kbps, key_interval=self.intra_period or DEFAULT_INTRA_PERIOD,
-                             size=self.pixel_size or "input")
+        crf = self.pixel_crf if self.pixel_crf is not None else DEFAULT_CRF
+        key_interval = self.intra_period if self.intra_period is not None else DEFAULT_INTRA_PERIOD
+        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET, crf=None if self.rate_kbps is not None else crf,
+                             target_kbps=self.rate_kbps, key_interval=key_interval, size=self.pixel_size or "input")
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
@@ -114,6 +112,8 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         import torch
 
         place_model(model, device, torch.float32)
+    from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline  # torch: after preflight
+
     if settings.partition == "pixels":
         pixels = PixelPipeline(model, settings.pixel_settings(), fps=source_fps(settings))
         log.info("pixels partition: H.264 %s at %s, %s, key frame every %d frames", pixels.settings.preset,
