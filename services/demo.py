@@ -74,10 +74,9 @@ class ProgressReporter:
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
         p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
-        bpe = 8 * self.payload_bytes / self.elements if self.elements else 0.0
+        bpe = f"{8 * self.payload_bytes / self.elements:.3f} bit/element | " if self.elements else ""
         return (f"frames {self.frames}{total} | {self.frames / self.elapsed:5.1f} fps | "
-                f"{8 * self.payload_bytes / 1000 / self.elapsed:7.1f} kbit/s | {bpe:.3f} bit/element | "
-                f"latency p50 {p50:.0f} ms")
+                f"{8 * self.payload_bytes / 1000 / self.elapsed:7.1f} kbit/s | {bpe}latency p50 {p50:.0f} ms")
 
     def finish(self) -> None:
         if self._tty:
@@ -95,17 +94,25 @@ class ProgressReporter:
         rows = [
             ("frames answered", f"{self.frames} ({self.errors} with errors) in {self.elapsed:.1f} s"),
             ("throughput", f"{self.frames / self.elapsed:.1f} frames/s"),
-            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
-                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s, "
-                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element"),
-            ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
-                                     f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
+            *(self._feature_rows() if self.elements else [
+                ("payload (pixels or detections)", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
+                                                   f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s")]),
             ("latency preprocess->result", f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms"),
             ("time per frame by stage", stages),
             ("detections", f"{self.detections} ({self.detections / self.frames:.2f} per frame)"),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _feature_rows(self) -> list[tuple[str, str]]:
+        """Rate rows of the features partition (the frames carried tensors)."""
+        return [
+            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, "
+                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s, "
+                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element"),
+            ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
+                                     f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
+        ]
 
 
 async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:

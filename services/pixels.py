@@ -74,7 +74,8 @@ class PixelSettings:
         if self.target_kbps is not None and not self.target_kbps > 0:
             raise ConfigError(f"--rate-kbps must be positive, got {self.target_kbps:g}.")
         if self.key_interval < 1:
-            raise ConfigError(f"--intra-period (frames between key frames) must be at least 1, got {self.key_interval}.")
+            raise ConfigError("--intra-period (frames between key frames) must be at least 1, got "
+                              f"{self.key_interval}.")
         if self.size not in ("input", "native"):
             raise ConfigError(f"--pixel-size must be input or native, got {self.size!r}.")
 

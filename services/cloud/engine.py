@@ -294,7 +294,7 @@ class TailEngine:
         _copy_capture(frame.capture, result.capture)
         result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
         origin = result.origin
-        origin.partition = state.partition  # type: ignore[assignment]
+        origin.partition = state.partition
         origin.cut = split.cut
         if state.partition == inference_pb2.PARTITION_PIXELS:
             result.payload_bytes = len(frame.pixels.data)

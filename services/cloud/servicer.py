@@ -284,8 +284,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          "BAD_CODEC_PROFILE")
         return split
 
-    async def _check_whole_model_start(self, start: inference_pb2.StreamStart, partition: int,
-                                       context: grpc.aio.ServicerContext) -> Any:
+    async def _check_whole_model_start(self, start: inference_pb2.StreamStart,
+                                       partition: inference_pb2.Partition, context: grpc.aio.ServicerContext) -> Any:
         """A pixels or detections stream: the model, the partition's support and (pixels) the video coding."""
         if partition == inference_pb2.PARTITION_PIXELS:
             problem = check_pixel_coding(start.pixel_coding)

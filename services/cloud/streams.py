@@ -46,7 +46,7 @@ class StreamState:
     published: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PUBLISHED_MEMORY))
     # What the frames carry (inference_pb2.Partition; never UNSPECIFIED) and, for pixels, the video coding and
     # the stream's own video decoder.
-    partition: int = inference_pb2.PARTITION_FEATURES
+    partition: inference_pb2.Partition = inference_pb2.PARTITION_FEATURES
     pixel_coding: inference_pb2.PixelCoding | None = None
     pixels: PixelDecoder | None = None
 
@@ -135,7 +135,8 @@ class StreamRegistry:
         return None
 
     def attach(self, stream_id: str, model: str, cut: str, peer: str = "", owner: str = "",
-               owner_limit: int | None = None, *, partition: int = inference_pb2.PARTITION_FEATURES,
+               owner_limit: int | None = None, *,
+               partition: inference_pb2.Partition = inference_pb2.PARTITION_FEATURES,
                pixel_coding: inference_pb2.PixelCoding | None = None) -> Connection:
         """Open (or resume) a stream; a live connection of the same id and owner is stopped and replaced.
 

@@ -90,8 +90,9 @@ class EdgeSettings:
             raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
         crf = self.pixel_crf if self.pixel_crf is not None else DEFAULT_CRF
         key_interval = self.intra_period if self.intra_period is not None else DEFAULT_INTRA_PERIOD
-        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET, crf=None if self.rate_kbps is not None else crf,
-                             target_kbps=self.rate_kbps, key_interval=key_interval, size=self.pixel_size or "input")
+        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET,
+                             crf=None if self.rate_kbps is not None else crf, target_kbps=self.rate_kbps,
+                             key_interval=key_interval, size=self.pixel_size or "input")
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,

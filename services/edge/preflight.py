@@ -144,8 +144,8 @@ def check_partition(settings: Any) -> None:
         raise ConfigError(f"{', '.join(sorted(pixel_flags))} set(s) the pixel encoder, which --partition {partition} "
                           "does not use: drop it, or use --partition pixels.")
     if partition == "detections":
-        extra = [flag for flag, value in (("--rate-kbps", settings.rate_kbps), ("--intra-period", settings.intra_period))
-                 if value is not None]
+        extra = [flag for flag, value in (("--rate-kbps", settings.rate_kbps),
+                                          ("--intra-period", settings.intra_period)) if value is not None]
         if extra:
             raise ConfigError(f"--partition detections sends the whole model's detections, with no rate or intra "
                               f"period to set: drop {', '.join(extra)}.")

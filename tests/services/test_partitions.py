@@ -25,6 +25,7 @@ from splitinfer.clients import ResultSubscriber
 from splitinfer.services.cloud.edge_detections import checked_detections
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
+from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
 from tests.services.certificates import Authority
 from tests.services.conftest import MODEL, PLAINTEXT, free_port, run, running_cloud
@@ -101,20 +102,11 @@ def unsplit_detections(model, video: Path, count: int) -> list[list]:
     return found
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a.x2, b.x2) - max(a.x1, b.x1))
-    iy = max(0.0, min(a.y2, b.y2) - max(a.y1, b.y1))
-    union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - ix * iy
-    return ix * iy / union if union > 0 else 0.0
-
-
 def matched_fraction(results, reference) -> float:
     """Of the unsplit model's detections, the fraction a result has too (same class, IoU >= 0.5)."""
-    found = total = 0
-    for result, expected in zip(results, reference):
-        total += len(expected)
-        found += sum(any(d.class_id == e.class_id and _iou(d, e) >= 0.5 for d in result.detections) for e in expected)
-    return found / total
+    total = sum((compare(expected, result.detections) for result, expected in zip(results, reference)),
+                Fidelity(0, 0, 0, 0))
+    return total.matched / total.reference
 
 
 # -- each partition, end to end ------------------------------------------------------------------------------
@@ -449,6 +441,9 @@ def test_the_pixel_decoder_decodes_from_a_key_frame_on_and_refuses_what_it_canno
     assert decode(frames[4]).shape == picture.shape
     with pytest.raises(PixelCodingError, match="must be 640x480"):
         decoder.decode(5, frames[5].pixels.data, frames[5].pixels.data_crc32, False, 4, (640, 480))
+    # A key frame whose parameter sets declare a larger picture than the stream did is not decoded at all.
+    with pytest.raises(PixelCodingError, match="does not decode"):
+        PixelDecoder().decode(0, frames[0].pixels.data, frames[0].pixels.data_crc32, True, None, (100, 100))
 
 
 def test_pixels_at_the_input_size_lose_little_against_the_original_frames(model, video) -> None:
@@ -464,3 +459,15 @@ def test_pixels_at_the_input_size_lose_little_against_the_original_frames(model,
         original, original_info = model.preprocess(next(iter(grabber.frames())).image)
     assert np.abs(x - original.numpy()).mean() < 0.03
     assert (info.scale_x, info.scale_y) == pytest.approx((original_info.scale_x, original_info.scale_y))
+
+
+@pytest.mark.slow
+def test_the_demo_runs_the_pixels_partition_and_reports_its_bytes(capsys) -> None:
+    from splitinfer.cli import main
+    from tests.conftest import shared_path
+
+    assert main(["demo", "--frames", "6", "--partition", "pixels", "--pixel-crf", "30",
+                 "--weights", str(shared_path("models", "yolo-fastest-1.1"))]) == 0
+    out = capsys.readouterr().out
+    assert "partition pixels (cut input)" in out and "6 (0 with errors)" in out
+    assert "payload (pixels or detections)" in out and "bits/element" not in out
