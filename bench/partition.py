@@ -134,7 +134,7 @@ def report(runs: list[Run]) -> str:
         kind, *rest = run.setting.split()
         budget = float(rest[-1])
         features = next(r for r in runs if r.video == run.video and r.setting == f"features {budget:g}")
-        difference = np.array(run.changes) - np.array(features.changes)
+        difference = np.array(run.changes, dtype=float) - np.array(features.changes, dtype=float)
         versus = "" if run is features else f"{int(difference.sum()):+d} ± {block_se(difference):.0f}"
         name = "features (cut 60, ladder)" if kind == "features" else f"pixels (x264 {rest[0]})"
         lines.append(f"| {run.video} | {budget:g} | {name} | {run.kbps:.1f} | {run.bytes / run.frames:.0f} | "
