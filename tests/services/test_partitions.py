@@ -471,3 +471,22 @@ def test_the_demo_runs_the_pixels_partition_and_reports_its_bytes(capsys) -> Non
     out = capsys.readouterr().out
     assert "partition pixels (cut input)" in out and "6 (0 with errors)" in out
     assert "payload (pixels or detections)" in out and "bits/element" not in out
+
+
+@pytest.mark.slow
+def test_results_of_a_rate_controlled_features_stream_record_each_frames_ladder_point(model, engine, video) -> None:
+    frames = 6
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            settings = edge_settings(video, f"127.0.0.1:{server.port}", PLAINTEXT, "features", frames=frames,
+                                     rate_kbps=64.0)
+            tap = Tap(build_pipeline(settings, model))
+            outcomes = []
+            await run_edge(settings, [outcomes.append], pipeline=tap)
+            return tap, [o.result for o in outcomes]
+
+    tap, results = run(scenario(), timeout=300)
+    assert all(m.HasField("ladder_point") for m in tap.sent)
+    assert [r.origin.ladder_point for r in results] == [m.ladder_point for m in tap.sent]
+    assert all(r.origin.HasField("ladder_point") and r.origin.cut == "60" for r in results)
