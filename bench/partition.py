@@ -39,36 +39,22 @@ KEY_INTERVAL = 30
 
 def run_pixels(model, frames, video: str, budget_kbps: float, preset: str) -> Run:
     """Code every frame with the edge's PixelPipeline, decode with the cloud's PixelDecoder, run the whole model."""
-    import torch
-
-    from splitinfer.services.edge.partitions import PixelPipeline
+    from splitinfer.services.edge.partitions import PixelRoundtrip
     from splitinfer.services.fidelity import compare
-    from splitinfer.services.pixels import PixelDecoder, PixelSettings, picture_size
-    from splitinfer.services.whole_model import network_input
+    from splitinfer.services.pixels import PixelSettings
 
-    pipeline = PixelPipeline(model, PixelSettings(preset=preset, crf=None, target_kbps=budget_kbps,
-                                                  key_interval=KEY_INTERVAL), fps=FPS)
-    coding = pipeline.coding()
-    decoder = PixelDecoder()
+    roundtrip = PixelRoundtrip(model, PixelSettings(preset=preset, crf=None, target_kbps=budget_kbps,
+                                                    key_interval=KEY_INTERVAL), fps=FPS)
     run = Run(video, f"pixels {preset} {budget_kbps:g}", 0, 0.0, 0, 0.0)
-    encode_cpu = 0.0
     for frame, _, _, reference in frames:
-        started = time.process_time()
-        message = pipeline.encode(pipeline.run_head(frame))
-        encode_cpu += time.process_time() - started
-        height, width = frame.image.shape[:2]
-        reference_id = message.reference_frame_id if message.HasField("reference_frame_id") else None
-        picture = decoder.decode(message.frame_id, message.pixels.data, message.pixels.data_crc32,
-                                 message.pixels.key_frame, reference_id, picture_size(coding, width, height))
-        x, info = network_input(model, picture, width, height)
-        found = model.postprocess(model(torch.from_numpy(x)), info)
-        fidelity = compare(reference, found)
+        outputs, info, nbytes = roundtrip(frame.image)
+        fidelity = compare(reference, model.postprocess(outputs, info))
         run.changes.append(fidelity.lost + fidelity.added)
-        run.bytes += len(message.pixels.data)
+        run.bytes += nbytes
     run.frames = len(frames)
     run.seconds = len(frames) / FPS
     run.kbps = 8 * run.bytes / run.seconds / 1000
-    run.encode_ms = 1000 * encode_cpu / max(len(frames), 1)
+    run.encode_ms = 1000 * roundtrip.encode_cpu_s / max(len(frames), 1)
     return run
 
 

@@ -80,6 +80,17 @@ class PixelSettings:
             raise ConfigError(f"--pixel-size must be input or native, got {self.size!r}.")
 
 
+def pixel_settings_from_flags(*, preset: str | None, crf: int | None, rate_kbps: float | None,
+                              key_interval: int | None, size: str | None) -> PixelSettings:
+    """PixelSettings from the command-line flags (None: not given): --rate-kbps sets a bitrate instead of a CRF."""
+    if rate_kbps is not None and crf is not None:
+        raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
+    return PixelSettings(preset=preset or DEFAULT_PRESET,
+                         crf=None if rate_kbps is not None else (DEFAULT_CRF if crf is None else crf),
+                         target_kbps=rate_kbps, key_interval=DEFAULT_INTRA_PERIOD if key_interval is None
+                         else key_interval, size=size or "input")
+
+
 def check_pixel_coding(coding: Any) -> str | None:
     """What is wrong with a stream's PixelCoding (the cloud's check before it opens a decoder), or None."""
     if coding.codec != CODEC:

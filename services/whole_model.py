@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
 from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.split import Split, TensorSpec
@@ -21,11 +22,16 @@ OUTPUT_CUT = "output"
 INPUT_TENSOR = "input"
 
 
+def run_whole(model: Any, x: torch.Tensor) -> Any:
+    """The unsplit network on a batch of network inputs (on the model's device): its raw outputs."""
+    return model(x.to(next(model.parameters()).device))
+
+
 def input_split(model: Any) -> Split:
     """The model cut before its first layer: tail(tensors) runs the whole network on tensors["input"]."""
     height, width = model.input_size
     return Split(INPUT_CUT, [TensorSpec(INPUT_TENSOR, (3, height, width), signed=False)],
-                 head=lambda x: {INPUT_TENSOR: x}, tail=lambda tensors: model(tensors[INPUT_TENSOR]))
+                 head=lambda x: {INPUT_TENSOR: x}, tail=lambda tensors: run_whole(model, tensors[INPUT_TENSOR]))
 
 
 def network_input(model: Any, image_bgr: np.ndarray, source_width: int, source_height: int
@@ -46,5 +52,5 @@ def detect(model: Any, image_bgr: np.ndarray) -> tuple[list, dict[str, float]]:
     started = time.perf_counter()
     x, info = model.preprocess(image_bgr)
     preprocessed = time.perf_counter()
-    found = model.postprocess(model(x.to(next(model.parameters()).device)), info)
+    found = model.postprocess(run_whole(model, x), info)
     return list(found), {"preprocess": preprocessed - started, "head": time.perf_counter() - preprocessed}

@@ -33,9 +33,8 @@ from splitinfer.services.profiles import (
     resolve_ladder,
     resolve_profile,
 )
-from splitinfer.errors import ConfigError, StartupInterrupted
-from splitinfer.services.pixels import DEFAULT_CRF, DEFAULT_PRESET, PixelSettings
-from splitinfer.settings import DEFAULT_INTRA_PERIOD
+from splitinfer.errors import StartupInterrupted
+from splitinfer.services.pixels import PixelSettings, pixel_settings_from_flags
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -86,13 +85,8 @@ class EdgeSettings:
 
     def pixel_settings(self) -> PixelSettings:
         """The pixels partition's encoder settings (ConfigError when they do not go together)."""
-        if self.rate_kbps is not None and self.pixel_crf is not None:
-            raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
-        crf = self.pixel_crf if self.pixel_crf is not None else DEFAULT_CRF
-        key_interval = self.intra_period if self.intra_period is not None else DEFAULT_INTRA_PERIOD
-        return PixelSettings(preset=self.pixel_preset or DEFAULT_PRESET,
-                             crf=None if self.rate_kbps is not None else crf, target_kbps=self.rate_kbps,
-                             key_interval=key_interval, size=self.pixel_size or "input")
+        return pixel_settings_from_flags(preset=self.pixel_preset, crf=self.pixel_crf, rate_kbps=self.rate_kbps,
+                                         key_interval=self.intra_period, size=self.pixel_size)
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,

@@ -16,12 +16,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 
 from splitinfer.errors import ConfigError
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
-from splitinfer.services.pixels import CODEC, PixelEncoder, PixelSettings, even_size
-from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect
+from splitinfer.services.pixels import CODEC, PixelDecoder, PixelEncoder, PixelSettings, even_size, picture_size
+from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect, network_input, run_whole
 from splitinfer.v1 import inference_pb2
 
 PARTITIONS = {"features": inference_pb2.PARTITION_FEATURES, "pixels": inference_pb2.PARTITION_PIXELS,
@@ -120,6 +121,36 @@ class PixelPipeline:
         message.pixels.key_frame = packet.key_frame
         message.edge_stage_seconds["encode"] = time.perf_counter() - started
         return message
+
+
+class PixelRoundtrip:
+    """The pixels partition in one process, the edge's and the cloud's code as they run (for `splitinfer eval` and
+    bench/partition.py): each image in turn -> the whole model's outputs on the decoded picture, the info that maps
+    them to the image, and the packet's bytes."""
+
+    def __init__(self, model: Any, settings: PixelSettings, *, fps: float = 10.0) -> None:
+        self.model = model
+        self.fps = fps
+        self.pipeline = PixelPipeline(model, settings, fps=fps)
+        self.decoder = PixelDecoder()
+        self._coding = self.pipeline.coding()
+        self._sequence = 0
+        self.encode_cpu_s = 0.0  # the edge's resize and encode, CPU time
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[Any, Any, int]:
+        frame = CapturedFrame(self._sequence, image_bgr, time.time_ns(), time.monotonic_ns(), 0.0,
+                              self._sequence / self.fps)
+        self._sequence += 1
+        started = time.process_time()
+        message = self.pipeline.encode(self.pipeline.run_head(frame))
+        self.encode_cpu_s += time.process_time() - started
+        height, width = image_bgr.shape[:2]
+        packet = message.pixels
+        reference = message.reference_frame_id if message.HasField("reference_frame_id") else None
+        picture = self.decoder.decode(message.frame_id, packet.data, packet.data_crc32, packet.key_frame, reference,
+                                      picture_size(self._coding, width, height))
+        x, info = network_input(self.model, picture, width, height)
+        return run_whole(self.model, torch.from_numpy(x)), info, len(packet.data)
 
 
 class DetectionsPipeline:

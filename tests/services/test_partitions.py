@@ -490,3 +490,44 @@ def test_results_of_a_rate_controlled_features_stream_record_each_frames_ladder_
     assert all(m.HasField("ladder_point") for m in tap.sent)
     assert [r.origin.ladder_point for r in results] == [m.ladder_point for m in tap.sent]
     assert all(r.origin.HasField("ladder_point") and r.origin.cut == "60" for r in results)
+
+
+# -- splitinfer eval --partition pixels ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_eval_reports_the_fidelity_and_exact_bytes_of_the_pixels_partition(model, video, weights_dir, capsys) -> None:
+    import json
+
+    from splitinfer.cli import main
+    from splitinfer.services.edge.partitions import PixelPipeline
+    from splitinfer.services.pixels import PixelSettings
+
+    frames = 8
+    assert main(["eval", str(video), "--weights", str(weights_dir), "--partition", "pixels", "--rate-kbps", "64",
+                 "--intra-period", "4", "--limit", str(frames), "--json", "--no-progress"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == frames and report["cut"] == "input" and report["elements_per_frame"] == 0
+    assert report["codec"].startswith("pixels: h264 veryfast 64 kbit/s, key frame every 4")
+    # The bytes are those of the packets the edge's pipeline makes of the same frames (x264 is deterministic here).
+    pipeline = PixelPipeline(model, PixelSettings(crf=None, target_kbps=64.0, key_interval=4), fps=10.0)
+    with FrameGrabber(str(video), max_frames=frames) as grabber:
+        sent = [len(pipeline.encode(pipeline.run_head(frame)).pixels.data) for frame in grabber.frames()]
+    assert report["bytes_per_frame"] == pytest.approx(sum(sent) / frames)
+    assert report["detections_ref"] > 0 and 0.0 <= report["fidelity_ap50"] <= 1.0
+    assert report["detections_lost"] + report["detections_added"] < 2 * report["detections_ref"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--pixel-crf", "20"], "--pixel-crf set(s) the pixel encoder: add --partition pixels"),
+    (["--rate-kbps", "64"], "eval of features under --rate-kbps is not built yet"),
+    (["--partition", "pixels", "--cut", "80"], "--cut set(s) the feature codec"),
+    (["--partition", "pixels", "--pixel-crf", "20", "--rate-kbps", "64"], "--pixel-crf and --rate-kbps both set"),
+    (["--partition", "detections"], "eval --partition detections is not built yet"),
+])
+def test_eval_refuses_flags_of_another_partition_before_loading_the_model(video, weights_dir, argv, message,
+                                                                           capsys) -> None:
+    from splitinfer.cli import main
+
+    assert main(["eval", str(video), "--weights", str(weights_dir), *argv]) == 2
+    assert message in capsys.readouterr().err
