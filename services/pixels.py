@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,6 +81,24 @@ class PixelSettings:
             raise ConfigError(f"--pixel-size must be input or native, got {self.size!r}.")
 
 
+# The frame rate a bitrate is spent over when the source does not say (a camera without --camera-fps, images).
+DEFAULT_FPS = 10.0
+
+
+def video_file_fps(path: str) -> float:
+    """A video file's own frame rate, else DEFAULT_FPS (a camera, a URL, an image folder, a file without one)."""
+    import cv2
+
+    if not Path(path).is_file():
+        return DEFAULT_FPS
+    capture = cv2.VideoCapture(path)
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+    finally:
+        capture.release()
+    return float(fps) if fps and 0 < fps <= 1000 else DEFAULT_FPS
+
+
 def pixel_settings_from_flags(*, preset: str | None, crf: int | None, rate_kbps: float | None,
                               key_interval: int | None, size: str | None) -> PixelSettings:
     """PixelSettings from the command-line flags (None: not given): --rate-kbps sets a bitrate instead of a CRF."""
@@ -131,7 +150,7 @@ class Packet:
 class PixelEncoder:
     """H.264 at a fixed picture size; `restart()` makes the next frame a key frame (a fresh encoder)."""
 
-    def __init__(self, width: int, height: int, settings: PixelSettings, fps: float = 10.0) -> None:
+    def __init__(self, width: int, height: int, settings: PixelSettings, fps: float = DEFAULT_FPS) -> None:
         self.width, self.height = width, height
         self.settings = settings
         self.fps = fps

@@ -12,7 +12,6 @@ import math
 import re
 import signal
 import socket
-from pathlib import Path
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from splitinfer.services.profiles import (
     resolve_profile,
 )
 from splitinfer.errors import StartupInterrupted
-from splitinfer.services.pixels import PixelSettings, pixel_settings_from_flags
+from splitinfer.services.pixels import PixelSettings, pixel_settings_from_flags, video_file_fps
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -110,7 +109,8 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
     from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline  # torch: after preflight
 
     if settings.partition == "pixels":
-        pixels = PixelPipeline(model, settings.pixel_settings(), fps=source_fps(settings))
+        fps = settings.camera_fps or video_file_fps(settings.source)  # what the encoder spends a bitrate over
+        pixels = PixelPipeline(model, settings.pixel_settings(), fps=fps)
         log.info("pixels partition: H.264 %s at %s, %s, key frame every %d frames", pixels.settings.preset,
                  "the model's input size" if pixels.settings.size == "input" else "the source's size",
                  f"{settings.rate_kbps:g} kbit/s" if settings.rate_kbps else f"crf {pixels.settings.crf}",
@@ -137,23 +137,6 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
     pipeline.warm_up()  # codec kernels and the head, now rather than on the first frame
     return pipeline
-
-
-def source_fps(settings: EdgeSettings) -> float:
-    """The frame rate the pixel encoder budgets with: --camera-fps, else a file's own, else 10."""
-    if settings.camera_fps:
-        return settings.camera_fps
-    import cv2
-
-    if Path(settings.source).is_file():
-        capture = cv2.VideoCapture(settings.source)
-        try:
-            fps = capture.get(cv2.CAP_PROP_FPS)
-        finally:
-            capture.release()
-        if fps and 0 < fps <= 1000:
-            return float(fps)
-    return 10.0
 
 
 def describe_profile(path: str | None, profile: CodecProfile) -> str:

@@ -21,7 +21,8 @@ import torch
 from splitinfer.errors import ConfigError
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
-from splitinfer.services.pixels import CODEC, PixelDecoder, PixelEncoder, PixelSettings, even_size, picture_size
+from splitinfer.services.pixels import (CODEC, DEFAULT_FPS, PixelDecoder, PixelEncoder, PixelSettings, even_size,
+                                        picture_size)
 from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect, network_input, run_whole
 from splitinfer.v1 import inference_pb2
 
@@ -49,7 +50,7 @@ class PixelPipeline:
     rate = None  # the pixel encoder holds its own bitrate (PixelSettings.target_kbps)
     partition = inference_pb2.PARTITION_PIXELS
 
-    def __init__(self, model: Any, settings: PixelSettings, *, fps: float = 10.0) -> None:
+    def __init__(self, model: Any, settings: PixelSettings, *, fps: float = DEFAULT_FPS) -> None:
         self.model = model
         self.settings = settings
         self.fps = fps
@@ -128,7 +129,7 @@ class PixelRoundtrip:
     bench/partition.py): each image in turn -> the whole model's outputs on the decoded picture, the info that maps
     them to the image, and the packet's bytes."""
 
-    def __init__(self, model: Any, settings: PixelSettings, *, fps: float = 10.0) -> None:
+    def __init__(self, model: Any, settings: PixelSettings, *, fps: float = DEFAULT_FPS) -> None:
         self.model = model
         self.fps = fps
         self.pipeline = PixelPipeline(model, settings, fps=fps)

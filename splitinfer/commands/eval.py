@@ -136,11 +136,11 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
                    if value]
     if codec_flags:
         raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition pixels does not use.")
-    from splitinfer.services.pixels import pixel_settings_from_flags
+    from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
 
     settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
                                          key_interval=args.intra_period, size=args.pixel_size)
-    fps = _source_fps(data) / args.frame_step
+    fps = video_file_fps(str(data)) / args.frame_step
     rate = f"{settings.target_kbps:g} kbit/s" if settings.target_kbps is not None else f"crf {settings.crf}"
     name = (f"pixels: h264 {settings.preset} {rate}, key frame every {settings.key_interval}, "
             f"{settings.size} size, {fps:g} frames/s")
@@ -151,21 +151,6 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         return PixelRoundtrip(model, settings, fps=fps)
 
     return factory, name
-
-
-def _source_fps(data: Path) -> float:
-    """A video's frame rate (what a bitrate is spent over), else 10 frames/s (image folders)."""
-    if data.is_file():
-        import cv2
-
-        capture = cv2.VideoCapture(str(data))
-        try:
-            fps = capture.get(cv2.CAP_PROP_FPS)
-        finally:
-            capture.release()
-        if fps and 0 < fps <= 1000:
-            return float(fps)
-    return 10.0
 
 
 def run(args: argparse.Namespace) -> int:
