@@ -531,3 +531,24 @@ def test_eval_refuses_flags_of_another_partition_before_loading_the_model(video,
 
     assert main(["eval", str(video), "--weights", str(weights_dir), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pixels_at_the_sources_own_size_stream_and_map_boxes_to_the_source(model, engine, video) -> None:
+    frames = 4
+
+    async def scenario():
+        async with running_cloud(engine) as server:
+            settings = edge_settings(video, f"127.0.0.1:{server.port}", PLAINTEXT, "pixels", frames=frames,
+                                     pixel_size="native", pixel_crf=23)
+            tap = Tap(build_pipeline(settings, model))
+            outcomes = []
+            await run_edge(settings, [outcomes.append], pipeline=tap)
+            return tap, [o.result for o in outcomes]
+
+    tap, results = run(scenario(), timeout=300)
+    assert [r.frame_id for r in results] == list(range(frames)) and all(not r.HasField("error") for r in results)
+    coding = results[0].origin.pixel_coding
+    assert (coding.width, coding.height, coding.crf) == (0, 0, 23)  # 0x0: each frame at its source size
+    assert matched_fraction(results, unsplit_detections(model, video, frames)) >= 0.7
+    assert all(r.payload_bytes == len(m.pixels.data) for r, m in zip(results, tap.sent))
