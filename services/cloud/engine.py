@@ -26,9 +26,9 @@ import torch
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, MissingReferenceError, Reference
 from splitinfer.dnn import ModelError, load_model
-from splitinfer.dnn.split import Split
 from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, resolve_precision, synchronize,
                                   to_device)
+from splitinfer.dnn.split import Split
 from splitinfer.services.cloud.edge_detections import BadDetectionsError, checked_detections
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.services.pixels import PixelCodingError, picture_size
@@ -48,6 +48,8 @@ MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
 # Client-chosen text (tensor names) quoted in an in-band error is cut to this many characters.
 _QUOTE_CHARS = 64
+# The detections partition's cut: the model's output, nothing left to run in the cloud.
+_OUTPUT_SPLIT = Split(OUTPUT_CUT, [], head=lambda x: {}, tail=lambda tensors: None)
 
 
 def bucket_size(n: int) -> int:
@@ -433,9 +435,6 @@ class TailEngine:
 # The range of a valid google.protobuf.Timestamp (0001-01-01 to 9999-12-31): outside it, protobuf's own
 # conversions (ToNanoseconds, the JSON mapping) raise.
 _MIN_TIMESTAMP_SECONDS, _MAX_TIMESTAMP_SECONDS = -62_135_596_800, 253_402_300_799
-
-
-_OUTPUT_SPLIT = Split(OUTPUT_CUT, [], head=lambda x: {}, tail=lambda tensors: None)
 
 
 def _valid_timestamp(timestamp: Any) -> bool:

@@ -552,3 +552,31 @@ def test_pixels_at_the_sources_own_size_stream_and_map_boxes_to_the_source(model
     assert (coding.width, coding.height, coding.crf) == (0, 0, 23)  # 0x0: each frame at its source size
     assert matched_fraction(results, unsplit_detections(model, video, frames)) >= 0.7
     assert all(r.payload_bytes == len(m.pixels.data) for r, m in zip(results, tap.sent))
+
+
+def test_pixels_frames_batch_with_other_streams_and_give_what_they_give_alone(model, engine, video) -> None:
+    """A batch through the tail executor (as with --max-batch or a GPU): two pixels streams and a features stream
+    in one batch each get the result they get alone."""
+    from splitinfer.services.cloud.streams import StreamState
+    from tests.services.conftest import CUT, encoded_frames
+
+    pixels = _pixel_frames(model, video, 1)[0]
+    features = encoded_frames(model, video, 1)[0]
+    coding = inference_pb2.PixelCoding(codec="h264", width=320, height=320)
+    input_split = engine.open_partition(MODEL, inference_pb2.PARTITION_PIXELS)
+
+    def pixel_state(name: str) -> StreamState:
+        return StreamState(name, MODEL, "input", partition=inference_pb2.PARTITION_PIXELS, pixel_coding=coding)
+
+    alone = engine.process(pixel_state("alone"), input_split, pixels, -1)
+    prepared = [engine.prepare(pixel_state("a"), input_split, pixels, -1),
+                engine.prepare(pixel_state("b"), input_split, pixels, -1),
+                engine.prepare(StreamState("c", MODEL, CUT), engine.open_stream(MODEL, CUT), features, -1)]
+    batched = engine.finish(prepared)
+    assert all(not r.HasField("error") for r in [alone, *batched])
+    for result in batched[:2]:
+        assert [(d.class_id, d.label) for d in result.detections] == [(d.class_id, d.label) for d in alone.detections]
+        for got, expected in zip(result.detections, alone.detections):
+            assert (got.x1, got.y1, got.x2, got.y2, got.score) == pytest.approx(
+                (expected.x1, expected.y1, expected.x2, expected.y2, expected.score), abs=1e-3)
+    assert batched[2].origin.cut == CUT and batched[2].detections
