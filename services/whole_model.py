@@ -30,7 +30,8 @@ def run_whole(model: Any, x: torch.Tensor) -> Any:
 def input_split(model: Any) -> Split:
     """The model cut before its first layer: tail(tensors) runs the whole network on tensors["input"]."""
     height, width = model.input_size
-    return Split(INPUT_CUT, [TensorSpec(INPUT_TENSOR, (3, height, width), signed=False)],
+    # signed: a normalised input (ImageNet mean and std) has negative values.
+    return Split(INPUT_CUT, [TensorSpec(INPUT_TENSOR, (3, height, width), signed=True)],
                  head=lambda x: {INPUT_TENSOR: x}, tail=lambda tensors: run_whole(model, tensors[INPUT_TENSOR]))
 
 

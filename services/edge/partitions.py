@@ -26,8 +26,6 @@ from splitinfer.services.pixels import (CODEC, DEFAULT_FPS, PixelDecoder, PixelE
 from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect, network_input, run_whole
 from splitinfer.v1 import inference_pb2
 
-PARTITIONS = {"features": inference_pb2.PARTITION_FEATURES, "pixels": inference_pb2.PARTITION_PIXELS,
-              "detections": inference_pb2.PARTITION_DETECTIONS}
 _PICTURE = "picture"
 _FOUND = "detections"
 
