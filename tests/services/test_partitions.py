@@ -580,3 +580,36 @@ def test_pixels_frames_batch_with_other_streams_and_give_what_they_give_alone(mo
             assert (got.x1, got.y1, got.x2, got.y2, got.score) == pytest.approx(
                 (expected.x1, expected.y1, expected.x2, expected.y2, expected.score), abs=1e-3)
     assert batched[2].origin.cut == CUT and batched[2].detections
+
+
+@pytest.mark.parametrize("partition", ["pixels", "detections"])
+def test_an_edge_stops_with_a_clear_message_when_the_cloud_is_older_than_partitions(model, engine, video,
+                                                                                     partition) -> None:
+    """A cloud older than partitions ignores StreamStart.partition and accepts the stream as features (its
+    StreamAccepted has no partition): the edge stops at once, saying so, instead of sending frames it would refuse.
+    The older cloud is today's cloud with the one field it would not set cleared."""
+    from splitinfer.errors import StreamRejectedError
+    from splitinfer.services.cloud.server import CloudConfig, CloudServer
+
+    async def scenario():
+        server = CloudServer(CloudConfig(model=MODEL, host="127.0.0.1", port=0, metrics_port=-1, plaintext=True),
+                             engine=engine)
+        current = server.servicer.Infer
+
+        async def older_infer(request_iterator, context):
+            async for response in current(request_iterator, context):
+                if response.WhichOneof("kind") == "accepted":
+                    response.accepted.ClearField("partition")
+                yield response
+
+        server.servicer.Infer = older_infer  # type: ignore[method-assign]
+        await server.start()
+        try:
+            settings = edge_settings(video, f"127.0.0.1:{server.port}", PLAINTEXT, partition, frames=3)
+            with pytest.raises(StreamRejectedError, match=f"does not serve the {partition} partition") as refused:
+                await run_edge(settings, [], pipeline=build_pipeline(settings, model))
+            return refused.value
+        finally:
+            await server.stop(grace=0)
+
+    assert "--partition features" in str(run(scenario()))
