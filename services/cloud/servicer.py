@@ -84,6 +84,7 @@ _END = object()
 _EMPTY_REQUEST = "an InferRequest must hold a start (first) or a frame (after it); this one holds neither."
 _IDLE = object()
 _PARTITIONS = (inference_pb2.PARTITION_FEATURES, inference_pb2.PARTITION_PIXELS, inference_pb2.PARTITION_DETECTIONS)
+_PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_").lower() for p in _PARTITIONS}
 RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
 # Room left in --max-message-bytes for the InferResponse wrapper around a result.
 _RESPONSE_OVERHEAD_BYTES = 64
@@ -433,6 +434,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         failed = result.HasField("error")
         outcome = _code_name(result.error.code) if failed else grpc.StatusCode.OK.name
         self._child(self.metrics.frames, model, outcome).inc()
+        self._child(self.metrics.partition_frames, _PARTITION_LABELS.get(result.origin.partition, "features")).inc()
         captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
         if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
             self.metrics.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)

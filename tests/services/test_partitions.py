@@ -129,9 +129,10 @@ def test_each_partition_streams_the_shared_video_and_every_result_says_where_it_
                 await subscriber.wait_subscribed()
                 stats = await run_edge(settings, [outcomes.append], pipeline=tap)
                 published = [(await asyncio.wait_for(anext(aiter(subscriber)), 30)).result for _ in range(frames)]
-            return tap, outcomes, stats, published
+            return tap, outcomes, stats, published, server.metrics.exposition().decode()
 
-    tap, outcomes, stats, published = run(scenario(), timeout=300)
+    tap, outcomes, stats, published, metrics = run(scenario(), timeout=300)
+    assert f'splitinfer_partition_frames_total{{partition="{partition}"}} {frames}.0' in metrics
     results = [outcome.result for outcome in outcomes]
     assert [r.frame_id for r in results] == list(range(frames)) and stats.frame_errors == 0
     assert all(not r.HasField("error") for r in results)
