@@ -9,6 +9,7 @@ detections has each of them refused in-band while the stream goes on, and nothin
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import signal
 import zlib
@@ -29,6 +30,7 @@ from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
 from tests.services.certificates import Authority
 from tests.services.conftest import MODEL, PLAINTEXT, free_port, run, running_cloud
+from tests.services.nats_server import nats_server  # noqa: F401 - a fixture
 from tests.services.test_bad_input import Stream
 from tests.services.test_security import error_reason
 
@@ -498,8 +500,6 @@ def test_results_of_a_rate_controlled_features_stream_record_each_frames_ladder_
 
 @pytest.mark.slow
 def test_eval_reports_the_fidelity_and_exact_bytes_of_the_pixels_partition(model, video, weights_dir, capsys) -> None:
-    import json
-
     from splitinfer.cli import main
     from splitinfer.services.edge.partitions import PixelPipeline
     from splitinfer.services.pixels import PixelSettings
@@ -614,3 +614,44 @@ def test_an_edge_stops_with_a_clear_message_when_the_cloud_is_older_than_partiti
             await server.stop(grace=0)
 
     assert "--partition features" in str(run(scenario()))
+
+
+@pytest.mark.slow
+def test_a_detections_edge_reaches_the_results_bus_only_through_the_check(model, engine, video,
+                                                                          nats_server) -> None:
+    """With a results bus, what subscribers read comes from JetStream: the good frames' checked detections and, for
+    each malformed frame, its error; the CloudEvents copy says which partition produced the result."""
+    import nats
+
+    from splitinfer.services.cloud.bus import STREAM_NAME, subject_token
+
+    frames = 8
+
+    def tamper(message: inference_pb2.FeatureFrame) -> None:
+        if message.frame_id in HOSTILE and message.detections.detections:
+            HOSTILE[message.frame_id][0](message)
+
+    async def scenario():
+        async with running_cloud(engine, nats=nats_server.url, nats_json=True) as server:
+            address = f"127.0.0.1:{server.port}"
+            settings = edge_settings(video, address, PLAINTEXT, "detections", frames=frames, stream_id="bus-cam")
+            outcomes = []
+            async with ResultSubscriber(address, ["bus-cam"], security=PLAINTEXT) as subscriber:
+                await subscriber.wait_subscribed()
+                await run_edge(settings, [outcomes.append], pipeline=Tap(build_pipeline(settings, model), tamper))
+                published = [(await asyncio.wait_for(anext(aiter(subscriber)), 30)).result for _ in range(frames)]
+            connection = await nats.connect(nats_server.url)
+            event = await connection.jetstream().get_last_msg(STREAM_NAME,
+                                                              "splitinfer.events." + subject_token("bus-cam"))
+            await connection.close()
+            return [o.result for o in outcomes], published, json.loads(event.data)
+
+    results, published, event = run(scenario(), timeout=300)
+    assert published == results
+    for result in published:
+        if result.frame_id in HOSTILE:
+            assert result.error.reason == inference_pb2.FRAME_ERROR_REASON_BAD_DETECTIONS and not result.detections
+        else:
+            assert not result.HasField("error") and result.detections
+            checked_detections(result.detections, width=768, height=432, class_names=model.class_names)
+    assert event["data"]["origin"] == {"partition": "PARTITION_DETECTIONS", "cut": "output"}
