@@ -85,6 +85,21 @@ def edge_settings(video: Path, address: str, security: ChannelSecurity, partitio
     return EdgeSettings(**values)
 
 
+def stream_once(engine, model, video: Path, partition: str, change=None, *, transport: str = "plaintext",
+                pki: dict | None = None, **overrides):
+    """A real edge streams to an in-process cloud: (the tap, the results in order, the edge's counters)."""
+    async def scenario():
+        async with running_cloud(engine, **cloud_config(transport, pki or {})) as server:
+            settings = edge_settings(video, f"127.0.0.1:{server.port}", security_of(transport, pki or {}), partition,
+                                     **overrides)
+            tap = Tap(build_pipeline(settings, model), change)
+            outcomes = []
+            stats = await run_edge(settings, [outcomes.append], pipeline=tap)
+            return tap, [o.result for o in outcomes], stats
+
+    return run(scenario(), timeout=300)
+
+
 def sent_bytes(message: inference_pb2.FeatureFrame, partition: str) -> int:
     """The payload bytes of a frame as the edge sent it, counted by partition."""
     if partition == "pixels":
@@ -211,16 +226,8 @@ def test_a_damaged_pixel_packet_is_refused_in_band_and_the_stream_recovers_at_th
             message.pixels.data = bytes(data)
             damage.done = True  # type: ignore[attr-defined]
 
-    async def scenario():
-        async with running_cloud(engine, **cloud_config(transport, pki)) as server:
-            settings = edge_settings(video, f"127.0.0.1:{server.port}", security_of(transport, pki), "pixels",
-                                     frames=frames, intra_period=100)
-            tap = Tap(build_pipeline(settings, model), damage)
-            outcomes = []
-            stats = await run_edge(settings, [outcomes.append], pipeline=tap)
-            return tap, [o.result for o in outcomes], stats
-
-    tap, results, stats = run(scenario(), timeout=300)
+    tap, results, stats = stream_once(engine, model, video, "pixels", damage, transport=transport, pki=pki,
+                                      frames=frames, intra_period=100)
     assert [r.frame_id for r in results] == list(range(frames))
     bad = results[damaged].error
     assert (bad.code, bad.reason, bad.intra_frame_requested) == \
@@ -264,6 +271,13 @@ def _other_label(message) -> None:
     message.detections.detections[0].label = "unicorn"
 
 
+def tamper(message: inference_pb2.FeatureFrame) -> None:
+    """A hostile edge: the frames named in HOSTILE get their malformation (frames without a detection stay as they
+    are; the tests check that each hostile frame had one)."""
+    if message.frame_id in HOSTILE and message.detections.detections:
+        HOSTILE[message.frame_id][0](message)
+
+
 HOSTILE = {2: (_nan_box, "not finite"), 3: (_outside, "not inside the 768x432 image"),
            4: (_unknown_class, "class id 80 is not one of the model's 80 classes"),
            5: (_a_million, "detections in one frame; at most 300 are accepted"),
@@ -275,10 +289,6 @@ HOSTILE = {2: (_nan_box, "not finite"), 3: (_outside, "not inside the 768x432 im
 def test_malformed_detections_are_each_refused_in_band_and_never_reach_subscribers(
         model, engine, video, pki, transport) -> None:
     frames = 10
-
-    def tamper(message: inference_pb2.FeatureFrame) -> None:
-        if message.frame_id in HOSTILE and message.detections.detections:
-            HOSTILE[message.frame_id][0](message)
 
     async def scenario():
         async with running_cloud(engine, **cloud_config(transport, pki)) as server:
@@ -478,18 +488,7 @@ def test_the_demo_runs_the_pixels_partition_and_reports_its_bytes(capsys) -> Non
 
 @pytest.mark.slow
 def test_results_of_a_rate_controlled_features_stream_record_each_frames_ladder_point(model, engine, video) -> None:
-    frames = 6
-
-    async def scenario():
-        async with running_cloud(engine) as server:
-            settings = edge_settings(video, f"127.0.0.1:{server.port}", PLAINTEXT, "features", frames=frames,
-                                     rate_kbps=64.0)
-            tap = Tap(build_pipeline(settings, model))
-            outcomes = []
-            await run_edge(settings, [outcomes.append], pipeline=tap)
-            return tap, [o.result for o in outcomes]
-
-    tap, results = run(scenario(), timeout=300)
+    tap, results, _ = stream_once(engine, model, video, "features", frames=6, rate_kbps=64.0)
     assert all(m.HasField("ladder_point") for m in tap.sent)
     assert [r.origin.ladder_point for r in results] == [m.ladder_point for m in tap.sent]
     assert all(r.origin.HasField("ladder_point") and r.origin.cut == "60" for r in results)
@@ -537,17 +536,7 @@ def test_eval_refuses_flags_of_another_partition_before_loading_the_model(video,
 @pytest.mark.slow
 def test_pixels_at_the_sources_own_size_stream_and_map_boxes_to_the_source(model, engine, video) -> None:
     frames = 4
-
-    async def scenario():
-        async with running_cloud(engine) as server:
-            settings = edge_settings(video, f"127.0.0.1:{server.port}", PLAINTEXT, "pixels", frames=frames,
-                                     pixel_size="native", pixel_crf=23)
-            tap = Tap(build_pipeline(settings, model))
-            outcomes = []
-            await run_edge(settings, [outcomes.append], pipeline=tap)
-            return tap, [o.result for o in outcomes]
-
-    tap, results = run(scenario(), timeout=300)
+    tap, results, _ = stream_once(engine, model, video, "pixels", frames=frames, pixel_size="native", pixel_crf=23)
     assert [r.frame_id for r in results] == list(range(frames)) and all(not r.HasField("error") for r in results)
     coding = results[0].origin.pixel_coding
     assert (coding.width, coding.height, coding.crf) == (0, 0, 23)  # 0x0: each frame at its source size
@@ -626,10 +615,6 @@ def test_a_detections_edge_reaches_the_results_bus_only_through_the_check(model,
     from splitinfer.services.cloud.bus import STREAM_NAME, subject_token
 
     frames = 8
-
-    def tamper(message: inference_pb2.FeatureFrame) -> None:
-        if message.frame_id in HOSTILE and message.detections.detections:
-            HOSTILE[message.frame_id][0](message)
 
     async def scenario():
         async with running_cloud(engine, nats=nats_server.url, nats_json=True) as server:
