@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -29,6 +29,12 @@ from splitinfer.dnn.results import Detection
 from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD, LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
 
 
+# Another path from a source image to the model's outputs (a partition that is not a cut: pixels through a video
+# codec): image -> (outputs, the info that maps them to the image, bytes sent). Given by the caller, so that dnn
+# does not depend on the codecs of the services.
+Candidate = Callable[[np.ndarray], tuple[Any, PreprocessInfo, int]]
+
+
 @dataclass
 class CodedOutputs:
     """The model outputs of one frame without and with the codec, and the coded size."""
@@ -38,11 +44,14 @@ class CodedOutputs:
     compressed: Any
     coded_bytes: int
     info: PreprocessInfo
+    compressed_info: PreprocessInfo | None = None  # a candidate's own mapping (None: `info`)
 
 
 def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: CodecProfile | None,
-               skipped: list[str], *, progress: bool = False, total: int | None = None) -> Iterable[CodedOutputs]:
-    """For each decodable frame: head, tail on the exact tensors, tail on the codec round trip.
+               skipped: list[str], *, progress: bool = False, total: int | None = None,
+               candidate: Candidate | None = None) -> Iterable[CodedOutputs]:
+    """For each decodable frame: head, tail on the exact tensors, tail on the codec round trip (or, with a
+    candidate, the candidate's outputs instead of the codec's).
 
     progress: a tqdm bar on stderr (`total` frames when known).
     """
@@ -62,6 +71,10 @@ def run_paired(model: SplitModel, frames: Iterable[Frame], cut: str, profile: Co
             continue
         sent = split.head(x)
         reference = split.tail(sent)
+        if candidate is not None:
+            compressed, compressed_info, coded = candidate(frame.image)
+            yield CodedOutputs(frame.key, reference, compressed, coded, info, compressed_info)
+            continue
         if roundtrip is None:
             compressed, coded = reference, sum(4 * t.numel() for t in sent.values())
         else:
@@ -127,8 +140,11 @@ def evaluate_detection(
     iou_threshold: float = NMS_IOU_THRESHOLD,
     progress: bool = False,
     total: int | None = None,
+    candidate: Candidate | None = None,
 ) -> DetectionReport:
-    """Paired evaluation: COCO AP if `annotations` is given (frames keyed by file name), fidelity always."""
+    """Paired evaluation: COCO AP if `annotations` is given (frames keyed by file name), fidelity always.
+
+    With a candidate (another partition than features) it replaces the codec at the cut; the rate is its bytes."""
     if model.task != "detection":
         raise ModelError(f"{model.name} is a {model.task} model; detection evaluation needs a detector.")
     cut = model.default_cut if cut is None else str(cut)
@@ -138,7 +154,9 @@ def evaluate_detection(
     reference: dict[int, list[Detection]] = {}
     compressed: dict[int, list[Detection]] = {}
     coded_total = 0
-    for n, out in enumerate(run_paired(model, frames, cut, profile, skipped, progress=progress, total=total)):
+    compressing = profile is not None or candidate is not None
+    for n, out in enumerate(run_paired(model, frames, cut, profile, skipped, progress=progress, total=total,
+                                       candidate=candidate)):
         image_id = ids_by_name.get(out.key, n) if coco_gt is not None else n
         if coco_gt is not None and out.key not in ids_by_name:
             skipped.append(f"{out.key}: not in {annotations}")
@@ -146,16 +164,17 @@ def evaluate_detection(
         kwargs: dict[str, Any] = dict(score_threshold=score_threshold, iou_threshold=iou_threshold)
         # A detector's postprocess gives Detections (the task is checked above).
         reference[image_id] = cast(list[Detection], model.postprocess(out.reference, out.info, **kwargs))
-        compressed[image_id] = reference[image_id] if profile is None else cast(
-            list[Detection], model.postprocess(out.compressed, out.info, **kwargs))
+        compressed[image_id] = reference[image_id] if not compressing else cast(
+            list[Detection], model.postprocess(out.compressed, out.compressed_info or out.info, **kwargs))
         coded_total += out.coded_bytes
     report = DetectionReport(model.name, split.cut, codec_name, len(reference), skipped,
                              score_threshold=score_threshold, live_score_threshold=live_score_threshold,
-                             iou_threshold=iou_threshold, elements_per_frame=split.numel)
+                             iou_threshold=iou_threshold, elements_per_frame=0 if candidate else split.numel)
     if not reference:
         return report
     report.bytes_per_frame = coded_total / len(reference)
-    report.bits_per_element = 8 * report.bytes_per_frame / split.numel
+    if candidate is None:  # a candidate sends no tensor: bits per element do not apply
+        report.bits_per_element = 8 * report.bytes_per_frame / split.numel
     live = {i: [d for d in dets if d.score >= live_score_threshold] for i, dets in reference.items()}
     live_other = {i: [d for d in dets if d.score >= live_score_threshold] for i, dets in compressed.items()}
     report.detections_ref = sum(len(d) for d in live.values())
@@ -173,7 +192,7 @@ def evaluate_detection(
         report.ap_ref, report.ap50_ref = ref_ap.ap()
         ref_loo = ref_ap.leave_one_out()
         report.ap50_ref_se = jackknife_se(ref_loo[:, 1])
-        if profile is None:
+        if not compressing:
             report.ap, report.ap50, report.ap_delta, report.ap50_delta = report.ap_ref, report.ap50_ref, 0.0, 0.0
             report.ap_delta_se = report.ap50_delta_se = 0.0
         else:

@@ -96,18 +96,18 @@ class ProgressReporter:
     def line(self) -> str:
         total = f"/{self.total}" if self.total else ""
         p50 = statistics.median(self.latencies) * 1000 if self.latencies else 0.0
-        bpe = 8 * self.payload_bytes / self.elements if self.elements else 0.0
+        bpe = f" | {8 * self.payload_bytes / self.elements:.3f} bit/element" if self.elements else ""
         rate = self.kbit_s()
         shown = f"{rate:7.1f}" if rate is not None else "      -"
         return (f"frames {self.frames}{total} | {self.frames / self.elapsed:5.1f} fps | "
-                f"{shown} kbit/s of source time | {bpe:.3f} bit/element | latency p50 {p50:.0f} ms")
+                f"{shown} kbit/s of source time{bpe} | latency p50 {p50:.0f} ms")
 
     def figures(self) -> dict[str, float | int | None]:
         """The progress line's figures, for its JSON record."""
         rate = self.kbit_s()
         return {"frames": self.frames, "fps": round(self.frames / self.elapsed, 2),
                 "kbit_s_source_time": round(rate, 2) if rate is not None else None,
-                "bits_per_element": round(8 * self.payload_bytes / self.elements, 4) if self.elements else 0.0,
+                "bits_per_element": round(8 * self.payload_bytes / self.elements, 4) if self.elements else None,
                 "latency_p50_ms": round(statistics.median(self.latencies) * 1000, 1) if self.latencies else 0.0}
 
     def finish(self) -> None:
@@ -127,18 +127,28 @@ class ProgressReporter:
         rows = [
             ("frames answered", f"{self.frames} ({self.errors} with errors) in {self.elapsed:.1f} s"),
             ("throughput", f"{self.frames / self.elapsed:.1f} frames/s"),
-            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, {source_rate}"
-                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element "
-                               f"(over the {self.elapsed:.1f} s replay: "
-                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s of wall-clock time)"),
-            ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
-                                     f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
+            *(self._feature_rows(source_rate) if self.elements else [
+                ("payload (pixels or detections)", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, {source_rate}"
+                                                   f"(over the {self.elapsed:.1f} s replay: "
+                                                   f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s of "
+                                                   "wall-clock time)")]),
             ("latency preprocess->result", f"p50 {1000 * statistics.median(lat):.0f} ms, p95 {1000 * p95:.0f} ms"),
             ("time per frame by stage", stages),
             ("detections", f"{self.detections} ({self.detections / self.frames:.2f} per frame)"),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _feature_rows(self, source_rate: str) -> list[tuple[str, str]]:
+        """Rate rows of the features partition (the frames carried tensors)."""
+        return [
+            ("coded features", f"{self.payload_bytes / self.frames:,.0f} bytes/frame, {source_rate}"
+                               f"{8 * self.payload_bytes / max(self.elements, 1):.3f} bits/element "
+                               f"(over the {self.elapsed:.1f} s replay: "
+                               f"{8 * self.payload_bytes / 1000 / self.elapsed:.1f} kbit/s of wall-clock time)"),
+            ("raw float32 features", f"{4 * self.elements / self.frames:,.0f} bytes/frame "
+                                     f"({4 * self.elements / max(self.payload_bytes, 1):.0f}x larger)"),
+        ]
 
 
 async def _start_subprocess_cloud(options: DemoOptions, workdir: Path) -> tuple[subprocess.Popen, str]:
@@ -191,13 +201,16 @@ async def run_demo(options: DemoOptions) -> int:
         model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights,
                                                                         runtime=runtime))
     pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
-    from splitinfer.services.edge.pipeline import quantizers_summary
+    from splitinfer.services.edge.pipeline import EdgePipeline, quantizers_summary
 
-    described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
-    coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
-    if pipeline.rate is None:
+    if not isinstance(pipeline, EdgePipeline):
+        say(f"partition {settings.partition} (cut {pipeline.cut})", logger="splitinfer.demo")
+    elif pipeline.rate is None:
+        described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
+        coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
         say(f"cut after layer {pipeline.cut}; tensors {described}; coder {coder}", logger="splitinfer.demo")
     else:
+        coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"
         say(f"cut after layer {pipeline.cut}; coder {coder}; rate control at {pipeline.rate.ceiling_bps / 1000:g} "
             f"kbit/s over {len(pipeline.rate.ladder.points)} ladder points", logger="splitinfer.demo")
     progress = ProgressReporter(settings.frames)

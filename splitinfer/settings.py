@@ -21,6 +21,8 @@ DEFAULT_MODEL = "yolo-fastest-1.1-xl"
 # Frames between intra frames of a temporally coded stream (codec profiles, calibrate); kept here, not in the
 # codec, so that the CLI names it without importing numba.
 DEFAULT_INTRA_PERIOD = 30
+# x264's presets, for --pixel-preset (partition pixels); here so that the CLI names them without importing PyAV.
+PIXEL_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,10 @@
 """The cloud's work for a batch of frames: decode the tensors (CPU), run the tail, decode boxes + NMS (device).
 
+The partition of a stream decides what "decode" and "tail" mean: features decode coded tensors and run the
+tail at the stream's cut; pixels decode a video packet (the stream's own decoder) and run the whole model
+(the cut "input", services.whole_model); detections are checked (services.cloud.edge_detections) and become
+the result as they are, with no model call.
+
 `TailEngine` holds the one loaded model, shared by every stream (torch inference in no_grad mode is
 safe from several executor threads), on the device and in the precision it was given (dnn.device).
 Everything a client can get wrong in a frame is caught here and becomes an in-band `FrameError` for
@@ -25,8 +30,12 @@ from splitinfer.dnn.device import (pinned_empty, place_model, resolve_device, re
                                   to_device)
 from splitinfer.dnn.runtime import resolve_runtime
 from splitinfer.dnn.threads import apply_torch_threads
+from splitinfer.dnn.split import Split
+from splitinfer.services.cloud.edge_detections import BadDetectionsError, checked_detections
 from splitinfer.services.cloud.streams import StreamState
+from splitinfer.services.pixels import PixelCodingError, picture_size
 from splitinfer.services.stages import known_edge_stages
+from splitinfer.services.whole_model import INPUT_TENSOR, OUTPUT_CUT, input_split, network_input
 from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_from_proto
 
@@ -41,6 +50,8 @@ MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
 # Client-chosen text (tensor names) quoted in an in-band error is cut to this many characters.
 _QUOTE_CHARS = 64
+# The detections partition's cut: the model's output, nothing left to run in the cloud.
+_OUTPUT_SPLIT = Split(OUTPUT_CUT, [], head=lambda x: {}, tail=lambda tensors: None)
 
 
 def bucket_size(n: int) -> int:
@@ -95,6 +106,7 @@ class TailEngine:
         # Batches padded to powers of two (see _stack): on a GPU by default; the CPU gains nothing from it.
         self.pad_batches = self.device.type == "cuda" if pad_batches is None else pad_batches
         self._splits: dict[str, Any] = {}
+        self._input_split: Split | None = None  # the pixels partition's (open_partition)
         self._infos: collections.OrderedDict[tuple[int, int], Any] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -137,6 +149,21 @@ class TailEngine:
                 # otherwise grow the cache without bound.
                 split = self._splits.setdefault(split.cut, split)
         return split
+
+    def open_partition(self, model: str, partition: int) -> Any:
+        """The Split of a pixels stream (the cut at the input: the whole model) or of a detections stream (the cut
+        at the output: nothing to run); LookupError for another model, ValueError for a partition it cannot serve."""
+        if model != self.model_name:
+            self.open_stream(model, "")  # raises the LookupError that names the model served
+        if partition == inference_pb2.PARTITION_DETECTIONS:
+            if self.model.task != "detection":
+                raise ValueError(f"model {self.model_name} is a {self.model.task} model: the detections partition "
+                                 "carries boxes; use the pixels or features partition.")
+            return _OUTPUT_SPLIT
+        with self._lock:
+            if self._input_split is None:
+                self._input_split = input_split(self.model)
+            return self._input_split
 
     def warm_up(self, max_batch: int = 1) -> None:
         """Run the default cut's tail and postprocess at every batch size used up to `max_batch` on the device
@@ -189,8 +216,14 @@ class TailEngine:
                                     "set it to the frame's capture time.")
             info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
             started = time.perf_counter()
-            tensors, levels, elements = self._decode(state, split, frame)
-            result.elements = elements
+            if state.partition == inference_pb2.PARTITION_DETECTIONS:
+                self._take_detections(frame, result)
+                return result
+            if state.partition == inference_pb2.PARTITION_PIXELS:
+                tensors, info = self._decode_pixels(state, frame)
+                levels: dict[str, Reference] = {}
+            else:
+                tensors, levels, result.elements = self._decode(state, split, frame)
             result.stage_seconds["decode"] = time.perf_counter() - started
         except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stream
             self._fail(result, state, frame, exc)
@@ -238,7 +271,8 @@ class TailEngine:
         done = time.perf_counter()
         for item, items in zip(group, found):
             result = item.result
-            item.state.decoder.commit(item.frame.frame_id, item.levels)
+            if item.levels:  # features: the reference of the stream's next inter frame
+                item.state.decoder.commit(item.frame.frame_id, item.levels)
             result.stage_seconds["tail"] = tailed - started
             result.stage_seconds["postprocess"] = done - tailed
             for found_item in items:
@@ -274,9 +308,56 @@ class TailEngine:
                                                model=self.model_name)
         _copy_capture(frame.capture, result.capture)
         result.stage_seconds.update(known_edge_stages(frame.edge_stage_seconds)[0])
-        if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
-            result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
+        origin = result.origin
+        origin.partition = state.partition
+        origin.cut = split.cut
+        if state.partition == inference_pb2.PARTITION_PIXELS:
+            result.payload_bytes = len(frame.pixels.data)
+            if state.pixel_coding is not None:
+                origin.pixel_coding.CopyFrom(state.pixel_coding)
+        elif state.partition == inference_pb2.PARTITION_DETECTIONS:
+            result.payload_bytes = frame.detections.ByteSize()
+        else:
+            if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
+                result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
+            if frame.HasField("ladder_point"):
+                origin.ladder_point = frame.ladder_point
         return result
+
+    def _take_detections(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
+        """Partition detections: the edge's detections, checked, become the result (FrameRejected if malformed)."""
+        try:
+            checked = checked_detections(frame.detections.detections, width=frame.capture.image_width,
+                                         height=frame.capture.image_height, class_names=self.model.class_names)
+        except BadDetectionsError as exc:
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_DETECTIONS,
+                                f"{exc} The frame's detections were refused; the stream goes on.") from exc
+        result.detections.extend(checked)
+
+    def _decode_pixels(self, state: StreamState, frame: inference_pb2.FeatureFrame
+                       ) -> tuple[dict[str, np.ndarray], Any]:
+        """Partition pixels: decode the packet with the stream's decoder; the network input and its box mapping."""
+        if state.pixels is None:  # pragma: no cover - the servicer attaches pixels streams with their coding
+            raise FrameRejected(INTERNAL, inference_pb2.FRAME_ERROR_REASON_INTERNAL, "internal error: a pixels "
+                                "stream without a decoder.")
+        packet = frame.pixels
+        reference_id = frame.reference_frame_id if frame.HasField("reference_frame_id") else None
+        try:
+            if not packet.data:
+                state.pixels.restart()
+                raise PixelCodingError(f"frame {frame.frame_id} carries no video packet (FeatureFrame.pixels).")
+            size = picture_size(state.pixel_coding, frame.capture.image_width, frame.capture.image_height)
+            image = state.pixels.decode(frame.frame_id, packet.data, packet.data_crc32, packet.key_frame,
+                                        reference_id, size)
+        except PixelCodingError as exc:
+            if exc.missing_reference:
+                raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
+                                    str(exc), intra_frame_requested=True) from exc
+            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_PIXELS,
+                                f"{exc} The next key frame restarts the decoder.", intra_frame_requested=True
+                                ) from exc
+        x, info = network_input(self.model, image, frame.capture.image_width, frame.capture.image_height)
+        return {INPUT_TENSOR: x}, info
 
     @staticmethod
     def _fail(result: inference_pb2.InferenceResult, state: StreamState, frame: inference_pb2.FeatureFrame,

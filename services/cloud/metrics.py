@@ -20,8 +20,8 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0,
 class CloudMetrics:
     """Frames, bytes, bits per element, stage latencies, open streams, dropped results, refused input.
 
-    Every label value is server-defined: model names, status code names, refusal reasons and the stage
-    names of splitinfer.services.stages.
+    Every label value is server-defined: model names, status code names, refusal reasons, partition names and the
+    stage names of splitinfer.services.stages.
     """
 
     def __init__(self) -> None:
@@ -29,8 +29,10 @@ class CloudMetrics:
         r = self.registry
         self.frames = Counter("splitinfer_frames", "Frames answered, by outcome (OK or a gRPC status code name).",
                               ["model", "outcome"], registry=r)
-        self.payload_bytes = Counter("splitinfer_payload_bytes", "Coded tensor bytes received.", ["model"],
-                                     registry=r)
+        self.payload_bytes = Counter("splitinfer_payload_bytes", "Bytes the frames carried (coded tensors, video "
+                                     "packets or edge detections).", ["model"], registry=r)
+        self.partition_frames = Counter("splitinfer_partition_frames", "Frames answered, by the stream's partition "
+                                        "(features, pixels, detections).", ["partition"], registry=r)
         self.elements = Counter("splitinfer_elements", "Tensor elements received.", ["model"], registry=r)
         self.bits_per_element = Histogram("splitinfer_bits_per_element", "Coded bits per tensor element, per frame.",
                                           ["model"], buckets=_BPE_BUCKETS, registry=r)

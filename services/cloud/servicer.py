@@ -8,8 +8,10 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
 (RESOURCE_EXHAUSTED in-band). Statuses that end a call:
 
     FAILED_PRECONDITION  the first message is a frame, not a StreamStart, or names an unknown model or cut, or
-                         carries a codec profile made for another model, cut or tensors
-    INVALID_ARGUMENT     a second StreamStart, an empty InferRequest (anywhere), a malformed stream id or codec profile
+                         carries a codec profile made for another model, cut or tensors, or asks for a partition
+                         this cloud cannot serve (pixels without PyAV, detections of a classification model)
+    INVALID_ARGUMENT     a second StreamStart, an empty InferRequest (anywhere), a malformed stream id, codec
+                         profile, partition or pixel coding
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
                          the caller's address (or, from gRPC itself, a message above --max-message-bytes)
     DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
@@ -24,7 +26,8 @@ shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
 Each such status carries google.rpc details (grpcio-status): ErrorInfo with a reason (NO_STREAM_START,
-UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST,
+UNKNOWN_MODEL_OR_CUT, PROFILE_MISMATCH, BAD_CODEC_PROFILE, BAD_PARTITION, BAD_PIXEL_CODING, PARTITION_UNAVAILABLE,
+BAD_STREAM_ID, STREAM_PROTOCOL, EMPTY_REQUEST,
 MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOADING, DRAINING, STREAM_TAKEN_OVER,
 SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
 REVOKED_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
@@ -75,6 +78,8 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
+from splitinfer.services.pixels import available as pixels_available
+from splitinfer.services.pixels import check_pixel_coding
 from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
 from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
@@ -87,6 +92,8 @@ _END = object()
 # One status for one kind of mistake: an empty request is INVALID_ARGUMENT wherever it comes.
 _EMPTY_REQUEST = "an InferRequest must hold a start (first) or a frame (after it); this one holds neither."
 _IDLE = object()
+_PARTITIONS = (inference_pb2.PARTITION_FEATURES, inference_pb2.PARTITION_PIXELS, inference_pb2.PARTITION_DETECTIONS)
+_PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_").lower() for p in _PARTITIONS}
 RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
 # Room left in --max-message-bytes for the InferResponse wrapper around a result.
 _RESPONSE_OVERHEAD_BYTES = 64
@@ -171,11 +178,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         queue = _FrameQueue(self.stream_queue_size, self.stream_queue_bytes)
         reader = asyncio.create_task(self._read_frames(request_iterator, connection, queue),
                                      name=f"infer-reader:{start.stream_id}")
-        log.info("stream %s opened (model %s, cut %s, peer %s)", start.stream_id, start.model, split.cut,
-                 connection.peer)
+        log.info("stream %s opened (model %s, %s, cut %s, peer %s)", start.stream_id, start.model,
+                 inference_pb2.Partition.Name(connection.state.partition), split.cut, connection.peer)
         try:
+            features = connection.state.partition == inference_pb2.PARTITION_FEATURES
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
-                stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors]))
+                stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors] if features else [],
+                partition=connection.state.partition))
             last_frame_id = -1
             while True:
                 item = await self._next_item(queue, connection, self.stream_idle_timeout_s)
@@ -273,6 +282,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
                          "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
         await self._refuse_if_full(start.stream_id, peer_address(context.peer() or ""), context)
+        partition = start.partition or inference_pb2.PARTITION_FEATURES
+        if partition not in _PARTITIONS:
+            self.metrics.rejected_streams.labels("bad_partition").inc()
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                         f"StreamStart.partition {start.partition} is not a partition this cloud knows (features, "
+                         "pixels, detections); upgrade the cloud or choose one of those.", "BAD_PARTITION")
+        if partition != inference_pb2.PARTITION_FEATURES:
+            return await self._check_whole_model_start(start, partition, context)
         loop = asyncio.get_running_loop()
         try:
             split = await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
@@ -291,6 +308,31 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                          f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
                          "BAD_CODEC_PROFILE")
         return split
+
+    async def _check_whole_model_start(self, start: inference_pb2.StreamStart,
+                                       partition: inference_pb2.Partition, context: grpc.aio.ServicerContext) -> Any:
+        """A pixels or detections stream: the model, the partition's support and (pixels) the video coding."""
+        if partition == inference_pb2.PARTITION_PIXELS:
+            problem = check_pixel_coding(start.pixel_coding)
+            if problem is not None:
+                self.metrics.rejected_streams.labels("bad_pixel_coding").inc()
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"StreamStart.pixel_coding: {problem}",
+                             "BAD_PIXEL_CODING")
+            if not pixels_available():
+                self.metrics.rejected_streams.labels("partition_unavailable").inc()
+                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this cloud cannot decode pixels: its "
+                             "operator must install PyAV (pip install 'splitinfer[pixels]'); send features instead.",
+                             "PARTITION_UNAVAILABLE")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, self.engine.open_partition, start.model, partition)
+        except LookupError as exc:
+            self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                         "UNKNOWN_MODEL_OR_CUT")
+        except ValueError as exc:
+            self.metrics.rejected_streams.labels("partition_unavailable").inc()
+            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PARTITION_UNAVAILABLE")
 
     async def _refuse_if_full(self, stream_id: str, peer: str, context: grpc.aio.ServicerContext) -> None:
         """End the call with RESOURCE_EXHAUSTED (and RetryInfo) if the stream would exceed a stream cap."""
@@ -315,8 +357,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await self._refuse_if_full(start.stream_id, peer, context)
         limits = [limit for limit in (identity.max_streams, self.max_streams_per_identity) if limit is not None]
         try:
+            partition = start.partition or inference_pb2.PARTITION_FEATURES
+            coding = start.pixel_coding if partition == inference_pb2.PARTITION_PIXELS else None
             return self.registry.attach(start.stream_id, start.model, split.cut, peer, owner=identity.name,
-                                        owner_limit=min(limits) if limits else None)
+                                        owner_limit=min(limits) if limits else None, partition=partition,
+                                        pixel_coding=coding)
         except StreamOwnedError:
             self.metrics.rejected_streams.labels("permission_denied").inc()
             await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
@@ -413,6 +458,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         failed = result.HasField("error")
         outcome = _code_name(result.error.code) if failed else grpc.StatusCode.OK.name
         self._child(self.metrics.frames, model, outcome).inc()
+        self._child(self.metrics.partition_frames, _PARTITION_LABELS.get(result.origin.partition, "features")).inc()
         captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
         if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
             self.metrics.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)

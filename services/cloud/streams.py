@@ -4,8 +4,9 @@ An edge that reconnects sends the same stream id; the new connection takes over 
 one, if the server has not noticed it died, is told to stop) and finds the frames recently published
 to subscribers, so a frame resent after a reconnect reaches subscribers only once. A stream id belongs to
 the identity that opened it for as long as its state is remembered: another identity cannot take it over. The last decoded
-levels (the reference of temporal coding) live only as long as the connection: every connection
-starts with an intra frame.
+levels (the reference of temporal coding), and a pixels stream's video decoder, live only as long as the
+connection: every connection starts with an intra (key) frame. A stream's partition is part of its identity:
+resuming with another partition, model or cut starts a fresh state.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from splitinfer.codec import TemporalDecoder
+from splitinfer.services.pixels import PixelDecoder
+from splitinfer.v1 import inference_pb2
 
 PUBLISHED_MEMORY = 64
 
@@ -41,6 +44,21 @@ class StreamState:
     # (frame id, capture time) of recent results sent to subscribers: a frame resent after a reconnect
     # is not published twice, while a restarted edge (frame ids from 0 again, new capture times) is.
     published: collections.deque = field(default_factory=lambda: collections.deque(maxlen=PUBLISHED_MEMORY))
+    # What the frames carry (inference_pb2.Partition; never UNSPECIFIED) and, for pixels, the video coding and
+    # the stream's own video decoder.
+    partition: inference_pb2.Partition = inference_pb2.PARTITION_FEATURES
+    pixel_coding: inference_pb2.PixelCoding | None = None
+    pixels: PixelDecoder | None = None
+
+    def __post_init__(self) -> None:
+        if self.partition == inference_pb2.PARTITION_PIXELS and self.pixels is None:
+            self.pixels = PixelDecoder()
+
+    def restart_decoders(self) -> None:
+        """Forget every reference: the next frame must be intra (features) or a key frame (pixels)."""
+        self.decoder.restart()
+        if self.pixels is not None:
+            self.pixels.restart()
 
     def first_publication(self, frame_id: int, capture_ns: int) -> bool:
         """True the first time a frame is seen; remembers it."""
@@ -117,7 +135,9 @@ class StreamRegistry:
         return None
 
     def attach(self, stream_id: str, model: str, cut: str, peer: str = "", owner: str = "",
-               owner_limit: int | None = None) -> Connection:
+               owner_limit: int | None = None, *,
+               partition: inference_pb2.Partition = inference_pb2.PARTITION_FEATURES,
+               pixel_coding: inference_pb2.PixelCoding | None = None) -> Connection:
         """Open (or resume) a stream; a live connection of the same id and owner is stopped and replaced.
 
         Raises StreamOwnedError if another identity holds the id, IdentityStreamLimitError if `owner` already
@@ -132,9 +152,10 @@ class StreamRegistry:
         if previous is not None:
             previous.stop("a newer connection resumed this stream id")
         state = self._states.pop(stream_id, None)
-        if state is None or state.model != model or state.cut != cut:
-            state = StreamState(stream_id, model, cut, owner)
-        state.decoder.restart()  # the edge starts every connection with an intra frame
+        if (state is None or state.model != model or state.cut != cut or state.partition != partition
+                or state.pixel_coding != pixel_coding):
+            state = StreamState(stream_id, model, cut, owner, partition=partition, pixel_coding=pixel_coding)
+        state.restart_decoders()  # the edge starts every connection with an intra frame
         self._states[stream_id] = state
         while len(self._states) > self.max_retained:
             oldest = next(iter(self._states))
@@ -151,7 +172,7 @@ class StreamRegistry:
         stream_id = connection.state.stream_id
         if self._connections.get(stream_id) is connection:
             del self._connections[stream_id]
-            connection.state.decoder.restart()  # a resumed stream starts with an intra frame anyway
+            connection.state.restart_decoders()  # a resumed stream starts with an intra frame anyway
 
     def stop_all(self, reason: str) -> None:
         for connection in self._connections.values():

@@ -33,6 +33,7 @@ from splitinfer.services.profiles import (
     resolve_profile,
 )
 from splitinfer.errors import StartupInterrupted
+from splitinfer.services.pixels import PixelSettings, pixel_settings_from_flags, video_file_fps
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -78,15 +79,25 @@ class EdgeSettings:
     device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
     runtime: str = "torch"  # torch, onnxruntime or openvino (splitinfer.dnn.runtime)
     threads: int = 0  # per model call; 0: splitinfer.dnn.threads' default
+    partition: str = "features"  # features, pixels or detections (docs/PARTITIONS.md)
+    pixel_preset: str | None = None  # None: DEFAULT_PRESET
+    pixel_crf: int | None = None  # None: DEFAULT_CRF, unless --rate-kbps sets a bitrate
+    pixel_size: str | None = None  # None: "input"
+
+    def pixel_settings(self) -> PixelSettings:
+        """The pixels partition's encoder settings (ConfigError when they do not go together)."""
+        return pixel_settings_from_flags(preset=self.pixel_preset, crf=self.pixel_crf, rate_kbps=self.rate_kbps,
+                                         key_interval=self.intra_period, size=self.pixel_size)
 
     def codec_settings(self) -> CodecSettings:
         return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
                              clip_max=self.clip_max, coder=self.coder, intra_period=self.intra_period)
 
 
-def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipeline:
-    """Load the model (unless given: the caller set its runtime and threads), set up its head and quantizers for
-    the chosen cut, and warm it up."""
+def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
+    """Load the model (unless given: the caller set its runtime and threads), set up the partition's work per frame
+    (features: the head and quantizers of the chosen cut; pixels: the video encoder; detections: the whole model),
+    and warm it up."""
     from splitinfer.dnn.device import place_model, resolve_device
     from splitinfer.dnn.runtime import resolve_runtime
     from splitinfer.dnn.threads import apply_torch_threads
@@ -104,6 +115,22 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> EdgePipe
         import torch
 
         place_model(model, device, torch.float32)
+    from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline  # torch: after preflight
+
+    if settings.partition == "pixels":
+        fps = settings.camera_fps or video_file_fps(settings.source)  # what the encoder spends a bitrate over
+        pixels = PixelPipeline(model, settings.pixel_settings(), fps=fps)
+        log.info("pixels partition: H.264 %s at %s, %s, key frame every %d frames", pixels.settings.preset,
+                 "the model's input size" if pixels.settings.size == "input" else "the source's size",
+                 f"{settings.rate_kbps:g} kbit/s" if settings.rate_kbps else f"crf {pixels.settings.crf}",
+                 pixels.settings.key_interval)
+        pixels.warm_up()
+        return pixels
+    if settings.partition == "detections":
+        detections = DetectionsPipeline(model)
+        log.info("detections partition: the whole model runs here; the cloud checks and publishes its detections")
+        detections.warm_up()
+        return detections
     if settings.rate_kbps is None:
         profile = resolve_profile(model, settings.cut, settings.codec_settings())
         log.info("using the codec profile %s", describe_profile(settings.profile, profile))
@@ -144,7 +171,7 @@ async def run_edge(
     settings: EdgeSettings,
     sinks: Sequence[Callable[[FrameOutcome], None]],
     *,
-    pipeline: EdgePipeline | None = None,
+    pipeline: Any | None = None,
     on_streamer: Callable[[EdgeStreamer], None] | None = None,
     handle_signals: bool = False,
     servers: Sequence[Any] = (),
@@ -205,8 +232,9 @@ async def run_edge(
                 raise StartupInterrupted("stopped by a signal while starting; nothing was streamed.")
             if on_streamer is not None:
                 on_streamer(streamer)
-            log.info("streaming %s (%s mode) to %s (%s) as stream %s, cut %s", settings.source, grabber.mode.value,
-                     settings.cloud, settings.security.describe(), config.stream_id, pipeline.cut)
+            log.info("streaming %s (%s mode) to %s (%s) as stream %s, partition %s, cut %s", settings.source,
+                     grabber.mode.value, settings.cloud, settings.security.describe(), config.stream_id,
+                     settings.partition, pipeline.cut)
             for server in servers:
                 await server.start()
                 started.append(server)

@@ -62,6 +62,10 @@ def _retry_after_s(error: grpc.aio.AioRpcError) -> float | None:
     return None
 
 
+def _partition_name(partition: int) -> str:
+    return inference_pb2.Partition.Name(partition).removeprefix("PARTITION_").lower()
+
+
 class FramePipeline(Protocol):
     """What the streamer needs from the edge pipeline (splitinfer.services.edge.pipeline.EdgePipeline)."""
 
@@ -281,6 +285,11 @@ class EdgeStreamer:
         response = await asyncio.wait_for(call.read(), self.config.connect_timeout_s)
         if response is grpc.aio.EOF or response.WhichOneof("kind") != "accepted":
             raise _RetryableStreamError("the cloud did not accept the stream")
+        asked = start.partition or inference_pb2.PARTITION_FEATURES
+        if (response.accepted.partition or inference_pb2.PARTITION_FEATURES) != asked:
+            raise StreamRejectedError(
+                f"the cloud at {self.config.cloud} does not serve the {_partition_name(asked)} partition (it is older "
+                "than partitions, or ignored the request): upgrade it, or use --partition features.")
         log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
 
     def _after_disconnect(self) -> None:

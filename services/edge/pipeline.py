@@ -37,6 +37,8 @@ FALLBACK_PERCENTILES = (0.1, 99.9)
 class EdgePipeline:
     """Preprocess, head and encode for one stream (one frame at a time, from one executor thread)."""
 
+    partition = inference_pb2.PARTITION_FEATURES
+
     def __init__(self, model: Any, profile: CodecProfile, *, percentile_levels: int = DEFAULT_LEVELS,
                  limits: CodecLimits | None = None, rate: RateController | None = None) -> None:
         if profile.cut is None or profile.model not in (None, model.name):
@@ -64,6 +66,7 @@ class EdgePipeline:
                                         hysteresis=profile.hysteresis, intra_coder=None if temporal else profile.coder,
                                         limits=limits)
         self._reference_id: int | None = None  # frame id of the levels the encoder holds as reference
+        self._ladder_point: int | None = None  # with rate control: the point the last frame was coded at
         # Sent in StreamStart so that the cloud can refuse a profile made for another model or cut.
         self._profile_json = json.dumps(profile.replace(figures={}).to_dict(), separators=(",", ":"))
 
@@ -147,6 +150,8 @@ class EdgePipeline:
                 message.reference_frame_id = self._reference_id
             self._reference_id = frame.sequence
             message.tensors.extend(tensor_to_proto(compressed) for compressed in coded.tensors.values())
+            if self._ladder_point is not None:
+                message.ladder_point = self._ladder_point
         for stage, seconds in head.stage_seconds.items():
             message.edge_stage_seconds[stage] = seconds
         message.edge_stage_seconds["encode"] = time.perf_counter() - started
@@ -183,6 +188,7 @@ class EdgePipeline:
             rate.dropped()
             return None
         rate.sent(point, coded.nbytes, trials, plan.intra)
+        self._ladder_point = point
         return coded
 
 

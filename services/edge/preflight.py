@@ -109,6 +109,40 @@ def check_rate(settings: Any) -> None:
         raise ConfigError(str(exc)) from exc
 
 
+# The flags that only one partition reads (each refused with the others, so that none is silently ignored).
+_FEATURE_FLAGS = {"cut": "--cut", "profile": "--profile", "levels": "--levels", "clip_min": "--clip-min",
+                  "clip_max": "--clip-max", "coder": "--coder", "ladder": "--ladder"}
+_PIXEL_FLAGS = {"pixel_preset": "--pixel-preset", "pixel_crf": "--pixel-crf", "pixel_size": "--pixel-size"}
+
+
+def check_partition(settings: Any) -> None:
+    """The partition's flags go together: no codec-profile flags with pixels or detections, no pixel flags
+    without pixels, no rate or intra period with detections; pixels needs PyAV (checked without loading it)."""
+    partition = settings.partition
+    if partition not in ("features", "pixels", "detections"):
+        raise ConfigError(f"--partition {partition!r} is not one of features, pixels, detections.")
+    given = {flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, "")}
+    pixel_flags = {flag for name, flag in _PIXEL_FLAGS.items() if getattr(settings, name) is not None}
+    if partition != "features" and given:
+        raise ConfigError(f"{', '.join(sorted(given))} set(s) the feature codec, which --partition {partition} does "
+                          "not use: drop it, or use --partition features.")
+    if partition != "pixels" and pixel_flags:
+        raise ConfigError(f"{', '.join(sorted(pixel_flags))} set(s) the pixel encoder, which --partition {partition} "
+                          "does not use: drop it, or use --partition pixels.")
+    if partition == "detections":
+        extra = [flag for flag, value in (("--rate-kbps", settings.rate_kbps),
+                                          ("--intra-period", settings.intra_period)) if value is not None]
+        if extra:
+            raise ConfigError(f"--partition detections sends the whole model's detections, with no rate or intra "
+                              f"period to set: drop {', '.join(extra)}.")
+    if partition == "pixels":
+        import importlib.util
+
+        settings.pixel_settings()  # raises ConfigError for a bad preset, crf, key interval or size
+        if importlib.util.find_spec("av") is None:
+            raise ConfigError("--partition pixels needs PyAV: pip install 'splitinfer[pixels]' (or pip install av).")
+
+
 def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
     """Every check of an EdgeSettings that can run before torch loads; raises on the first problem.
 
@@ -120,8 +154,22 @@ def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
         raise ConfigError(f"--source: {exc}") from exc
     check_weights_path(settings.weights)
     check_runtime_flags(settings.runtime, settings.threads, settings.device)
+    check_partition(settings)
     check_model(settings.model, settings.weights, settings.cut)
-    check_profile(settings.profile, settings.model, settings.cut)
-    check_rate(settings)
+    if settings.partition == "detections":
+        check_detection_model(settings.model)
+    if settings.partition == "features":
+        check_profile(settings.profile, settings.model, settings.cut)
+        check_rate(settings)
     if connect_timeout_s > 0:
         check_cloud(settings.cloud, connect_timeout_s, settings.security)
+
+
+def check_detection_model(model: str) -> None:
+    """--partition detections needs a detection model (its results are boxes)."""
+    from splitinfer.dnn.specs import get_spec
+
+    task = get_spec(model).task
+    if task != "detection":
+        raise ConfigError(f"--partition detections sends boxes, but {model} is a {task} model: use --partition "
+                          "features or pixels.")

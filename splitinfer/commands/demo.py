@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from splitinfer.commands import WEIGHTS_OPTION, runtime_options
-from splitinfer.commands.edge import CODEC_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
+from splitinfer.commands.edge import CODEC_OPTIONS, PARTITION_OPTIONS, SOURCE_OPTIONS, VIEW_OPTIONS
 from splitinfer.sample_data import shared_data_dir
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.settings import DEFAULT_MODEL, Option
@@ -28,6 +28,7 @@ OPTIONS = [
            choices=("inprocess", "subprocess")),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     WEIGHTS_OPTION,
+    *PARTITION_OPTIONS,
     *CODEC_OPTIONS,
     *runtime_options.OPTIONS,
     Option("window", "Frames in flight (sent, awaiting results) at most.", cast=int, default=4),

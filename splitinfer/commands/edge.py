@@ -6,7 +6,7 @@ import argparse
 
 from splitinfer.commands import WEIGHTS_OPTION, client_security, coder_name, runtime_options
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.settings import DEFAULT_MODEL, Option
+from splitinfer.settings import DEFAULT_MODEL, PIXEL_PRESETS, Option
 
 NAME = "edge"
 HELP = ("Run the edge service: read a video source, run the head of the model, stream coded features to the "
@@ -22,14 +22,26 @@ CODEC_OPTIONS = [
     Option("clip-max", "Upper clip value when no --profile is given.", cast=float),
     Option("coder", "Entropy coder (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS, "
            "TEMPORAL_CONTEXTS; any case, '-' or '_'); default: the profile's, else the measured default.", cast=coder_name),
-    Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames.", cast=int),
+    Option("intra-period", "With TEMPORAL_CONTEXTS: frames between intra frames; with --partition pixels: frames "
+           "between key frames (default 30).", cast=int),
     Option("rate-kbps", "Hold this uplink budget (kbit/s of source time) by choosing per frame among the points of a "
-           "codec ladder, and lower it when the link carries less (default: a fixed profile, no rate control).",
-           cast=float),
+           "codec ladder, and lower it when the link carries less (default: a fixed profile, no rate control). With "
+           "--partition pixels: the H.264 target bitrate.", cast=float),
     Option("ladder", "Codec ladder for --rate-kbps, from `splitinfer calibrate --ladder` (default: the ladder "
            "shipped with the model)."),
 ]
-# Shared with `splitinfer demo`.
+# Shared with `splitinfer demo` (docs/PARTITIONS.md).
+PARTITION_OPTIONS = [
+    Option("partition", "What the edge sends: features (the head's coded tensors at --cut), pixels (H.264 video of "
+           "the frames; the cloud runs the whole model) or detections (the whole model runs here; the cloud checks "
+           "and publishes its detections).", default="features", choices=("features", "pixels", "detections")),
+    Option("pixel-preset", "With --partition pixels: the x264 preset, ultrafast..veryslow (default veryfast; tune "
+           "zerolatency always).", choices=PIXEL_PRESETS),
+    Option("pixel-crf", "With --partition pixels: x264's constant rate factor, 0..51, lower is better (default 28; "
+           "--rate-kbps sets a bitrate instead).", cast=int),
+    Option("pixel-size", "With --partition pixels: code the frames at the model's input size (input, default) or at "
+           "the source's own size (native).", choices=("input", "native")),
+]
 SOURCE_OPTIONS = [
     Option("source-timeout", "Give up (exit 2) when a camera or URL gives no frame for this many seconds, saying "
            "why (0: keep retrying forever).", cast=float, default=30.0),
@@ -56,6 +68,7 @@ OPTIONS = [
     Option("stream-id", "Stream id (the same id resumes a stream after a reconnect; default: host-source)."),
     Option("model", "Registry name of the model to serve.", default=DEFAULT_MODEL),
     WEIGHTS_OPTION,
+    *PARTITION_OPTIONS,
     *CODEC_OPTIONS,
     Option("device", "Where the head runs: auto (CUDA when torch sees a GPU), cpu, cuda or cuda:N; the codec "
            "stays on the CPU.", default="auto"),
@@ -97,6 +110,8 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         rtsp_transport=None if args.rtsp_transport == "auto" else args.rtsp_transport,
         camera_width=args.camera_width, camera_height=args.camera_height, camera_fps=args.camera_fps,
         runtime=getattr(args, "runtime", "torch"), threads=getattr(args, "threads", 0),
+        partition=args.partition, pixel_preset=args.pixel_preset, pixel_crf=args.pixel_crf,
+        pixel_size=args.pixel_size,
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)

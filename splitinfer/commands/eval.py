@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from splitinfer.commands import WEIGHTS_OPTION, coder_name, runtime_options
+from splitinfer.commands.edge import PARTITION_OPTIONS
 from splitinfer.settings import DEFAULT_MODEL, Option
 
 NAME = "eval"
@@ -35,6 +36,10 @@ OPTIONS = [
     Option("clip-max", "upper clip value with --levels", float, None),
     Option("coder", "entropy coder with --levels (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS); "
            "default: the measured best for the tensor kind", coder_name, None),
+    *PARTITION_OPTIONS,
+    Option("rate-kbps", "with --partition pixels: the H.264 target bitrate, kbit/s at the source's frame rate after "
+           "--frame-step (default: --pixel-crf)", float, None),
+    Option("intra-period", "with --partition pixels: frames between key frames (default 30)", int, None),
     Option("annotations", "COCO instances JSON for DATA (default: DATA/../annotations/instances_<DATA name>.json)", str, None),
     Option("score-threshold", "lowest detection score kept for AP (Darknet's map uses 0.005)", float, 0.005),
     Option("live-threshold", "score threshold of deployed detections, used for fidelity lost/added counts", float, 0.25),
@@ -102,10 +107,52 @@ def _print_table(report: dict, skipped: list[str]) -> None:
               f"{report['detections_ref']} uncompressed, {report['detections_lost']} lost, {report['detections_added']} added")
     else:
         print(f"top-1 agreement with the uncompressed model {_fmt(report['top1_agreement'])}")
-    print(f"rate {_fmt(report['bits_per_element'])} bits/element, {_fmt(report['bytes_per_frame'], 1)} bytes/frame "
-          f"({report['elements_per_frame']} elements at the cut)")
+    if report["elements_per_frame"]:
+        print(f"rate {_fmt(report['bits_per_element'])} bits/element, {_fmt(report['bytes_per_frame'], 1)} "
+              f"bytes/frame ({report['elements_per_frame']} elements at the cut)")
+    else:
+        print(f"rate {_fmt(report['bytes_per_frame'], 1)} bytes/frame")
     for line in skipped:
         print(f"skipped: {line}")
+
+
+def _partition_candidate(args: argparse.Namespace, data: Path):
+    """For --partition pixels: a factory of the pixels round trip (model -> candidate) and its name; (None, "")
+    for features. Flags of the other partition are refused, as `splitinfer edge` refuses them."""
+    from splitinfer.errors import ConfigError
+
+    pixel_flags = [f"--{name}" for name, value in (("pixel-preset", args.pixel_preset), ("pixel-crf", args.pixel_crf),
+                                                   ("pixel-size", args.pixel_size), ("rate-kbps", args.rate_kbps),
+                                                   ("intra-period", args.intra_period)) if value is not None]
+    if args.partition == "features":
+        if pixel_flags:
+            raise ConfigError(f"{', '.join(pixel_flags)} set(s) the pixel encoder: add --partition pixels (eval of "
+                              "features under --rate-kbps is not built yet; bench/rate_control.py measures it).")
+        return None, ""
+    if args.partition == "detections":
+        raise ConfigError("eval --partition detections is not built yet: that partition sends the unsplit model's own "
+                          "detections (no change by construction); docs/RESULTS.md, \"Partitions at equal budgets\", "
+                          "has its bytes per frame.")
+    codec_flags = [flag for flag, value in (("--codec", args.codec not in ("none", "", None)),
+                                            ("--levels", args.levels is not None), ("--cut", args.cut is not None))
+                   if value]
+    if codec_flags:
+        raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition pixels does not use.")
+    from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
+
+    settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
+                                         key_interval=args.intra_period, size=args.pixel_size)
+    fps = video_file_fps(str(data)) / args.frame_step
+    rate = f"{settings.target_kbps:g} kbit/s" if settings.target_kbps is not None else f"crf {settings.crf}"
+    name = (f"pixels: h264 {settings.preset} {rate}, key frame every {settings.key_interval}, "
+            f"{settings.size} size, {fps:g} frames/s")
+
+    def factory(model):
+        from splitinfer.services.edge.partitions import PixelRoundtrip
+
+        return PixelRoundtrip(model, settings, fps=fps)
+
+    return factory, name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,11 +189,14 @@ def run(args: argparse.Namespace) -> int:
     check_weights_path(args.weights)
     check_runtime_flags(args.runtime, args.threads)
     check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
+    candidate, candidate_name = _partition_candidate(args, data)
     runtime = resolve_runtime(args.runtime, args.threads)
     apply_torch_threads(runtime.threads)
     model = load_model(args.model, weights=args.weights, runtime=runtime)
     report: ClassificationReport | DetectionReport
     truncated: list[str] = []
+    if candidate is not None and (data / "labels.csv").is_file():
+        raise ConfigError("--partition pixels is evaluated on detection data (a video, a COCO or image folder) only.")
     if (data / "labels.csv").is_file():
         report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name,
                                          limit=args.limit, progress=args.progress)
@@ -160,7 +210,10 @@ def run(args: argparse.Namespace) -> int:
             score_threshold=args.score_threshold, live_score_threshold=args.live_threshold,
             iou_threshold=args.iou_threshold, progress=args.progress,
             total=source_length(data, step=args.frame_step, limit=args.limit),
+            candidate=candidate(model) if candidate is not None else None,
         )
+        if candidate is not None:
+            report.cut, report.codec = "input", candidate_name
     result = report.to_dict()
     result["runtime"], result["threads"] = runtime.name, runtime.threads
     if truncated:

@@ -11,6 +11,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Partition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PARTITION_UNSPECIFIED: _ClassVar[Partition]
+    PARTITION_FEATURES: _ClassVar[Partition]
+    PARTITION_PIXELS: _ClassVar[Partition]
+    PARTITION_DETECTIONS: _ClassVar[Partition]
+
 class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FRAME_ERROR_REASON_UNSPECIFIED: _ClassVar[FrameErrorReason]
@@ -23,6 +30,12 @@ class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRAME_ERROR_REASON_RESULT_TOO_LARGE: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_INTERNAL: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_BAD_CAPTURE_TIME: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_UNDECODABLE_PIXELS: _ClassVar[FrameErrorReason]
+    FRAME_ERROR_REASON_BAD_DETECTIONS: _ClassVar[FrameErrorReason]
+PARTITION_UNSPECIFIED: Partition
+PARTITION_FEATURES: Partition
+PARTITION_PIXELS: Partition
+PARTITION_DETECTIONS: Partition
 FRAME_ERROR_REASON_UNSPECIFIED: FrameErrorReason
 FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING: FrameErrorReason
 FRAME_ERROR_REASON_BAD_IMAGE_SIZE: FrameErrorReason
@@ -33,6 +46,8 @@ FRAME_ERROR_REASON_MISSING_REFERENCE: FrameErrorReason
 FRAME_ERROR_REASON_RESULT_TOO_LARGE: FrameErrorReason
 FRAME_ERROR_REASON_INTERNAL: FrameErrorReason
 FRAME_ERROR_REASON_BAD_CAPTURE_TIME: FrameErrorReason
+FRAME_ERROR_REASON_UNDECODABLE_PIXELS: FrameErrorReason
+FRAME_ERROR_REASON_BAD_DETECTIONS: FrameErrorReason
 
 class InferRequest(_message.Message):
     __slots__ = ("start", "frame")
@@ -51,24 +66,48 @@ class InferResponse(_message.Message):
     def __init__(self, accepted: _Optional[_Union[StreamAccepted, _Mapping]] = ..., result: _Optional[_Union[InferenceResult, _Mapping]] = ...) -> None: ...
 
 class StreamStart(_message.Message):
-    __slots__ = ("stream_id", "model", "cut", "codec_profile")
+    __slots__ = ("stream_id", "model", "cut", "codec_profile", "partition", "pixel_coding")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CUT_FIELD_NUMBER: _ClassVar[int]
     CODEC_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_CODING_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     model: str
     cut: str
     codec_profile: str
-    def __init__(self, stream_id: _Optional[str] = ..., model: _Optional[str] = ..., cut: _Optional[str] = ..., codec_profile: _Optional[str] = ...) -> None: ...
+    partition: Partition
+    pixel_coding: PixelCoding
+    def __init__(self, stream_id: _Optional[str] = ..., model: _Optional[str] = ..., cut: _Optional[str] = ..., codec_profile: _Optional[str] = ..., partition: _Optional[_Union[Partition, str]] = ..., pixel_coding: _Optional[_Union[PixelCoding, _Mapping]] = ...) -> None: ...
+
+class PixelCoding(_message.Message):
+    __slots__ = ("codec", "width", "height", "preset", "crf", "target_kbps", "key_interval")
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PRESET_FIELD_NUMBER: _ClassVar[int]
+    CRF_FIELD_NUMBER: _ClassVar[int]
+    TARGET_KBPS_FIELD_NUMBER: _ClassVar[int]
+    KEY_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    codec: str
+    width: int
+    height: int
+    preset: str
+    crf: int
+    target_kbps: float
+    key_interval: int
+    def __init__(self, codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., preset: _Optional[str] = ..., crf: _Optional[int] = ..., target_kbps: _Optional[float] = ..., key_interval: _Optional[int] = ...) -> None: ...
 
 class StreamAccepted(_message.Message):
-    __slots__ = ("stream_id", "tensor_names")
+    __slots__ = ("stream_id", "tensor_names", "partition")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     TENSOR_NAMES_FIELD_NUMBER: _ClassVar[int]
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     tensor_names: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ...) -> None: ...
+    partition: Partition
+    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ..., partition: _Optional[_Union[Partition, str]] = ...) -> None: ...
 
 class CaptureInfo(_message.Message):
     __slots__ = ("capture_time", "capture_monotonic_ns", "image_width", "image_height")
@@ -83,7 +122,7 @@ class CaptureInfo(_message.Message):
     def __init__(self, capture_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., capture_monotonic_ns: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class FeatureFrame(_message.Message):
-    __slots__ = ("frame_id", "capture", "tensors", "reference_frame_id", "edge_stage_seconds")
+    __slots__ = ("frame_id", "capture", "tensors", "reference_frame_id", "edge_stage_seconds", "pixels", "detections", "ladder_point")
     class EdgeStageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -96,12 +135,34 @@ class FeatureFrame(_message.Message):
     TENSORS_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     EDGE_STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PIXELS_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    LADDER_POINT_FIELD_NUMBER: _ClassVar[int]
     frame_id: int
     capture: CaptureInfo
     tensors: _containers.RepeatedCompositeFieldContainer[_tensor_pb2.CompressedTensor]
     reference_frame_id: int
     edge_stage_seconds: _containers.ScalarMap[str, float]
-    def __init__(self, frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.CompressedTensor, _Mapping]]] = ..., reference_frame_id: _Optional[int] = ..., edge_stage_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    pixels: VideoPacket
+    detections: EdgeDetections
+    ladder_point: int
+    def __init__(self, frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., tensors: _Optional[_Iterable[_Union[_tensor_pb2.CompressedTensor, _Mapping]]] = ..., reference_frame_id: _Optional[int] = ..., edge_stage_seconds: _Optional[_Mapping[str, float]] = ..., pixels: _Optional[_Union[VideoPacket, _Mapping]] = ..., detections: _Optional[_Union[EdgeDetections, _Mapping]] = ..., ladder_point: _Optional[int] = ...) -> None: ...
+
+class VideoPacket(_message.Message):
+    __slots__ = ("data", "data_crc32", "key_frame")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    DATA_CRC32_FIELD_NUMBER: _ClassVar[int]
+    KEY_FRAME_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    data_crc32: int
+    key_frame: bool
+    def __init__(self, data: _Optional[bytes] = ..., data_crc32: _Optional[int] = ..., key_frame: _Optional[bool] = ...) -> None: ...
+
+class EdgeDetections(_message.Message):
+    __slots__ = ("detections",)
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    detections: _containers.RepeatedCompositeFieldContainer[Detection]
+    def __init__(self, detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ...) -> None: ...
 
 class Detection(_message.Message):
     __slots__ = ("x1", "y1", "x2", "y2", "class_id", "label", "score")
@@ -144,7 +205,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., intra_frame_requested: _Optional[bool] = ..., reason: _Optional[_Union[FrameErrorReason, str]] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements")
+    __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements", "origin")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +223,7 @@ class InferenceResult(_message.Message):
     STAGE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     frame_id: int
     capture: CaptureInfo
@@ -172,7 +234,20 @@ class InferenceResult(_message.Message):
     stage_seconds: _containers.ScalarMap[str, float]
     payload_bytes: int
     elements: int
-    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ...) -> None: ...
+    origin: ResultOrigin
+    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ..., origin: _Optional[_Union[ResultOrigin, _Mapping]] = ...) -> None: ...
+
+class ResultOrigin(_message.Message):
+    __slots__ = ("partition", "cut", "ladder_point", "pixel_coding")
+    PARTITION_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    LADDER_POINT_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_CODING_FIELD_NUMBER: _ClassVar[int]
+    partition: Partition
+    cut: str
+    ladder_point: int
+    pixel_coding: PixelCoding
+    def __init__(self, partition: _Optional[_Union[Partition, str]] = ..., cut: _Optional[str] = ..., ladder_point: _Optional[int] = ..., pixel_coding: _Optional[_Union[PixelCoding, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("stream_ids", "after_sequence")

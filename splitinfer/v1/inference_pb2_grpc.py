@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class InferenceServiceStub:
-    """Split inference: the edge streams coded features, the cloud streams results back.
+    """Split inference: the edge streams coded features (or pixels, or its own detections: the stream's partition),
+    the cloud streams results back.
     """
 
     def __init__(self, channel):
@@ -53,7 +54,8 @@ class InferenceServiceStub:
 
 
 class InferenceServiceServicer:
-    """Split inference: the edge streams coded features, the cloud streams results back.
+    """Split inference: the edge streams coded features (or pixels, or its own detections: the stream's partition),
+    the cloud streams results back.
     """
 
     def Infer(self, request_iterator, context):
@@ -110,7 +112,8 @@ def add_InferenceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class InferenceService:
-    """Split inference: the edge streams coded features, the cloud streams results back.
+    """Split inference: the edge streams coded features (or pixels, or its own detections: the stream's partition),
+    the cloud streams results back.
     """
 
     @staticmethod

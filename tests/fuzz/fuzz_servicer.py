@@ -1,12 +1,14 @@
 """Atheris harness for the cloud's message handling: InferRequest bytes -> what the servicer does with them.
 
-A start message goes through the stream-id check and `TailEngine.open_stream` (LookupError is its
-documented refusal, FAILED_PRECONDITION on the wire); a frame goes through `TailEngine.process` (decode,
-tail, NMS; bad input becomes an in-band FrameError) and `InferenceServicer.finish_result` (stage times,
-size bound, metrics), with the real Yolo-Fastest-1.1-XL model and, as the temporal reference, the levels
-of a real frame. Defects: any exception (protobuf's DecodeError for unparsable bytes aside), an
-INTERNAL FrameError (the engine's catch-all for unexpected exceptions), a result above the message
-limit or with a stage name outside the fixed set.
+A start message goes through the stream-id check and `TailEngine.open_stream` / `open_partition`
+(LookupError and ValueError are their documented refusals, FAILED_PRECONDITION on the wire); a frame goes
+through `TailEngine.process` (decode, tail, NMS; bad input becomes an in-band FrameError) and
+`InferenceServicer.finish_result` (stage times, size bound, metrics), with the real Yolo-Fastest-1.1-XL model
+and, as the temporal reference, the levels of a real frame. A frame with a video packet is served as a pixels
+stream (320x320 H.264, a fresh decoder), one with detections as a detections stream, any other as features.
+Defects: any exception (protobuf's DecodeError for unparsable bytes aside), an INTERNAL FrameError (the
+engine's catch-all for unexpected exceptions), a result above the message limit or with a stage name outside
+the fixed set, detections published for a detections stream that the check would refuse.
 
     python tests/fuzz/fuzz_servicer.py [libFuzzer flags] [corpus folder]   (see tests/fuzz/README.md)
 """
@@ -26,6 +28,7 @@ with atheris.instrument_imports(include=["splitinfer"], exclude=["splitinfer.cod
     from splitinfer.codec import CodecLimits, Reference, decode_levels
     from splitinfer.dnn import load_model
     from splitinfer.sample_data import shared_data_dir
+    from splitinfer.services.cloud.edge_detections import checked_detections
     from splitinfer.services.cloud.engine import INTERNAL, TailEngine
     from splitinfer.services.cloud.metrics import CloudMetrics
     from splitinfer.services.cloud.servicer import STREAM_ID_PATTERN, InferenceServicer
@@ -67,14 +70,25 @@ class Harness:
             start = request.start
             if STREAM_ID_PATTERN.fullmatch(start.stream_id):
                 try:
-                    self.engine.open_stream(start.model, start.cut)
-                except LookupError:
+                    if start.partition in (inference_pb2.PARTITION_PIXELS, inference_pb2.PARTITION_DETECTIONS):
+                        self.engine.open_partition(start.model, start.partition)
+                    else:
+                        self.engine.open_stream(start.model, start.cut)
+                except (LookupError, ValueError):
                     pass
         elif kind == "frame":
-            state = StreamState("fuzz-cam", MODEL, self.split.cut)
-            state.decoder.commit(0, self.reference)
             frame = request.frame
-            result = self.engine.process(state, self.split, frame, -1)
+            if frame.HasField("pixels"):
+                state = StreamState("fuzz-cam", MODEL, "input", partition=inference_pb2.PARTITION_PIXELS,
+                                    pixel_coding=inference_pb2.PixelCoding(codec="h264", width=320, height=320))
+                split = self.engine.open_partition(MODEL, inference_pb2.PARTITION_PIXELS)
+            elif frame.HasField("detections"):
+                state = StreamState("fuzz-cam", MODEL, "output", partition=inference_pb2.PARTITION_DETECTIONS)
+                split = self.engine.open_partition(MODEL, inference_pb2.PARTITION_DETECTIONS)
+            else:
+                state, split = StreamState("fuzz-cam", MODEL, self.split.cut), self.split
+                state.decoder.commit(0, self.reference)
+            result = self.engine.process(state, split, frame, -1)
             if result.error.code == INTERNAL:
                 raise AssertionError(f"the engine failed internally: {result.error.message}")
             self.servicer.finish_result(frame, result, 0.001)
@@ -82,8 +96,11 @@ class Harness:
             assert len(response) <= MAX_MESSAGE_BYTES, len(response)
             assert set(result.stage_seconds) <= set(STAGES), set(result.stage_seconds)
             for message in frame.tensors:  # what the engine decoded, it decoded through the validating API
-                if not result.HasField("error"):
+                if not result.HasField("error") and state.partition == inference_pb2.PARTITION_FEATURES:
                     tensor_from_proto(message, self.engine.limits)
+            if state.partition == inference_pb2.PARTITION_DETECTIONS and not result.HasField("error"):
+                checked_detections(result.detections, width=result.capture.image_width,
+                                   height=result.capture.image_height, class_names=self.engine.model.class_names)
 
 
 def main(argv: list[str]) -> None:

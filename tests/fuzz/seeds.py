@@ -81,8 +81,39 @@ def write_seeds(kind: str, folder: Path) -> int:
     if kind == "servicer":
         start = inference_pb2.StreamStart(stream_id="fuzz-cam", model=MODEL, cut=CUT)
         (folder / "servicer-start").write_bytes(inference_pb2.InferRequest(start=start).SerializeToString())
-        count += 1
+        count += 1 + _write_partition_seeds(folder)
     return count
+
+
+def _write_partition_seeds(folder: Path) -> int:
+    """A pixels key frame (a real 320x320 H.264 packet of the shared video's first frame) and a detections frame."""
+    import zlib
+
+    import cv2
+
+    from splitinfer.v1 import inference_pb2
+
+    frame = inference_pb2.FeatureFrame(frame_id=1)
+    frame.capture.capture_time.FromNanoseconds(1_700_000_000_000_000_000)
+    frame.capture.image_width, frame.capture.image_height = 768, 432
+    detections = inference_pb2.FeatureFrame()
+    detections.CopyFrom(frame)
+    detections.detections.detections.add(x1=10, y1=20, x2=110, y2=400, class_id=0, label="person", score=0.9)
+    (folder / "servicer-detections").write_bytes(inference_pb2.InferRequest(frame=detections).SerializeToString())
+    from splitinfer.services.pixels import PixelEncoder, PixelSettings, available
+
+    if not available():  # PyAV is absent: no pixels seed (the harness still reaches the pixels path by mutation)
+        return 1
+    capture = cv2.VideoCapture(str(shared_data_dir() / "video" / "one-by-one-person-detection.mp4"))
+    ok, image = capture.read()
+    capture.release()
+    if not ok:
+        return 1
+    packet = PixelEncoder(320, 320, PixelSettings()).encode(cv2.resize(image, (320, 320)))
+    frame.pixels.data, frame.pixels.key_frame = packet.data, True
+    frame.pixels.data_crc32 = zlib.crc32(packet.data)
+    (folder / "servicer-pixels").write_bytes(inference_pb2.InferRequest(frame=frame).SerializeToString())
+    return 2
 
 
 def seed_if_empty(kind: str, folder: Path) -> None:

@@ -68,6 +68,16 @@ def _edge_in_subprocess(*argv: str) -> tuple[int, str, bool]:
     (["--model", "yolo9000"], "--model: unknown model 'yolo9000'; known models: "),
     (["--cut", "999"], "--cut: unknown cut '999': Darknet cuts are layer indices 0..130"),
     (["--rate-kbps", "64", "--cut", "80"], "was made for cut 60, not 80"),
+    # Partitions (docs/PARTITIONS.md): flags of another partition are refused, not silently ignored.
+    (["--partition", "detections", "--profile", str(PROFILE)], "--profile set(s) the feature codec, which "
+                                                               "--partition detections does not use"),
+    (["--partition", "detections", "--rate-kbps", "64"], "drop --rate-kbps"),
+    (["--partition", "pixels", "--cut", "80"], "--cut set(s) the feature codec"),
+    (["--partition", "features", "--pixel-crf", "23"], "--pixel-crf set(s) the pixel encoder"),
+    (["--partition", "pixels", "--pixel-crf", "23", "--rate-kbps", "64"], "--pixel-crf and --rate-kbps both set"),
+    (["--partition", "pixels", "--pixel-crf", "60"], "--pixel-crf must be within 0..51"),
+    (["--partition", "pixels", "--intra-period", "0"], "at least 1"),
+    (["--partition", "teleport"], "invalid choice: 'teleport'"),
 ])
 def test_edge_mistakes_are_refused_before_torch_is_even_imported(video, argv, message) -> None:
     source = [] if "--source" in argv else ["--source", str(video)]
