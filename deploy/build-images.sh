@@ -139,7 +139,7 @@ check_image() {
     "${run[@]}" splitinfer edge --help >/dev/null
     echo "edge --help: ok"
     echo "== imports, user, versions"
-    "${run[@]}" python -c 'import os, cv2, nats, torch, splitinfer.services.cloud.server, splitinfer.services.edge.app
+    "${run[@]}" python -c 'import os, av, cv2, nats, torch, splitinfer.services.cloud.server, splitinfer.services.edge.app
 print("uid", os.getuid(), "torch", torch.__version__, "opencv", cv2.__version__)'
     echo "== cloud health"
     "${run[@]}" python -c "$health_check"

@@ -152,6 +152,8 @@ def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
         check_source(settings.source)
     except CaptureError as exc:
         raise ConfigError(f"--source: {exc}") from exc
+    if settings.frames is not None and settings.frames < 0:
+        raise ConfigError(f"--frames must be 0 (the whole source) or a positive count, got {settings.frames}.")
     check_weights_path(settings.weights)
     check_runtime_flags(settings.runtime, settings.threads, settings.device)
     check_partition(settings)

@@ -82,9 +82,20 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
     asked = ", ".join(stream_ids) if stream_ids else "every stream"
     count = f" ({len(stream_ids)} stream{'s' if len(stream_ids) != 1 else ''})" if stream_ids else ""
 
+    announced = False
+
+    def announce() -> None:
+        """The subscription line, once: before the first result even when results come before `tell` looks."""
+        nonlocal announced
+        if not announced:
+            announced = True
+            say(f"splitinfer watch: subscribed to {asked}{count} at {args.cloud}; waiting for results",
+                stream=sys.stderr, logger="splitinfer.watch")
+
     async def loop(results: ResultSubscriber) -> None:
         nonlocal dropped, index
         async for item in results:
+            announce()
             index += 1
             dropped += item.dropped
             if args.coco:
@@ -108,8 +119,7 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
         """Say on stderr when the subscription stands, and hint at stream names while nothing comes."""
         while not results.subscribed:
             await asyncio.sleep(0.1)
-        say(f"splitinfer watch: subscribed to {asked}{count} at {args.cloud}; waiting for results", stream=sys.stderr,
-            logger="splitinfer.watch")
+        announce()
         await asyncio.sleep(HINT_AFTER_S)
         if index == 0:
             which = f"for stream{'s' if len(stream_ids) != 1 else ''} {asked}" if stream_ids else "from any stream"

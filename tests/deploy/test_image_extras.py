@@ -23,7 +23,10 @@ NEEDS_EXTRA: dict[tuple[str, str | None], str] = {
     ("SPLITINFER_MODEL", "efficientnet-lite0"): "classification",
     ("SPLITINFER_RUNTIME", "onnxruntime"): "onnxruntime",
     ("SPLITINFER_RUNTIME", "openvino"): "openvino",
+    ("SPLITINFER_PARTITION", "pixels"): "pixels",
 }
+# Extras the cloud image needs whatever its settings say: every cloud decodes the pixels streams edges choose.
+ALWAYS = {"bus", "pixels"}
 
 
 def image_extras(dockerfile: Path = REPO / "deploy" / "Dockerfile") -> set[str]:
@@ -61,6 +64,11 @@ def test_the_production_overlay_needs_the_bus_and_the_image_has_it() -> None:
                  ["spec"]["template"]["spec"]["containers"][0])
     assert needed_extras(env) == {"bus": f"SPLITINFER_NATS={env['SPLITINFER_NATS']}"}
     assert "bus" in image_extras()
+
+
+def test_the_cloud_image_decodes_pixels_streams_whatever_its_settings() -> None:
+    """Edges choose their partition, so every cloud must be able to decode a pixels stream (PyAV)."""
+    assert ALWAYS <= image_extras()
 
 
 def test_the_dockerfile_parser_reads_extras() -> None:

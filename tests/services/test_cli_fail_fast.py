@@ -78,6 +78,8 @@ def _edge_in_subprocess(*argv: str) -> tuple[int, str, bool]:
     (["--partition", "pixels", "--pixel-crf", "60"], "--pixel-crf must be within 0..51"),
     (["--partition", "pixels", "--intra-period", "0"], "at least 1"),
     (["--partition", "teleport"], "invalid choice: 'teleport'"),
+    (["--frames", "-3"], "--frames must be 0 (the whole source) or a positive count, got -3"),
+    (["--threads", "-1"], "--threads must be 0 (automatic) or a positive count, got -1"),
 ])
 def test_edge_mistakes_are_refused_before_torch_is_even_imported(video, argv, message) -> None:
     source = [] if "--source" in argv else ["--source", str(video)]
