@@ -6,10 +6,9 @@ OpenVINO): each graph is exported and compiled on first use, once per cut and pa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
-
-import threading
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from splitinfer.dnn.errors import ModelError
 from splitinfer.dnn.graphs import HeadGraph, TailGraph, WholeGraph
 from splitinfer.dnn.preprocess import PreprocessInfo
 from splitinfer.dnn.results import ClassScore, Detection
-from splitinfer.dnn.runtime import CompiledGraph, RuntimeConfig, compile_graph
+from splitinfer.dnn.runtime import CompiledGraph, RuntimeConfig, as_inputs, compile_graph
 from splitinfer.dnn.split import Split, TensorSpec
 from splitinfer.dnn.staged import StagedNetwork
 from splitinfer.dnn.yolo_postprocess import LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD, yolo_detections, yolo_detections_batch
@@ -91,14 +90,17 @@ class SplitModel(nn.Module):
         """A fixed input to export and check graphs on (an image-like range, the same every time)."""
         return torch.rand((1, 3, *self.input_size), generator=torch.Generator().manual_seed(0))
 
-    def _graph(self, part: str, cut: str, module: nn.Module, example: tuple[torch.Tensor, ...],
-               runtime: RuntimeConfig) -> CompiledGraph:
+    def _graph(self, part: str, cut: str, runtime: RuntimeConfig,
+               build: Callable[[], tuple[nn.Module, tuple[torch.Tensor, ...]]]) -> CompiledGraph:
+        """The compiled graph of `part` at `cut`; `build` (the module to export and its example input) runs only
+        when it is compiled, not on every call."""
         key = (part, cut, runtime)
         graph = self._graphs.get(key)
         if graph is None:
             with self._compile_lock:  # the cloud's executor threads may ask for the same graph at once
                 graph = self._graphs.get(key)
                 if graph is None:
+                    module, example = build()
                     graph, difference = compile_graph(self.name, part, cut, module, example, runtime)
                     self.runtime_differences[f"{part}{'-cut' + cut if cut else ''}"] = difference
                     self._graphs[key] = graph
@@ -113,24 +115,22 @@ class SplitModel(nn.Module):
                        runtime: RuntimeConfig) -> dict[str, torch.Tensor]:
         self.network.check_input(x)
         names = [spec.name for spec in specs]
-        graph = self._graph("head", cut, HeadGraph(self.network, cut, names), (self._example_input(),), runtime)
-        outputs = graph([np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)])
-        return {name: torch.from_numpy(value) for name, value in zip(names, outputs)}
+        graph = self._graph("head", cut, runtime,
+                            lambda: (HeadGraph(self.network, cut, names), (self._example_input(),)))
+        return {name: torch.from_numpy(value) for name, value in zip(names, graph(as_inputs([x])))}
 
     def _compiled_tail(self, cut: str, specs: list[TensorSpec], tensors: dict[str, torch.Tensor],
                        runtime: RuntimeConfig) -> Any:
         names = [spec.name for spec in specs]
 
-        def example() -> tuple[torch.Tensor, ...]:
-            with torch.no_grad():
+        def build() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+            with torch.no_grad():  # the tail's example: the head's output on the fixed input
                 sent = self.network.head(cut, self._example_input())
-            return tuple(sent[name] for name in names)
+            return TailGraph(self.network, cut, names), tuple(sent[name] for name in names)
 
-        graph = self._graphs.get(("tail", cut, runtime)) or self._graph(
-            "tail", cut, TailGraph(self.network, cut, names), example(), runtime)
-        outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(tensors[name].detach().cpu().numpy(),
-                                                                            dtype=np.float32) for name in names])]
-        return self._as_network_returns(outputs)
+        graph = self._graph("tail", cut, runtime, build)
+        outputs = graph(as_inputs([tensors[name] for name in names]))
+        return self._as_network_returns([torch.from_numpy(v) for v in outputs])
 
     def preprocess(self, image_bgr: np.ndarray) -> tuple[torch.Tensor, PreprocessInfo]:
         """A BGR uint8 image (as cv2.imread gives) -> (1, 3, H, W) float32 input and the info to map boxes back."""
@@ -140,10 +140,8 @@ class SplitModel(nn.Module):
         """The full (unsplit) model."""
         if self.runtime.compiled:
             self.network.check_input(x)
-            graph = self._graph("whole", "", WholeGraph(self.network), (self._example_input(),), self.runtime)
-            outputs = [torch.from_numpy(v) for v in graph([np.ascontiguousarray(x.detach().cpu().numpy(),
-                                                                                dtype=np.float32)])]
-            return self._as_network_returns(outputs)
+            graph = self._graph("whole", "", self.runtime, lambda: (WholeGraph(self.network), (self._example_input(),)))
+            return self._as_network_returns([torch.from_numpy(v) for v in graph(as_inputs([x]))])
         with torch.no_grad():
             return self.network(x)
 

@@ -132,7 +132,8 @@ class OpenVinoGraph(CompiledGraph):
 _GRAPHS: dict[str, type[CompiledGraph]] = {"onnxruntime": OnnxRuntimeGraph, "openvino": OpenVinoGraph}
 
 
-def _numpy(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+def as_inputs(tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
+    """Tensors as a compiled graph takes them: contiguous float32 numpy arrays on the host."""
     return [np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32) for t in tensors]
 
 
@@ -159,7 +160,7 @@ def compile_graph(model_name: str, part: str, cut: str, module: nn.Module, examp
                                         f"({path})") from again
     with torch.no_grad():
         expected = module(*example)
-    got = graph(_numpy(example))
+    got = graph(as_inputs(example))
     if len(got) != len(expected):
         raise InferenceRuntimeError(f"internal error: the exported {name} returns {len(got)} tensors, torch {len(expected)}.")
     difference, scale = 0.0, 1.0
