@@ -113,12 +113,27 @@ class DetectionReport(_Report):
     detections_ref: int = 0
     detections_lost: int = 0
     detections_added: int = 0
+    # Standard error of lost + added: block jackknife over CHANGE_BLOCK_FRAMES consecutive frames (neighbouring
+    # video frames are not independent); NaN with fewer than two blocks.
+    detections_changed_se: float = math.nan
     bits_per_element: float = math.nan
     bytes_per_frame: float = math.nan
     elements_per_frame: int = 0
     score_threshold: float = EVAL_SCORE_THRESHOLD
     live_score_threshold: float = LIVE_SCORE_THRESHOLD
     iou_threshold: float = NMS_IOU_THRESHOLD
+
+
+CHANGE_BLOCK_FRAMES = 30
+
+
+def block_se(per_frame: list[int] | np.ndarray, block: int = CHANGE_BLOCK_FRAMES) -> float:
+    """Standard error of a per-frame count's total, by the jackknife over blocks of `block` consecutive frames."""
+    values = np.asarray(per_frame, dtype=float)
+    totals = np.array([values[i:i + block].sum() for i in range(0, len(values), block)])
+    if len(totals) < 2:
+        return math.nan
+    return float(totals.std(ddof=1) * math.sqrt(len(totals)))  # the jackknife's of a sum, in closed form
 
 
 def coco_annotations_for(folder: Path) -> Path | None:
@@ -178,10 +193,13 @@ def evaluate_detection(
     live = {i: [d for d in dets if d.score >= live_score_threshold] for i, dets in reference.items()}
     live_other = {i: [d for d in dets if d.score >= live_score_threshold] for i, dets in compressed.items()}
     report.detections_ref = sum(len(d) for d in live.values())
+    changes = []
     for i in live:
         lost, added = count_lost_added(live[i], live_other[i])
         report.detections_lost += lost
         report.detections_added += added
+        changes.append(lost + added)
+    report.detections_changed_se = block_se(changes)
     report.fidelity_ap50 = fidelity_ap50(live, compressed, len(model.class_names))
     if coco_gt is not None:
         category_ids = sorted(coco_gt.getCatIds())

@@ -203,8 +203,11 @@ async def run_demo(options: DemoOptions) -> int:
     pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
     from splitinfer.services.edge.pipeline import EdgePipeline, quantizers_summary
 
+    plan = getattr(pipeline, "plan", None)
+    if plan is not None:
+        say(f"auto partition: {plan.describe()}", logger="splitinfer.demo")
     if not isinstance(pipeline, EdgePipeline):
-        say(f"partition {settings.partition} (cut {pipeline.cut})", logger="splitinfer.demo")
+        say(f"partition {plan.partition if plan else settings.partition} (cut {pipeline.cut})", logger="splitinfer.demo")
     elif pipeline.rate is None:
         described = "; ".join(f"{name}: {text}" for name, text in quantizers_summary(pipeline).items())
         coder = pipeline.profile.coder.name if pipeline.profile.coder else "default"

@@ -28,6 +28,7 @@ DESCRIPTION = ("Split DNN inference for live video: an edge runs the first layer
 COMMAND_MODULES = (
     "splitinfer.commands.roundtrip",
     "splitinfer.commands.calibrate",
+    "splitinfer.commands.calibrate_partitions",
     "splitinfer.commands.eval",
     "splitinfer.commands.config",
     "splitinfer.commands.cloud",

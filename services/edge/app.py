@@ -7,6 +7,7 @@ has ended and every sent frame has its result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import re
@@ -33,6 +34,8 @@ from splitinfer.services.profiles import (
     resolve_profile,
 )
 from splitinfer.errors import StartupInterrupted
+from splitinfer.services.edge.auto_partition import AutoRequest
+from splitinfer.services.edge.partition_plan import Plan
 from splitinfer.services.pixels import PixelSettings, pixel_settings_from_flags, video_file_fps
 
 log = logging.getLogger("splitinfer.edge")
@@ -83,6 +86,16 @@ class EdgeSettings:
     pixel_preset: str | None = None  # None: DEFAULT_PRESET
     pixel_crf: int | None = None  # None: DEFAULT_CRF, unless --rate-kbps sets a bitrate
     pixel_size: str | None = None  # None: "input"
+    partitions: str | None = None  # with auto: the partitions it may choose (None: all)
+    edge_budget_ms: float | None = None  # with auto: CPU ms per frame (None: one frame interval)
+    partition_curves: str | None = None  # with auto: the curves file (None: the model's shipped one)
+
+    def auto_request(self) -> AutoRequest:
+        return AutoRequest(self.rate_kbps, self.edge_budget_ms, self.partitions, self.partition_curves)
+
+    def source_fps(self) -> float:
+        """The frame rate the source runs at, as far as is known (a camera's asked-for rate, a file's own, else 10)."""
+        return self.camera_fps or video_file_fps(self.source)
 
     def pixel_settings(self) -> PixelSettings:
         """The pixels partition's encoder settings (ConfigError when they do not go together)."""
@@ -117,8 +130,16 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         place_model(model, device, torch.float32)
     from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline  # torch: after preflight
 
+    if settings.partition == "auto":
+        from splitinfer.services.edge.auto_partition import resolve_plan
+
+        chosen, _ = resolve_plan(model, settings.auto_request(), fps=settings.source_fps(),
+                                 pixel_settings=settings.pixel_settings())
+        pipeline = build_pipeline(resolved_settings(settings, chosen), model)
+        pipeline.plan = chosen
+        return pipeline
     if settings.partition == "pixels":
-        fps = settings.camera_fps or video_file_fps(settings.source)  # what the encoder spends a bitrate over
+        fps = settings.source_fps()  # what the encoder spends a bitrate over
         pixels = PixelPipeline(model, settings.pixel_settings(), fps=fps)
         log.info("pixels partition: H.264 %s at %s, %s, key frame every %d frames", pixels.settings.preset,
                  "the model's input size" if pixels.settings.size == "input" else "the source's size",
@@ -148,11 +169,29 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
     return pipeline
 
 
+def resolved_settings(settings: EdgeSettings, chosen: Plan) -> EdgeSettings:
+    """The settings of the partition a plan chose: its partition and the bitrate it holds (auto's flags dropped)."""
+    detections = chosen.partition == "detections"
+    return dataclasses.replace(
+        settings, partition=chosen.partition, rate_kbps=chosen.rate_kbps,
+        intra_period=None if detections else settings.intra_period,
+        pixel_preset=settings.pixel_preset if chosen.partition == "pixels" else None,
+        pixel_size=settings.pixel_size if chosen.partition == "pixels" else None)
+
+
 def describe_profile(path: str | None, profile: CodecProfile) -> str:
     """One line for the log: where the profile came from and what it holds."""
     source = path or ("shipped with the model" if profile.figures else "from the flags")
     coder = profile.coder.name if profile.coder is not None else "default coder"
     return f"{source}; cut {profile.cut}, {coder}, intra period {profile.intra_period}"
+
+
+def _partition_name(pipeline: Any) -> str:
+    plan = getattr(pipeline, "plan", None)
+    from splitinfer.v1 import inference_pb2
+
+    name = inference_pb2.Partition.Name(pipeline.partition).removeprefix("PARTITION_").lower()
+    return f"{name} (auto)" if plan is not None else name
 
 
 def build_grabber(settings: EdgeSettings) -> FrameGrabber:
@@ -234,7 +273,7 @@ async def run_edge(
                 on_streamer(streamer)
             log.info("streaming %s (%s mode) to %s (%s) as stream %s, partition %s, cut %s", settings.source,
                      grabber.mode.value, settings.cloud, settings.security.describe(), config.stream_id,
-                     settings.partition, pipeline.cut)
+                     _partition_name(pipeline), pipeline.cut)
             for server in servers:
                 await server.start()
                 started.append(server)

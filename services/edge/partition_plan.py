@@ -52,8 +52,8 @@ class OperatingPoint:
 
     @property
     def needs_kbps(self) -> float:
-        """The uplink this point needs: its target, or what it measured when that was more."""
-        return max(self.kbps, self.target_kbps or 0.0)
+        """The uplink this point needs: the target its rate control holds (pixels, features), else what it measured."""
+        return self.kbps if self.target_kbps is None else self.target_kbps
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ features, so reconnects, resends and intra requests work the same way:
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -18,13 +19,18 @@ import cv2
 import numpy as np
 import torch
 
+from splitinfer.codec import TemporalDecoder
+from splitinfer.codec.ladder import CodecLadder
 from splitinfer.errors import ConfigError
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
+from splitinfer.services.edge.pipeline import EdgePipeline
+from splitinfer.services.edge.rate_control import RateController
 from splitinfer.services.pixels import (CODEC, DEFAULT_FPS, PixelDecoder, PixelEncoder, PixelSettings, even_size,
                                         picture_size)
 from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect, network_input, run_whole
 from splitinfer.v1 import inference_pb2
+from splitinfer.wire import tensor_from_proto
 
 _PICTURE = "picture"
 _FOUND = "detections"
@@ -132,6 +138,7 @@ class PixelRoundtrip:
         self.fps = fps
         self.pipeline = PixelPipeline(model, settings, fps=fps)
         self.decoder = PixelDecoder()
+        self.cut = INPUT_CUT
         self._coding = self.pipeline.coding()
         self._sequence = 0
         self.encode_cpu_s = 0.0  # the edge's resize and encode, CPU time
@@ -150,6 +157,66 @@ class PixelRoundtrip:
                                       picture_size(self._coding, width, height))
         x, info = network_input(self.model, picture, width, height)
         return run_whole(self.model, torch.from_numpy(x)), info, len(packet.data)
+
+
+class FeatureRoundtrip:
+    """The features partition under rate control in one process (for `splitinfer eval` and the partition
+    calibration): the edge's EdgePipeline with its RateController over `ladder` at `rate_kbps`, the cloud's
+    TemporalDecoder and the tail. Same call as PixelRoundtrip; every frame is coded (file mode: none dropped)."""
+
+    def __init__(self, model: Any, ladder: CodecLadder, rate_kbps: float, *, fps: float = DEFAULT_FPS) -> None:
+        self.model = model
+        self.fps = fps
+        split = model.split(str(ladder.cut))
+        elements = sum(math.prod(spec.shape) for spec in split.tensors)
+        self.pipeline = EdgePipeline(model, ladder.points[-1], rate=RateController(ladder, elements, rate_kbps * 1000))
+        self.split = self.pipeline.split
+        self.cut = self.split.cut
+        self.decoder = TemporalDecoder()
+        self._sequence = 0
+        self.pipeline.warm_up()  # the codec's kernels compile now, not inside the first frame's CPU time
+        self.encode_cpu_s = 0.0  # the edge's preprocess, head and coding (rate-control trials included), CPU time
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[Any, Any, int]:
+        frame = CapturedFrame(self._sequence, image_bgr, time.time_ns(), time.monotonic_ns(), 0.0,
+                              self._sequence / self.fps)
+        self._sequence += 1
+        started = time.process_time()
+        x, info = self.model.preprocess(image_bgr)
+        tensors = {name: value.detach().cpu().numpy() for name, value in self.split.head(x).items()}
+        message = self.pipeline.encode(HeadOutput(frame, tensors, {}))
+        self.encode_cpu_s += time.process_time() - started
+        if message is None:  # pragma: no cover - allow_drop is off: a file's frames are all coded
+            raise ConfigError("internal error: rate control dropped a frame of a file.")
+        coded = {t.name: tensor_from_proto(t) for t in message.tensors}
+        reference = message.reference_frame_id if message.HasField("reference_frame_id") else None
+        levels = self.decoder.decode_frame(coded, reference)
+        self.decoder.commit(message.frame_id, levels)
+        decoded = {name: torch.from_numpy(ref.quantizer.dequantize(ref.levels).reshape(tensors[name].shape))
+                   for name, ref in levels.items()}
+        return self.split.tail(decoded), info, sum(len(t.payload) for t in message.tensors)
+
+
+class DetectionsRoundtrip:
+    """The detections partition in one process: the whole model on the image (the edge), the bytes its
+    detections take on the wire (the serialized EdgeDetections). No change against the unsplit model by
+    construction; the outputs are returned for the caller's postprocess like the other round trips'."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.cut = OUTPUT_CUT
+        self.encode_cpu_s = 0.0  # the edge's preprocess, whole model and postprocess, CPU time
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[Any, Any, int]:
+        started = time.process_time()
+        x, info = self.model.preprocess(image_bgr)
+        outputs = run_whole(self.model, x)
+        found = self.model.postprocess(outputs, info)
+        message = inference_pb2.EdgeDetections(detections=[
+            inference_pb2.Detection(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2, class_id=d.class_id, label=d.label,
+                                    score=d.score) for d in found])
+        self.encode_cpu_s += time.process_time() - started
+        return outputs, info, message.ByteSize()
 
 
 class DetectionsPipeline:

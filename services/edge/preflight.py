@@ -119,8 +119,17 @@ def check_partition(settings: Any) -> None:
     """The partition's flags go together: no codec-profile flags with pixels or detections, no pixel flags
     without pixels, no rate or intra period with detections; pixels needs PyAV (checked without loading it)."""
     partition = settings.partition
-    if partition not in ("features", "pixels", "detections"):
-        raise ConfigError(f"--partition {partition!r} is not one of features, pixels, detections.")
+    if partition not in ("features", "pixels", "detections", "auto"):
+        raise ConfigError(f"--partition {partition!r} is not one of features, pixels, detections, auto.")
+    auto_flags = [flag for flag, value in (("--partitions", settings.partitions),
+                                           ("--edge-budget-ms", settings.edge_budget_ms),
+                                           ("--partition-curves", settings.partition_curves)) if value is not None]
+    if partition != "auto" and auto_flags:
+        raise ConfigError(f"{', '.join(auto_flags)} set(s) how --partition auto plans: add --partition auto, or drop "
+                          "it.")
+    if partition == "auto":
+        check_auto(settings)
+        return
     given = {flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, "")}
     pixel_flags = {flag for name, flag in _PIXEL_FLAGS.items() if getattr(settings, name) is not None}
     if partition != "features" and given:
@@ -141,6 +150,29 @@ def check_partition(settings: Any) -> None:
         settings.pixel_settings()  # raises ConfigError for a bad preset, crf, key interval or size
         if importlib.util.find_spec("av") is None:
             raise ConfigError("--partition pixels needs PyAV: pip install 'splitinfer[pixels]' (or pip install av).")
+
+
+def check_auto(settings: Any) -> None:
+    """--partition auto: a positive uplink and compute budget, known partitions, readable curves made for this
+    model, no flag that fixes the feature codec or the pixel encoder's rate, PyAV when pixels may be chosen."""
+    from splitinfer.services.edge.auto_partition import load_curves
+
+    given = sorted(flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, ""))
+    if given:
+        raise ConfigError(f"{', '.join(given)} fix(es) the feature codec, but --partition auto plans the features "
+                          "partition with the partition curves' cut and the model's ladder: drop it, or use "
+                          "--partition features.")
+    if settings.pixel_crf is not None:
+        raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps: "
+                          "drop --pixel-crf.")
+    allowed = settings.auto_request().check()
+    load_curves(settings.model, settings.partition_curves)
+    if "pixels" in allowed:
+        import importlib.util
+
+        if importlib.util.find_spec("av") is None:
+            raise ConfigError("--partition auto may choose pixels, which needs PyAV: pip install 'splitinfer[pixels]', "
+                              "or restrict auto with --partitions features,detections.")
 
 
 def check_edge(settings: Any, *, connect_timeout_s: float) -> None:

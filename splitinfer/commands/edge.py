@@ -33,8 +33,16 @@ CODEC_OPTIONS = [
 # Shared with `splitinfer demo` (docs/PARTITIONS.md).
 PARTITION_OPTIONS = [
     Option("partition", "What the edge sends: features (the head's coded tensors at --cut), pixels (H.264 video of "
-           "the frames; the cloud runs the whole model) or detections (the whole model runs here; the cloud checks "
-           "and publishes its detections).", default="features", choices=("features", "pixels", "detections")),
+           "the frames; the cloud runs the whole model), detections (the whole model runs here; the cloud checks "
+           "and publishes its detections) or auto (the one with the fewest predicted detection changes within "
+           "--rate-kbps and --edge-budget-ms, from the partition curves and this device's measured costs).",
+           default="features", choices=("features", "pixels", "detections", "auto")),
+    Option("partitions", "With --partition auto: the partitions it may choose, comma-separated (default: "
+           "pixels,features,detections)."),
+    Option("edge-budget-ms", "With --partition auto: CPU milliseconds per frame the edge may spend (default: one "
+           "frame interval of the source, 1000 / fps).", cast=float),
+    Option("partition-curves", "With --partition auto: partition curves JSON from `splitinfer calibrate-partitions` "
+           "(default: the curves shipped with the model)."),
     Option("pixel-preset", "With --partition pixels: the x264 preset, ultrafast..veryslow (default veryfast; tune "
            "zerolatency always).", choices=PIXEL_PRESETS),
     Option("pixel-crf", "With --partition pixels: x264's constant rate factor, 0..51, lower is better (default 28; "
@@ -111,7 +119,8 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         camera_width=args.camera_width, camera_height=args.camera_height, camera_fps=args.camera_fps,
         runtime=getattr(args, "runtime", "torch"), threads=getattr(args, "threads", 0),
         partition=args.partition, pixel_preset=args.pixel_preset, pixel_crf=args.pixel_crf,
-        pixel_size=args.pixel_size,
+        pixel_size=args.pixel_size, partitions=args.partitions, edge_budget_ms=args.edge_budget_ms,
+        partition_curves=args.partition_curves,
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)
@@ -167,6 +176,9 @@ def _run(args: argparse.Namespace) -> int:
     log.info("done: %d frames grabbed, %d dropped by the live grabber, %d sent, %d results (%d frame errors), "
              "%d reconnects, %d resent, %d lost on reconnect", capture.grabbed, capture.dropped, stats.sent,
              stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
+    plan = getattr(streamer.pipeline, "plan", None)
+    if plan is not None:
+        log.info("auto partition ran %s", plan.describe())
     rate = getattr(streamer.pipeline, "rate", None)
     if rate is not None:
         log.info("%s", rate.summary())

@@ -9,6 +9,7 @@ jackknife standard error, the real coded bits per element and bytes per frame co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -37,9 +38,11 @@ OPTIONS = [
     Option("coder", "entropy coder with --levels (BIN_CONTEXTS, NEIGHBOUR_CONTEXTS, SIGNED_NEIGHBOUR_CONTEXTS); "
            "default: the measured best for the tensor kind", coder_name, None),
     *PARTITION_OPTIONS,
-    Option("rate-kbps", "with --partition pixels: the H.264 target bitrate, kbit/s at the source's frame rate after "
-           "--frame-step (default: --pixel-crf)", float, None),
-    Option("intra-period", "with --partition pixels: frames between key frames (default 30)", int, None),
+    Option("rate-kbps", "with --partition pixels: the H.264 target bitrate; features: the budget its rate control "
+           "holds; auto: the uplink budget. kbit/s at the source's frame rate after --frame-step (default for pixels: "
+           "--pixel-crf)", float, None),
+    Option("intra-period", "with --partition pixels (or auto): frames between key frames (default 30)", int, None),
+    Option("ladder", "with --partition features and --rate-kbps: the codec ladder (default: the model's)", str, None),
     Option("annotations", "COCO instances JSON for DATA (default: DATA/../annotations/instances_<DATA name>.json)", str, None),
     Option("score-threshold", "lowest detection score kept for AP (Darknet's map uses 0.005)", float, 0.005),
     Option("live-threshold", "score threshold of deployed detections, used for fidelity lost/added counts", float, 0.25),
@@ -104,7 +107,9 @@ def _print_table(report: dict, skipped: list[str]) -> None:
         print(f"{name:<8}{_fmt(ref):>14}{_fmt(comp):>12}{_fmt(delta):>10}{_fmt(se):>10}")
     if "fidelity_ap50" in report:
         print(f"fidelity AP50 {_fmt(report['fidelity_ap50'])}  detections (score >= {report['live_score_threshold']}): "
-              f"{report['detections_ref']} uncompressed, {report['detections_lost']} lost, {report['detections_added']} added")
+              f"{report['detections_ref']} uncompressed, {report['detections_lost']} lost, {report['detections_added']} added "
+              f"(lost + added {report['detections_lost'] + report['detections_added']} ± "
+              f"{_fmt(report['detections_changed_se'], 1)} SE, 30-frame blocks)")
     else:
         print(f"top-1 agreement with the uncompressed model {_fmt(report['top1_agreement'])}")
     if report["elements_per_frame"]:
@@ -117,42 +122,85 @@ def _print_table(report: dict, skipped: list[str]) -> None:
 
 
 def _partition_candidate(args: argparse.Namespace, data: Path):
-    """For --partition pixels: a factory of the pixels round trip (model -> candidate) and its name; (None, "")
-    for features. Flags of the other partition are refused, as `splitinfer edge` refuses them."""
+    """For another partition than fixed-profile features: a factory of its round trip (model -> candidate) and a
+    name; (None, "") for features without --rate-kbps. Flags of another partition are refused, as `splitinfer edge`
+    refuses them. Auto plans first (with this device's measured costs) and runs the partition it chose."""
     from splitinfer.errors import ConfigError
 
     pixel_flags = [f"--{name}" for name, value in (("pixel-preset", args.pixel_preset), ("pixel-crf", args.pixel_crf),
-                                                   ("pixel-size", args.pixel_size), ("rate-kbps", args.rate_kbps),
-                                                   ("intra-period", args.intra_period)) if value is not None]
-    if args.partition == "features":
-        if pixel_flags:
-            raise ConfigError(f"{', '.join(pixel_flags)} set(s) the pixel encoder: add --partition pixels (eval of "
-                              "features under --rate-kbps is not built yet; bench/rate_control.py measures it).")
-        return None, ""
-    if args.partition == "detections":
-        raise ConfigError("eval --partition detections is not built yet: that partition sends the unsplit model's own "
-                          "detections (no change by construction); docs/RESULTS.md, \"Partitions at equal budgets\", "
-                          "has its bytes per frame.")
+                                                   ("pixel-size", args.pixel_size)) if value is not None]
     codec_flags = [flag for flag, value in (("--codec", args.codec not in ("none", "", None)),
                                             ("--levels", args.levels is not None), ("--cut", args.cut is not None))
                    if value]
-    if codec_flags:
-        raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition pixels does not use.")
+    auto_flags = [flag for flag, value in (("--partitions", args.partitions), ("--edge-budget-ms", args.edge_budget_ms),
+                                           ("--partition-curves", args.partition_curves)) if value is not None]
+    if args.partition != "auto" and auto_flags:
+        raise ConfigError(f"{', '.join(auto_flags)} set(s) how --partition auto plans: add --partition auto.")
+    if args.partition != "features" and args.ladder is not None:
+        raise ConfigError("--ladder sets the features partition's rate control: drop it, or use --partition features.")
+    if args.partition in ("features", "detections") and pixel_flags:
+        raise ConfigError(f"{', '.join(pixel_flags)} set(s) the pixel encoder, which --partition {args.partition} "
+                          "does not use: drop it, or use --partition pixels.")
+    if args.partition in ("pixels", "detections", "auto") and codec_flags:
+        raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition {args.partition} does "
+                          "not use.")
+    if args.partition == "features":
+        if args.rate_kbps is None:
+            if args.intra_period is not None or args.ladder is not None:
+                raise ConfigError("--intra-period and --ladder go with --rate-kbps for --partition features (a fixed "
+                                  "profile carries its own intra period).")
+            return None, ""
+        if codec_flags:
+            raise ConfigError(f"{', '.join(codec_flags)} fix(es) a profile, but --rate-kbps chooses among the points "
+                              "of a codec ladder: drop it (pass --ladder for another ladder).")
+    if args.partition == "detections" and (args.rate_kbps is not None or args.intra_period is not None):
+        raise ConfigError("--partition detections sends the whole model's detections, with no rate or intra period to "
+                          "set: drop --rate-kbps and --intra-period.")
     from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
 
-    settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
-                                         key_interval=args.intra_period, size=args.pixel_size)
     fps = video_file_fps(str(data)) / args.frame_step
+    pixel_settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
+                                               key_interval=args.intra_period, size=args.pixel_size) \
+        if args.partition in ("pixels", "auto") else None
+    if args.partition == "auto":
+        from splitinfer.services.edge.auto_partition import AutoRequest
+
+        request = AutoRequest(args.rate_kbps, args.edge_budget_ms, args.partitions, args.partition_curves)
+        request.check()
+        if args.pixel_crf is not None:
+            raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps.")
+
+    def factory(model):
+        partition, rate, prefix = args.partition, args.rate_kbps, ""
+        if partition == "auto":
+            from splitinfer.services.edge.auto_partition import resolve_plan
+
+            chosen, _ = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings)
+            partition, rate, prefix = chosen.partition, chosen.rate_kbps, f"auto ({chosen.describe()}) -> "
+        return _round_trip(model, partition, rate, pixel_settings, args.ladder, fps, prefix)
+
+    return factory, ""
+
+
+def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, ladder_path: str | None, fps: float,
+                prefix: str):
+    """The candidate of one partition and its name for the report."""
+    from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
+
+    if partition == "detections":
+        return DetectionsRoundtrip(model), prefix + "detections: the whole model on the edge"
+    if partition == "features":
+        from splitinfer.services.profiles import resolve_ladder
+
+        ladder = resolve_ladder(model, None, ladder_path)
+        name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
+                f"points, {fps:g} frames/s")
+        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps), prefix + name
+    settings = dataclasses.replace(pixel_settings, crf=None, target_kbps=rate_kbps) if rate_kbps else pixel_settings
     rate = f"{settings.target_kbps:g} kbit/s" if settings.target_kbps is not None else f"crf {settings.crf}"
     name = (f"pixels: h264 {settings.preset} {rate}, key frame every {settings.key_interval}, "
             f"{settings.size} size, {fps:g} frames/s")
-
-    def factory(model):
-        from splitinfer.services.edge.partitions import PixelRoundtrip
-
-        return PixelRoundtrip(model, settings, fps=fps)
-
-    return factory, name
+    return PixelRoundtrip(model, settings, fps=fps), prefix + name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -189,14 +237,16 @@ def run(args: argparse.Namespace) -> int:
     check_weights_path(args.weights)
     check_runtime_flags(args.runtime, args.threads)
     check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
-    candidate, candidate_name = _partition_candidate(args, data)
+    factory, _ = _partition_candidate(args, data)
     runtime = resolve_runtime(args.runtime, args.threads)
     apply_torch_threads(runtime.threads)
     model = load_model(args.model, weights=args.weights, runtime=runtime)
     report: ClassificationReport | DetectionReport
     truncated: list[str] = []
-    if candidate is not None and (data / "labels.csv").is_file():
-        raise ConfigError("--partition pixels is evaluated on detection data (a video, a COCO or image folder) only.")
+    if factory is not None and (data / "labels.csv").is_file():
+        raise ConfigError(f"--partition {args.partition} (or --rate-kbps) is evaluated on detection data (a video, a "
+                          "COCO or image folder) only.")
+    candidate, candidate_name = factory(model) if factory is not None else (None, "")
     if (data / "labels.csv").is_file():
         report = evaluate_classification(model, data, cut=args.cut, profile=profile, codec_name=codec_name,
                                          limit=args.limit, progress=args.progress)
@@ -210,10 +260,10 @@ def run(args: argparse.Namespace) -> int:
             score_threshold=args.score_threshold, live_score_threshold=args.live_threshold,
             iou_threshold=args.iou_threshold, progress=args.progress,
             total=source_length(data, step=args.frame_step, limit=args.limit),
-            candidate=candidate(model) if candidate is not None else None,
+            candidate=candidate,
         )
         if candidate is not None:
-            report.cut, report.codec = "input", candidate_name
+            report.cut, report.codec = candidate.cut, candidate_name
     result = report.to_dict()
     result["runtime"], result["threads"] = runtime.name, runtime.threads
     if truncated:
