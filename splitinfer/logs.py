@@ -43,6 +43,9 @@ class JsonFormatter(logging.Formatter):
         created = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         entry = {"time": f"{created}.{int(record.msecs):03d}Z", "level": record.levelname, "logger": record.name,
                  "message": record.getMessage()}
+        event = getattr(record, "event", None)  # structured fields: log.info(..., extra={"event": {...}})
+        if isinstance(event, dict):
+            entry.update({k: v for k, v in event.items() if k not in entry})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -133,10 +133,16 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
     if settings.partition == "auto":
         from splitinfer.services.edge.auto_partition import resolve_plan
 
-        chosen, _ = resolve_plan(model, settings.auto_request(), fps=settings.source_fps(),
-                                 pixel_settings=settings.pixel_settings())
+        from splitinfer.services.edge.auto_partition import PartitionSwitcher, load_curves
+
+        curves = load_curves(settings.model, settings.partition_curves)
+        chosen, costs = resolve_plan(model, settings.auto_request(), fps=settings.source_fps(),
+                                     pixel_settings=settings.pixel_settings(), curves=curves)
         pipeline = build_pipeline(resolved_settings(settings, chosen), model)
         pipeline.plan = chosen
+        pipeline.switcher = PartitionSwitcher(curves, costs, chosen, partitions=settings.partitions,
+                                              build=lambda plan: build_pipeline(resolved_settings(settings, plan),
+                                                                                model))
         return pipeline
     if settings.partition == "pixels":
         fps = settings.source_fps()  # what the encoder spends a bitrate over
@@ -265,7 +271,8 @@ async def run_edge(
                                     max_message_bytes=settings.max_message_bytes,
                                     give_up_after_s=settings.give_up_after_s, max_results=settings.frames or None)
             link = LinkMonitor(pipeline.rate) if pipeline.rate is not None and live else None
-            streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor, link=link)
+            streamer = EdgeStreamer(config, pipeline, grabber, deliver, executor=executor, link=link,
+                                    switcher=getattr(pipeline, "switcher", None))
             streamers.append(streamer)
             if stop_requested.is_set():
                 raise StartupInterrupted("stopped by a signal while starting; nothing was streamed.")

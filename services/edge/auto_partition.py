@@ -105,10 +105,12 @@ class AutoRequest:
 
 
 def resolve_plan(model: Any, request: AutoRequest, *, fps: float, pixel_settings: Any,
-                 costs: dict[str, float] | None = None) -> tuple[Plan, dict[str, float]]:
-    """The plan for this edge: curves (given or shipped), costs (given, or measured now), budgets; and the costs."""
+                 costs: dict[str, float] | None = None, curves: PartitionCurves | None = None
+                 ) -> tuple[Plan, dict[str, float]]:
+    """The plan for this edge: curves (given, else request.curves or the shipped ones), costs (given, or measured
+    now), budgets; and the costs."""
     allowed = request.check()
-    curves = load_curves(model.name, request.curves)
+    curves = curves or load_curves(model.name, request.curves)
     cut = curves.cut or model.default_cut
     if costs is None:
         costs = measure_edge_costs(model, cut, [p for p in allowed if p in curves.partitions],
@@ -119,3 +121,93 @@ def resolve_plan(model: Any, request: AutoRequest, *, fps: float, pixel_settings
     log.info("auto partition: %s (edge CPU ms/frame measured: %s)", chosen.describe(),
              ", ".join(f"{k} {v:.1f}" for k, v in costs.items()))
     return chosen, costs
+
+
+# Re-plan only when a budget moved by at least this fraction since the plan was made, switch only to a plan that
+# predicts at most SWITCH_GAIN times the current partition's changes (or when the current one no longer fits),
+# and never twice within MIN_FRAMES_BETWEEN_SWITCHES frames: a switch costs a key frame and a new call.
+REPLAN_CHANGE = 0.2
+SWITCH_GAIN = 0.8
+MIN_FRAMES_BETWEEN_SWITCHES = 30
+
+
+@dataclass
+class SwitchStats:
+    switches: int = 0
+    replans: int = 0
+
+
+class PartitionSwitcher:
+    """Auto at run time: holds the plan, takes new budget estimates (the link's, a changed compute budget) and says
+    when the edge should switch partition. The streamer asks `due()` between frames, with nothing in flight, and
+    then builds the new partition's pipeline with `build` and opens a new call (docs/PARTITIONS.md, "Switching")."""
+
+    def __init__(self, curves: PartitionCurves, costs: dict[str, float], chosen: Plan,
+                 build: Callable[[Plan], Any], partitions: Iterable[str] | None = None) -> None:
+        self.curves = curves
+        self.costs = dict(costs)
+        self.plan = chosen
+        self.build = build
+        self.partitions = parse_partitions(partitions if partitions is None or isinstance(partitions, str)
+                                           else list(partitions))
+        self.stats = SwitchStats()
+        self.uplink_kbps = chosen.uplink_kbps  # the latest estimates
+        self.edge_budget_ms = chosen.edge_budget_ms
+        self._frames_since_switch = 0
+
+    def set_budgets(self, *, uplink_kbps: float | None = None, edge_budget_ms: float | None = None) -> None:
+        """A new uplink estimate (kbit/s) or compute budget (CPU ms/frame); takes effect at the next `due()`."""
+        if uplink_kbps is not None:
+            self.uplink_kbps = float(uplink_kbps)
+        if edge_budget_ms is not None:
+            self.edge_budget_ms = float(edge_budget_ms)
+
+    def set_cost(self, partition: str, ms: float) -> None:
+        """A new measurement of a partition's CPU ms per frame on this edge."""
+        self.costs[partition] = float(ms)
+
+    def frame_sent(self) -> None:
+        self._frames_since_switch += 1
+
+    def _moved(self) -> bool:
+        def moved(new: float, old: float) -> bool:
+            return abs(new - old) >= REPLAN_CHANGE * old
+
+        current = self.plan
+        cost_moved = moved(self.costs.get(current.partition, current.edge_ms), current.edge_ms)
+        return moved(self.uplink_kbps, current.uplink_kbps) or moved(self.edge_budget_ms, current.edge_budget_ms) \
+            or cost_moved
+
+    def due(self) -> Plan | None:
+        """A plan of another partition when the budgets moved enough and it predicts clearly fewer changes (or the
+        current partition no longer fits); else None (the current plan may be re-based on the new budgets)."""
+        if self._frames_since_switch < MIN_FRAMES_BETWEEN_SWITCHES or not self._moved():
+            return None
+        self.stats.replans += 1
+        budgets = dict(uplink_kbps=self.uplink_kbps, edge_budget_ms=self.edge_budget_ms)
+        try:
+            best = plan(self.curves, self.costs, partitions=self.partitions, **budgets)
+        except ConfigError as exc:
+            log.warning("auto partition: keeping %s: %s", self.plan.partition, exc)
+            return None
+        try:
+            staying = plan(self.curves, self.costs, partitions=[self.plan.partition], **budgets)
+        except ConfigError:
+            staying = None
+        if best.partition == self.plan.partition or (
+                staying is not None and best.predicted_changes_per_frame > SWITCH_GAIN * staying.predicted_changes_per_frame):
+            self.plan = staying or best  # same partition: the new budgets are the reference from now on
+            return None
+        return best
+
+    def switched(self, previous: Plan, chosen: Plan) -> None:
+        """Record a switch made: log it (a JSON event with from, to and reason) and count it."""
+        self.plan = chosen
+        self.stats.switches += 1
+        self._frames_since_switch = 0
+        reason = (f"budgets {previous.uplink_kbps:g} -> {chosen.uplink_kbps:g} kbit/s, {previous.edge_budget_ms:g} -> "
+                  f"{chosen.edge_budget_ms:g} ms/frame")
+        log.info("auto partition: switching from %s to %s (%s); %s", previous.partition, chosen.partition, reason,
+                 chosen.describe(), extra={"event": {"event": "partition_switch", "from": previous.partition,
+                                                     "to": chosen.partition, "reason": reason,
+                                                     "rate_kbps": chosen.rate_kbps}})

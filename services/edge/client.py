@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.rpc import error_details_pb2
@@ -31,6 +31,10 @@ from splitinfer.services.edge.capture import CaptureMode, CapturedFrame, EndOfSo
 from splitinfer.services.stages import CLOUD_STAGES
 from splitinfer.errors import CaptureError, CloudUnavailableError, ServiceError, StreamRejectedError
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+if TYPE_CHECKING:
+    from splitinfer.services.edge.auto_partition import PartitionSwitcher
+    from splitinfer.services.edge.partition_plan import Plan
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -148,6 +152,7 @@ class StreamerStats:
     lost_on_reconnect: int = 0
     dropped_by_rate: int = 0  # frames rate control did not send, to hold the budget (live sources)
     reconnects: int = 0
+    partition_switches: int = 0  # --partition auto: calls ended to go on in another partition
     payload_bytes: int = 0
     elements: int = 0
     stage_seconds: dict[str, float] = field(default_factory=lambda: collections.defaultdict(float))
@@ -176,9 +181,13 @@ class EdgeStreamer:
         *,
         executor: ThreadPoolExecutor | None = None,
         link: LinkMonitor | None = None,
+        switcher: PartitionSwitcher | None = None,
     ) -> None:
         self.config = config
         self.link = link  # live streams with rate control: the link's feedback lowers and raises the budget
+        # --partition auto: between frames, with nothing in flight, the stream may go on in another partition.
+        self.switcher = switcher
+        self._switch_to: Plan | None = None
         self.pipeline = pipeline
         self.grabber = grabber
         self.on_result = on_result
@@ -234,6 +243,9 @@ class EdgeStreamer:
                     accepted = True
                     attempt, unavailable_since = 0, None
                     finished = await self._stream(call)
+                    if finished and self._switch_to is not None:
+                        await self._switch()
+                        continue  # the same stream id in a new call, starting with the new partition
                     if finished:
                         return
                     raise _RetryableStreamError("the cloud ended the stream before every frame had its result")
@@ -278,6 +290,32 @@ class EdgeStreamer:
             self._window_changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):  # stop() cuts the wait short
                 await asyncio.wait_for(self._window_changed.wait(), delay)
+
+    async def _switch(self) -> None:
+        """Go on in the partition the switcher chose: its pipeline (built and warmed up on the executor) replaces
+        the current one; the next call's StreamStart declares it and its first frame is a key/intra frame."""
+        assert self.switcher is not None and self._switch_to is not None
+        chosen, self._switch_to = self._switch_to, None
+        previous = self.switcher.plan
+        loop = asyncio.get_running_loop()
+        pipeline = await loop.run_in_executor(self._executor, self.switcher.build, chosen)
+        pipeline.plan = chosen
+        live = self.grabber.mode is CaptureMode.LIVE
+        if pipeline.rate is not None:
+            pipeline.rate.allow_drop = live
+        self.link = LinkMonitor(pipeline.rate) if pipeline.rate is not None and live else None
+        self.pipeline = pipeline
+        self._coding += 1
+        self.switcher.switched(previous, chosen)
+        self.stats.partition_switches += 1
+
+    def _switch_due(self) -> bool:
+        """True when auto wants another partition and the next frame is not started yet (its head would be the
+        old partition's)."""
+        if self.switcher is None or self._carry is not None or self._job is not None:
+            return False
+        self._switch_to = self.switcher.due()
+        return self._switch_to is not None
 
     async def _open(self, call: grpc.aio.StreamStreamCall) -> None:
         start = self.pipeline.start_message(self.config.stream_id)
@@ -364,7 +402,7 @@ class EdgeStreamer:
     async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> bool:
         while not self._stopping and self._source_ended is None:
             await self._wait_for_window()
-            if self._stopping or self._enough_sent():
+            if self._stopping or self._enough_sent() or self._switch_due():
                 break
             try:
                 prepared = await self._next_frame()
@@ -382,6 +420,8 @@ class EdgeStreamer:
             self._pending[head.frame_id] = _Pending(head, time.monotonic_ns(), frame_message.ByteSize())
             await call.write(inference_pb2.InferRequest(frame=frame_message))
             self.stats.sent += 1
+            if self.switcher is not None:
+                self.switcher.frame_sent()
         while self._pending:
             self._window_changed.clear()
             await self._window_changed.wait()
@@ -397,7 +437,8 @@ class EdgeStreamer:
         while True:
             response = await call.read()
             if response is grpc.aio.EOF:
-                if self._pending or (self._source_ended is None and not self._stopping and not self._enough_sent()):
+                if self._pending or (self._source_ended is None and not self._stopping and not self._enough_sent()
+                                     and self._switch_to is None):
                     raise _RetryableStreamError("the cloud closed the stream")
                 return
             if response.WhichOneof("kind") != "result":
@@ -411,6 +452,8 @@ class EdgeStreamer:
             if self.link is not None:
                 cloud_seconds = sum(result.stage_seconds.get(stage, 0.0) for stage in CLOUD_STAGES)
                 self.link.on_result(time.monotonic(), pending.sent_monotonic_ns / 1e9, pending.nbytes, cloud_seconds)
+                if self.switcher is not None and self.pipeline.rate is not None:  # the link's estimate of the uplink
+                    self.switcher.set_budgets(uplink_kbps=self.pipeline.rate.budget_bps / 1000)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
             self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))

@@ -50,6 +50,8 @@ class EdgeMetrics:
         self.latency = Histogram("splitinfer_edge_latency_seconds", "Capture to result, on the edge's clock.",
                                  buckets=_LATENCY_BUCKETS, registry=r)
         self.reconnects = Counter("splitinfer_edge_reconnects", "Reconnections to the cloud.", registry=r)
+        self.partition_switches = Counter("splitinfer_edge_partition_switches", "--partition auto: switches to "
+                                          "another partition (a new call each).", registry=r)
         self.source_failures = Counter("splitinfer_edge_source_failures", "Video source opens that failed and reads "
                                        "that stopped.", registry=r)
         self.frame_rate = Gauge("splitinfer_edge_frame_rate", "Frames answered per second (last 5 s).", registry=r)
@@ -87,6 +89,7 @@ class EdgeMetrics:
             return
         stats, grabber = self._streamer.stats, self._streamer.grabber.stats
         self._copy("reconnects", stats.reconnects, self.reconnects)
+        self._copy("switches", stats.partition_switches, self.partition_switches)
         self._copy("lost", stats.lost_on_reconnect, self.dropped.labels("lost_on_reconnect"))
         self._copy("dropped", grabber.dropped, self.dropped.labels("live_grabber"))
         self._copy("failures", grabber.failures, self.source_failures)

@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> int:
              stats.results, stats.frame_errors, stats.reconnects, stats.resent, stats.lost_on_reconnect)
     plan = getattr(streamer.pipeline, "plan", None)
     if plan is not None:
-        log.info("auto partition ran %s", plan.describe())
+        log.info("auto partition: %d switch(es); ended with %s", stats.partition_switches, plan.describe())
     rate = getattr(streamer.pipeline, "rate", None)
     if rate is not None:
         log.info("%s", rate.summary())

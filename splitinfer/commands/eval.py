@@ -226,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
     if not data.exists():
         raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
     profile, codec_name = _profile(args)
+    factory, _ = _partition_candidate(args, data)  # before a profile's cut stands in for --cut
     if profile is not None and profile.model not in (None, args.model):
         raise ConfigError(f"the codec profile was made for model {profile.model}, not {args.model}; pass --model {profile.model}.")
     if profile is not None and profile.cut is not None:
@@ -237,7 +238,6 @@ def run(args: argparse.Namespace) -> int:
     check_weights_path(args.weights)
     check_runtime_flags(args.runtime, args.threads)
     check_model(args.model, args.weights, args.cut)  # the name, weights path and cut, before the model is built
-    factory, _ = _partition_candidate(args, data)
     runtime = resolve_runtime(args.runtime, args.threads)
     apply_torch_threads(runtime.threads)
     model = load_model(args.model, weights=args.weights, runtime=runtime)

@@ -519,11 +519,13 @@ def test_eval_reports_the_fidelity_and_exact_bytes_of_the_pixels_partition(model
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--pixel-crf", "20"], "--pixel-crf set(s) the pixel encoder: add --partition pixels"),
-    (["--rate-kbps", "64"], "eval of features under --rate-kbps is not built yet"),
+    (["--pixel-crf", "20"], "--pixel-crf set(s) the pixel encoder, which --partition features does not use"),
+    (["--rate-kbps", "64", "--codec", "default"], "--codec fix(es) a profile, but --rate-kbps chooses"),
     (["--partition", "pixels", "--cut", "80"], "--cut set(s) the feature codec"),
     (["--partition", "pixels", "--pixel-crf", "20", "--rate-kbps", "64"], "--pixel-crf and --rate-kbps both set"),
-    (["--partition", "detections"], "eval --partition detections is not built yet"),
+    (["--partition", "detections", "--rate-kbps", "64"], "drop --rate-kbps and --intra-period"),
+    (["--partition", "auto"], "add --rate-kbps"),
+    (["--partitions", "pixels"], "add --partition auto"),
 ])
 def test_eval_refuses_flags_of_another_partition_before_loading_the_model(video, weights_dir, argv, message,
                                                                            capsys) -> None:
