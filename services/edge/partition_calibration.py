@@ -68,7 +68,8 @@ def calibrate_partitions(model: Any, video: str | Path, ladder: CodecLadder, *,
                 f"h264 {pixels.preset} zerolatency, key frame every {pixels.key_interval}, {pixels.size} size")
         measure("features", rate, FeatureRoundtrip(model, ladder, rate, fps=fps),
                 f"cut {cut}, ladder of {len(ladder.points)} points, rate control")
-    limited = f"first {limit} frames" if limit else "all frames"
+    frames = f"first {limit} frames" if limit else "all frames"
+    every = "" if step == 1 else f", every {step}th frame"
     return PartitionCurves(model.name, tuple(points), cut=cut,
                            edge_ms={name: sum(ms) / len(ms) for name, ms in costs.items() if ms},
-                           video=f"{video.name} ({limited}, every {step}. frame)", frames=limit or 0, fps=fps)
+                           video=f"{video.name} ({frames}{every}, {fps:g} frames/s)", frames=limit or 0, fps=fps)
