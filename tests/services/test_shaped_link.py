@@ -164,3 +164,55 @@ def test_rate_control_holds_the_budget_on_a_shaped_link(link, video, weights_dir
     assert achieved_kbit <= 1.1 * RATE_TARGET_KBIT, report
     if len(counted) >= RATE_KEPT_UP:
         assert achieved_kbit >= 0.9 * RATE_TARGET_KBIT, report
+
+
+# Auto: curves made up so that features win at 128 kbit/s and pixels at 8 kbit/s (the only points below 128).
+AUTO_START_KBIT, AUTO_DROPPED_LINK_KBIT = 128, 24
+AUTO_CURVES = {"id": "splitinfer.partition-curves/1", "model": "yolo-fastest-1.1-xl", "cut": "60", "video": "made up",
+               "edge_ms": {}, "points": [
+                   {"partition": "pixels", "kbps": 8.0, "changes_per_frame": 0.3, "target_kbps": 8.0},
+                   {"partition": "features", "kbps": 8.0, "changes_per_frame": 1.5, "target_kbps": 8.0},
+                   {"partition": "pixels", "kbps": 128.0, "changes_per_frame": 0.6, "target_kbps": 128.0},
+                   {"partition": "features", "kbps": 128.0, "changes_per_frame": 0.1, "target_kbps": 128.0}]}
+
+
+def test_auto_switches_from_features_to_pixels_when_the_links_rate_drops(link, video, weights_dir, tmp_path) -> None:
+    """Live mode, --partition auto at 128 kbit/s on a 1 Mbit/s uplink: features. After the switcher's minimum
+    run the uplink drops to 24 kbit/s; the features partition's backpressure estimate falls, auto re-plans and
+    goes on in pixels in a new call. Results stay in capture order, none with an error, and the switch is logged
+    and counted."""
+    import json
+
+    from splitinfer.services.edge.auto_partition import MIN_FRAMES_BETWEEN_SWITCHES
+
+    if not edge_supports("--partitions"):
+        pytest.skip("auto partitioning not in this build (`splitinfer edge --help` lists no --partitions)")
+    curves = tmp_path / "curves.json"
+    curves.write_text(json.dumps(AUTO_CURVES))
+    clip = write_clip(video, tmp_path / "clip-auto.avi", 300, fps=10.0)
+    dropped_at: list[int] = []
+
+    def drop_the_link(count: int, record: dict) -> None:
+        if not dropped_at and count >= MIN_FRAMES_BETWEEN_SWITCHES:
+            link.shape(uplink=Shape(rate_kbit=AUTO_DROPPED_LINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
+            dropped_at.append(count)
+
+    link.shape(uplink=Shape(rate_kbit=UPLINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
+    try:
+        run = run_edge(link, clip, weights_dir, tmp_path, "cam-auto", "--reconnect-timeout", "120", "--mode", "live",
+                       "--window", "4", "--partition", "auto", "--rate-kbps", str(AUTO_START_KBIT), "--partitions",
+                       "pixels,features", "--edge-budget-ms", "1000", "--partition-curves", str(curves),
+                       on_result=drop_the_link)
+    finally:
+        link.shape(uplink=Shape(rate_kbit=UPLINK_KBIT), downlink=Shape(rate_kbit=DOWNLINK_KBIT))
+    assert run.returncode == 0, run.stderr[-3000:]
+    if not dropped_at:
+        pytest.skip(f"this machine answered fewer than {MIN_FRAMES_BETWEEN_SWITCHES} frames of the live clip")
+    assert not [r for r in run.results if r.get("error")], "frames answered with an error"
+    assert run.frame_ids == sorted(set(run.frame_ids)), "an older frame was answered after a newer one"
+    partitions = [r["origin"]["partition"] for r in run.results]
+    assert partitions[0] == "PARTITION_FEATURES", partitions
+    assert "PARTITION_PIXELS" in partitions, (partitions, run.stderr[-3000:])
+    switch_at = partitions.index("PARTITION_PIXELS")
+    assert switch_at >= dropped_at[0] and set(partitions[switch_at:]) == {"PARTITION_PIXELS"}, partitions
+    assert "switching from features to pixels" in run.stderr and "auto partition: 1 switch(es)" in run.stderr
