@@ -168,3 +168,48 @@ def test_the_model_ships_curves_for_every_partition() -> None:
     shipped = PartitionCurves.load(path)
     assert shipped.model == "yolo-fastest-1.1-xl" and set(shipped.partitions) == set(PARTITIONS)
     assert shipped.video, "the curves must say which video selected them"
+
+
+def _switcher(uplink: float = 256, edge_ms: float = 100):
+    from splitinfer.services.edge.auto_partition import PartitionSwitcher
+
+    chosen = plan(CURVES, EDGE, uplink_kbps=uplink, edge_budget_ms=edge_ms)
+    return PartitionSwitcher(CURVES, EDGE, chosen, build=lambda p: p)
+
+
+def _run_frames(switcher, frames: int) -> None:
+    for _ in range(frames):
+        switcher.frame_sent()
+
+
+def test_the_switcher_waits_for_enough_frames_and_a_real_change_of_budget() -> None:
+    from splitinfer.services.edge.auto_partition import MIN_FRAMES_BETWEEN_SWITCHES
+
+    switcher = _switcher()
+    assert switcher.plan.partition == "detections"
+    switcher.set_budgets(edge_budget_ms=35)  # the whole model no longer fits: features do
+    _run_frames(switcher, MIN_FRAMES_BETWEEN_SWITCHES - 1)
+    assert switcher.due() is None  # too soon after the start
+    switcher.frame_sent()
+    chosen = switcher.due()
+    assert chosen is not None and chosen.partition == "features"
+    switcher.switched(switcher.plan, chosen)
+    assert switcher.stats.switches == 1 and switcher.due() is None  # too soon after the switch
+    _run_frames(switcher, MIN_FRAMES_BETWEEN_SWITCHES)
+    switcher.set_budgets(edge_budget_ms=33)  # moved less than REPLAN_CHANGE: no re-plan
+    assert switcher.due() is None and switcher.stats.replans == 1  # the one that switched
+
+
+def test_the_switcher_keeps_a_partition_that_still_fits_unless_another_is_clearly_better() -> None:
+    switcher = _switcher(uplink=256, edge_ms=40)
+    assert switcher.plan.partition == "features"
+    _run_frames(switcher, 100)
+    switcher.set_budgets(uplink_kbps=128)  # features still fit at 128: predicted 1.0, pixels 3.0
+    assert switcher.due() is None and switcher.plan.uplink_kbps == 128  # re-based on the new budget
+    switcher.set_budgets(uplink_kbps=64)  # features no longer fit: pixels
+    chosen = switcher.due()
+    assert chosen is not None and chosen.partition == "pixels" and chosen.rate_kbps == 64
+    switcher.switched(switcher.plan, chosen)
+    _run_frames(switcher, 100)
+    switcher.set_budgets(uplink_kbps=8)  # nothing fits: keep what runs (and say so in the log)
+    assert switcher.due() is None and switcher.plan.partition == "pixels"
