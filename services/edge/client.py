@@ -452,8 +452,9 @@ class EdgeStreamer:
             if self.link is not None:
                 cloud_seconds = sum(result.stage_seconds.get(stage, 0.0) for stage in CLOUD_STAGES)
                 self.link.on_result(time.monotonic(), pending.sent_monotonic_ns / 1e9, pending.nbytes, cloud_seconds)
-                if self.switcher is not None and self.pipeline.rate is not None:  # the link's estimate of the uplink
-                    self.switcher.set_budgets(uplink_kbps=self.pipeline.rate.budget_bps / 1000)
+                rate = getattr(self.pipeline, "rate", None)
+                if self.switcher is not None and rate is not None:  # the link's estimate of the uplink
+                    self.switcher.set_budgets(uplink_kbps=rate.budget_bps / 1000)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
             self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))

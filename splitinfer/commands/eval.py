@@ -192,6 +192,7 @@ def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, 
     if partition == "features":
         from splitinfer.services.profiles import resolve_ladder
 
+        assert rate_kbps is not None  # features without a rate never get here (_partition_candidate)
         ladder = resolve_ladder(model, None, ladder_path)
         name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
                 f"points, {fps:g} frames/s")
