@@ -82,7 +82,7 @@ class EdgeSettings:
     device: str = "cpu"  # the command line defaults to auto (commands/edge.py)
     runtime: str = "torch"  # torch, onnxruntime or openvino (splitinfer.dnn.runtime)
     threads: int = 0  # per model call; 0: splitinfer.dnn.threads' default
-    partition: str = "features"  # features, pixels or detections (docs/PARTITIONS.md)
+    partition: str = "features"  # features, pixels, detections or auto (docs/PARTITIONS.md)
     pixel_preset: str | None = None  # None: DEFAULT_PRESET
     pixel_crf: int | None = None  # None: DEFAULT_CRF, unless --rate-kbps sets a bitrate
     pixel_size: str | None = None  # None: "input"
