@@ -141,6 +141,7 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         pipeline = build_pipeline(resolved_settings(settings, chosen), model)
         pipeline.plan = chosen
         pipeline.switcher = PartitionSwitcher(curves, costs, chosen, partitions=settings.partitions,
+                                              fps=settings.source_fps(),
                                               build=lambda plan: build_pipeline(resolved_settings(settings, plan),
                                                                                 model))
         return pipeline

@@ -8,6 +8,7 @@ costs x264 more than most scenes: the pixels estimate errs high. The plan itself
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from splitinfer.errors import ConfigError
-from splitinfer.services.edge.partition_plan import PartitionCurves, Plan, parse_partitions, plan
+from splitinfer.services.edge.partition_plan import RATED, PartitionCurves, Plan, parse_partitions, plan
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -143,8 +144,9 @@ class PartitionSwitcher:
     then builds the new partition's pipeline with `build` and opens a new call (docs/PARTITIONS.md, "Switching")."""
 
     def __init__(self, curves: PartitionCurves, costs: dict[str, float], chosen: Plan,
-                 build: Callable[[Plan], Any], partitions: Iterable[str] | None = None) -> None:
+                 build: Callable[[Plan], Any], partitions: Iterable[str] | None = None, fps: float = 10.0) -> None:
         self.curves = curves
+        self.fps = fps
         self.costs = dict(costs)
         self.plan = chosen
         self.build = build
@@ -154,6 +156,24 @@ class PartitionSwitcher:
         self.uplink_kbps = chosen.uplink_kbps  # the latest estimates
         self.edge_budget_ms = chosen.edge_budget_ms
         self._frames_since_switch = 0
+        self._bytes_per_frame: float | None = None  # of the running partition, smoothed
+
+    def observe(self, payload_bytes: int) -> None:
+        """A result of the running partition: what its frame really took on the uplink."""
+        b = self._bytes_per_frame
+        self._bytes_per_frame = float(payload_bytes) if b is None else 0.9 * b + 0.1 * payload_bytes
+
+    def observed_curves(self) -> PartitionCurves:
+        """The curves with the running partition's rate corrected by what it sends here, when it sets no bitrate
+        of its own (detections: their bytes are the scene's objects, not a target)."""
+        current = self.plan
+        calibrated = min(p.kbps for p in self.curves.points if p.partition == current.partition)
+        if current.partition in RATED or self._bytes_per_frame is None or calibrated <= 0:
+            return self.curves
+        scale = 8 * self._bytes_per_frame * self.fps / 1000 / calibrated
+        points = tuple(dataclasses.replace(p, kbps=p.kbps * scale) if p.partition == current.partition else p
+                       for p in self.curves.points)
+        return dataclasses.replace(self.curves, points=points)
 
     def set_budgets(self, *, uplink_kbps: float | None = None, edge_budget_ms: float | None = None) -> None:
         """A new uplink estimate (kbit/s) or compute budget (CPU ms/frame); takes effect at the next `due()`."""
@@ -179,19 +199,27 @@ class PartitionSwitcher:
             or cost_moved
 
     def due(self) -> Plan | None:
-        """A plan of another partition when the budgets moved enough and it predicts clearly fewer changes (or the
-        current partition no longer fits); else None (the current plan may be re-based on the new budgets)."""
-        if self._frames_since_switch < MIN_FRAMES_BETWEEN_SWITCHES or not self._moved():
+        """A plan of another partition when the budgets moved enough (or the running partition sends more than
+        the uplink takes) and it predicts clearly fewer changes, or the current partition no longer fits; else
+        None (the current plan may be re-based on the new budgets)."""
+        if self._frames_since_switch < MIN_FRAMES_BETWEEN_SWITCHES:
+            return None
+        curves = self.observed_curves()
+        overflowing = curves is not self.curves and not any(
+            p.partition == self.plan.partition and p.needs_kbps <= self.uplink_kbps for p in curves.points)
+        if not (overflowing or self._moved()):
             return None
         self.stats.replans += 1
         budgets = dict(uplink_kbps=self.uplink_kbps, edge_budget_ms=self.edge_budget_ms)
         try:
-            best = plan(self.curves, self.costs, partitions=self.partitions, **budgets)
+            best = plan(curves, self.costs, partitions=self.partitions, **budgets)
         except ConfigError as exc:
             log.warning("auto partition: keeping %s: %s", self.plan.partition, exc)
+            if overflowing:  # said once, not at every frame
+                self._frames_since_switch = 0
             return None
         try:
-            staying = plan(self.curves, self.costs, partitions=[self.plan.partition], **budgets)
+            staying = plan(curves, self.costs, partitions=[self.plan.partition], **budgets)
         except ConfigError:
             staying = None
         if best.partition == self.plan.partition or (
@@ -205,6 +233,7 @@ class PartitionSwitcher:
         self.plan = chosen
         self.stats.switches += 1
         self._frames_since_switch = 0
+        self._bytes_per_frame = None
         reason = (f"budgets {previous.uplink_kbps:g} -> {chosen.uplink_kbps:g} kbit/s, {previous.edge_budget_ms:g} -> "
                   f"{chosen.edge_budget_ms:g} ms/frame")
         log.info("auto partition: switching from %s to %s (%s); %s", previous.partition, chosen.partition, reason,

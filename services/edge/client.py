@@ -455,6 +455,8 @@ class EdgeStreamer:
                 rate = getattr(self.pipeline, "rate", None)
                 if self.switcher is not None and rate is not None:  # the link's estimate of the uplink
                     self.switcher.set_budgets(uplink_kbps=rate.budget_bps / 1000)
+            if self.switcher is not None and not result.HasField("error"):
+                self.switcher.observe(result.payload_bytes)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
             self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))

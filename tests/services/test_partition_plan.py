@@ -213,3 +213,20 @@ def test_the_switcher_keeps_a_partition_that_still_fits_unless_another_is_clearl
     _run_frames(switcher, 100)
     switcher.set_budgets(uplink_kbps=8)  # nothing fits: keep what runs (and say so in the log)
     assert switcher.due() is None and switcher.plan.partition == "pixels"
+
+
+def test_detections_that_send_more_than_calibrated_are_replanned_when_they_overflow_the_uplink() -> None:
+    from splitinfer.services.edge.auto_partition import MIN_FRAMES_BETWEEN_SWITCHES, PartitionSwitcher
+
+    curves = PartitionCurves("m", (OperatingPoint("pixels", 15.0, 3.0, 16.0), OperatingPoint("detections", 2.0, 0.0)))
+    chosen = plan(curves, EDGE, uplink_kbps=32, edge_budget_ms=100)
+    switcher = PartitionSwitcher(curves, EDGE, chosen, build=lambda p: p, fps=10.0)
+    assert chosen.partition == "detections"
+    for _ in range(MIN_FRAMES_BETWEEN_SWITCHES):
+        switcher.frame_sent()
+        switcher.observe(300)  # 24 kbit/s at 10 frames/s: more than calibrated, within the uplink
+    assert switcher.due() is None
+    for _ in range(60):
+        switcher.observe(452)  # a crowd: 36 kbit/s on a 32 kbit/s uplink
+    replanned = switcher.due()
+    assert replanned is not None and replanned.partition == "pixels" and replanned.rate_kbps == 32
