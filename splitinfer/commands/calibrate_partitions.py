@@ -20,9 +20,9 @@ def _rates(text: str) -> tuple[float, ...]:
     try:
         rates = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
     except ValueError as exc:
-        raise ValueError(f"--rates-kbps wants comma-separated kbit/s like 32,64,128, got {text!r}") from exc
+        raise ConfigError(f"--rates-kbps wants comma-separated kbit/s like 32,64,128, got {text!r}.") from exc
     if not rates or any(not 0 < r < 1e6 for r in rates):
-        raise ValueError(f"--rates-kbps wants positive kbit/s like 32,64,128, got {text!r}")
+        raise ConfigError(f"--rates-kbps wants positive kbit/s like 32,64,128, got {text!r}.")
     return rates
 
 
@@ -31,7 +31,7 @@ OPTIONS = [
     WEIGHTS_OPTION,
     Option("ladder", "codec ladder of the features partition (default: the one shipped with the model)", str, None),
     Option("rates-kbps", "bitrates at which pixels and features are measured, comma-separated kbit/s",
-           _rates, "16,32,64,128,256,512"),
+           str, "16,32,64,128,256,512"),
     Option("limit", "use at most this many frames of the video", int, 150),
     Option("frame-step", "use every N-th frame (the rates are spent at the video's frame rate divided by N)", int, 1),
     Option("pixel-preset", "x264 preset of the pixels partition", str, "veryfast", PIXEL_PRESETS),
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.video} is not a video file: give the calibration video.")
     if args.limit is not None and args.limit < 1 or args.frame_step < 1:
         raise ConfigError(f"--limit and --frame-step must be at least 1, got {args.limit} and {args.frame_step}.")
-    rates = args.rates_kbps if isinstance(args.rates_kbps, tuple) else _rates(args.rates_kbps)
+    rates = _rates(args.rates_kbps)
     pixels = PixelSettings(preset=args.pixel_preset, crf=None, target_kbps=rates[0],
                            key_interval=args.intra_period or DEFAULT_INTRA_PERIOD)
     check_weights_path(args.weights)

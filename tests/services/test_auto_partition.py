@@ -159,3 +159,16 @@ def test_calibrate_partitions_writes_curves_the_planner_reads(video, weights_dir
     assert {p.partition for p in curves.points} == {"pixels", "features", "detections"}
     assert curves.video.startswith(video.name) and curves.frames == 3 and curves.cut == "60"
     assert set(curves.edge_ms) == {"pixels", "features", "detections"}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["/nonexistent/video.mp4"], "is not a video file"),
+    (["VIDEO", "--rates-kbps", "32,fast"], "--rates-kbps wants comma-separated kbit/s"),
+    (["VIDEO", "--rates-kbps=-5"], "--rates-kbps wants positive kbit/s"),
+    (["VIDEO", "--limit", "0"], "--limit and --frame-step must be at least 1"),
+])
+def test_calibrate_partitions_refuses_bad_input_before_loading_the_model(video, argv, message, capsys) -> None:
+    from splitinfer.cli import main
+
+    assert main(["calibrate-partitions", *[str(video) if a == "VIDEO" else a for a in argv]]) == 2
+    assert message in capsys.readouterr().err
