@@ -17,6 +17,7 @@ from splitinfer.services.edge.partition_plan import OperatingPoint, PartitionCur
 from splitinfer.services.edge.preflight import check_edge
 from splitinfer.v1 import inference_pb2
 from tests.services.conftest import MODEL, PLAINTEXT, run, running_cloud
+from tests.services.test_partitions import cloud_config, pki, security_of  # noqa: F401 - pki: a fixture
 
 pytest.importorskip("av", reason="the pixels partition needs PyAV (pip install 'splitinfer[pixels]')")
 
@@ -41,13 +42,15 @@ def auto_settings(video: Path, curves: Path, **overrides) -> EdgeSettings:
     return EdgeSettings(**values)
 
 
+@pytest.mark.parametrize("transport", ["plaintext", "tls"])
 def test_auto_switches_partition_mid_stream_and_every_frame_gets_exactly_one_result(model, engine, video, curves_file,
-                                                                                   caplog) -> None:
+                                                                                   caplog, pki, transport) -> None:
     frames = MIN_FRAMES_BETWEEN_SWITCHES + 12
 
     async def scenario():
-        async with running_cloud(engine) as server:
-            settings = auto_settings(video, curves_file, cloud=f"127.0.0.1:{server.port}", frames=frames)
+        async with running_cloud(engine, **cloud_config(transport, pki)) as server:
+            settings = auto_settings(video, curves_file, cloud=f"127.0.0.1:{server.port}", frames=frames,
+                                     security=security_of(transport, pki))
             pipeline = build_pipeline(settings, model)
             switcher = pipeline.switcher
             starting = pipeline.plan.partition
