@@ -305,6 +305,40 @@ def test_another_identity_cannot_take_a_stream_over_but_its_owner_can_resume_it(
     assert old_status == grpc.StatusCode.ABORTED  # the owner's own reconnect took over, as before
 
 
+@pytest.mark.slow
+def test_a_thousand_junk_ids_of_a_wide_identity_do_not_evict_another_identitys_ownership(engine, pki, frames,
+                                                                                      tmp_path) -> None:
+    wide_token = "token-of-a-wide-identity"
+    access = write_access_file(tmp_path / "access.yaml", wide={"tokens_sha256": [hash_token(wide_token)],
+                                                               "publish": ["*"], "subscribe": []})
+
+    async def open_and_close(channel: grpc.aio.Channel, stream_id: str) -> None:
+        stream = Stream(channel)
+        await stream.open(stream_id=stream_id)
+        await stream.call.done_writing()
+        assert (await stream.status())[0] == grpc.StatusCode.OK
+
+    async def scenario():
+        async with tls_cloud(engine, pki, auth_tokens=access) as server:
+            address = f"127.0.0.1:{server.port}"
+            edge_a, wide = token_security(pki, tmp_path, EDGE_A), token_security(pki, tmp_path, wide_token)
+            channel, victim, _ = await open_stream(address, edge_a, "shared/cam-1", frames)
+            await victim.call.done_writing()
+            await victim.status()
+            await channel.close()
+            async with wide.aio_channel(address, channel_options()) as flood:
+                for batch in range(0, 1000, 4):  # four at a time: within any per-identity cap
+                    await asyncio.gather(*(open_and_close(flood, f"junk/{i}") for i in range(batch, batch + 4)))
+                takeover = await refused(Stream(flood).open(stream_id="shared/cam-1"))
+            channel, _, resumed = await open_stream(address, edge_a, "shared/cam-1", frames)
+            await channel.close()
+            return takeover, resumed
+
+    (code, reason, _), resumed = run(scenario(), timeout=600)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and reason == "STREAM_OWNED_BY_OTHER"
+    assert resumed == [0]
+
+
 def test_an_identity_is_held_to_its_stream_limit(engine, pki, frames, tmp_path) -> None:
     async def scenario():
         async with tls_cloud(engine, pki, auth_tokens=write_access_file(tmp_path / "access.yaml")) as server:
