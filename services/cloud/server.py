@@ -92,7 +92,7 @@ class CloudConfig:
     auth_tokens: Path | None = None
     health_port: int = -1  # a plaintext port serving only grpc.health.v1 (-1: none)
     reflection: bool = True
-    max_streams_per_identity: int | None = None
+    max_streams_per_identity: int | None = None  # None: half of max_streams; 0: no cap (see identity_stream_cap)
     device: str = "auto"
     precision: str = "fp32"
     max_batch: int = 1
@@ -125,9 +125,9 @@ class CloudConfig:
             raise ServiceError(f"max-batch-delay-ms must not be negative, got {self.max_batch_delay_ms}.")
         if not -1 <= self.health_port <= 65535:
             raise ServiceError(f"health-port must be within 0..65535 (-1: none), got {self.health_port}.")
-        if self.max_streams_per_identity is not None and self.max_streams_per_identity < 1:
-            raise ServiceError("max-streams-per-identity must be at least 1 (or unset for no limit), got "
-                               f"{self.max_streams_per_identity}.")
+        if self.max_streams_per_identity is not None and self.max_streams_per_identity < 0:
+            raise ServiceError("max-streams-per-identity must be 0 (no cap), at least 1, or unset (half of "
+                               f"--max-streams), got {self.max_streams_per_identity}.")
         if self.plaintext and (self.tls_cert or self.tls_key or self.tls_client_ca):
             raise ServiceError("--plaintext cannot be combined with --tls-cert, --tls-key or --tls-client-ca: choose "
                                "one.")
@@ -141,6 +141,14 @@ class CloudConfig:
         if self.plaintext and self.auth_tokens is not None:
             raise ServiceError("--auth-tokens needs TLS: bearer tokens would travel in clear over --plaintext. Give "
                                "--tls-cert and --tls-key.")
+
+    @property
+    def identity_stream_cap(self) -> int | None:
+        """Streams one authenticated identity may hold open (None: no cap): by default half of max_streams, so that
+        one token or certificate cannot take every slot (the anonymous caller of an open cloud is not capped)."""
+        if self.max_streams_per_identity is None:
+            return max(1, self.max_streams // 2)
+        return self.max_streams_per_identity or None
 
     @property
     def bus_connection(self) -> BusConnection | None:
@@ -195,7 +203,7 @@ class CloudServer:
             stream_queue_size=config.stream_queue, stream_queue_bytes=config.stream_queue_bytes,
             stream_idle_timeout_s=config.stream_idle_timeout_s, max_message_bytes=config.max_message_bytes,
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
-            max_streams_per_identity=config.max_streams_per_identity, batcher=self.batcher)
+            max_streams_per_identity=config.identity_stream_cap, batcher=self.batcher)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
         self.servicer.limits = inference_pb2.ServerLimits(
             max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,

@@ -14,7 +14,8 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
                          profile, partition or pixel coding
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
                          the caller's address (or, from gRPC itself, a message above --max-message-bytes)
-    DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
+    DEADLINE_EXCEEDED    no frame that got a result without an error for --stream-idle-timeout seconds (the slot
+                         is freed; empty keepalive frames do not hold it)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection of the same identity resumed the same stream id
     UNAUTHENTICATED      no credential, one the access file does not know, or a revoked client certificate
@@ -60,6 +61,7 @@ from splitinfer.codec import CodecError
 from splitinfer.errors import BusError
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
 from splitinfer.services.cloud.access import (
+    ANONYMOUS,
     AccessPolicy,
     AuthenticationError,
     Identity,
@@ -193,8 +195,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if item is _IDLE:
                     self.metrics.idle_streams.inc()
                     await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                 f"no frame arrived for {self.stream_idle_timeout_s:g} s (--stream-idle-timeout): the "
-                                 "stream was ended to free its slot; reconnect with the same stream id to resume.",
+                                 f"no frame the cloud could serve arrived for {self.stream_idle_timeout_s:g} s "
+                                 "(--stream-idle-timeout; frames answered with an error, such as empty keepalive "
+                                 "frames, do not count): the stream was ended to free its slot; reconnect with the "
+                                 "same stream id to resume.",
                                  "STREAM_IDLE")
                 if isinstance(item, _StreamProtocolError):
                     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
@@ -206,6 +210,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 result = await self.batcher.process(self.engine, connection.state, split, frame, last_frame_id)
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self.finish_result(frame, result, waited)
+                if not result.HasField("error"):
+                    connection.last_served_at = time.monotonic()
                 del frame, item  # the frame's bytes are not held while the result is sent
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     await self.hub.publish(result)
@@ -355,7 +361,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         peer = peer_address(context.peer() or "")
         if self.registry.refusal(start.stream_id, peer) is not None:
             await self._refuse_if_full(start.stream_id, peer, context)
-        limits = [limit for limit in (identity.max_streams, self.max_streams_per_identity) if limit is not None]
+        # The cloud-wide cap is for authenticated identities: an open cloud's callers all share one identity.
+        shared_cap = None if identity is ANONYMOUS else self.max_streams_per_identity
+        limits = [limit for limit in (identity.max_streams, shared_cap) if limit is not None]
         try:
             partition = start.partition or inference_pb2.PARTITION_FEATURES
             coding = start.pixel_coding if partition == inference_pb2.PARTITION_PIXELS else None
@@ -377,7 +385,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: _FrameQueue) -> None:
         try:
             async for request in request_iterator:
-                connection.last_frame_at = time.monotonic()
                 if connection.stopped.is_set():
                     return
                 kind = request.WhichOneof("kind")
@@ -398,18 +405,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     @staticmethod
     async def _next_item(queue: _FrameQueue, connection: Connection, idle_timeout_s: float) -> Any:
         """The next queued item; _END once the queue is empty and the connection was told to stop; _IDLE once
-        nothing arrived for idle_timeout_s seconds (0: never) while the queue was empty."""
-        waiting_since = time.monotonic()
+        the stream got no result without an error for idle_timeout_s seconds (0: never), queued frames or not."""
         while True:
+            timeout = None
+            if idle_timeout_s > 0:
+                timeout = connection.last_served_at + idle_timeout_s - time.monotonic()
+                if timeout <= 0:
+                    return _IDLE
             if not queue.empty():
                 return queue.get_nowait()
             if connection.stopped.is_set():
                 return _END
-            timeout = None
-            if idle_timeout_s > 0:
-                timeout = max(connection.last_frame_at, waiting_since) + idle_timeout_s - time.monotonic()
-                if timeout <= 0:
-                    return _IDLE
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(connection.stopped.wait())
             try:

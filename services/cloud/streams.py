@@ -79,7 +79,9 @@ class Connection:
         self.peer = peer
         self.stopped = asyncio.Event()
         self.stop_reason = ""
-        self.last_frame_at = time.monotonic()  # when the last message arrived (the idle timeout's clock)
+        # When the stream last got a result that is not an error, or opened: the idle timeout's clock. Frames the
+        # cloud answers with an error (an empty keepalive frame) do not reset it, so they cannot hold a slot.
+        self.last_served_at = time.monotonic()
 
     def stop(self, reason: str) -> None:
         if not self.stopped.is_set():

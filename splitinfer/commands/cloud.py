@@ -80,8 +80,9 @@ OPTIONS = [
     Option("auth-tokens", "Access file (YAML): identities, token hashes, client certificate names and the stream-id "
            "patterns each may publish and subscribe to (docs/SECURITY.md). Unset: every caller may do everything.",
            cast=Path),
-    Option("max-streams-per-identity", "Infer streams one identity may hold open at once (unset: only --max-streams "
-           "applies).", cast=int),
+    Option("max-streams-per-identity", "Infer streams one authenticated identity (token or client certificate) may "
+           "hold open at once, so that one credential cannot take every slot (unset: half of --max-streams; 0: no "
+           "cap). An open cloud's anonymous callers are not capped by it.", cast=int),
     Option("health-port", "Second, plaintext port that serves only the gRPC health service, for probes that "
            "cannot speak TLS (-1: none).", cast=int, default=-1),
     Option("reflection", "Serve gRPC server reflection.", flag=True, default=True),
