@@ -69,6 +69,7 @@ class CloudConfig:
     stream_queue_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     subscriber_queue: int = 256
     subscriber_max_bytes: int = 16 * 1024 * 1024
+    subscriber_max_lag_s: float = 10.0  # a result that waited longer for its subscriber is dropped; 0: no bound
     nats: str | None = None  # results bus URL (NATS JetStream); None keeps results in this process
     nats_json: bool = False  # also publish CloudEvents JSON to splitinfer.events.<stream>
     nats_ca: Path | None = None
@@ -112,6 +113,9 @@ class CloudConfig:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.max_streams_per_peer < 0:
             raise ServiceError(f"max-streams-per-peer must be 0 (no cap) or more, got {self.max_streams_per_peer}.")
+        if self.subscriber_max_lag_s < 0:
+            raise ServiceError(f"subscriber-max-lag must be 0 (no bound) or more seconds, got "
+                               f"{self.subscriber_max_lag_s}.")
         if self.stream_idle_timeout_s < 0:
             raise ServiceError(f"stream-idle-timeout must be 0 (never) or more seconds, got {self.stream_idle_timeout_s}.")
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
@@ -185,10 +189,11 @@ class CloudServer:
                                  max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
                                  publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc,
                                  registry=self.metrics.registry,
-                                 keys=self.result_keys.current if self.result_keys is not None else None)
+                                 keys=self.result_keys.current if self.result_keys is not None else None,
+                                 max_lag_s=config.subscriber_max_lag_s)
         else:
             self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
-                                     on_drop=self.metrics.dropped_results.inc)
+                                     on_drop=self.metrics.dropped_results.inc, max_lag_s=config.subscriber_max_lag_s)
         self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
         self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
         open_policy = AccessPolicy()

@@ -501,7 +501,35 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        async def first_request() -> inference_pb2.SubscribeRequest:
+            return request
+
+        async for response in self._subscription(first_request, None, context):
+            yield response
+
+    async def SubscribeWithCredits(
+        self, request_iterator: AsyncIterator[inference_pb2.SubscribeRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        async def first_request() -> inference_pb2.SubscribeRequest:
+            try:
+                # A call that never says what it wants holds a handler: it gets the idle timeout, as Infer does.
+                # (Not read before authentication: grpc makes the reader only when it is first used.)
+                return await asyncio.wait_for(anext(request_iterator), self.stream_idle_timeout_s or None)
+            except StopAsyncIteration:
+                return inference_pb2.SubscribeRequest()  # no credit will ever come: nothing is sent
+            except asyncio.TimeoutError:
+                await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no SubscribeRequest arrived within "
+                             f"{self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
+
+        async for response in self._subscription(first_request, request_iterator, context):
+            yield response
+
+    async def _subscription(self, first_request: Callable[[], Any], credit_requests: AsyncIterator | None,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        """Both Subscribe forms: authenticate, check the request, then serve; with `credit_requests` (the messages
+        after the first) only as many results as the client granted."""
         identity, credentials = await self._authenticate(context)
+        request = await first_request()
         stream_ids = await self._subscribed_stream_ids(request, context)
         for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
@@ -509,36 +537,47 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                              f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
                              "subscribe patterns allow, or extend them in the cloud's access file.",
                              "STREAM_NOT_PERMITTED")
+        granting = None
         try:
             # An empty list means every stream this identity may read.
             async with self.hub.subscribe(stream_ids, request.after_sequence,
                                           permits=identity.may_subscribe) as subscription:
+                if credit_requests is not None:
+                    subscription.grant(request.credits)
+                    granting = asyncio.create_task(_read_credits(credit_requests, subscription),
+                                                   name="subscriber-credits")
                 async for response in self._serve_subscription(subscription, context):
                     await self._end_if_no_longer_authenticated(credentials, context)
                     yield response
         except BusError as exc:
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
                          "BUS_UNAVAILABLE", retry_after_s=2.0)
+        finally:
+            if granting is not None:
+                granting.cancel()
+                await asyncio.gather(granting, return_exceptions=True)
         await self._end_subscription(subscription, context)
 
     async def _serve_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext
                                   ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         """The subscription's results, until it is closed (shutdown) or reaches its maximum age."""
         self.metrics.subscribers.set(len(self.hub))
-        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
-        await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed), and the max lag that its
+        # own buffer should respect too (a result that waited longer in total is stale).
+        await context.send_initial_metadata((("splitinfer-subscribed", "1"),
+                                             ("splitinfer-max-lag", f"{subscription.max_lag_s:g}")))
         deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(subscription.next(),
-                                                  None if deadline is None else deadline - time.monotonic())
+                    # Taken only when it can be written (grpc.aio awaits each write): the max-lag check is fresh.
+                    response = await asyncio.wait_for(subscription.next(),
+                                                      None if deadline is None else deadline - time.monotonic())
                 except asyncio.TimeoutError:
                     return
-                if item is None:
+                if response is None:
                     return
-                result, dropped, sequence = item
-                yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
+                yield response
         finally:
             self.metrics.subscribers.set(len(self.hub) - 1)
 
@@ -599,6 +638,12 @@ async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str
     await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
                  f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
                  "starting with a letter or digit.", "BAD_STREAM_ID")
+
+
+async def _read_credits(requests: AsyncIterator[inference_pb2.SubscribeRequest], subscription: Subscription) -> None:
+    """Grant each later SubscribeWithCredits message's credits (their other fields are ignored)."""
+    async for request in requests:
+        subscription.grant(request.credits)
 
 
 class _CallCredentials:

@@ -250,22 +250,26 @@ class ResultOrigin(_message.Message):
     def __init__(self, partition: _Optional[_Union[Partition, str]] = ..., cut: _Optional[str] = ..., ladder_point: _Optional[int] = ..., pixel_coding: _Optional[_Union[PixelCoding, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_ids", "after_sequence")
+    __slots__ = ("stream_ids", "after_sequence", "credits")
     STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
     stream_ids: _containers.RepeatedScalarFieldContainer[str]
     after_sequence: int
-    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    credits: int
+    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., credits: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("result", "dropped", "sequence")
+    __slots__ = ("result", "dropped", "sequence", "queued_seconds")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     result: InferenceResult
     dropped: int
     sequence: int
-    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+    queued_seconds: float
+    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ..., queued_seconds: _Optional[float] = ...) -> None: ...
 
 class GetServerMetadataRequest(_message.Message):
     __slots__ = ("model", "cut")
