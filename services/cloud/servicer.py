@@ -54,7 +54,7 @@ from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from splitinfer.codec import CodecError
@@ -96,7 +96,6 @@ _EMPTY_REQUEST = "an InferRequest must hold a start (first) or a frame (after it
 _IDLE = object()
 _PARTITIONS = (inference_pb2.PARTITION_FEATURES, inference_pb2.PARTITION_PIXELS, inference_pb2.PARTITION_DETECTIONS)
 _PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_").lower() for p in _PARTITIONS}
-RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
 # Room left in --max-message-bytes for the InferResponse wrapper around a result.
 _RESPONSE_OVERHEAD_BYTES = 64
 
@@ -453,7 +452,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics.oversized_results.inc()
         for name in ("detections", "classes", "stage_seconds"):
             result.ClearField(name)
-        result.error.code = RESOURCE_EXHAUSTED
+        result.error.code = code_pb2.RESOURCE_EXHAUSTED
         result.error.reason = inference_pb2.FRAME_ERROR_REASON_RESULT_TOO_LARGE
         result.error.message = (f"the result of this frame would be {size} bytes, above --max-message-bytes "
                                 f"({self.max_result_bytes + _RESPONSE_OVERHEAD_BYTES}); the stream goes on.")
@@ -462,7 +461,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     def _record(self, result: inference_pb2.InferenceResult) -> None:
         model = result.model
         failed = result.HasField("error")
-        outcome = _code_name(result.error.code) if failed else grpc.StatusCode.OK.name
+        outcome = _code_name(result.error.code) if failed else code_pb2.Code.Name(code_pb2.OK)
         self._child(self.metrics.frames, model, outcome).inc()
         self._child(self.metrics.partition_frames, _PARTITION_LABELS.get(result.origin.partition, "features")).inc()
         captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
@@ -709,7 +708,8 @@ class _StreamProtocolError(Exception):
 
 
 def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)
+    """The google.rpc.Code name of a FrameError code (the number itself if it names none)."""
+    try:
+        return code_pb2.Code.Name(code)
+    except ValueError:
+        return str(code)

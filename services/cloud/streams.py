@@ -5,8 +5,8 @@ one, if the server has not noticed it died, is told to stop) and finds the frame
 to subscribers, so a frame resent after a reconnect reaches subscribers only once. A stream id belongs to
 the identity that opened it for as long as its state is remembered: another identity cannot take it over.
 States are remembered per identity, each identity's bounded on its own: opening new ids evicts only the
-opener's own oldest closed streams, never another identity's (so no one can flush a victim's ownership). The last decoded
-levels (the reference of temporal coding), and a pixels stream's video decoder, live only as long as the
+opener's own oldest closed streams, never another identity's (so no one can flush a victim's ownership).
+The last decoded levels (the reference of temporal coding), and a pixels stream's video decoder, live only as long as the
 connection: every connection starts with an intra (key) frame. A stream's partition is part of its identity:
 resuming with another partition, model or cut starts a fresh state.
 """

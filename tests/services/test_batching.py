@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc.code_pb2 import FAILED_PRECONDITION, INVALID_ARGUMENT
 
 from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.batcher import FrameBatcher
-from splitinfer.services.cloud.engine import FAILED_PRECONDITION, INVALID_ARGUMENT
 from splitinfer.services.cloud.server import CloudConfig
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.errors import ServiceError
