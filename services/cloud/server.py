@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.access import AccessFile, AccessPolicy
+from splitinfer.services.cloud.authentication import AuthenticationInterceptor
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
@@ -244,8 +245,12 @@ class CloudServer:
 
     async def start(self) -> None:
         """Bind, answer NOT_SERVING, load the model (unless given), then answer SERVING."""
+        authentication = AuthenticationInterceptor(
+            self.servicer.access, f"/{SERVICE_NAME}/",
+            on_refused=self.metrics.rejected_streams.labels("unauthenticated").inc)
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes,
-                                                        self.config.max_connection_age_s))
+                                                        self.config.max_connection_age_s),
+                                 interceptors=[authentication])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.config.reflection:

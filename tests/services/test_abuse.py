@@ -122,7 +122,7 @@ async def status_error(stream: Stream) -> grpc.aio.AioRpcError:
 
 
 class _Peer:
-    """The ServicerContext methods Infer calls when no call is refused (see the test below)."""
+    """The ServicerContext methods Infer (and the authentication it needs) calls when no call is refused."""
 
     @staticmethod
     def peer() -> str:
@@ -153,6 +153,12 @@ def test_a_second_cancellation_during_cleanup_does_not_leak_the_stream_slot(engi
                 await blocked.wait()
 
             async def drive():
+                from splitinfer.services.cloud.access import AccessPolicy
+                from splitinfer.services.cloud.authentication import CALLER, CallCredentials, Caller
+
+                # What the authentication interceptor does before the handler runs, for an open cloud.
+                credentials = CallCredentials(_Peer(), AccessPolicy())
+                CALLER.set(Caller(credentials.authenticate(), credentials))
                 async for _ in server.servicer.Infer(requests(), _Peer()):
                     pass
 

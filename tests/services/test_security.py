@@ -235,6 +235,42 @@ def test_without_a_token_the_cloud_answers_unauthenticated_but_health_stays_open
     assert "UNAUTHENTICATED" in subscribe_error
 
 
+def test_every_inference_service_method_refuses_a_caller_without_credentials(engine, pki, tmp_path) -> None:
+    from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+    from tests.services.test_abuse import metric
+
+    service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+
+    async def scenario():
+        async with tls_cloud(engine, pki, auth_tokens=write_access_file(tmp_path / "access.yaml")) as server:
+            address = f"127.0.0.1:{server.port}"
+            async with ChannelSecurity(ca_file=pki["ca"].ca).aio_channel(address, channel_options()) as channel:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+                async def first_answer(call):
+                    return await call.read()
+
+                async def credits_call():
+                    call = stub.SubscribeWithCredits()
+                    await call.write(inference_pb2.SubscribeRequest(credits=1))
+                    return await call.read()
+
+                calls = {
+                    "Infer": first_answer(stub.Infer()),
+                    "Subscribe": first_answer(stub.Subscribe(inference_pb2.SubscribeRequest())),
+                    "SubscribeWithCredits": credits_call(),
+                    "GetServerMetadata": stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest()),
+                }
+                refusals = {name: await refused(call) for name, call in calls.items()}
+            return refusals, metric(server, 'splitinfer_rejected_streams_total{reason="unauthenticated"}')
+
+    refusals, counted = run(scenario())
+    assert set(refusals) == {method.name for method in service.methods}  # the interceptor covers them all
+    for code, reason, _ in refusals.values():
+        assert code == grpc.StatusCode.UNAUTHENTICATED and reason == "MISSING_CREDENTIALS"
+    assert counted == 4
+
+
 def test_a_wrong_token_is_refused_not_ignored(engine, pki, frames, tmp_path) -> None:
     async def scenario():
         async with tls_cloud(engine, pki, auth_tokens=write_access_file(tmp_path / "access.yaml")) as server:
