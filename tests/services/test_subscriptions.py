@@ -96,6 +96,40 @@ def test_subscribe_with_credits_sends_no_more_results_than_the_client_granted(en
     assert first == [0, 1] and held and rest == [2, 3, 4]
 
 
+def test_the_clients_read_a_cloud_older_than_credits_with_plain_subscribe() -> None:
+    import grpc
+
+    from splitinfer.clients import subscribe
+    from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+    class OlderCloud(inference_pb2_grpc.InferenceServiceServicer):
+        """Only Subscribe: SubscribeWithCredits answers UNIMPLEMENTED, as a cloud from before credits does."""
+
+        async def Subscribe(self, request, context):
+            await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+            for frame_id in range(3):
+                yield inference_pb2.SubscribeResponse(
+                    result=inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id), sequence=frame_id + 1)
+            await asyncio.Event().wait()  # a subscription does not end by itself
+
+    async def scenario():
+        server = grpc.aio.server()
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(OlderCloud(), server)
+        address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        try:
+            async with ResultSubscriber(address, ["cam"], security=PLAINTEXT) as results:
+                iterator = aiter(results)
+                streamed = [(await asyncio.wait_for(anext(iterator), 10)).result.frame_id for _ in range(3)]
+            blocking = await asyncio.to_thread(
+                lambda: [item.result.frame_id for item in subscribe(address, ["cam"], timeout=2, security=PLAINTEXT)])
+            return streamed, blocking
+        finally:
+            await server.stop(0)
+
+    assert run(scenario()) == ([0, 1, 2], [0, 1, 2])
+
+
 def test_a_subscriber_resumes_across_max_connection_age_and_gets_every_result_once(engine, frames) -> None:
     async def scenario():
         async with running_cloud(engine, max_connection_age_s=1.0) as cloud:
