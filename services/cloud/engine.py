@@ -8,7 +8,8 @@ the result as they are, with no model call.
 `TailEngine` holds the one loaded model, shared by every stream (torch inference in no_grad mode is
 safe from several executor threads), on the device and in the precision it was given (dnn.device).
 Everything a client can get wrong in a frame is caught here and becomes an in-band `FrameError` for
-that frame alone; the stream and the other frames of its batch go on. `process` is a batch of one.
+that frame alone; the stream and the other frames of its batch go on. Which frames form a batch is decided
+in services.cloud.batcher, the one batching module; `process` answers one frame alone (prepare + finish).
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class FrameRejected(Exception):
         self.intra_frame_requested = intra_frame_requested
 
 
-FrameWork = tuple[StreamState, Any, inference_pb2.FeatureFrame, int]  # (state, split, frame, previous frame id)
 
 
 @dataclass
@@ -178,24 +178,9 @@ class TailEngine:
 
     def process(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> inference_pb2.InferenceResult:
-        """Answer one frame: detections, or a FrameError when the frame is bad (never raises for bad input)."""
-        return self.process_batch([(state, split, frame, previous_frame_id)])[0]
-
-    def process_batch(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
-        """Answer frames of several streams with one tail call per cut; results in the order of `items`.
-
-        A stream that appears twice is split into consecutive batches, so each frame decodes against the
-        reference its predecessor left (as one frame at a time would)."""
-        results: list[inference_pb2.InferenceResult] = []
-        segment: list[FrameWork] = []
-        for item in items:
-            if any(item[0] is other[0] for other in segment):
-                results.extend(self._process_segment(segment))
-                segment = []
-            segment.append(item)
-        if segment:
-            results.extend(self._process_segment(segment))
-        return results
+        """Answer one frame alone: detections, or a FrameError when the frame is bad (never raises for bad input)."""
+        prepared = self.prepare(state, split, frame, previous_frame_id)
+        return self.finish([prepared])[0] if isinstance(prepared, Decoded) else prepared
 
     def prepare(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> Decoded | inference_pb2.InferenceResult:
@@ -246,11 +231,6 @@ class TailEngine:
                     except Exception as exc:  # noqa: BLE001
                         self._fail(item.result, item.state, item.frame, exc)
         return [item.result for item in decoded]
-
-    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
-        prepared = [self.prepare(*item) for item in items]
-        self.finish([item for item in prepared if isinstance(item, Decoded)])
-        return [item.result if isinstance(item, Decoded) else item for item in prepared]
 
     def _finish(self, group: list[Decoded]) -> None:
         """Tail + postprocess for frames of one cut; fills their results and moves their stream references."""
