@@ -158,10 +158,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         identity = caller.identity
         if self.draining:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
-                         "replica.", "DRAINING", retry_after_s=1.0)
+                        "replica.", "DRAINING", retry_after_s=1.0)
         if self.engine is None:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
-                         "MODEL_LOADING", retry_after_s=2.0)
+                        "MODEL_LOADING", retry_after_s=2.0)
         start = await self._read_start(request_iterator, context)
         split = await self._check_start(start, identity, context)
         connection = await self._attach(start, split, identity, context)
@@ -185,11 +185,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if item is _IDLE:
                     self.metrics.idle_streams.inc()
                     await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                 f"no frame the cloud could serve arrived for {self.stream_idle_timeout_s:g} s "
-                                 "(--stream-idle-timeout; frames answered with an error, such as empty keepalive "
-                                 "frames, do not count): the stream was ended to free its slot; reconnect with the "
-                                 "same stream id to resume.",
-                                 "STREAM_IDLE")
+                                f"no frame the cloud could serve arrived for {self.stream_idle_timeout_s:g} s "
+                                "(--stream-idle-timeout; frames answered with an error, such as empty keepalive "
+                                "frames, do not count): the stream was ended to free its slot; reconnect with the "
+                                "same stream id to resume.",
+                                "STREAM_IDLE")
                 if isinstance(item, _StreamProtocolError):
                     await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
                 if isinstance(item, BaseException):
@@ -228,20 +228,20 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             first = await asyncio.wait_for(anext(aiter(request_iterator)), self.stream_idle_timeout_s or None)
         except StopAsyncIteration:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
-                         "message.", "NO_STREAM_START")
+                        "message.", "NO_STREAM_START")
         except asyncio.TimeoutError:
             self.metrics.idle_streams.inc()
             await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
-                         "STREAM_IDLE")
+                        f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
+                        "STREAM_IDLE")
         if first.WhichOneof("kind") is None:
             self.metrics.rejected_streams.labels("empty_request").inc()
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, _EMPTY_REQUEST, "EMPTY_REQUEST")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                         "the first message of an Infer stream must be a StreamStart (stream id, model, cut).",
-                         "NO_STREAM_START")
+                        "the first message of an Infer stream must be a StreamStart (stream id, model, cut).",
+                        "NO_STREAM_START")
         return first.start
 
     async def _end_if_no_longer_authenticated(self, caller: Caller, context: grpc.aio.ServicerContext) -> None:
@@ -261,15 +261,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         if not identity.may_publish(start.stream_id):
             self.metrics.rejected_streams.labels("permission_denied").inc()
             await abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
-                         "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
+                        f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
+                        "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
         await self._refuse_if_full(start.stream_id, peer_address(context.peer() or ""), context)
         partition = start.partition or inference_pb2.PARTITION_FEATURES
         if partition not in _PARTITIONS:
             self.metrics.rejected_streams.labels("bad_partition").inc()
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"StreamStart.partition {start.partition} is not a partition this cloud knows (features, "
-                         "pixels, detections); upgrade the cloud or choose one of those.", "BAD_PARTITION")
+                        f"StreamStart.partition {start.partition} is not a partition this cloud knows (features, "
+                        "pixels, detections); upgrade the cloud or choose one of those.", "BAD_PARTITION")
         if partition != inference_pb2.PARTITION_FEATURES:
             return await self._check_whole_model_start(start, partition, context)
         loop = asyncio.get_running_loop()
@@ -278,7 +278,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+                        "UNKNOWN_MODEL_OR_CUT")
         try:
             check_stream_profile(start.codec_profile, start.model, split.cut, [t.name for t in split.tensors])
         except ProfileMismatchError as exc:
@@ -287,8 +287,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         except CodecError as exc:
             self.metrics.rejected_streams.labels("bad_codec_profile").inc()
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
-                         "BAD_CODEC_PROFILE")
+                        f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
+                        "BAD_CODEC_PROFILE")
         return split
 
     async def _check_whole_model_start(self, start: inference_pb2.StreamStart,
@@ -299,19 +299,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if problem is not None:
                 self.metrics.rejected_streams.labels("bad_pixel_coding").inc()
                 await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"StreamStart.pixel_coding: {problem}",
-                             "BAD_PIXEL_CODING")
+                            "BAD_PIXEL_CODING")
             if not pixels_available():
                 self.metrics.rejected_streams.labels("partition_unavailable").inc()
                 await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this cloud cannot decode pixels: its "
-                             "operator must install PyAV (pip install 'splitinfer[pixels]'); send features instead.",
-                             "PARTITION_UNAVAILABLE")
+                            "operator must install PyAV (pip install 'splitinfer[pixels]'); send features instead.",
+                            "PARTITION_UNAVAILABLE")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, self.engine.open_partition, start.model, partition)
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+                        "UNKNOWN_MODEL_OR_CUT")
         except ValueError as exc:
             self.metrics.rejected_streams.labels("partition_unavailable").inc()
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PARTITION_UNAVAILABLE")
@@ -324,12 +324,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics.rejected_streams.labels(reason).inc()
         if reason == "max_streams":
             await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"this cloud serves at most {self.registry.max_streams} streams at once; "
-                         "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
+                        f"this cloud serves at most {self.registry.max_streams} streams at once; "
+                        "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
         await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                     f"this cloud serves at most {self.registry.max_streams_per_peer} streams from one address "
-                     f"({peer[:64]}); close one, retry later or raise --max-streams-per-peer.",
-                     "MAX_STREAMS_PER_PEER", retry_after_s=5.0)
+                    f"this cloud serves at most {self.registry.max_streams_per_peer} streams from one address "
+                    f"({peer[:64]}); close one, retry later or raise --max-streams-per-peer.",
+                    "MAX_STREAMS_PER_PEER", retry_after_s=5.0)
 
     async def _attach(self, start: inference_pb2.StreamStart, split: Any, identity: Identity,
                       context: grpc.aio.ServicerContext) -> Connection:
@@ -349,14 +349,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         except StreamOwnedError:
             self.metrics.rejected_streams.labels("permission_denied").inc()
             await abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"stream {start.stream_id!r} belongs to another identity; pick another stream id.",
-                         "STREAM_OWNED_BY_OTHER")
+                        f"stream {start.stream_id!r} belongs to another identity; pick another stream id.",
+                        "STREAM_OWNED_BY_OTHER")
         except IdentityStreamLimitError:
             self.metrics.rejected_streams.labels("identity_max_streams").inc()
             await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"identity {identity.name!r} already has {min(limits)} streams open, its limit; close one "
-                         "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
-                         retry_after_s=5.0)
+                        f"identity {identity.name!r} already has {min(limits)} streams open, its limit; close one "
+                        "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
+                        retry_after_s=5.0)
 
     async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: _FrameQueue) -> None:
         try:
@@ -459,15 +459,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 return inference_pb2.SubscribeRequest()  # no credit will ever come: nothing is sent
             except asyncio.TimeoutError:
                 await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no SubscribeRequest arrived within "
-                             f"{self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
+                            f"{self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
 
         async for response in self._subscription(first_request, request_iterator, context):
             yield response
 
     async def _subscription(self, first_request: Callable[[], Any], credit_requests: AsyncIterator | None,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        """Both Subscribe forms: authenticate, check the request, then serve; with `credit_requests` (the messages
-        after the first) only as many results as the client granted."""
+        """Both Subscribe forms for the authenticated caller: check the request, then serve; with `credit_requests`
+        (the messages after the first) only as many results as the client granted."""
         caller = current_caller()
         identity = caller.identity
         request = await first_request()
@@ -475,9 +475,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
                 await abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                             f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
-                             "subscribe patterns allow, or extend them in the cloud's access file.",
-                             "STREAM_NOT_PERMITTED")
+                            f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
+                            "subscribe patterns allow, or extend them in the cloud's access file.",
+                            "STREAM_NOT_PERMITTED")
         granting = None
         try:
             # An empty list means every stream this identity may read.
@@ -492,7 +492,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     yield response
         except BusError as exc:
             await abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
-                         "BUS_UNAVAILABLE", retry_after_s=2.0)
+                        "BUS_UNAVAILABLE", retry_after_s=2.0)
         finally:
             if granting is not None:
                 granting.cancel()
@@ -526,13 +526,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         """End the call with UNAVAILABLE saying why (maximum age or shutdown): the client resumes, never a silent OK."""
         if not subscription.closed:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
-                         f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
-                         "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
-                         retry_after_s=0.0)
+                        f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
+                        "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
+                        retry_after_s=0.0)
         reason = subscription.close_reason or "the cloud is shutting down"
         await abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
-                     "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
-                     retry_after_s=1.0)
+                    "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
+                    retry_after_s=1.0)
 
     async def _subscribed_stream_ids(self, request: inference_pb2.SubscribeRequest,
                                      context: grpc.aio.ServicerContext) -> list[str]:
@@ -548,21 +548,21 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     ) -> inference_pb2.GetServerMetadataResponse:
         if self.engine is None:
             await abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
-                         "MODEL_LOADING", retry_after_s=2.0)
+                        "MODEL_LOADING", retry_after_s=2.0)
         loop = asyncio.get_running_loop()
         try:
             split = await loop.run_in_executor(self.executor, self.engine.open_stream,
                                                request.model or self.engine.model_name, request.cut)
         except LookupError as exc:
             await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+                        "UNKNOWN_MODEL_OR_CUT")
         return server_metadata(self.engine, split, self.limits)
 
 
 async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str) -> NoReturn:
     await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                 f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
-                 "starting with a letter or digit.", "BAD_STREAM_ID")
+                f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
+                "starting with a letter or digit.", "BAD_STREAM_ID")
 
 
 async def _read_credits(requests: AsyncIterator[inference_pb2.SubscribeRequest], subscription: Subscription) -> None:

@@ -89,8 +89,8 @@ class InferenceServiceServicer:
         grants `credits` more. The cloud sends at most as many results as were granted, so the backlog waits in
         the cloud, where results older than --subscriber-max-lag are dropped and counted: a client that grants
         one credit per result it has handled never sees a result older than the max lag, however slowly it reads.
-        Statuses and resuming as for Subscribe; a first message without any subscription field is fine (all
-        streams, from now on).
+        Only the first message's stream_ids and after_sequence count (later ones only grant credits). Statuses and
+        resuming as for Subscribe; a first message without any subscription field is fine (all streams, from now on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
