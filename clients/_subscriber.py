@@ -200,15 +200,12 @@ class ResultSubscriber:
                     return
                 stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
                 request = inference_pb2.SubscribeRequest(stream_ids=self.stream_ids, after_sequence=self.last_sequence)
-                if self._credits:
-                    # Credits of an earlier call died with it: grant the room the local queue has now.
-                    request.credits = max(self.window - len(self._queue), 0)
-                    call = stub.SubscribeWithCredits()
-                else:
-                    call = stub.Subscribe(request)
+                call = stub.SubscribeWithCredits() if self._credits else stub.Subscribe(request)
                 try:
                     if self._credits:
-                        await call.write(request)
+                        # Credits of an earlier call died with it: grant the room the local queue has now.
+                        await call.write(inference_pb2.SubscribeWithCreditsRequest(
+                            subscription=request, credits=max(self.window - len(self._queue), 0)))
                     self._call = call  # only now: the iterator's grants never write beside the first message
                     # A failing call yields empty headers too: only the cloud's marker means it registered us.
                     headers = dict(await call.initial_metadata())
@@ -217,7 +214,7 @@ class ResultSubscriber:
                         attempt, unavailable_since = 0, None
                         self._cloud_max_lag_s = _max_lag(headers.get(MAX_LAG_HEADER))
                     async for response in call:
-                        self._offer(response)
+                        self._offer(response.item if self._credits else response)
                     return  # the cloud ended the subscription with OK: a real end
                 except grpc.aio.AioRpcError as exc:
                     failure = f"{exc.code().name}: {exc.details()}"
@@ -308,7 +305,7 @@ class ResultSubscriber:
         if not credits or not self._credits or not isinstance(call, grpc.aio.StreamStreamCall):
             return 0
         try:
-            await call.write(inference_pb2.SubscribeRequest(credits=credits))
+            await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=credits))
         except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
             pass  # the call ended: the reader resubscribes and grants the queue's room again
         except asyncio.CancelledError:
@@ -360,6 +357,8 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
                     response = next(call, None)
                     if response is None:
                         return
+                    if credits:
+                        response = response.item
                     if response.sequence:
                         last_sequence = response.sequence
                     yield SubscribedResult(response.result, response.dropped, response.sequence)
@@ -383,11 +382,11 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
 
 
 def _credit_requests(request: inference_pb2.SubscribeRequest,
-                     grants: queue.SimpleQueue[int | None]) -> Iterator[inference_pb2.SubscribeRequest]:
+                     grants: queue.SimpleQueue[int | None]) -> Iterator[inference_pb2.SubscribeWithCreditsRequest]:
     """The messages of a blocking SubscribeWithCredits call: the subscription, then each grant until None."""
-    yield request
+    yield inference_pb2.SubscribeWithCreditsRequest(subscription=request)
     while (credits := grants.get()) is not None:
-        yield inference_pb2.SubscribeRequest(credits=credits)
+        yield inference_pb2.SubscribeWithCreditsRequest(credits=credits)
 
 
 def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.0,

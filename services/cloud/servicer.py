@@ -441,36 +441,38 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        async def first_request() -> inference_pb2.SubscribeRequest:
-            return request
+        async def first_request() -> tuple[inference_pb2.SubscribeRequest, int | None]:
+            return request, None  # no credits: as many results as gRPC accepts
 
         async for response in self._subscription(first_request, None, context):
             yield response
 
     async def SubscribeWithCredits(
-        self, request_iterator: AsyncIterator[inference_pb2.SubscribeRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        async def first_request() -> inference_pb2.SubscribeRequest:
+        self, request_iterator: AsyncIterator[inference_pb2.SubscribeWithCreditsRequest],
+        context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.SubscribeWithCreditsResponse]:
+        async def first_request() -> tuple[inference_pb2.SubscribeRequest, int | None]:
             try:
                 # A call that never says what it wants holds a handler: it gets the idle timeout, as Infer does.
                 # (Not read before authentication: grpc makes the reader only when it is first used.)
-                return await asyncio.wait_for(anext(request_iterator), self.stream_idle_timeout_s or None)
+                first = await asyncio.wait_for(anext(request_iterator), self.stream_idle_timeout_s or None)
             except StopAsyncIteration:
-                return inference_pb2.SubscribeRequest()  # no credit will ever come: nothing is sent
+                first = inference_pb2.SubscribeWithCreditsRequest()  # all streams, and never a credit
             except asyncio.TimeoutError:
-                await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no SubscribeRequest arrived within "
-                            f"{self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
+                await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no SubscribeWithCreditsRequest arrived "
+                            f"within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
+            return first.subscription, first.credits
 
         async for response in self._subscription(first_request, request_iterator, context):
-            yield response
+            yield inference_pb2.SubscribeWithCreditsResponse(item=response)
 
-    async def _subscription(self, first_request: Callable[[], Any], credit_requests: AsyncIterator | None,
+    async def _subscription(self, first_request: Callable[[], Any], later_requests: AsyncIterator | None,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        """Both Subscribe forms for the authenticated caller: check the request, then serve; with `credit_requests`
-        (the messages after the first) only as many results as the client granted."""
+        """Both Subscribe forms for the authenticated caller: check the request, then serve. `first_request` gives
+        the subscription and, with credits, the first grant; `later_requests` grant more."""
         caller = current_caller()
         identity = caller.identity
-        request = await first_request()
+        request, credits = await first_request()
         stream_ids = await self._subscribed_stream_ids(request, context)
         for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
@@ -483,9 +485,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             # An empty list means every stream this identity may read.
             async with self.hub.subscribe(stream_ids, request.after_sequence,
                                           permits=identity.may_subscribe) as subscription:
-                if credit_requests is not None:
-                    subscription.grant(request.credits)
-                    granting = asyncio.create_task(_read_credits(credit_requests, subscription),
+                if credits is not None:
+                    subscription.grant(credits)
+                    granting = asyncio.create_task(_read_credits(later_requests, subscription),
                                                    name="subscriber-credits")
                 async for response in self._serve_subscription(subscription, context):
                     await self._end_if_no_longer_authenticated(caller, context)
@@ -565,8 +567,9 @@ async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str
                 "starting with a letter or digit.", "BAD_STREAM_ID")
 
 
-async def _read_credits(requests: AsyncIterator[inference_pb2.SubscribeRequest], subscription: Subscription) -> None:
-    """Grant each later SubscribeWithCredits message's credits (their other fields are ignored)."""
+async def _read_credits(requests: AsyncIterator[inference_pb2.SubscribeWithCreditsRequest],
+                        subscription: Subscription) -> None:
+    """Grant each later SubscribeWithCredits message's credits (a subscription in them is ignored)."""
     async for request in requests:
         subscription.grant(request.credits)
 

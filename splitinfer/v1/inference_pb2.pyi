@@ -250,14 +250,26 @@ class ResultOrigin(_message.Message):
     def __init__(self, partition: _Optional[_Union[Partition, str]] = ..., cut: _Optional[str] = ..., ladder_point: _Optional[int] = ..., pixel_coding: _Optional[_Union[PixelCoding, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_ids", "after_sequence", "credits")
+    __slots__ = ("stream_ids", "after_sequence")
     STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
-    CREDITS_FIELD_NUMBER: _ClassVar[int]
     stream_ids: _containers.RepeatedScalarFieldContainer[str]
     after_sequence: int
+    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class SubscribeWithCreditsRequest(_message.Message):
+    __slots__ = ("subscription", "credits")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    subscription: SubscribeRequest
     credits: int
-    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., credits: _Optional[int] = ...) -> None: ...
+    def __init__(self, subscription: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., credits: _Optional[int] = ...) -> None: ...
+
+class SubscribeWithCreditsResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: SubscribeResponse
+    def __init__(self, item: _Optional[_Union[SubscribeResponse, _Mapping]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
     __slots__ = ("result", "dropped", "sequence", "queued_seconds")

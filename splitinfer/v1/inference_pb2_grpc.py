@@ -48,8 +48,8 @@ class InferenceServiceStub:
                 _registered_method=True)
         self.SubscribeWithCredits = channel.stream_stream(
                 '/splitinfer.v1.InferenceService/SubscribeWithCredits',
-                request_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
-                response_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
+                request_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.SerializeToString,
+                response_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.FromString,
                 _registered_method=True)
         self.GetServerMetadata = channel.unary_unary(
                 '/splitinfer.v1.InferenceService/GetServerMetadata',
@@ -85,12 +85,12 @@ class InferenceServiceServicer:
 
     def SubscribeWithCredits(self, request_iterator, context):
         """Subscribe with flow control the client drives (like a NATS pull consumer or reactive-streams request(n)):
-        the first message is the subscription (stream_ids, after_sequence) and may grant credits; every message
+        the first message holds the subscription (stream_ids, after_sequence) and may grant credits; every message
         grants `credits` more. The cloud sends at most as many results as were granted, so the backlog waits in
         the cloud, where results older than --subscriber-max-lag are dropped and counted: a client that grants
         one credit per result it has handled never sees a result older than the max lag, however slowly it reads.
-        Only the first message's stream_ids and after_sequence count (later ones only grant credits). Statuses and
-        resuming as for Subscribe; a first message without any subscription field is fine (all streams, from now on).
+        Only the first message's subscription counts (later ones only grant credits). Statuses and resuming as for
+        Subscribe; a first message without a subscription is fine (all streams, from now on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,8 +121,8 @@ def add_InferenceServiceServicer_to_server(servicer, server):
             ),
             'SubscribeWithCredits': grpc.stream_stream_rpc_method_handler(
                     servicer.SubscribeWithCredits,
-                    request_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.FromString,
-                    response_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.SerializeToString,
+                    request_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.FromString,
+                    response_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.SerializeToString,
             ),
             'GetServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerMetadata,
@@ -211,8 +211,8 @@ class InferenceService:
             request_iterator,
             target,
             '/splitinfer.v1.InferenceService/SubscribeWithCredits',
-            splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
-            splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
+            splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.SerializeToString,
+            splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -252,7 +252,7 @@ def test_every_inference_service_method_refuses_a_caller_without_credentials(eng
 
                 async def credits_call():
                     call = stub.SubscribeWithCredits()
-                    await call.write(inference_pb2.SubscribeRequest(credits=1))
+                    await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=1))
                     return await call.read()
 
                 calls = {

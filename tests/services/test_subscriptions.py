@@ -77,17 +77,18 @@ def test_subscribe_with_credits_sends_no_more_results_than_the_client_granted(en
         async with running_cloud(engine) as cloud:
             async with PLAINTEXT.aio_channel(f"127.0.0.1:{cloud.port}", channel_options()) as channel:
                 call = inference_pb2_grpc.InferenceServiceStub(channel).SubscribeWithCredits()
-                await call.write(inference_pb2.SubscribeRequest(stream_ids=["cam"], credits=2))
+                await call.write(inference_pb2.SubscribeWithCreditsRequest(
+                    subscription=inference_pb2.SubscribeRequest(stream_ids=["cam"]), credits=2))
                 headers = dict(await call.initial_metadata())
                 for frame_id in range(5):
                     await cloud.hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
-                first = [(await asyncio.wait_for(call.read(), 10)).result.frame_id for _ in range(2)]
+                first = [(await asyncio.wait_for(call.read(), 10)).item.result.frame_id for _ in range(2)]
                 third = asyncio.ensure_future(call.read())
                 await asyncio.sleep(0.5)
                 held = not third.done()
-                await call.write(inference_pb2.SubscribeRequest(credits=3))
-                rest = [(await asyncio.wait_for(third, 10)).result.frame_id]
-                rest += [(await asyncio.wait_for(call.read(), 10)).result.frame_id for _ in range(2)]
+                await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=3))
+                rest = [(await asyncio.wait_for(third, 10)).item.result.frame_id]
+                rest += [(await asyncio.wait_for(call.read(), 10)).item.result.frame_id for _ in range(2)]
                 call.cancel()
                 return headers, first, held, rest
 

@@ -73,7 +73,7 @@ function fromGrpc() {
   const window = Number(args.window);
   const handleMs = Number(args["handle-ms"]);
   const call = client.SubscribeWithCredits();
-  call.write({ stream_ids: args.stream ? [args.stream] : [], credits: window });
+  call.write({ subscription: { stream_ids: args.stream ? [args.stream] : [] }, credits: window });
   let maxLagMs = Infinity; // the cloud's --subscriber-max-lag, from its response header
   const queue = []; // [response, arrival time in ms]
   let seen = 0;
@@ -118,7 +118,7 @@ function fromGrpc() {
       if (lag > 0) maxLagMs = lag * 1000;
     });
     call.on("data", (response) => {
-      queue.push([response, Date.now()]);
+      queue.push([response.item, Date.now()]);
       handle();
     });
     call.on("error", (err) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
