@@ -219,6 +219,20 @@ def test_a_subscription_with_credits_hands_out_only_what_was_granted() -> None:
     assert first == [0, 1] and held and third == 2 and left == 2
 
 
+def test_subscriber_and_identity_limits_are_checked_and_the_identity_cap_defaults_to_half_the_slots() -> None:
+    from splitinfer.errors import ServiceError
+    from splitinfer.services.cloud.server import CloudConfig
+
+    with pytest.raises(ServiceError, match="subscriber-max-lag must be 0"):
+        CloudConfig(plaintext=True, subscriber_max_lag_s=-1)
+    with pytest.raises(ServiceError, match="max-streams-per-identity must be 0"):
+        CloudConfig(plaintext=True, max_streams_per_identity=-1)
+    assert CloudConfig(plaintext=True, max_streams=16).identity_stream_cap == 8
+    assert CloudConfig(plaintext=True, max_streams=1).identity_stream_cap == 1
+    assert CloudConfig(plaintext=True, max_streams_per_identity=0).identity_stream_cap is None
+    assert CloudConfig(plaintext=True, max_streams_per_identity=3).identity_stream_cap == 3
+
+
 def test_a_disconnecting_client_leaves_no_task_behind(engine, frames) -> None:
     async def scenario():
         async with running_cloud(engine) as server:
