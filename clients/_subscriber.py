@@ -6,9 +6,14 @@ the last position received, with exponential backoff and jitter, to the same add
 replica; with a results bus every replica serves every stream). They give up only after `give_up_after`
 seconds without a subscription, counted from the disconnect (never from the last result: a quiet stream
 resumes across any number of restarts, within the bus's retention). Any other status (a bad stream id, no
-permission) is final and raised. The async form reads the call as fast as it arrives into a local queue
-bounded in results and bytes, so a consumer slower than the results loses the oldest ones, counted in
-`dropped`, instead of letting gRPC's transport buffers hide an ever older backlog.
+permission) is final and raised.
+
+Both use SubscribeWithCredits (flow control the client drives): the cloud sends only as many results as the
+client granted, so a slow consumer's backlog waits in the cloud, where results older than the cloud's
+--subscriber-max-lag are dropped and counted, instead of in gRPC's transport buffers, where it would only grow
+older. The async form keeps `window` results granted ahead in a local queue bounded in results, bytes and
+lag; the blocking form grants one result each time the caller asks for the next. A cloud older than credits
+is served with Subscribe (no lag bound beyond its own queue).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import queue
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -34,6 +40,8 @@ log = logging.getLogger("splitinfer.clients")
 SERVICE_NAME = "splitinfer.v1.InferenceService"
 # Response header of a Subscribe call that the cloud has registered (its subscription is live).
 SUBSCRIBED_HEADER = "splitinfer-subscribed"
+# Response header: the cloud's --subscriber-max-lag, seconds (0: none); a client's own buffer respects it too.
+MAX_LAG_HEADER = "splitinfer-max-lag"
 # Statuses after which subscribing again may work (the cloud restarts, drains or closed the connection).
 RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED,
                        grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL})
@@ -94,19 +102,21 @@ class ResultSubscriber:
             async for item in results:
                 print(item.result.frame_id, len(item.result.detections), item.dropped)
 
-    The local queue keeps at most `max_queue` results and `max_queue_bytes` bytes, and with `max_lag_s` no
-    result that waited longer than that (the newest is always kept); what it drops is counted in the next
-    result's `dropped`. `reconnect=False` ends at the first failure instead (raising CloudUnavailableError
-    or ServiceError).
+    At most `window` results are granted ahead (read from the cloud before the caller takes them). The local
+    queue keeps at most `max_queue` results and `max_queue_bytes` bytes, and no result that waited longer in
+    all (in the cloud and here) than `max_lag_s` or the cloud's --subscriber-max-lag, whichever is smaller
+    (None: the cloud's); what it drops is counted in the next result's `dropped`. `reconnect=False` ends at
+    the first failure instead (raising CloudUnavailableError or ServiceError).
     """
 
     def __init__(self, cloud: str, stream_ids: Iterable[str] = (), *, after_sequence: int = 0,
                  reconnect: bool = True, backoff: Backoff = Backoff(), max_queue: int = 256,
                  max_queue_bytes: int = 16 * 1024 * 1024, max_lag_s: float | None = None,
                  security: ChannelSecurity = ChannelSecurity(),
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
-        if max_queue < 1 or max_queue_bytes < 1:
-            raise ServiceError(f"max_queue and max_queue_bytes must be at least 1, got {max_queue}, {max_queue_bytes}.")
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, window: int = 16) -> None:
+        if max_queue < 1 or max_queue_bytes < 1 or window < 1:
+            raise ServiceError(f"max_queue, max_queue_bytes and window must be at least 1, got {max_queue}, "
+                               f"{max_queue_bytes}, {window}.")
         self.cloud = cloud
         self.stream_ids = list(stream_ids)
         self.last_sequence = after_sequence
@@ -115,12 +125,15 @@ class ResultSubscriber:
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.max_lag_s = max_lag_s
+        self.window = window
         self.max_message_bytes = max_message_bytes
         self.security = security
         self.reconnects = 0
         self.dropped_total = 0
         # (response, its size, when it arrived)
         self._queue: collections.deque[tuple[inference_pb2.SubscribeResponse, int, float]] = collections.deque()
+        self._cloud_max_lag_s: float | None = None  # from the cloud's MAX_LAG_HEADER
+        self._credits = True  # False once a cloud without SubscribeWithCredits answered UNIMPLEMENTED
         self._queued_bytes = 0
         self._dropped_locally = 0
         self._ready = asyncio.Event()
@@ -129,7 +142,7 @@ class ResultSubscriber:
         self._ended = False
         self._reader: asyncio.Task | None = None
         self._channel: grpc.aio.Channel | None = None
-        self._call: grpc.aio.UnaryStreamCall | None = None
+        self._call: grpc.aio.StreamStreamCall | grpc.aio.UnaryStreamCall | None = None
 
     async def __aenter__(self) -> ResultSubscriber:
         self._reader = asyncio.create_task(self._read(), name=f"subscriber:{self.cloud}")
@@ -186,18 +199,28 @@ class ResultSubscriber:
                     self._end = exc
                     return
                 stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
-                call = self._call = stub.Subscribe(inference_pb2.SubscribeRequest(
-                    stream_ids=self.stream_ids, after_sequence=self.last_sequence))
+                request = inference_pb2.SubscribeRequest(stream_ids=self.stream_ids, after_sequence=self.last_sequence)
+                call = stub.SubscribeWithCredits() if self._credits else stub.Subscribe(request)
                 try:
+                    if self._credits:
+                        # Credits of an earlier call died with it: grant the room the local queue has now.
+                        await call.write(inference_pb2.SubscribeWithCreditsRequest(
+                            subscription=request, credits=max(self.window - len(self._queue), 0)))
+                    self._call = call  # only now: the iterator's grants never write beside the first message
                     # A failing call yields empty headers too: only the cloud's marker means it registered us.
-                    if dict(await call.initial_metadata()).get(SUBSCRIBED_HEADER):
+                    headers = dict(await call.initial_metadata())
+                    if headers.get(SUBSCRIBED_HEADER):
                         self._subscribed.set()
                         attempt, unavailable_since = 0, None
+                        self._cloud_max_lag_s = _max_lag(headers.get(MAX_LAG_HEADER))
                     async for response in call:
-                        self._offer(response)
+                        self._offer(response.item if self._credits else response)
                     return  # the cloud ended the subscription with OK: a real end
                 except grpc.aio.AioRpcError as exc:
                     failure = f"{exc.code().name}: {exc.details()}"
+                    if exc.code() == grpc.StatusCode.UNIMPLEMENTED and self._credits:
+                        self._credits = False  # a cloud older than credits: subscribe the old way, at once
+                        continue
                     if not self.reconnect or not _retryable(exc):
                         self._end = _wrap(exc, self.cloud, self.security)
                         return
@@ -243,23 +266,63 @@ class ResultSubscriber:
     async def _iterate(self) -> AsyncIterator[SubscribedResult]:
         if self._reader is None:
             raise ServiceError("use `async with ResultSubscriber(...)` before iterating over it.")
+        freed = 0  # places taken or dropped since the last grant: granted by half windows, or before waiting
         while True:
+            freed += self._drop_stale()
             while not self._queue:
+                freed = await self._grant(freed)
                 if self._ended:
                     if self._end is not None:
                         raise self._end
                     return
                 self._ready.clear()
                 await self._ready.wait()
-            if self.max_lag_s is not None:
-                too_old = time.monotonic() - self.max_lag_s
-                while len(self._queue) > 1 and self._queue[0][2] < too_old:
-                    self._drop_oldest()
+                freed += self._drop_stale()
             response, size, _ = self._queue.popleft()
             self._queued_bytes -= size
+            freed += 1
+            if freed >= max(1, self.window // 2):
+                freed = await self._grant(freed)
             dropped, self._dropped_locally = response.dropped + self._dropped_locally, 0
             self.dropped_total += dropped
             yield SubscribedResult(response.result, dropped, response.sequence)
+
+    def _drop_stale(self) -> int:
+        """Drop queued results that waited longer than the max lag in all (in the cloud and here); how many."""
+        limits = [limit for limit in (self.max_lag_s, self._cloud_max_lag_s) if limit]
+        if not limits:
+            return 0
+        now, max_lag, dropped = time.monotonic(), min(limits), 0
+        while self._queue and self._queue[0][0].queued_seconds + now - self._queue[0][2] > max_lag:
+            self._drop_oldest()
+            dropped += 1
+        return dropped
+
+    async def _grant(self, credits: int) -> int:
+        """Tell the cloud that `credits` more results fit (a result taken or dropped frees its place). Returns 0, the
+        credits left to grant: a call that ended took its credits along, and the next call grants the queue's room."""
+        call = self._call
+        if not credits or not self._credits or not isinstance(call, grpc.aio.StreamStreamCall):
+            return 0
+        try:
+            await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=credits))
+        except (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError):
+            pass  # the call ended: the reader resubscribes and grants the queue's room again
+        except asyncio.CancelledError:
+            # The reader cancelled this call (to resubscribe) while the grant was on its way: not our own end.
+            task = asyncio.current_task()
+            if not call.cancelled() or (task is not None and task.cancelling()):
+                raise
+        return 0
+
+
+def _max_lag(header: str | None) -> float | None:
+    """The cloud's max lag from its response header (None: absent, unreadable or 0)."""
+    try:
+        value = float(header) if header else 0.0
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | None = None, after_sequence: int = 0,
@@ -267,31 +330,42 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Iterator[SubscribedResult]:
     """Blocking iterator over a cloud's results; resumes after reconnects; ends when `timeout` seconds passed.
 
-    It reads only as fast as the caller consumes: a slow caller's backlog waits in gRPC's buffers (bounded,
-    and the cloud bounds its own queue); use ResultSubscriber to lose the oldest results instead.
+    It asks the cloud for one result each time the caller asks for the next (SubscribeWithCredits), so a slow
+    caller's backlog waits in the cloud, which drops (and counts in `dropped`) what waited longer than its
+    --subscriber-max-lag. Against a cloud older than credits it reads Subscribe as fast as the caller consumes.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     stream_ids = list(stream_ids)
     # The give-up clock: since the start, then since each disconnect; None while subscribed.
-    last_sequence, attempt = after_sequence, 0
+    last_sequence, attempt, credits = after_sequence, 0, True
     unavailable_since: float | None = time.monotonic()
     while True:
         remaining = None if deadline is None else deadline - time.monotonic()
         if remaining is not None and remaining <= 0:
             return
+        request = inference_pb2.SubscribeRequest(stream_ids=stream_ids, after_sequence=last_sequence)
+        grants: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         with open_blocking_channel(cloud, security, max_message_bytes) as channel:
             stub = inference_pb2_grpc.InferenceServiceStub(channel)
-            call = stub.Subscribe(inference_pb2.SubscribeRequest(stream_ids=stream_ids, after_sequence=last_sequence),
-                                  timeout=remaining)
+            call = (stub.SubscribeWithCredits(_credit_requests(request, grants), timeout=remaining) if credits
+                    else stub.Subscribe(request, timeout=remaining))
             try:
                 if dict(call.initial_metadata() or ()).get(SUBSCRIBED_HEADER):
                     attempt, unavailable_since = 0, None
-                for response in call:
+                while True:
+                    grants.put(1)  # the caller asks for the next result: grant one
+                    response = next(call, None)
+                    if response is None:
+                        return
+                    if credits:
+                        response = response.item
                     if response.sequence:
                         last_sequence = response.sequence
                     yield SubscribedResult(response.result, response.dropped, response.sequence)
-                return
             except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED and credits:
+                    credits = False  # a cloud older than credits: subscribe the old way, at once
+                    continue
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None \
                         and time.monotonic() >= deadline - 0.05:
                     return
@@ -301,9 +375,18 @@ def subscribe(cloud: str, stream_ids: Iterable[str] = (), *, timeout: float | No
                         or time.monotonic() - unavailable_since > backoff.give_up_after:
                     raise _wrap(exc, cloud, security) from exc
             finally:
+                grants.put(None)
                 call.cancel()
         time.sleep(backoff.delay(attempt))
         attempt += 1
+
+
+def _credit_requests(request: inference_pb2.SubscribeRequest,
+                     grants: queue.SimpleQueue[int | None]) -> Iterator[inference_pb2.SubscribeWithCreditsRequest]:
+    """The messages of a blocking SubscribeWithCredits call: the subscription, then each grant until None."""
+    yield inference_pb2.SubscribeWithCreditsRequest(subscription=request)
+    while (credits := grants.get()) is not None:
+        yield inference_pb2.SubscribeWithCreditsRequest(credits=credits)
 
 
 def check_health(cloud: str, service: str = SERVICE_NAME, *, timeout: float = 5.0,

@@ -8,18 +8,41 @@ work stays in order, cuDNN's per-thread plans are made once), while the next bat
 The caller awaits a stream's frame before it submits the stream's next one (the servicer does), so a
 batch never holds two frames of a stream and temporal references stay exact; each frame keeps its own
 FrameError. With `max_batch` 1 on the CPU a frame goes straight to the executor, as before batching.
+`process_together` is the same batching done synchronously, for benches and tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from splitinfer.errors import ServiceError
 from splitinfer.v1 import inference_pb2
+
+
+FrameWork = tuple[Any, Any, inference_pb2.FeatureFrame, int]  # (stream state, split, frame, previous frame id)
+
+
+def process_together(engine: Any, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
+    """Answer frames of several streams with one tail call per cut (engine.finish); results in the order of `items`.
+
+    A stream that appears twice is split into consecutive batches, so each frame decodes against the reference its
+    predecessor left (as one frame at a time would; FrameBatcher never has to, see the module docstring)."""
+    segments: list[list[FrameWork]] = [[]]
+    for item in items:
+        if any(item[0] is other[0] for other in segments[-1]):
+            segments.append([])
+        segments[-1].append(item)
+    results: list[inference_pb2.InferenceResult] = []
+    for segment in segments:
+        prepared = [engine.prepare(*work) for work in segment]
+        finished = iter(engine.finish([p for p in prepared if not isinstance(p, inference_pb2.InferenceResult)]))
+        results += [p if isinstance(p, inference_pb2.InferenceResult) else next(finished) for p in prepared]
+    return results
 
 
 @dataclass

@@ -67,13 +67,14 @@ class ResultBus:
                  stream_max_bytes: int = 1024**3, duplicate_window_s: float = 120.0, publish_json: bool = False,
                  source: str | None = None, publish_timeout_s: float = 5.0,
                  on_drop: Callable[[int], None] | None = None, registry: Any = None,
-                 keys: Callable[[], ResultKeys] | None = None) -> None:
+                 keys: Callable[[], ResultKeys] | None = None, max_lag_s: float = 0.0) -> None:
         self.connection = connection if isinstance(connection, BusConnection) else BusConnection(connection)
         self.url = self.connection.url
         # The result keys now (re-read on change): signs what is published, verifies what is read. None: neither.
         self.keys = keys
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.max_lag_s = max_lag_s  # per subscriber: results that waited longer are dropped, not sent
         self.max_age_s = max_age_s
         self.stream_max_bytes = stream_max_bytes
         self.duplicate_window_s = duplicate_window_s
@@ -179,7 +180,8 @@ class ResultBus:
         """
         nats = import_nats()
         api = nats.js.api
-        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits,
+                                    self.max_lag_s)
         subjects = sorted(results_subject(s) for s in subscription.stream_ids) or [f"{RESULTS_PREFIX}.>"]
 
         async def deliver(msg: Any) -> None:

@@ -8,7 +8,8 @@ the result as they are, with no model call.
 `TailEngine` holds the one loaded model, shared by every stream (torch inference in no_grad mode is
 safe from several executor threads), on the device and in the precision it was given (dnn.device).
 Everything a client can get wrong in a frame is caught here and becomes an in-band `FrameError` for
-that frame alone; the stream and the other frames of its batch go on. `process` is a batch of one.
+that frame alone; the stream and the other frames of its batch go on. Which frames form a batch is decided
+in services.cloud.batcher, the one batching module; `process` answers one frame alone (prepare + finish).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from google.rpc import code_pb2  # FrameError.code is a google.rpc.Code
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, MissingReferenceError, Reference
 from splitinfer.dnn import ModelError, load_model
@@ -40,11 +42,6 @@ from splitinfer.v1 import inference_pb2
 from splitinfer.wire import tensor_from_proto
 
 log = logging.getLogger("splitinfer.cloud")
-
-# google.rpc.Code values used in FrameError.code
-INVALID_ARGUMENT = 3
-FAILED_PRECONDITION = 9
-INTERNAL = 13
 
 MAX_IMAGE_SIDE = 8192
 _INFO_CACHE_SIZE = 32
@@ -70,7 +67,6 @@ class FrameRejected(Exception):
         self.intra_frame_requested = intra_frame_requested
 
 
-FrameWork = tuple[StreamState, Any, inference_pb2.FeatureFrame, int]  # (state, split, frame, previous frame id)
 
 
 @dataclass
@@ -182,24 +178,9 @@ class TailEngine:
 
     def process(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> inference_pb2.InferenceResult:
-        """Answer one frame: detections, or a FrameError when the frame is bad (never raises for bad input)."""
-        return self.process_batch([(state, split, frame, previous_frame_id)])[0]
-
-    def process_batch(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
-        """Answer frames of several streams with one tail call per cut; results in the order of `items`.
-
-        A stream that appears twice is split into consecutive batches, so each frame decodes against the
-        reference its predecessor left (as one frame at a time would)."""
-        results: list[inference_pb2.InferenceResult] = []
-        segment: list[FrameWork] = []
-        for item in items:
-            if any(item[0] is other[0] for other in segment):
-                results.extend(self._process_segment(segment))
-                segment = []
-            segment.append(item)
-        if segment:
-            results.extend(self._process_segment(segment))
-        return results
+        """Answer one frame alone: detections, or a FrameError when the frame is bad (never raises for bad input)."""
+        prepared = self.prepare(state, split, frame, previous_frame_id)
+        return self.finish([prepared])[0] if isinstance(prepared, Decoded) else prepared
 
     def prepare(self, state: StreamState, split: Any, frame: inference_pb2.FeatureFrame,
                 previous_frame_id: int) -> Decoded | inference_pb2.InferenceResult:
@@ -207,11 +188,11 @@ class TailEngine:
         result = self._empty_result(state, split, frame)
         try:
             if frame.frame_id <= previous_frame_id:
-                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING,
+                raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING,
                                     f"frame id {frame.frame_id} does not increase (the "
                                     f"previous frame of this call was {previous_frame_id}).")
             if not _valid_timestamp(frame.capture.capture_time):
-                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_CAPTURE_TIME,
+                raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_CAPTURE_TIME,
                                     "capture.capture_time is not a valid timestamp (years 1-9999, nanos below 1e9): "
                                     "set it to the frame's capture time.")
             info = self._preprocess_info(frame.capture.image_width, frame.capture.image_height)
@@ -250,11 +231,6 @@ class TailEngine:
                     except Exception as exc:  # noqa: BLE001
                         self._fail(item.result, item.state, item.frame, exc)
         return [item.result for item in decoded]
-
-    def _process_segment(self, items: Sequence[FrameWork]) -> list[inference_pb2.InferenceResult]:
-        prepared = [self.prepare(*item) for item in items]
-        self.finish([item for item in prepared if isinstance(item, Decoded)])
-        return [item.result if isinstance(item, Decoded) else item for item in prepared]
 
     def _finish(self, group: list[Decoded]) -> None:
         """Tail + postprocess for frames of one cut; fills their results and moves their stream references."""
@@ -330,7 +306,7 @@ class TailEngine:
             checked = checked_detections(frame.detections.detections, width=frame.capture.image_width,
                                          height=frame.capture.image_height, class_names=self.model.class_names)
         except BadDetectionsError as exc:
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_DETECTIONS,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_DETECTIONS,
                                 f"{exc} The frame's detections were refused; the stream goes on.") from exc
         result.detections.extend(checked)
 
@@ -338,8 +314,8 @@ class TailEngine:
                        ) -> tuple[dict[str, np.ndarray], Any]:
         """Partition pixels: decode the packet with the stream's decoder; the network input and its box mapping."""
         if state.pixels is None:  # pragma: no cover - the servicer attaches pixels streams with their coding
-            raise FrameRejected(INTERNAL, inference_pb2.FRAME_ERROR_REASON_INTERNAL, "internal error: a pixels "
-                                "stream without a decoder.")
+            raise FrameRejected(code_pb2.INTERNAL, inference_pb2.FRAME_ERROR_REASON_INTERNAL,
+                                "internal error: a pixels stream without a decoder.")
         packet = frame.pixels
         reference_id = frame.reference_frame_id if frame.HasField("reference_frame_id") else None
         try:
@@ -351,9 +327,9 @@ class TailEngine:
                                         reference_id, size)
         except PixelCodingError as exc:
             if exc.missing_reference:
-                raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
+                raise FrameRejected(code_pb2.FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
                                     str(exc), intra_frame_requested=True) from exc
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_PIXELS,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_PIXELS,
                                 f"{exc} The next key frame restarts the decoder.", intra_frame_requested=True
                                 ) from exc
         x, info = network_input(self.model, image, frame.capture.image_width, frame.capture.image_height)
@@ -375,14 +351,14 @@ class TailEngine:
             result.error.intra_frame_requested = exc.intra_frame_requested
             return
         log.error("frame %d of stream %s failed", frame.frame_id, state.stream_id, exc_info=exc)
-        result.error.code = INTERNAL
+        result.error.code = code_pb2.INTERNAL
         result.error.reason = inference_pb2.FRAME_ERROR_REASON_INTERNAL
         result.error.message = f"the cloud failed on this frame ({type(exc).__name__}: {exc}); the stream goes on."
 
     def _preprocess_info(self, width: int, height: int) -> Any:
         """How boxes map back to a width x height source image (cached per size)."""
         if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_IMAGE_SIZE,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_BAD_IMAGE_SIZE,
                                 f"capture.image_width/height {width}x{height} must be within "
                                                   f"1..{MAX_IMAGE_SIDE}: set them to the source image size.")
         key = (width, height)
@@ -403,12 +379,12 @@ class TailEngine:
                 ) -> tuple[dict[str, np.ndarray], dict[str, Reference], int]:
         expected = {spec.name: spec for spec in split.tensors}
         if len(frame.tensors) != len(expected):
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
                                 f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
                                                   f"has {len(frame.tensors)} tensor(s).")
         names = [t.name for t in frame.tensors]
         if sorted(names) != sorted(expected):
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_TENSORS,
                                 f"cut {split.cut} needs tensors {sorted(expected)}, the frame "
                                                   f"has {[_quote(name) for name in sorted(names)]}.")
         compressed: dict[str, CompressedTensor] = {}
@@ -418,23 +394,23 @@ class TailEngine:
             shape = tuple(message.shape) if rank <= len(spec.shape) + 1 else ()
             if shape not in (tuple(spec.shape), (1, *spec.shape)):
                 shown = list(shape) if shape else f"{rank} dimensions"
-                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_SHAPE,
+                raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_WRONG_SHAPE,
                                     f"tensor {message.name!r} has shape {shown}; cut "
                                                       f"{split.cut} needs [1, {', '.join(map(str, spec.shape))}].")
             try:
                 compressed[message.name] = tensor_from_proto(message, known=state.decoder.quantizer(message.name))
             except CodecError as exc:
-                raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
+                raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
                                     f"tensor {message.name!r} could not be decoded: "
                                     f"{_quote(str(exc), 4 * _QUOTE_CHARS)}") from exc
         reference_id = frame.reference_frame_id if frame.HasField("reference_frame_id") else None
         try:
             levels = state.decoder.decode_frame(compressed, reference_id, limits=self.limits)
         except MissingReferenceError as exc:
-            raise FrameRejected(FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
+            raise FrameRejected(code_pb2.FAILED_PRECONDITION, inference_pb2.FRAME_ERROR_REASON_MISSING_REFERENCE,
                                 f"frame {frame.frame_id}: {exc}", intra_frame_requested=True) from exc
         except CodecError as exc:
-            raise FrameRejected(INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
+            raise FrameRejected(code_pb2.INVALID_ARGUMENT, inference_pb2.FRAME_ERROR_REASON_UNDECODABLE_TENSOR,
                                 _quote(str(exc), 5 * _QUOTE_CHARS)) from exc
         tensors: dict[str, np.ndarray] = {}
         elements = 0

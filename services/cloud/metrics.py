@@ -6,15 +6,24 @@ The HTTP endpoint, process_* and build info come from splitinfer.services.promet
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+from google.rpc import code_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
 from splitinfer.services.prometheus import MetricsHttpServer, exposition, new_registry
+from splitinfer.services.stages import EDGE_STAGES, STAGES
+from splitinfer.v1 import inference_pb2
 
 __all__ = ["CloudMetrics", "MetricsHttpServer"]
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 _BPE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 8.0)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+_PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_").lower()
+                     for p in (inference_pb2.PARTITION_FEATURES, inference_pb2.PARTITION_PIXELS,
+                               inference_pb2.PARTITION_DETECTIONS)}
 
 
 class CloudMetrics:
@@ -55,5 +64,52 @@ class CloudMetrics:
             "splitinfer_end_to_end_seconds", "Seconds from a frame's capture on the edge to its result here (edge and "
             "cloud wall clocks: synchronise them, e.g. NTP).", buckets=_LATENCY_BUCKETS, registry=r)
 
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
     def exposition(self) -> bytes:
         return exposition(self.registry)
+
+    def record_result(self, result: inference_pb2.InferenceResult) -> None:
+        """Count one answered frame: outcome, partition, end-to-end latency, payload, bits per element, stages."""
+        model = result.model
+        failed = result.HasField("error")
+        outcome = _code_name(result.error.code) if failed else code_pb2.Code.Name(code_pb2.OK)
+        self._child(self.frames, model, outcome).inc()
+        self._child(self.partition_frames, _PARTITION_LABELS.get(result.origin.partition, "features")).inc()
+        captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
+        if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
+            self.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)
+        self._child(self.payload_bytes, model).inc(result.payload_bytes)
+        self._child(self.elements, model).inc(result.elements)
+        if result.elements and not failed:
+            self._child(self.bits_per_element, model).observe(8 * result.payload_bytes / result.elements)
+        stage_seconds = result.stage_seconds
+        for stage in STAGES:
+            seconds = stage_seconds.get(stage)
+            if seconds is not None:
+                self._child(self.stage_seconds, stage).observe(seconds)
+
+    def count_ignored_stages(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
+        """Count the frame's edge_stage_seconds entries that the engine did not copy into the result."""
+        reported = len(frame.edge_stage_seconds)
+        if reported:
+            # The result's edge stages all came from this frame; counting them, not the frame's map, costs O(1).
+            kept = sum(1 for name in EDGE_STAGES if name in result.stage_seconds)
+            if reported > kept:
+                self.ignored_stage_entries.inc(reported - kept)
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        """metric.labels(*values), looked up once: every label value is server-defined, so there are few."""
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+
+def _code_name(code: int) -> str:
+    """The google.rpc.Code name of a FrameError code (the number itself if it names none)."""
+    try:
+        return code_pb2.Code.Name(code)
+    except ValueError:
+        return str(code)

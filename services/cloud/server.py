@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES, server_options
 from splitinfer.services.cloud.access import AccessFile, AccessPolicy
+from splitinfer.services.cloud.authentication import AuthenticationInterceptor
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metrics import CloudMetrics, MetricsHttpServer
@@ -69,6 +70,7 @@ class CloudConfig:
     stream_queue_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     subscriber_queue: int = 256
     subscriber_max_bytes: int = 16 * 1024 * 1024
+    subscriber_max_lag_s: float = 10.0  # a result that waited longer for its subscriber is dropped; 0: no bound
     nats: str | None = None  # results bus URL (NATS JetStream); None keeps results in this process
     nats_json: bool = False  # also publish CloudEvents JSON to splitinfer.events.<stream>
     nats_ca: Path | None = None
@@ -92,7 +94,7 @@ class CloudConfig:
     auth_tokens: Path | None = None
     health_port: int = -1  # a plaintext port serving only grpc.health.v1 (-1: none)
     reflection: bool = True
-    max_streams_per_identity: int | None = None
+    max_streams_per_identity: int | None = None  # None: half of max_streams; 0: no cap (see identity_stream_cap)
     device: str = "auto"
     precision: str = "fp32"
     max_batch: int = 1
@@ -112,6 +114,9 @@ class CloudConfig:
                 raise ServiceError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}.")
         if self.max_streams_per_peer < 0:
             raise ServiceError(f"max-streams-per-peer must be 0 (no cap) or more, got {self.max_streams_per_peer}.")
+        if self.subscriber_max_lag_s < 0:
+            raise ServiceError(f"subscriber-max-lag must be 0 (no bound) or more seconds, got "
+                               f"{self.subscriber_max_lag_s}.")
         if self.stream_idle_timeout_s < 0:
             raise ServiceError(f"stream-idle-timeout must be 0 (never) or more seconds, got {self.stream_idle_timeout_s}.")
         if not 0 <= self.port <= 65535 or not -1 <= self.metrics_port <= 65535:
@@ -125,9 +130,9 @@ class CloudConfig:
             raise ServiceError(f"max-batch-delay-ms must not be negative, got {self.max_batch_delay_ms}.")
         if not -1 <= self.health_port <= 65535:
             raise ServiceError(f"health-port must be within 0..65535 (-1: none), got {self.health_port}.")
-        if self.max_streams_per_identity is not None and self.max_streams_per_identity < 1:
-            raise ServiceError("max-streams-per-identity must be at least 1 (or unset for no limit), got "
-                               f"{self.max_streams_per_identity}.")
+        if self.max_streams_per_identity is not None and self.max_streams_per_identity < 0:
+            raise ServiceError("max-streams-per-identity must be 0 (no cap), at least 1, or unset (half of "
+                               f"--max-streams), got {self.max_streams_per_identity}.")
         if self.plaintext and (self.tls_cert or self.tls_key or self.tls_client_ca):
             raise ServiceError("--plaintext cannot be combined with --tls-cert, --tls-key or --tls-client-ca: choose "
                                "one.")
@@ -141,6 +146,14 @@ class CloudConfig:
         if self.plaintext and self.auth_tokens is not None:
             raise ServiceError("--auth-tokens needs TLS: bearer tokens would travel in clear over --plaintext. Give "
                                "--tls-cert and --tls-key.")
+
+    @property
+    def identity_stream_cap(self) -> int | None:
+        """Streams one authenticated identity may hold open (None: no cap): by default half of max_streams, so that
+        one token or certificate cannot take every slot (the anonymous caller of an open cloud is not capped)."""
+        if self.max_streams_per_identity is None:
+            return max(1, self.max_streams // 2)
+        return self.max_streams_per_identity or None
 
     @property
     def bus_connection(self) -> BusConnection | None:
@@ -177,10 +190,11 @@ class CloudServer:
                                  max_age_s=config.bus_max_age_s, stream_max_bytes=config.bus_max_bytes,
                                  publish_json=config.nats_json, on_drop=self.metrics.dropped_results.inc,
                                  registry=self.metrics.registry,
-                                 keys=self.result_keys.current if self.result_keys is not None else None)
+                                 keys=self.result_keys.current if self.result_keys is not None else None,
+                                 max_lag_s=config.subscriber_max_lag_s)
         else:
             self.hub = SubscriberHub(config.subscriber_queue, config.subscriber_max_bytes,
-                                     on_drop=self.metrics.dropped_results.inc)
+                                     on_drop=self.metrics.dropped_results.inc, max_lag_s=config.subscriber_max_lag_s)
         self.certificates = CertificateReloader(config.tls) if config.tls is not None else None
         self.access_file = AccessFile(config.auth_tokens) if config.auth_tokens is not None else None
         open_policy = AccessPolicy()
@@ -195,7 +209,7 @@ class CloudServer:
             stream_queue_size=config.stream_queue, stream_queue_bytes=config.stream_queue_bytes,
             stream_idle_timeout_s=config.stream_idle_timeout_s, max_message_bytes=config.max_message_bytes,
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
-            max_streams_per_identity=config.max_streams_per_identity, batcher=self.batcher)
+            max_streams_per_identity=config.identity_stream_cap, batcher=self.batcher)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
         self.servicer.limits = inference_pb2.ServerLimits(
             max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
@@ -231,8 +245,12 @@ class CloudServer:
 
     async def start(self) -> None:
         """Bind, answer NOT_SERVING, load the model (unless given), then answer SERVING."""
+        authentication = AuthenticationInterceptor(
+            self.servicer.access, f"/{SERVICE_NAME}/",
+            on_refused=self.metrics.rejected_streams.labels("unauthenticated").inc)
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes,
-                                                        self.config.max_connection_age_s))
+                                                        self.config.max_connection_age_s),
+                                 interceptors=[authentication])
         inference_pb2_grpc.add_InferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         if self.config.reflection:

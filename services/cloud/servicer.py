@@ -14,14 +14,15 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
                          profile, partition or pixel coding
     RESOURCE_EXHAUSTED   the cloud already serves --max-streams streams, or --max-streams-per-peer from
                          the caller's address (or, from gRPC itself, a message above --max-message-bytes)
-    DEADLINE_EXCEEDED    no frame arrived for --stream-idle-timeout seconds (the slot is freed)
+    DEADLINE_EXCEEDED    no frame that got a result without an error for --stream-idle-timeout seconds (the slot
+                         is freed; empty keepalive frames do not hold it)
     UNAVAILABLE          the model is still loading, or the server is draining (reconnect elsewhere)
     ABORTED              a newer connection of the same identity resumed the same stream id
     UNAUTHENTICATED      no credential, one the access file does not know, or a revoked client certificate
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
-`Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
-position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
+`Subscribe` and `SubscribeWithCredits` (as many results as the client granted) stream results (from the
+in-memory hub, or from the results bus with --nats), each with its position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
 shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX_AGE after
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
@@ -32,8 +33,9 @@ MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOAD
 SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
 REVOKED_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
 waiting and retrying helps.
-Authorization (services/cloud/access.py) is checked before anything else of a call is read; when the access file
-is reloaded, an open call whose credentials it no longer accepts (a revoked certificate, a removed token) ends
+Authentication happens before the handler runs, in services/cloud/authentication.py (a ServerInterceptor); the
+handlers read the caller from there and check what it may publish or read (services/cloud/access.py) before
+anything else of a call is read. When the access file is reloaded, an open call whose credentials it no longer accepts (a revoked certificate, a removed token) ends
 with UNAUTHENTICATED at its next frame or result.
 
 Per stream, memory is bounded: at most --stream-queue frames and --stream-queue-bytes bytes wait in
@@ -52,24 +54,18 @@ from concurrent.futures import Executor
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import code_pb2
 
 from splitinfer.codec import CodecError
 from splitinfer.errors import BusError
 from splitinfer.channel_options import DEFAULT_MAX_MESSAGE_BYTES
-from splitinfer.services.cloud.access import (
-    AccessPolicy,
-    AuthenticationError,
-    Identity,
-    peer_certificate_names,
-    peer_certificate_pem,
-)
+from splitinfer.services.cloud.access import ANONYMOUS, AccessPolicy, AuthenticationError, Identity
+from splitinfer.services.cloud.authentication import Caller, current_caller
 from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
+from splitinfer.services.cloud.status import abort
 from splitinfer.services.cloud.streams import (
     Connection,
     IdentityStreamLimitError,
@@ -81,20 +77,16 @@ from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
 from splitinfer.services.pixels import available as pixels_available
 from splitinfer.services.pixels import check_pixel_coding
 from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
-from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
 log = logging.getLogger("splitinfer.cloud")
 
-ERROR_DOMAIN = "splitinfer.v1"
 STREAM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 _END = object()
 # One status for one kind of mistake: an empty request is INVALID_ARGUMENT wherever it comes.
 _EMPTY_REQUEST = "an InferRequest must hold a start (first) or a frame (after it); this one holds neither."
 _IDLE = object()
 _PARTITIONS = (inference_pb2.PARTITION_FEATURES, inference_pb2.PARTITION_PIXELS, inference_pb2.PARTITION_DETECTIONS)
-_PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_").lower() for p in _PARTITIONS}
-RESOURCE_EXHAUSTED = 8  # google.rpc.Code, for the in-band error of a result too large to send
 # Room left in --max-message-bytes for the InferResponse wrapper around a result.
 _RESPONSE_OVERHEAD_BYTES = 64
 
@@ -139,7 +131,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
         self._active_calls = 0
-        self._metric_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def begin_drain(self) -> None:
@@ -163,13 +154,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Infer(
         self, request_iterator: AsyncIterator[inference_pb2.InferRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.InferResponse]:
-        identity, credentials = await self._authenticate(context)
+        caller = current_caller()
+        identity = caller.identity
         if self.draining:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
-                         "replica.", "DRAINING", retry_after_s=1.0)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "the cloud is shutting down; reconnect to another "
+                        "replica.", "DRAINING", retry_after_s=1.0)
         if self.engine is None:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
-                         "MODEL_LOADING", retry_after_s=2.0)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
+                        "MODEL_LOADING", retry_after_s=2.0)
         start = await self._read_start(request_iterator, context)
         split = await self._check_start(start, identity, context)
         connection = await self._attach(start, split, identity, context)
@@ -192,20 +184,24 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     break
                 if item is _IDLE:
                     self.metrics.idle_streams.inc()
-                    await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                 f"no frame arrived for {self.stream_idle_timeout_s:g} s (--stream-idle-timeout): the "
-                                 "stream was ended to free its slot; reconnect with the same stream id to resume.",
-                                 "STREAM_IDLE")
+                    await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no frame the cloud could serve arrived for {self.stream_idle_timeout_s:g} s "
+                                "(--stream-idle-timeout; frames answered with an error, such as empty keepalive "
+                                "frames, do not count): the stream was ended to free its slot; reconnect with the "
+                                "same stream id to resume.",
+                                "STREAM_IDLE")
                 if isinstance(item, _StreamProtocolError):
-                    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
+                    await abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(item), item.reason)
                 if isinstance(item, BaseException):
                     raise item
-                await self._end_if_no_longer_authenticated(credentials, context)
+                await self._end_if_no_longer_authenticated(caller, context)
                 frame, arrived = item
                 waited = time.perf_counter() - arrived
                 result = await self.batcher.process(self.engine, connection.state, split, frame, last_frame_id)
                 last_frame_id = max(last_frame_id, frame.frame_id)
                 self.finish_result(frame, result, waited)
+                if not result.HasField("error"):
+                    connection.last_served_at = time.monotonic()
                 del frame, item  # the frame's bytes are not held while the result is sent
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
                     await self.hub.publish(result)
@@ -213,8 +209,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
                 if self.draining:
-                    await _abort(context, grpc.StatusCode.UNAVAILABLE, message, "DRAINING", retry_after_s=1.0)
-                await _abort(context, grpc.StatusCode.ABORTED, message, "STREAM_TAKEN_OVER")
+                    await abort(context, grpc.StatusCode.UNAVAILABLE, message, "DRAINING", retry_after_s=1.0)
+                await abort(context, grpc.StatusCode.ABORTED, message, "STREAM_TAKEN_OVER")
         finally:
             # The bookkeeping comes first and without an await: a second cancellation of this call (gRPC cancels
             # the handler when the client goes away, possibly while it is already cleaning up) would otherwise
@@ -231,45 +227,31 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             # A call that never says what it is holds a handler: it gets the idle timeout too.
             first = await asyncio.wait_for(anext(aiter(request_iterator)), self.stream_idle_timeout_s or None)
         except StopAsyncIteration:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
-                         "message.", "NO_STREAM_START")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its StreamStart "
+                        "message.", "NO_STREAM_START")
         except asyncio.TimeoutError:
             self.metrics.idle_streams.inc()
-            await _abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
-                         f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
-                         "STREAM_IDLE")
+            await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"no StreamStart arrived within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).",
+                        "STREAM_IDLE")
         if first.WhichOneof("kind") is None:
             self.metrics.rejected_streams.labels("empty_request").inc()
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, _EMPTY_REQUEST, "EMPTY_REQUEST")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT, _EMPTY_REQUEST, "EMPTY_REQUEST")
         if first.WhichOneof("kind") != "start":
             self.metrics.rejected_streams.labels("no_start").inc()
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
-                         "the first message of an Infer stream must be a StreamStart (stream id, model, cut).",
-                         "NO_STREAM_START")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                        "the first message of an Infer stream must be a StreamStart (stream id, model, cut).",
+                        "NO_STREAM_START")
         return first.start
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext) -> tuple[Identity, _CallCredentials]:
-        """The caller's identity from its bearer token or client certificate; UNAUTHENTICATED if none is valid."""
-        credentials = _CallCredentials(context, self.access())
-        try:
-            return credentials.authenticate(), credentials
-        except AuthenticationError as exc:
-            self.metrics.rejected_streams.labels("unauthenticated").inc()
-            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, str(exc), exc.reason)
-
-    async def _end_if_no_longer_authenticated(self, credentials: _CallCredentials,
-                                              context: grpc.aio.ServicerContext) -> None:
+    async def _end_if_no_longer_authenticated(self, caller: Caller, context: grpc.aio.ServicerContext) -> None:
         """End an open call with UNAUTHENTICATED once a reloaded access file refuses its credentials (revoked)."""
-        policy = self.access()
-        if policy is credentials.policy:
-            return
-        credentials.policy = policy
         try:
-            credentials.authenticate()
+            caller.still_accepted(self.access())
         except AuthenticationError as exc:
             self.metrics.rejected_streams.labels("unauthenticated").inc()
-            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{exc} (the cloud's access file changed while "
-                         "this call was open)", exc.reason)
+            await abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{exc} (the cloud's access file changed while "
+                        "this call was open)", exc.reason)
 
     async def _check_start(self, start: inference_pb2.StreamStart, identity: Identity,
                            context: grpc.aio.ServicerContext) -> Any:
@@ -278,16 +260,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             await _abort_bad_stream_id(context, start.stream_id)
         if not identity.may_publish(start.stream_id):
             self.metrics.rejected_streams.labels("permission_denied").inc()
-            await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
-                         "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                        f"identity {identity.name!r} may not publish stream {start.stream_id!r}; use a stream id its "
+                        "publish patterns allow, or extend them in the cloud's access file.", "STREAM_NOT_PERMITTED")
         await self._refuse_if_full(start.stream_id, peer_address(context.peer() or ""), context)
         partition = start.partition or inference_pb2.PARTITION_FEATURES
         if partition not in _PARTITIONS:
             self.metrics.rejected_streams.labels("bad_partition").inc()
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"StreamStart.partition {start.partition} is not a partition this cloud knows (features, "
-                         "pixels, detections); upgrade the cloud or choose one of those.", "BAD_PARTITION")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"StreamStart.partition {start.partition} is not a partition this cloud knows (features, "
+                        "pixels, detections); upgrade the cloud or choose one of those.", "BAD_PARTITION")
         if partition != inference_pb2.PARTITION_FEATURES:
             return await self._check_whole_model_start(start, partition, context)
         loop = asyncio.get_running_loop()
@@ -295,18 +277,18 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             split = await loop.run_in_executor(self.executor, self.engine.open_stream, start.model, start.cut)
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                        "UNKNOWN_MODEL_OR_CUT")
         try:
             check_stream_profile(start.codec_profile, start.model, split.cut, [t.name for t in split.tensors])
         except ProfileMismatchError as exc:
             self.metrics.rejected_streams.labels("profile_mismatch").inc()
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PROFILE_MISMATCH")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PROFILE_MISMATCH")
         except CodecError as exc:
             self.metrics.rejected_streams.labels("bad_codec_profile").inc()
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                         f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
-                         "BAD_CODEC_PROFILE")
+            await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                        f"StreamStart.codec_profile is not a valid codec profile: {str(exc)[:400]}",
+                        "BAD_CODEC_PROFILE")
         return split
 
     async def _check_whole_model_start(self, start: inference_pb2.StreamStart,
@@ -316,23 +298,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             problem = check_pixel_coding(start.pixel_coding)
             if problem is not None:
                 self.metrics.rejected_streams.labels("bad_pixel_coding").inc()
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"StreamStart.pixel_coding: {problem}",
-                             "BAD_PIXEL_CODING")
+                await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"StreamStart.pixel_coding: {problem}",
+                            "BAD_PIXEL_CODING")
             if not pixels_available():
                 self.metrics.rejected_streams.labels("partition_unavailable").inc()
-                await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this cloud cannot decode pixels: its "
-                             "operator must install PyAV (pip install 'splitinfer[pixels]'); send features instead.",
-                             "PARTITION_UNAVAILABLE")
+                await abort(context, grpc.StatusCode.FAILED_PRECONDITION, "this cloud cannot decode pixels: its "
+                            "operator must install PyAV (pip install 'splitinfer[pixels]'); send features instead.",
+                            "PARTITION_UNAVAILABLE")
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, self.engine.open_partition, start.model, partition)
         except LookupError as exc:
             self.metrics.rejected_streams.labels("unknown_model_or_cut").inc()
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                        "UNKNOWN_MODEL_OR_CUT")
         except ValueError as exc:
             self.metrics.rejected_streams.labels("partition_unavailable").inc()
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PARTITION_UNAVAILABLE")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc), "PARTITION_UNAVAILABLE")
 
     async def _refuse_if_full(self, stream_id: str, peer: str, context: grpc.aio.ServicerContext) -> None:
         """End the call with RESOURCE_EXHAUSTED (and RetryInfo) if the stream would exceed a stream cap."""
@@ -341,13 +323,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             return
         self.metrics.rejected_streams.labels(reason).inc()
         if reason == "max_streams":
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"this cloud serves at most {self.registry.max_streams} streams at once; "
-                         "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
-        await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                     f"this cloud serves at most {self.registry.max_streams_per_peer} streams from one address "
-                     f"({peer[:64]}); close one, retry later or raise --max-streams-per-peer.",
-                     "MAX_STREAMS_PER_PEER", retry_after_s=5.0)
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"this cloud serves at most {self.registry.max_streams} streams at once; "
+                        "retry later or raise --max-streams.", "MAX_STREAMS", retry_after_s=5.0)
+        await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"this cloud serves at most {self.registry.max_streams_per_peer} streams from one address "
+                    f"({peer[:64]}); close one, retry later or raise --max-streams-per-peer.",
+                    "MAX_STREAMS_PER_PEER", retry_after_s=5.0)
 
     async def _attach(self, start: inference_pb2.StreamStart, split: Any, identity: Identity,
                       context: grpc.aio.ServicerContext) -> Connection:
@@ -355,7 +337,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         peer = peer_address(context.peer() or "")
         if self.registry.refusal(start.stream_id, peer) is not None:
             await self._refuse_if_full(start.stream_id, peer, context)
-        limits = [limit for limit in (identity.max_streams, self.max_streams_per_identity) if limit is not None]
+        # The cloud-wide cap is for authenticated identities: an open cloud's callers all share one identity.
+        shared_cap = None if identity is ANONYMOUS else self.max_streams_per_identity
+        limits = [limit for limit in (identity.max_streams, shared_cap) if limit is not None]
         try:
             partition = start.partition or inference_pb2.PARTITION_FEATURES
             coding = start.pixel_coding if partition == inference_pb2.PARTITION_PIXELS else None
@@ -364,20 +348,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                                         pixel_coding=coding)
         except StreamOwnedError:
             self.metrics.rejected_streams.labels("permission_denied").inc()
-            await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                         f"stream {start.stream_id!r} belongs to another identity; pick another stream id.",
-                         "STREAM_OWNED_BY_OTHER")
+            await abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                        f"stream {start.stream_id!r} belongs to another identity; pick another stream id.",
+                        "STREAM_OWNED_BY_OTHER")
         except IdentityStreamLimitError:
             self.metrics.rejected_streams.labels("identity_max_streams").inc()
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                         f"identity {identity.name!r} already has {min(limits)} streams open, its limit; close one "
-                         "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
-                         retry_after_s=5.0)
+            await abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"identity {identity.name!r} already has {min(limits)} streams open, its limit; close one "
+                        "or raise max_streams / --max-streams-per-identity.", "IDENTITY_MAX_STREAMS",
+                        retry_after_s=5.0)
 
     async def _read_frames(self, request_iterator: AsyncIterator, connection: Connection, queue: _FrameQueue) -> None:
         try:
             async for request in request_iterator:
-                connection.last_frame_at = time.monotonic()
                 if connection.stopped.is_set():
                     return
                 kind = request.WhichOneof("kind")
@@ -398,18 +381,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     @staticmethod
     async def _next_item(queue: _FrameQueue, connection: Connection, idle_timeout_s: float) -> Any:
         """The next queued item; _END once the queue is empty and the connection was told to stop; _IDLE once
-        nothing arrived for idle_timeout_s seconds (0: never) while the queue was empty."""
-        waiting_since = time.monotonic()
+        the stream got no result without an error for idle_timeout_s seconds (0: never), queued frames or not."""
         while True:
+            timeout = None
+            if idle_timeout_s > 0:
+                timeout = connection.last_served_at + idle_timeout_s - time.monotonic()
+                if timeout <= 0:
+                    return _IDLE
             if not queue.empty():
                 return queue.get_nowait()
             if connection.stopped.is_set():
                 return _END
-            timeout = None
-            if idle_timeout_s > 0:
-                timeout = max(connection.last_frame_at, waiting_since) + idle_timeout_s - time.monotonic()
-                if timeout <= 0:
-                    return _IDLE
             getter = asyncio.ensure_future(queue.get())
             stopper = asyncio.ensure_future(connection.stopped.wait())
             try:
@@ -426,18 +408,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         """The servicer's own part of answering a frame (after TailEngine.process): queue time, counting the
         stage entries it ignored, the size bound and the metrics. Synchronous, so the fuzz harness runs it too."""
         result.stage_seconds["queue"] = waited
-        self._count_ignored_stages(frame, result)
+        self.metrics.count_ignored_stages(frame, result)
         self._bound_result_size(result)
-        self._record(result)
-
-    def _count_ignored_stages(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult) -> None:
-        """Count the frame's edge_stage_seconds entries that the engine did not copy into the result."""
-        reported = len(frame.edge_stage_seconds)
-        if reported:
-            # The result's edge stages all came from this frame; counting them, not the frame's map, costs O(1).
-            kept = sum(1 for name in EDGE_STAGES if name in result.stage_seconds)
-            if reported > kept:
-                self.metrics.ignored_stage_entries.inc(reported - kept)
+        self.metrics.record_result(result)
 
     def _bound_result_size(self, result: inference_pb2.InferenceResult) -> None:
         """Replace a result too large to send by an in-band error, so that the stream goes on."""
@@ -447,38 +420,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.metrics.oversized_results.inc()
         for name in ("detections", "classes", "stage_seconds"):
             result.ClearField(name)
-        result.error.code = RESOURCE_EXHAUSTED
+        result.error.code = code_pb2.RESOURCE_EXHAUSTED
         result.error.reason = inference_pb2.FRAME_ERROR_REASON_RESULT_TOO_LARGE
         result.error.message = (f"the result of this frame would be {size} bytes, above --max-message-bytes "
                                 f"({self.max_result_bytes + _RESPONSE_OVERHEAD_BYTES}); the stream goes on.")
         result.error.intra_frame_requested = False
-
-    def _record(self, result: inference_pb2.InferenceResult) -> None:
-        model = result.model
-        failed = result.HasField("error")
-        outcome = _code_name(result.error.code) if failed else grpc.StatusCode.OK.name
-        self._child(self.metrics.frames, model, outcome).inc()
-        self._child(self.metrics.partition_frames, _PARTITION_LABELS.get(result.origin.partition, "features")).inc()
-        captured_ns, now_ns = result.capture.capture_time.ToNanoseconds(), time.time_ns()
-        if 0 < captured_ns <= now_ns:  # a clock behind the edge's gives no figure
-            self.metrics.end_to_end_seconds.observe((now_ns - captured_ns) / 1e9)
-        self._child(self.metrics.payload_bytes, model).inc(result.payload_bytes)
-        self._child(self.metrics.elements, model).inc(result.elements)
-        if result.elements and not failed:
-            self._child(self.metrics.bits_per_element, model).observe(8 * result.payload_bytes / result.elements)
-        stage_seconds = result.stage_seconds
-        for stage in STAGES:
-            seconds = stage_seconds.get(stage)
-            if seconds is not None:
-                self._child(self.metrics.stage_seconds, stage).observe(seconds)
-
-    def _child(self, metric: Any, *values: str) -> Any:
-        """metric.labels(*values), looked up once: every label value is server-defined, so there are few."""
-        key = (metric, values)
-        child = self._metric_children.get(key)
-        if child is None:
-            child = self._metric_children[key] = metric.labels(*values)
-        return child
 
     def _enter_call(self) -> None:
         self._active_calls += 1
@@ -495,58 +441,100 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def Subscribe(
         self, request: inference_pb2.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
-        identity, credentials = await self._authenticate(context)
+        async def first_request() -> tuple[inference_pb2.SubscribeRequest, int | None]:
+            return request, None  # no credits: as many results as gRPC accepts
+
+        async for response in self._subscription(first_request, None, context):
+            yield response
+
+    async def SubscribeWithCredits(
+        self, request_iterator: AsyncIterator[inference_pb2.SubscribeWithCreditsRequest],
+        context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[inference_pb2.SubscribeWithCreditsResponse]:
+        async def first_request() -> tuple[inference_pb2.SubscribeRequest, int | None]:
+            try:
+                # A call that never says what it wants holds a handler: it gets the idle timeout, as Infer does.
+                # (Not read before authentication: grpc makes the reader only when it is first used.)
+                first = await asyncio.wait_for(anext(request_iterator), self.stream_idle_timeout_s or None)
+            except StopAsyncIteration:
+                first = inference_pb2.SubscribeWithCreditsRequest()  # all streams, and never a credit
+            except asyncio.TimeoutError:
+                await abort(context, grpc.StatusCode.DEADLINE_EXCEEDED, "no SubscribeWithCreditsRequest arrived "
+                            f"within {self.stream_idle_timeout_s:g} s (--stream-idle-timeout).", "STREAM_IDLE")
+            return first.subscription, first.credits
+
+        async for response in self._subscription(first_request, request_iterator, context):
+            yield inference_pb2.SubscribeWithCreditsResponse(item=response)
+
+    async def _subscription(self, first_request: Callable[[], Any], later_requests: AsyncIterator | None,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[inference_pb2.SubscribeResponse]:
+        """Both Subscribe forms for the authenticated caller: check the request, then serve. `first_request` gives
+        the subscription and, with credits, the first grant; `later_requests` grant more."""
+        caller = current_caller()
+        identity = caller.identity
+        request, credits = await first_request()
         stream_ids = await self._subscribed_stream_ids(request, context)
         for stream_id in stream_ids:
             if not identity.may_subscribe(stream_id):
-                await _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                             f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
-                             "subscribe patterns allow, or extend them in the cloud's access file.",
-                             "STREAM_NOT_PERMITTED")
+                await abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                            f"identity {identity.name!r} may not read stream {stream_id!r}; ask for streams its "
+                            "subscribe patterns allow, or extend them in the cloud's access file.",
+                            "STREAM_NOT_PERMITTED")
+        granting = None
         try:
             # An empty list means every stream this identity may read.
             async with self.hub.subscribe(stream_ids, request.after_sequence,
                                           permits=identity.may_subscribe) as subscription:
+                if credits is not None:
+                    subscription.grant(credits)
+                    granting = asyncio.create_task(_read_credits(later_requests, subscription),
+                                                   name="subscriber-credits")
                 async for response in self._serve_subscription(subscription, context):
-                    await self._end_if_no_longer_authenticated(credentials, context)
+                    await self._end_if_no_longer_authenticated(caller, context)
                     yield response
         except BusError as exc:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
-                         "BUS_UNAVAILABLE", retry_after_s=2.0)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, f"{exc}; subscribe again in a moment.",
+                        "BUS_UNAVAILABLE", retry_after_s=2.0)
+        finally:
+            if granting is not None:
+                granting.cancel()
+                await asyncio.gather(granting, return_exceptions=True)
         await self._end_subscription(subscription, context)
 
     async def _serve_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext
                                   ) -> AsyncIterator[inference_pb2.SubscribeResponse]:
         """The subscription's results, until it is closed (shutdown) or reaches its maximum age."""
         self.metrics.subscribers.set(len(self.hub))
-        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed).
-        await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+        # Headers now tell the client it is registered (ResultSubscriber.wait_subscribed), and the max lag that its
+        # own buffer should respect too (a result that waited longer in total is stale).
+        await context.send_initial_metadata((("splitinfer-subscribed", "1"),
+                                             ("splitinfer-max-lag", f"{subscription.max_lag_s:g}")))
         deadline = time.monotonic() + self.subscription_max_age_s if self.subscription_max_age_s > 0 else None
         try:
             while True:
                 try:
-                    item = await asyncio.wait_for(subscription.next(),
-                                                  None if deadline is None else deadline - time.monotonic())
+                    # Taken only when it can be written (grpc.aio awaits each write): the max-lag check is fresh.
+                    response = await asyncio.wait_for(subscription.next(),
+                                                      None if deadline is None else deadline - time.monotonic())
                 except asyncio.TimeoutError:
                     return
-                if item is None:
+                if response is None:
                     return
-                result, dropped, sequence = item
-                yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
+                yield response
         finally:
             self.metrics.subscribers.set(len(self.hub) - 1)
 
     async def _end_subscription(self, subscription: Subscription, context: grpc.aio.ServicerContext) -> NoReturn:
         """End the call with UNAVAILABLE saying why (maximum age or shutdown): the client resumes, never a silent OK."""
         if not subscription.closed:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
-                         f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
-                         "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
-                         retry_after_s=0.0)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "this subscription reached the cloud's maximum age "
+                        f"({self.subscription_max_age_s:g} s, for load balancing); subscribe again with "
+                        "after_sequence set to the last sequence received.", "SUBSCRIPTION_MAX_AGE",
+                        retry_after_s=0.0)
         reason = subscription.close_reason or "the cloud is shutting down"
-        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
-                     "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
-                     retry_after_s=1.0)
+        await abort(context, grpc.StatusCode.UNAVAILABLE, f"{reason}; subscribe again (to any replica when the cloud "
+                    "has a results bus) with after_sequence set to the last sequence received.", "DRAINING",
+                    retry_after_s=1.0)
 
     async def _subscribed_stream_ids(self, request: inference_pb2.SubscribeRequest,
                                      context: grpc.aio.ServicerContext) -> list[str]:
@@ -560,53 +548,30 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     async def GetServerMetadata(
         self, request: inference_pb2.GetServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> inference_pb2.GetServerMetadataResponse:
-        await self._authenticate(context)
         if self.engine is None:
-            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
-                         "MODEL_LOADING", retry_after_s=2.0)
+            await abort(context, grpc.StatusCode.UNAVAILABLE, "the model is still loading; retry in a few seconds.",
+                        "MODEL_LOADING", retry_after_s=2.0)
         loop = asyncio.get_running_loop()
         try:
             split = await loop.run_in_executor(self.executor, self.engine.open_stream,
                                                request.model or self.engine.model_name, request.cut)
         except LookupError as exc:
-            await _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
-                         "UNKNOWN_MODEL_OR_CUT")
+            await abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc.args[0] if exc.args else exc),
+                        "UNKNOWN_MODEL_OR_CUT")
         return server_metadata(self.engine, split, self.limits)
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str, reason: str,
-                 *, retry_after_s: float | None = None) -> NoReturn:
-    """End the call with a rich status: google.rpc ErrorInfo(reason, domain) and, if retrying helps, RetryInfo."""
-    details = [any_pb2.Any()]
-    details[0].Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
-    if retry_after_s is not None:
-        retry = error_details_pb2.RetryInfo()
-        retry.retry_delay.FromNanoseconds(int(retry_after_s * 1e9))
-        details.append(any_pb2.Any())
-        details[-1].Pack(retry)
-    status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-    raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
-
-
 async def _abort_bad_stream_id(context: grpc.aio.ServicerContext, stream_id: str) -> NoReturn:
-    await _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
-                 f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
-                 "starting with a letter or digit.", "BAD_STREAM_ID")
+    await abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                f"stream id {stream_id[:64]!r} is invalid: use 1-128 characters from letters, digits and ._:@/- "
+                "starting with a letter or digit.", "BAD_STREAM_ID")
 
 
-class _CallCredentials:
-    """What a call authenticated with, kept so that an access file reloaded while it is open applies to it too."""
-
-    def __init__(self, context: grpc.aio.ServicerContext, policy: AccessPolicy) -> None:
-        auth_context = context.auth_context()
-        self.metadata = tuple(context.invocation_metadata() or ())
-        self.peer_names = peer_certificate_names(auth_context)
-        self.peer_certificate = peer_certificate_pem(auth_context)
-        self.policy = policy
-
-    def authenticate(self) -> Identity:
-        return self.policy.authenticate(self.metadata, self.peer_names, self.peer_certificate)
+async def _read_credits(requests: AsyncIterator[inference_pb2.SubscribeWithCreditsRequest],
+                        subscription: Subscription) -> None:
+    """Grant each later SubscribeWithCredits message's credits (a subscription in them is ignored)."""
+    async for request in requests:
+        subscription.grant(request.credits)
 
 
 class _FrameQueue:
@@ -655,10 +620,3 @@ class _StreamProtocolError(Exception):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-def _code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)

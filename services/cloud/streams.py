@@ -3,8 +3,10 @@
 An edge that reconnects sends the same stream id; the new connection takes over the stream (the old
 one, if the server has not noticed it died, is told to stop) and finds the frames recently published
 to subscribers, so a frame resent after a reconnect reaches subscribers only once. A stream id belongs to
-the identity that opened it for as long as its state is remembered: another identity cannot take it over. The last decoded
-levels (the reference of temporal coding), and a pixels stream's video decoder, live only as long as the
+the identity that opened it for as long as its state is remembered: another identity cannot take it over.
+States are remembered per identity, each identity's bounded on its own: opening new ids evicts only the
+opener's own oldest closed streams, never another identity's (so no one can flush a victim's ownership).
+The last decoded levels (the reference of temporal coding), and a pixels stream's video decoder, live only as long as the
 connection: every connection starts with an intra (key) frame. A stream's partition is part of its identity:
 resuming with another partition, model or cut starts a fresh state.
 """
@@ -77,7 +79,9 @@ class Connection:
         self.peer = peer
         self.stopped = asyncio.Event()
         self.stop_reason = ""
-        self.last_frame_at = time.monotonic()  # when the last message arrived (the idle timeout's clock)
+        # When the stream last got a result that is not an error, or opened: the idle timeout's clock. Frames the
+        # cloud answers with an error (an empty keepalive frame) do not reset it, so they cannot hold a slot.
+        self.last_served_at = time.monotonic()
 
     def stop(self, reason: str) -> None:
         if not self.stopped.is_set():
@@ -95,13 +99,15 @@ def peer_address(peer: str) -> str:
 
 class StreamRegistry:
     """Stream states by id: at most `max_streams` connected (and `max_streams_per_peer` from one address, 0: no
-    such cap), `max_retained` remembered in all."""
+    such cap), at most `max_retained` remembered per identity (its own oldest closed streams are forgotten first)."""
 
     def __init__(self, max_streams: int, max_retained: int | None = None, *, max_streams_per_peer: int = 0) -> None:
         self.max_streams = max_streams
         self.max_streams_per_peer = max_streams_per_peer
         self.max_retained = max_retained or max(4 * max_streams, 16)
-        self._states: collections.OrderedDict[str, StreamState] = collections.OrderedDict()
+        self._states: dict[str, StreamState] = {}
+        # Per owner, its stream ids oldest first: eviction looks only at the opener's own.
+        self._by_owner: dict[str, collections.OrderedDict[str, None]] = {}
         self._connections: dict[str, Connection] = {}
 
     @property
@@ -151,21 +157,30 @@ class StreamRegistry:
         previous = self._connections.pop(stream_id, None)
         if previous is not None:
             previous.stop("a newer connection resumed this stream id")
-        state = self._states.pop(stream_id, None)
+        state = self._states.get(stream_id)
         if (state is None or state.model != model or state.cut != cut or state.partition != partition
                 or state.pixel_coding != pixel_coding):
             state = StreamState(stream_id, model, cut, owner, partition=partition, pixel_coding=pixel_coding)
         state.restart_decoders()  # the edge starts every connection with an intra frame
         self._states[stream_id] = state
-        while len(self._states) > self.max_retained:
-            oldest = next(iter(self._states))
-            if oldest in self._connections:
-                self._states.move_to_end(oldest)
-                break
-            del self._states[oldest]
+        owned = self._by_owner.setdefault(owner, collections.OrderedDict())
+        owned[stream_id] = None
+        owned.move_to_end(stream_id)
         connection = Connection(state, peer)
         self._connections[stream_id] = connection
+        self._forget_oldest(owned)
         return connection
+
+    def _forget_oldest(self, owned: collections.OrderedDict[str, None]) -> None:
+        """Forget one identity's oldest closed streams while it holds more than max_retained (open ones stay)."""
+        excess = len(owned) - self.max_retained
+        for stream_id in list(owned):
+            if excess <= 0:
+                break
+            if stream_id not in self._connections:
+                del owned[stream_id]
+                del self._states[stream_id]
+                excess -= 1
 
     def detach(self, connection: Connection) -> None:
         """Forget the connection; the small state is kept for a later resume, the reference levels are not."""

@@ -2,8 +2,9 @@
 
 Each result gets a position (`sequence`, increasing; it starts at the process start time in microseconds
 so that positions keep increasing across restarts of the cloud). Each subscriber has its own queue bounded
-in results AND bytes: publishing never waits; when a queue is over either bound its oldest results are
-dropped and counted, and the subscriber is told how many with the next result it reads. A short history
+in results AND bytes AND time: publishing never waits; when a queue is over either size bound its oldest
+results are dropped, a result that waited longer than the max lag is dropped when it would be sent, and the
+subscriber is told how many with the next result it reads. A short history
 (bounded the same way) lets a subscriber that reconnects (GOAWAY, max connection age) resume after the last
 position it saw. Everything here runs on the server's event loop.
 """
@@ -18,20 +19,28 @@ from contextlib import asynccontextmanager
 
 from splitinfer.v1 import inference_pb2
 
+# Credits a client may hold at once: granting more is harmless, it only stops counting.
+MAX_CREDITS = 2**32
+
 
 class Subscription:
-    """One subscriber: a filter on stream ids and a queue bounded in results and bytes."""
+    """One subscriber: a filter on stream ids and a queue bounded in results, bytes and (max_lag_s > 0) time."""
 
     def __init__(self, stream_ids: Iterable[str], capacity: int, max_bytes: int,
-                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None,
+                 max_lag_s: float = 0.0) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(f"a subscriber queue needs room for at least one result and byte, got {capacity} "
                              f"results and {max_bytes} bytes")
+        if max_lag_s < 0:
+            raise ValueError(f"a subscriber's max lag is 0 (none) or more seconds, got {max_lag_s}")
+        self.max_lag_s = max_lag_s
         self.stream_ids = frozenset(stream_ids)
         self._permits = permits  # authorization: the streams this subscriber's identity may read
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int]] = collections.deque()
+        # (sequence, result, size, when it was queued: time.monotonic())
+        self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int, float]] = collections.deque()
         self._bytes = 0
         self._ready = asyncio.Event()
         self._dropped_since_read = 0
@@ -40,6 +49,8 @@ class Subscription:
         self.closed = False
         self.close_reason = ""
         self.last_sequence = 0  # of the newest result offered
+        # Results the client may still receive (SubscribeWithCredits); None: as many as gRPC accepts (Subscribe).
+        self.credits: int | None = None
 
     @property
     def queued_bytes(self) -> int:
@@ -62,48 +73,79 @@ class Subscription:
         """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
         size = result.ByteSize() if size is None else size
         self.last_sequence = max(self.last_sequence, sequence)
-        self._queue.append((sequence, result, size))
+        self._queue.append((sequence, result, size, time.monotonic()))
         self._bytes += size
         dropped = 0
         # The newest result always stays, even alone over max_bytes: it is already bounded by the message limit.
         while len(self._queue) > 1 and (len(self._queue) > self.capacity or self._bytes > self.max_bytes):
-            _, _, old_size = self._queue.popleft()
-            self._bytes -= old_size
+            self._drop_oldest()
             dropped += 1
+        self._count_dropped(dropped)
+        self._ready.set()
+        return dropped
+
+    def _drop_oldest(self) -> None:
+        _, _, old_size, _ = self._queue.popleft()
+        self._bytes -= old_size
+
+    def _count_dropped(self, dropped: int) -> None:
         if dropped:
             self._dropped_since_read += dropped
             self.dropped_total += dropped
             if self._on_drop is not None:
                 self._on_drop(dropped)
-        self._ready.set()
-        return dropped
+
+    def _drop_stale(self) -> None:
+        """Drop every queued result that waited longer than max_lag_s (the newest too: it is as stale)."""
+        if self.max_lag_s <= 0:
+            return
+        too_old = time.monotonic() - self.max_lag_s
+        dropped = 0
+        while self._queue and self._queue[0][3] < too_old:
+            self._drop_oldest()
+            dropped += 1
+        self._count_dropped(dropped)
+
+    def grant(self, credits: int) -> None:
+        """The client will take `credits` more results: from now on, send only as many as it granted."""
+        self.credits = min((self.credits or 0) + credits, MAX_CREDITS)
+        if self.credits:
+            self._ready.set()
 
     def close(self, reason: str = "") -> None:
-        """End the subscription once its queue is read."""
+        """End the subscription once its queue is read (or once its client has no credit left)."""
         self.closed = True
         self.close_reason = reason
         self._ready.set()
 
-    async def next(self) -> tuple[inference_pb2.InferenceResult, int, int] | None:
-        """The next (result, dropped before it, sequence); None once closed and empty."""
-        while not self._queue:
+    async def next(self) -> inference_pb2.SubscribeResponse | None:
+        """The next result to send (with what was dropped before it, its sequence and its time queued), never one
+        older than max_lag_s: call it only when the result can be written. None once closed and empty."""
+        while True:
+            self._drop_stale()
+            if self._queue and self.credits != 0:
+                break
             if self.closed:
                 return None
             self._ready.clear()
             await self._ready.wait()
+        if self.credits is not None:
+            self.credits -= 1
         dropped, self._dropped_since_read = self._dropped_since_read, 0
-        sequence, result, size = self._queue.popleft()
+        sequence, result, size, queued_at = self._queue.popleft()
         self._bytes -= size
-        return result, dropped, sequence
+        return inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence,
+                                               queued_seconds=time.monotonic() - queued_at)
 
 
 class SubscriberHub:
     """All subscriptions of one server; `publish` is non-blocking and O(subscribers)."""
 
     def __init__(self, capacity: int, max_bytes: int = 16 * 1024 * 1024,
-                 on_drop: Callable[[int], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, max_lag_s: float = 0.0) -> None:
         self.capacity = capacity
         self.max_bytes = max_bytes
+        self.max_lag_s = max_lag_s
         self._subscriptions: set[Subscription] = set()
         self._on_drop = on_drop
         self._closed = False
@@ -123,9 +165,10 @@ class SubscriberHub:
     async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
                         permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
         """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too."""
-        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits,
+                                    self.max_lag_s)
         if after_sequence:
-            for sequence, result, size in self._history._queue:
+            for sequence, result, size, _ in self._history._queue:
                 if sequence > after_sequence and subscription.wants(result.stream_id):
                     subscription.offer(sequence, result, size)
         if self._closed:

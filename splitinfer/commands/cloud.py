@@ -36,6 +36,9 @@ OPTIONS = [
            default=256),
     Option("subscriber-max-bytes", "Bytes of results queued per Subscribe stream; a slow subscriber loses the "
            "oldest.", cast=int, default=16 * 1024 * 1024),
+    Option("subscriber-max-lag", "Seconds a result may wait for a Subscribe stream before it is dropped (and counted "
+           "in `dropped`) instead of sent; with SubscribeWithCredits no result a client reads is older (0: no bound).",
+           cast=float, default=10.0),
     Option("nats", "Results bus: NATS URL (e.g. nats://nats:4222, JetStream enabled); every result is published "
            "there and Subscribe on any replica reads it (unset: results stay in this process)."),
     Option("nats-json", "With --nats: also publish each result as CloudEvents JSON to splitinfer.events.<stream>.",
@@ -80,8 +83,9 @@ OPTIONS = [
     Option("auth-tokens", "Access file (YAML): identities, token hashes, client certificate names and the stream-id "
            "patterns each may publish and subscribe to (docs/SECURITY.md). Unset: every caller may do everything.",
            cast=Path),
-    Option("max-streams-per-identity", "Infer streams one identity may hold open at once (unset: only --max-streams "
-           "applies).", cast=int),
+    Option("max-streams-per-identity", "Infer streams one authenticated identity (token or client certificate) may "
+           "hold open at once, so that one credential cannot take every slot (unset: half of --max-streams; 0: no "
+           "cap). An open cloud's anonymous callers are not capped by it.", cast=int),
     Option("health-port", "Second, plaintext port that serves only the gRPC health service, for probes that "
            "cannot speak TLS (-1: none).", cast=int, default=-1),
     Option("reflection", "Serve gRPC server reflection.", flag=True, default=True),
@@ -107,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         max_streams=args.max_streams, max_streams_per_peer=args.max_streams_per_peer,
         stream_idle_timeout_s=args.stream_idle_timeout, workers=args.workers, stream_queue=args.stream_queue,
         stream_queue_bytes=args.stream_queue_bytes,
-        subscriber_queue=args.subscriber_queue, subscriber_max_bytes=args.subscriber_max_bytes, nats=args.nats or None,
+        subscriber_queue=args.subscriber_queue, subscriber_max_bytes=args.subscriber_max_bytes,
+        subscriber_max_lag_s=args.subscriber_max_lag, nats=args.nats or None,
         nats_json=args.nats_json, nats_ca=args.nats_ca, nats_cert=args.nats_cert, nats_key=args.nats_key,
         nats_creds=args.nats_creds, nats_user=args.nats_user or None, nats_password_file=args.nats_password_file,
         bus_keys=args.bus_keys, metrics_token_file=args.metrics_token_file, bus_max_age_s=args.bus_max_age, bus_max_bytes=args.bus_max_bytes,

@@ -27,8 +27,8 @@ OPTIONS = [
     Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
            default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
-    Option("max-lag", "Drop (and count) results that waited longer than this many seconds in this subscriber's "
-           "queue because it reads too slowly (0: no time bound; the queue is bounded in count and bytes anyway).",
+    Option("max-lag", "Drop (and count) results that waited longer than this many seconds in all (in the cloud "
+           "and here) because this subscriber reads too slowly (0: the cloud's --subscriber-max-lag only).",
            cast=float, default=0.0),
     Option("after-sequence", "Resume after this position (the `sequence` of the last result seen; 0: from now).",
            cast=int, default=0),

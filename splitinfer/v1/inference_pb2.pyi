@@ -257,15 +257,31 @@ class SubscribeRequest(_message.Message):
     after_sequence: int
     def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
 
+class SubscribeWithCreditsRequest(_message.Message):
+    __slots__ = ("subscription", "credits")
+    SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    subscription: SubscribeRequest
+    credits: int
+    def __init__(self, subscription: _Optional[_Union[SubscribeRequest, _Mapping]] = ..., credits: _Optional[int] = ...) -> None: ...
+
+class SubscribeWithCreditsResponse(_message.Message):
+    __slots__ = ("item",)
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    item: SubscribeResponse
+    def __init__(self, item: _Optional[_Union[SubscribeResponse, _Mapping]] = ...) -> None: ...
+
 class SubscribeResponse(_message.Message):
-    __slots__ = ("result", "dropped", "sequence")
+    __slots__ = ("result", "dropped", "sequence", "queued_seconds")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     result: InferenceResult
     dropped: int
     sequence: int
-    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ...) -> None: ...
+    queued_seconds: float
+    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ..., queued_seconds: _Optional[float] = ...) -> None: ...
 
 class GetServerMetadataRequest(_message.Message):
     __slots__ = ("model", "cut")

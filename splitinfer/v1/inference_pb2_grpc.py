@@ -46,6 +46,11 @@ class InferenceServiceStub:
                 request_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.SubscribeWithCredits = channel.stream_stream(
+                '/splitinfer.v1.InferenceService/SubscribeWithCredits',
+                request_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.SerializeToString,
+                response_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.FromString,
+                _registered_method=True)
         self.GetServerMetadata = channel.unary_unary(
                 '/splitinfer.v1.InferenceService/GetServerMetadata',
                 request_serializer=splitinfer_dot_v1_dot_inference__pb2.GetServerMetadataRequest.SerializeToString,
@@ -70,6 +75,22 @@ class InferenceServiceServicer:
         does not end by itself: a cloud that shuts down ends it with UNAVAILABLE, ErrorInfo reason DRAINING
         and RetryInfo (reconnect, to any replica when there is a results bus, and resume from the last
         sequence); other statuses (INVALID_ARGUMENT, PERMISSION_DENIED, ...) are final.
+        A result older than the cloud's --subscriber-max-lag is dropped (counted in `dropped`) instead of being
+        sent; but gRPC's transport buffers what the cloud writes whether or not the client reads, so a client that
+        reads slowly still sees a backlog as old as those buffers hold. SubscribeWithCredits bounds that too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeWithCredits(self, request_iterator, context):
+        """Subscribe with flow control the client drives (like a NATS pull consumer or reactive-streams request(n)):
+        the first message holds the subscription (stream_ids, after_sequence) and may grant credits; every message
+        grants `credits` more. The cloud sends at most as many results as were granted, so the backlog waits in
+        the cloud, where results older than --subscriber-max-lag are dropped and counted: a client that grants
+        one credit per result it has handled never sees a result older than the max lag, however slowly it reads.
+        Only the first message's subscription counts (later ones only grant credits). Statuses and resuming as for
+        Subscribe; a first message without a subscription is fine (all streams, from now on).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +118,11 @@ def add_InferenceServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.FromString,
                     response_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'SubscribeWithCredits': grpc.stream_stream_rpc_method_handler(
+                    servicer.SubscribeWithCredits,
+                    request_deserializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.FromString,
+                    response_serializer=splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.SerializeToString,
             ),
             'GetServerMetadata': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerMetadata,
@@ -160,6 +186,33 @@ class InferenceService:
             '/splitinfer.v1.InferenceService/Subscribe',
             splitinfer_dot_v1_dot_inference__pb2.SubscribeRequest.SerializeToString,
             splitinfer_dot_v1_dot_inference__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeWithCredits(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/splitinfer.v1.InferenceService/SubscribeWithCredits',
+            splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsRequest.SerializeToString,
+            splitinfer_dot_v1_dot_inference__pb2.SubscribeWithCreditsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,10 @@ with atheris.instrument_imports(include=["splitinfer"], exclude=["splitinfer.cod
     from splitinfer.codec import CodecLimits, Reference, decode_levels
     from splitinfer.dnn import load_model
     from splitinfer.sample_data import shared_data_dir
+    from google.rpc.code_pb2 import INTERNAL
+
     from splitinfer.services.cloud.edge_detections import checked_detections
-    from splitinfer.services.cloud.engine import INTERNAL, TailEngine
+    from splitinfer.services.cloud.engine import TailEngine
     from splitinfer.services.cloud.metrics import CloudMetrics
     from splitinfer.services.cloud.servicer import STREAM_ID_PATTERN, InferenceServicer
     from splitinfer.services.cloud.streams import StreamRegistry, StreamState

@@ -122,7 +122,7 @@ async def status_error(stream: Stream) -> grpc.aio.AioRpcError:
 
 
 class _Peer:
-    """The ServicerContext methods Infer calls when no call is refused (see the test below)."""
+    """The ServicerContext methods Infer (and the authentication it needs) calls when no call is refused."""
 
     @staticmethod
     def peer() -> str:
@@ -153,6 +153,12 @@ def test_a_second_cancellation_during_cleanup_does_not_leak_the_stream_slot(engi
                 await blocked.wait()
 
             async def drive():
+                from splitinfer.services.cloud.access import AccessPolicy
+                from splitinfer.services.cloud.authentication import CALLER, CallCredentials, Caller
+
+                # What the authentication interceptor does before the handler runs, for an open cloud.
+                credentials = CallCredentials(_Peer(), AccessPolicy())
+                CALLER.set(Caller(credentials.authenticate(), credentials))
                 async for _ in server.servicer.Infer(requests(), _Peer()):
                     pass
 
@@ -368,6 +374,77 @@ def test_idle_streams_are_ended_with_stream_idle_and_free_their_slots(engine, fr
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and "--stream-idle-timeout" in error.details()
         assert error_reason(error) == "STREAM_IDLE"
     assert not answer.HasField("error") and idle_count == 3
+
+
+def test_empty_keepalive_frames_do_not_hold_a_slot_past_the_idle_timeout(engine, frames) -> None:
+    async def scenario():
+        async with running_cloud(engine, max_streams=2, stream_idle_timeout_s=1.0) as server:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=channel_options()) as channel:
+                async with HonestStream(channel, frames) as honest:
+                    squatter = Stream(channel)
+                    await squatter.open(stream_id="keepalive-squatter")
+
+                    async def keep_alive() -> None:  # an empty frame every 0.2 s: answered with an error each time
+                        for frame_id in range(10_000):
+                            await squatter.send(inference_pb2.InferRequest(frame=inference_pb2.FeatureFrame(
+                                frame_id=frame_id)))
+                            await asyncio.sleep(0.2)
+
+                    sender = asyncio.create_task(keep_alive())
+                    try:
+                        answers: list[int] = []
+                        code, details = await asyncio.wait_for(squatter.status_collecting(answers), 30)
+                    finally:
+                        sender.cancel()
+                        await asyncio.gather(sender, return_exceptions=True)
+        return honest, code, details, answers
+
+    honest, code, details, answers = run(scenario())
+    honest.check()  # real frames keep a stream open through many idle periods
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "keepalive" in details
+    assert answers  # the empty frames were answered (with errors) and still did not count as activity
+
+
+@pytest.mark.slow
+def test_sixteen_keepalive_squatters_with_one_token_leave_room_for_another_identitys_edge(engine, frames,
+                                                                                         tmp_path) -> None:
+    from splitinfer.services.cloud.access import hash_token
+    from tests.services.certificates import Authority
+    from tests.services.test_security import EDGE_B, error_reason as reason_of, token_security, write_access_file
+
+    squatter_token = "token-of-a-squatter"
+    ca = Authority(tmp_path, "squat-ca")
+    pki = {"ca": ca, "server": ca.issue("cloud.test", server=True, file_stem="server")}
+    access = write_access_file(tmp_path / "access.yaml", squatter={
+        "tokens_sha256": [hash_token(squatter_token)], "publish": ["squat/*"], "subscribe": []})
+
+    async def scenario():
+        # Every limit at its default: only TLS and the access file are configured.
+        async with running_cloud(engine, tls_cert=pki["server"].cert, tls_key=pki["server"].key,
+                                 auth_tokens=access) as server:
+            address = f"127.0.0.1:{server.port}"
+            squatting = token_security(pki, tmp_path, squatter_token).aio_channel(address, channel_options())
+            held, refusals = [], []
+            for i in range(16):
+                squatter = Stream(squatting)
+                try:
+                    await squatter.open(stream_id=f"squat/{i}")
+                    await squatter.send(inference_pb2.InferRequest(frame=inference_pb2.FeatureFrame(frame_id=0)))
+                    held.append(squatter)
+                except grpc.aio.AioRpcError as exc:
+                    refusals.append(reason_of(exc))
+            edge_b = token_security(pki, tmp_path, EDGE_B).aio_channel(address, channel_options())
+            edge = Stream(edge_b)
+            await asyncio.wait_for(edge.open(stream_id="site-b/cam-1"), 5)
+            await edge.send(frame_request(frames[0], 0))
+            answer = (await edge.receive()).result
+            await edge_b.close()
+            await squatting.close()
+            return len(held), refusals, answer
+
+    held, refusals, answer = run(scenario())
+    assert held == 8 and refusals == ["IDENTITY_MAX_STREAMS"] * 8  # half of the default --max-streams 16
+    assert not answer.HasField("error")
 
 
 def test_streams_from_one_address_are_capped_and_a_takeover_is_not_a_new_stream(engine, frames) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc.code_pb2 import FAILED_PRECONDITION, INVALID_ARGUMENT
 
 from splitinfer.channel_options import channel_options
-from splitinfer.services.cloud.batcher import FrameBatcher
-from splitinfer.services.cloud.engine import FAILED_PRECONDITION, INVALID_ARGUMENT
+from splitinfer.services.cloud.batcher import FrameBatcher, process_together
 from splitinfer.services.cloud.server import CloudConfig
 from splitinfer.services.cloud.streams import StreamState
 from splitinfer.errors import ServiceError
@@ -60,7 +60,7 @@ def _comparable(result: inference_pb2.InferenceResult) -> tuple:
     return result.stream_id, result.frame_id, result.error.code, result.error.intra_frame_requested, boxes
 
 
-def test_process_batch_equals_one_frame_at_a_time(engine, coded) -> None:
+def test_frames_processed_together_equal_one_frame_at_a_time(engine, coded) -> None:
     split = engine.open_stream(MODEL, VIDEO_CUT)
     streams = _streams(coded)
     alone = {}
@@ -75,7 +75,7 @@ def test_process_batch_equals_one_frame_at_a_time(engine, coded) -> None:
     previous = dict.fromkeys(streams, -1)
     for step in range(max(len(f) for f in streams.values())):
         work = [(states[n], split, f[step], previous[n]) for n, f in streams.items() if step < len(f)]
-        for (state, _, frame, _), result in zip(work, engine.process_batch(work)):
+        for (state, _, frame, _), result in zip(work, process_together(engine, work)):
             batched[state.stream_id].append(result)
             previous[state.stream_id] = frame.frame_id
     for name in streams:
@@ -90,7 +90,7 @@ def test_process_batch_equals_one_frame_at_a_time(engine, coded) -> None:
 def test_a_stream_twice_in_one_batch_decodes_against_its_own_previous_frame(engine, coded) -> None:
     split = engine.open_stream(MODEL, VIDEO_CUT)
     state = StreamState("twice", MODEL, split.cut)
-    results = engine.process_batch([(state, split, coded[0], -1), (state, split, coded[1], 0)])
+    results = process_together(engine, [(state, split, coded[0], -1), (state, split, coded[1], 0)])
     assert [r.error.code for r in results] == [0, 0]
     assert state.decoder.reference_id == coded[1].frame_id
 
@@ -149,7 +149,7 @@ def _run_steps(engine, coded, batched: bool) -> dict[str, list]:
     out = {name: [] for name in streams}
     for step in range(max(len(f) for f in streams.values())):
         work = [(states[n], split, f[step], previous[n]) for n, f in streams.items() if step < len(f)]
-        results = engine.process_batch(work) if batched else [engine.process(*item) for item in work]
+        results = process_together(engine, work) if batched else [engine.process(*item) for item in work]
         for (state, _, frame, _), result in zip(work, results):
             out[state.stream_id].append(result)
             previous[state.stream_id] = frame.frame_id

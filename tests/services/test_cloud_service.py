@@ -147,8 +147,8 @@ def test_a_slow_subscriber_loses_its_oldest_results_and_they_are_counted() -> No
             return received, everything.dropped_total, sum(dropped)
 
     received, everything_dropped, total_dropped = run(scenario())
-    assert [(r.frame_id, d) for r, d, _ in received] == [(7, 7), (8, 0), (9, 0)]
-    assert received[1][2] == received[0][2] + 1 == received[2][2] - 1
+    assert [(r.result.frame_id, r.dropped) for r in received] == [(7, 7), (8, 0), (9, 0)]
+    assert received[1].sequence == received[0].sequence + 1 == received[2].sequence - 1
     assert everything_dropped == 7 and total_dropped == 14
 
 
@@ -158,7 +158,7 @@ def test_a_subscription_sees_only_what_it_named_and_may_read() -> None:
         async with hub.subscribe([], permits=lambda s: s.startswith("site-a/")) as allowed:
             for stream_id in ("site-a/cam-1", "site-b/cam-1", "site-a/cam-2"):
                 await hub.publish(inference_pb2.InferenceResult(stream_id=stream_id))
-            seen = [(await allowed.next())[0].stream_id for _ in range(len(allowed))]
+            seen = [(await allowed.next()).result.stream_id for _ in range(len(allowed))]
         async with hub.subscribe(["site-b/cam-1"], after_sequence=1, permits=lambda s: s.startswith("site-a/")) as no:
             return seen, len(no)
 
@@ -174,13 +174,63 @@ def test_a_subscriber_queue_is_bounded_in_bytes_and_resumes_from_the_history() -
                 await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id, model=big))
             assert subscription.queued_bytes <= 3000 and len(subscription) == 3
             first = await subscription.next()
-        async with hub.subscribe(["cam"], after_sequence=first[2]) as resumed:
+        async with hub.subscribe(["cam"], after_sequence=first.sequence) as resumed:
             again = [await resumed.next() for _ in range(2)]
         return first, again
 
     first, again = run(scenario())
-    assert (first[0].frame_id, first[1]) == (7, 7)
-    assert [(r.frame_id, d) for r, d, _ in again] == [(8, 0), (9, 0)]
+    assert (first.result.frame_id, first.dropped) == (7, 7)
+    assert [(r.result.frame_id, r.dropped) for r in again] == [(8, 0), (9, 0)]
+
+
+def test_a_result_that_waited_longer_than_the_max_lag_is_dropped_when_it_would_be_sent() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=100, max_lag_s=0.2)
+        async with hub.subscribe(["cam"]) as subscription:
+            for frame_id in range(3):
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+            await asyncio.sleep(0.3)  # all three are too old now, the newest as well
+            waiting = asyncio.ensure_future(subscription.next())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()  # nothing fresh to send
+            await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=3))
+            return await asyncio.wait_for(waiting, 5), subscription.dropped_total
+
+    response, dropped_total = run(scenario())
+    assert (response.result.frame_id, response.dropped, dropped_total) == (3, 3, 3)
+    assert 0 <= response.queued_seconds < 0.2
+
+
+def test_a_subscription_with_credits_hands_out_only_what_was_granted() -> None:
+    async def scenario():
+        hub = SubscriberHub(capacity=100)
+        async with hub.subscribe(["cam"]) as subscription:
+            subscription.grant(2)
+            for frame_id in range(5):
+                await hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+            first = [(await subscription.next()).result.frame_id for _ in range(2)]
+            third = asyncio.ensure_future(subscription.next())
+            await asyncio.sleep(0.05)
+            held = not third.done()
+            subscription.grant(1)
+            return first, held, (await asyncio.wait_for(third, 5)).result.frame_id, len(subscription)
+
+    first, held, third, left = run(scenario())
+    assert first == [0, 1] and held and third == 2 and left == 2
+
+
+def test_subscriber_and_identity_limits_are_checked_and_the_identity_cap_defaults_to_half_the_slots() -> None:
+    from splitinfer.errors import ServiceError
+    from splitinfer.services.cloud.server import CloudConfig
+
+    with pytest.raises(ServiceError, match="subscriber-max-lag must be 0"):
+        CloudConfig(plaintext=True, subscriber_max_lag_s=-1)
+    with pytest.raises(ServiceError, match="max-streams-per-identity must be 0"):
+        CloudConfig(plaintext=True, max_streams_per_identity=-1)
+    assert CloudConfig(plaintext=True, max_streams=16).identity_stream_cap == 8
+    assert CloudConfig(plaintext=True, max_streams=1).identity_stream_cap == 1
+    assert CloudConfig(plaintext=True, max_streams_per_identity=0).identity_stream_cap is None
+    assert CloudConfig(plaintext=True, max_streams_per_identity=3).identity_stream_cap == 3
 
 
 def test_a_disconnecting_client_leaves_no_task_behind(engine, frames) -> None:

@@ -235,6 +235,42 @@ def test_without_a_token_the_cloud_answers_unauthenticated_but_health_stays_open
     assert "UNAUTHENTICATED" in subscribe_error
 
 
+def test_every_inference_service_method_refuses_a_caller_without_credentials(engine, pki, tmp_path) -> None:
+    from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+    from tests.services.test_abuse import metric
+
+    service = inference_pb2.DESCRIPTOR.services_by_name["InferenceService"]
+
+    async def scenario():
+        async with tls_cloud(engine, pki, auth_tokens=write_access_file(tmp_path / "access.yaml")) as server:
+            address = f"127.0.0.1:{server.port}"
+            async with ChannelSecurity(ca_file=pki["ca"].ca).aio_channel(address, channel_options()) as channel:
+                stub = inference_pb2_grpc.InferenceServiceStub(channel)
+
+                async def first_answer(call):
+                    return await call.read()
+
+                async def credits_call():
+                    call = stub.SubscribeWithCredits()
+                    await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=1))
+                    return await call.read()
+
+                calls = {
+                    "Infer": first_answer(stub.Infer()),
+                    "Subscribe": first_answer(stub.Subscribe(inference_pb2.SubscribeRequest())),
+                    "SubscribeWithCredits": credits_call(),
+                    "GetServerMetadata": stub.GetServerMetadata(inference_pb2.GetServerMetadataRequest()),
+                }
+                refusals = {name: await refused(call) for name, call in calls.items()}
+            return refusals, metric(server, 'splitinfer_rejected_streams_total{reason="unauthenticated"}')
+
+    refusals, counted = run(scenario())
+    assert set(refusals) == {method.name for method in service.methods}  # the interceptor covers them all
+    for code, reason, _ in refusals.values():
+        assert code == grpc.StatusCode.UNAUTHENTICATED and reason == "MISSING_CREDENTIALS"
+    assert counted == 4
+
+
 def test_a_wrong_token_is_refused_not_ignored(engine, pki, frames, tmp_path) -> None:
     async def scenario():
         async with tls_cloud(engine, pki, auth_tokens=write_access_file(tmp_path / "access.yaml")) as server:
@@ -303,6 +339,40 @@ def test_another_identity_cannot_take_a_stream_over_but_its_owner_can_resume_it(
     assert code == grpc.StatusCode.PERMISSION_DENIED and reason == "STREAM_OWNED_BY_OTHER"
     assert answered == [0, 1] and resumed == [0]
     assert old_status == grpc.StatusCode.ABORTED  # the owner's own reconnect took over, as before
+
+
+@pytest.mark.slow
+def test_a_thousand_junk_ids_of_a_wide_identity_do_not_evict_another_identitys_ownership(engine, pki, frames,
+                                                                                      tmp_path) -> None:
+    wide_token = "token-of-a-wide-identity"
+    access = write_access_file(tmp_path / "access.yaml", wide={"tokens_sha256": [hash_token(wide_token)],
+                                                               "publish": ["*"], "subscribe": []})
+
+    async def open_and_close(channel: grpc.aio.Channel, stream_id: str) -> None:
+        stream = Stream(channel)
+        await stream.open(stream_id=stream_id)
+        await stream.call.done_writing()
+        assert (await stream.status())[0] == grpc.StatusCode.OK
+
+    async def scenario():
+        async with tls_cloud(engine, pki, auth_tokens=access) as server:
+            address = f"127.0.0.1:{server.port}"
+            edge_a, wide = token_security(pki, tmp_path, EDGE_A), token_security(pki, tmp_path, wide_token)
+            channel, victim, _ = await open_stream(address, edge_a, "shared/cam-1", frames)
+            await victim.call.done_writing()
+            await victim.status()
+            await channel.close()
+            async with wide.aio_channel(address, channel_options()) as flood:
+                for batch in range(0, 1000, 4):  # four at a time: within any per-identity cap
+                    await asyncio.gather(*(open_and_close(flood, f"junk/{i}") for i in range(batch, batch + 4)))
+                takeover = await refused(Stream(flood).open(stream_id="shared/cam-1"))
+            channel, _, resumed = await open_stream(address, edge_a, "shared/cam-1", frames)
+            await channel.close()
+            return takeover, resumed
+
+    (code, reason, _), resumed = run(scenario(), timeout=600)
+    assert code == grpc.StatusCode.PERMISSION_DENIED and reason == "STREAM_OWNED_BY_OTHER"
+    assert resumed == [0]
 
 
 def test_an_identity_is_held_to_its_stream_limit(engine, pki, frames, tmp_path) -> None:

@@ -54,16 +54,81 @@ def test_a_slow_grpc_subscriber_loses_its_oldest_results_and_is_told_how_many(en
                 await asyncio.sleep(0.5)  # the subscriber reads nothing meanwhile: a consumer slower than the cloud
                 slow_items = [await asyncio.wait_for(anext(aiter(slow)), 10) for _ in range(2)]
                 tiny_item = await asyncio.wait_for(anext(aiter(tiny)), 10)
-                lag_item = await asyncio.wait_for(anext(aiter(laggard)), 10)
+                lagging = asyncio.ensure_future(anext(aiter(laggard)))
+                answers += await send_frames(address, "cam", frames[:1], first_id=len(frames))
+                lag_item = await asyncio.wait_for(lagging, 10)
                 return answers, slow_items, tiny_item, lag_item
 
     answers, slow_items, tiny_item, lag_item = run(scenario())
-    assert [item.result for item in slow_items] == answers[-2:]
-    assert [item.dropped for item in slow_items] == [len(answers) - 2, 0]
+    sent_first = answers[:len(frames)]
+    assert [item.result for item in slow_items] == sent_first[-2:]
+    assert [item.dropped for item in slow_items] == [len(sent_first) - 2, 0]
     # A queue bounded in bytes keeps only the newest result (bounded by the message size limit itself).
-    assert tiny_item.result == answers[-1] and tiny_item.dropped == len(answers) - 1
-    # A queue bounded in time: every result that waited over 0.2 s is dropped, but the newest.
-    assert lag_item.result == answers[-1] and lag_item.dropped == len(answers) - 1
+    assert tiny_item.result == sent_first[-1] and tiny_item.dropped == len(sent_first) - 1
+    # A queue bounded in time: every result that waited over 0.2 s is dropped, the newest too (it is as stale);
+    # the next fresh result comes with the count.
+    assert lag_item.result == answers[-1] and lag_item.dropped == len(sent_first)
+
+
+def test_subscribe_with_credits_sends_no_more_results_than_the_client_granted(engine) -> None:
+    from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            async with PLAINTEXT.aio_channel(f"127.0.0.1:{cloud.port}", channel_options()) as channel:
+                call = inference_pb2_grpc.InferenceServiceStub(channel).SubscribeWithCredits()
+                await call.write(inference_pb2.SubscribeWithCreditsRequest(
+                    subscription=inference_pb2.SubscribeRequest(stream_ids=["cam"]), credits=2))
+                headers = dict(await call.initial_metadata())
+                for frame_id in range(5):
+                    await cloud.hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+                first = [(await asyncio.wait_for(call.read(), 10)).item.result.frame_id for _ in range(2)]
+                third = asyncio.ensure_future(call.read())
+                await asyncio.sleep(0.5)
+                held = not third.done()
+                await call.write(inference_pb2.SubscribeWithCreditsRequest(credits=3))
+                rest = [(await asyncio.wait_for(third, 10)).item.result.frame_id]
+                rest += [(await asyncio.wait_for(call.read(), 10)).item.result.frame_id for _ in range(2)]
+                call.cancel()
+                return headers, first, held, rest
+
+    headers, first, held, rest = run(scenario())
+    assert headers["splitinfer-subscribed"] == "1" and float(headers["splitinfer-max-lag"]) == 10.0
+    assert first == [0, 1] and held and rest == [2, 3, 4]
+
+
+def test_the_clients_read_a_cloud_older_than_credits_with_plain_subscribe() -> None:
+    import grpc
+
+    from splitinfer.clients import subscribe
+    from splitinfer.v1 import inference_pb2, inference_pb2_grpc
+
+    class OlderCloud(inference_pb2_grpc.InferenceServiceServicer):
+        """Only Subscribe: SubscribeWithCredits answers UNIMPLEMENTED, as a cloud from before credits does."""
+
+        async def Subscribe(self, request, context):
+            await context.send_initial_metadata((("splitinfer-subscribed", "1"),))
+            for frame_id in range(3):
+                yield inference_pb2.SubscribeResponse(
+                    result=inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id), sequence=frame_id + 1)
+            await asyncio.Event().wait()  # a subscription does not end by itself
+
+    async def scenario():
+        server = grpc.aio.server()
+        inference_pb2_grpc.add_InferenceServiceServicer_to_server(OlderCloud(), server)
+        address = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+        await server.start()
+        try:
+            async with ResultSubscriber(address, ["cam"], security=PLAINTEXT) as results:
+                iterator = aiter(results)
+                streamed = [(await asyncio.wait_for(anext(iterator), 10)).result.frame_id for _ in range(3)]
+            blocking = await asyncio.to_thread(
+                lambda: [item.result.frame_id for item in subscribe(address, ["cam"], timeout=2, security=PLAINTEXT)])
+            return streamed, blocking
+        finally:
+            await server.stop(0)
+
+    assert run(scenario()) == ([0, 1, 2], [0, 1, 2])
 
 
 def test_a_subscriber_resumes_across_max_connection_age_and_gets_every_result_once(engine, frames) -> None:

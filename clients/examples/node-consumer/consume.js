@@ -7,6 +7,11 @@
 //
 // gRPC is TLS unless --plaintext (--tls-ca: the CA of the cloud's certificate, default the system roots;
 // --token-file: a bearer token, sent only over TLS). Either source may be left out. The line {"ready": true} says the gRPC subscription is registered.
+//
+// gRPC uses SubscribeWithCredits: at most --window results are granted ahead, and one more each time a result has
+// been handled (--handle-ms simulates slow handling), so a slow consumer's backlog waits in the cloud, which drops
+// what waited longer than its --subscriber-max-lag. Results that waited longer than that in all (in the cloud,
+// `queued_seconds`, and here) are dropped here too; `dropped` counts both.
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +27,8 @@ const { values: args } = parseArgs({
     nats: { type: "string" },
     stream: { type: "string" },
     count: { type: "string", default: "10" },
+    window: { type: "string", default: "16" },
+    "handle-ms": { type: "string", default: "0" },
     plaintext: { type: "boolean", default: false },
     "tls-ca": { type: "string" },
     "token-file": { type: "string" },
@@ -63,19 +70,56 @@ function fromGrpc() {
   });
   const { splitinfer } = grpc.loadPackageDefinition(definition);
   const client = new splitinfer.v1.InferenceService(args.grpc, credentials());
-  const call = client.Subscribe({ stream_ids: args.stream ? [args.stream] : [] });
+  const window = Number(args.window);
+  const handleMs = Number(args["handle-ms"]);
+  const call = client.SubscribeWithCredits();
+  call.write({ subscription: { stream_ids: args.stream ? [args.stream] : [] }, credits: window });
+  let maxLagMs = Infinity; // the cloud's --subscriber-max-lag, from its response header
+  const queue = []; // [response, arrival time in ms]
   let seen = 0;
+  let droppedHere = 0;
+  let handling = false;
+  let finished = false;
   return new Promise((resolve, reject) => {
+    const finish = () => {
+      finished = true;
+      call.cancel();
+      client.close();
+      resolve();
+    };
+    // One result at a time: drop what is stale, print the next, take handleMs, then grant what was freed.
+    const handle = async () => {
+      if (handling || finished) return;
+      handling = true;
+      while (queue.length && !finished) {
+        let freed = 0;
+        const now = Date.now();
+        while (queue.length && queue[0][0].queued_seconds * 1000 + now - queue[0][1] > maxLagMs) {
+          const [stale] = queue.shift();
+          droppedHere += 1 + Number(stale.dropped);
+          freed++;
+        }
+        if (queue.length) {
+          const [response] = queue.shift();
+          const dropped = Number(response.dropped) + droppedHere;
+          droppedHere = 0;
+          print({ source: "grpc", sequence: response.sequence, dropped, result: response.result });
+          freed++;
+          if (++seen === count) return finish();
+          if (handleMs > 0) await new Promise((wake) => setTimeout(wake, handleMs));
+        }
+        if (!finished) call.write({ credits: freed });
+      }
+      handling = false;
+    };
     call.on("metadata", (metadata) => {
       if (metadata.get("splitinfer-subscribed").length) print({ ready: true });
+      const lag = Number(metadata.get("splitinfer-max-lag")[0]);
+      if (lag > 0) maxLagMs = lag * 1000;
     });
     call.on("data", (response) => {
-      print({ source: "grpc", sequence: response.sequence, dropped: response.dropped, result: response.result });
-      if (++seen === count) {
-        call.cancel();
-        client.close();
-        resolve();
-      }
+      queue.push([response.item, Date.now()]);
+      handle();
     });
     call.on("error", (err) => (err.code === grpc.status.CANCELLED ? resolve() : reject(err)));
   });
