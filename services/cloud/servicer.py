@@ -485,7 +485,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             # An empty list means every stream this identity may read.
             async with self.hub.subscribe(stream_ids, request.after_sequence,
                                           permits=identity.may_subscribe) as subscription:
-                if credits is not None:
+                if credits is not None and later_requests is not None:
                     subscription.grant(credits)
                     granting = asyncio.create_task(_read_credits(later_requests, subscription),
                                                    name="subscriber-credits")
