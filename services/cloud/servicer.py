@@ -20,8 +20,9 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
     UNAUTHENTICATED      no credential, one the access file does not know, or a revoked client certificate
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
-`Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), each with its
-position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
+`Subscribe` streams results (from the in-memory hub, or from the results bus with --nats), and with
+SubscribeRequest.events the streams' track events too, each with its position, from after the position the
+client names; it ends only with UNAVAILABLE: DRAINING when the cloud
 shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX_AGE after
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
@@ -78,6 +79,7 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
+from splitinfer.services.cloud.tracking import Tracker
 from splitinfer.services.pixels import available as pixels_available
 from splitinfer.services.pixels import check_pixel_coding
 from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
@@ -107,6 +109,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     subscription_max_age_s: float = 0.0
     # What GetServerMetadata reports as limits (set from the cloud's configuration).
     limits: inference_pb2.ServerLimits = inference_pb2.ServerLimits()
+    # Tracks and track events per stream (services/cloud/tracking.py; set from --tracking and --zones), or None.
+    tracker: Tracker | None = None
 
     def __init__(
         self,
@@ -208,7 +212,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 self.finish_result(frame, result, waited)
                 del frame, item  # the frame's bytes are not held while the result is sent
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
-                    await self.hub.publish(result)
+                    await self.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
@@ -421,6 +425,13 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if getter.done() and not getter.cancelled():
                 return queue.taken(getter.result())
 
+    async def publish(self, result: inference_pb2.InferenceResult) -> None:
+        """Track the result (track ids, with --tracking), then publish it and its track events (docs/TRACKS.md)."""
+        events = self.tracker.observe(result) if self.tracker is not None else ()
+        await self.hub.publish(result)
+        for event in events:
+            await self.hub.publish_event(event)
+
     def finish_result(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult,
                       waited: float) -> None:
         """The servicer's own part of answering a frame (after TailEngine.process): queue time, counting the
@@ -505,8 +516,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                              "STREAM_NOT_PERMITTED")
         try:
             # An empty list means every stream this identity may read.
-            async with self.hub.subscribe(stream_ids, request.after_sequence,
-                                          permits=identity.may_subscribe) as subscription:
+            async with self.hub.subscribe(stream_ids, request.after_sequence, permits=identity.may_subscribe,
+                                          events=request.events) as subscription:
                 async for response in self._serve_subscription(subscription, context):
                     await self._end_if_no_longer_authenticated(credentials, context)
                     yield response
@@ -531,8 +542,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     return
                 if item is None:
                     return
-                result, dropped, sequence = item
-                yield inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence)
+                message, dropped, sequence = item
+                if isinstance(message, inference_pb2.TrackEvent):
+                    yield inference_pb2.SubscribeResponse(event=message, dropped=dropped, sequence=sequence)
+                else:
+                    yield inference_pb2.SubscribeResponse(result=message, dropped=dropped, sequence=sequence)
         finally:
             self.metrics.subscribers.set(len(self.hub) - 1)
 

@@ -5,7 +5,8 @@ so that positions keep increasing across restarts of the cloud). Each subscriber
 in results AND bytes: publishing never waits; when a queue is over either bound its oldest results are
 dropped and counted, and the subscriber is told how many with the next result it reads. A short history
 (bounded the same way) lets a subscriber that reconnects (GOAWAY, max connection age) resume after the last
-position it saw. Everything here runs on the server's event loop.
+position it saw. Track events (docs/TRACKS.md) share the positions and the queues; only subscriptions that
+asked for them get them. Everything here runs on the server's event loop.
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ from contextlib import asynccontextmanager
 
 from splitinfer.v1 import inference_pb2
 
+# What a subscription queues: a result, or a track event for subscriptions that asked for events.
+Message = inference_pb2.InferenceResult | inference_pb2.TrackEvent
+
 
 class Subscription:
-    """One subscriber: a filter on stream ids and a queue bounded in results and bytes."""
+    """One subscriber: a filter on stream ids (and on events) and a queue bounded in messages and bytes."""
 
     def __init__(self, stream_ids: Iterable[str], capacity: int, max_bytes: int,
-                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None,
+                 events: bool = False) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(f"a subscriber queue needs room for at least one result and byte, got {capacity} "
                              f"results and {max_bytes} bytes")
         self.stream_ids = frozenset(stream_ids)
+        self.events = events  # also track events, not only results
         self._permits = permits  # authorization: the streams this subscriber's identity may read
         self.capacity = capacity
         self.max_bytes = max_bytes
-        self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int]] = collections.deque()
+        self._queue: collections.deque[tuple[int, Message, int]] = collections.deque()
         self._bytes = 0
         self._ready = asyncio.Event()
         self._dropped_since_read = 0
@@ -58,7 +64,13 @@ class Subscription:
         """A message at `sequence` that this subscriber does not get (another stream, a forgery): passed over."""
         self.last_sequence = max(self.last_sequence, sequence)
 
-    def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
+    def wants_message(self, message: Message) -> bool:
+        """True for a result or (if asked for) an event of a stream this subscriber wants."""
+        if isinstance(message, inference_pb2.TrackEvent) and not self.events:
+            return False
+        return self.wants(message.stream_id)
+
+    def offer(self, sequence: int, result: Message, size: int | None = None) -> int:
         """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
         size = result.ByteSize() if size is None else size
         self.last_sequence = max(self.last_sequence, sequence)
@@ -84,8 +96,8 @@ class Subscription:
         self.close_reason = reason
         self._ready.set()
 
-    async def next(self) -> tuple[inference_pb2.InferenceResult, int, int] | None:
-        """The next (result, dropped before it, sequence); None once closed and empty."""
+    async def next(self) -> tuple[Message, int, int] | None:
+        """The next (result or event, dropped before it, sequence); None once closed and empty."""
         while not self._queue:
             if self.closed:
                 return None
@@ -121,12 +133,14 @@ class SubscriberHub:
 
     @asynccontextmanager
     async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
-                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
-        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too."""
-        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits)
+                        permits: Callable[[str], bool] | None = None, events: bool = False
+                        ) -> AsyncIterator[Subscription]:
+        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too;
+        `events`: track events as well as results."""
+        subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits, events)
         if after_sequence:
             for sequence, result, size in self._history._queue:
-                if sequence > after_sequence and subscription.wants(result.stream_id):
+                if sequence > after_sequence and subscription.wants_message(result):
                     subscription.offer(sequence, result, size)
         if self._closed:
             subscription.close(self._close_reason)
@@ -136,16 +150,20 @@ class SubscriberHub:
         finally:
             self._subscriptions.discard(subscription)
 
-    async def publish(self, result: inference_pb2.InferenceResult) -> int:
+    async def publish(self, result: Message) -> int:
         """Offer a result to every interested subscriber (never waits); returns how many results were dropped."""
         self._sequence += 1
         size = result.ByteSize()
         self._history.offer(self._sequence, result, size)
         dropped = 0
         for subscription in self._subscriptions:
-            if subscription.wants(result.stream_id):
+            if subscription.wants_message(result):
                 dropped += subscription.offer(self._sequence, result, size)
         return dropped
+
+    async def publish_event(self, event: inference_pb2.TrackEvent) -> int:
+        """Offer a track event to the subscribers that asked for events (never waits), like a result."""
+        return await self.publish(event)
 
     async def flush(self) -> None:
         """Nothing to wait for: publishing in memory is immediate (the bus's flush waits for its acks)."""
