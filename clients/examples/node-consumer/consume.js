@@ -7,6 +7,8 @@
 //
 // gRPC is TLS unless --plaintext (--tls-ca: the CA of the cloud's certificate, default the system roots;
 // --token-file: a bearer token, sent only over TLS). Either source may be left out. The line {"ready": true} says the gRPC subscription is registered.
+// --tracks reads the track events instead (zone entered / left, line crossed; docs/TRACKS.md): from the bus's
+// splitinfer.tracks.<stream>, and from gRPC as events interleaved with the results (SubscribeRequest.events).
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -23,6 +25,7 @@ const { values: args } = parseArgs({
     stream: { type: "string" },
     count: { type: "string", default: "10" },
     plaintext: { type: "boolean", default: false },
+    tracks: { type: "boolean", default: false },
     "tls-ca": { type: "string" },
     "token-file": { type: "string" },
     protos: { type: "string", default: path.join(here, "..", "..", "..", "protos") },
@@ -63,14 +66,18 @@ function fromGrpc() {
   });
   const { splitinfer } = grpc.loadPackageDefinition(definition);
   const client = new splitinfer.v1.InferenceService(args.grpc, credentials());
-  const call = client.Subscribe({ stream_ids: args.stream ? [args.stream] : [] });
+  const call = client.Subscribe({ stream_ids: args.stream ? [args.stream] : [], events: args.tracks });
   let seen = 0;
   return new Promise((resolve, reject) => {
     call.on("metadata", (metadata) => {
       if (metadata.get("splitinfer-subscribed").length) print({ ready: true });
     });
     call.on("data", (response) => {
-      print({ source: "grpc", sequence: response.sequence, dropped: response.dropped, result: response.result });
+      if (response.event) {
+        print({ source: "grpc", sequence: response.sequence, dropped: response.dropped, track_event: response.event });
+      } else {
+        print({ source: "grpc", sequence: response.sequence, dropped: response.dropped, result: response.result });
+      }
       if (++seen === count) {
         call.cancel();
         client.close();
@@ -84,7 +91,8 @@ function fromGrpc() {
 async function fromNats() {
   const nc = await connect({ servers: args.nats });
   const js = nc.jetstream();
-  const subject = "splitinfer.events." + (args.stream ? subjectToken(args.stream) : ">");
+  const prefix = args.tracks ? "splitinfer.tracks." : "splitinfer.events.";
+  const subject = prefix + (args.stream ? subjectToken(args.stream) : ">");
   // An ordered consumer reads from the first retained result (a deliver_policy option makes nats.js 2.29 hang).
   const consumer = await js.consumers.get("SPLITINFER_RESULTS", { filterSubjects: subject });
   for (let seen = 0; seen < count; seen++) {
