@@ -67,7 +67,8 @@ def segment(model, video):
     for offset, (message, found) in enumerate(zip(coded, unsplit)):
         result = inference_pb2.InferenceResult(stream_id=STREAM, frame_id=offset)
         result.capture.CopyFrom(message.capture)
-        result.detections.extend(found)
+        result.detections.extend(inference_pb2.Detection(x1=d.x1, y1=d.y1, x2=d.x2, y2=d.y2, class_id=d.class_id,
+                                                         label=d.label, score=d.score) for d in found)
         expected += tracker.observe(result)
     return coded, crossings(expected)
 
@@ -186,3 +187,54 @@ def test_line_crossings_match_the_unsplit_models_tracks_once_each_in_grpc_watch_
         assert [e["id"] for e in from_node] == [e.id for e in on_bus]
         assert [e["type"] for e in from_node if e["data"]["kind"] == "TRACK_EVENT_KIND_LINE_CROSSED"] == \
             ["io.splitinfer.v1.TrackEvent.line_crossed"] * len(expected)
+
+
+def _detections_frame(frame_id: int, x: float) -> inference_pb2.InferRequest:
+    """A detections-mode frame: one person whose box stands at x (what an edge running the whole model sends)."""
+    frame = inference_pb2.FeatureFrame(frame_id=frame_id)
+    frame.capture.capture_time.FromNanoseconds(1_700_000_000 * 10**9 + frame_id * 100_000_000)
+    frame.capture.image_width, frame.capture.image_height = 768, 432
+    frame.detections.detections.add(x1=x, y1=100, x2=x + 80, y2=400, class_id=0, label="person", score=0.9)
+    return inference_pb2.InferRequest(frame=frame)
+
+
+def test_a_stream_that_moves_to_another_replica_says_its_tracks_restarted_and_loses_no_crossing(
+        engine, nats_server, tmp_path: Path) -> None:
+    """The tracker's state lives in the replica: on another one the stream's track ids start afresh, and the
+    event TRACKS_RESTARTED says so at the first frame there (docs/TRACKS.md); crossings there are still found."""
+    zones_file = tmp_path / "zones.yaml"
+    zones_file.write_text(f"streams:\n  {STREAM}:\n    lines:\n      - name: exit\n"
+                          "        points: [[500, 432], [500, 0]]\n")
+    start = inference_pb2.InferRequest(start=inference_pb2.StreamStart(
+        stream_id=STREAM, model=engine.model_name, partition=inference_pb2.PARTITION_DETECTIONS))
+
+    async def stream_to(cloud, frame_ids) -> list:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cloud.port}", options=channel_options()) as channel:
+            stream = Stream(channel)
+            await stream.send(start)
+            assert (await stream.receive()).WhichOneof("kind") == "accepted"
+            answers = []
+            for frame_id in frame_ids:
+                await stream.send(_detections_frame(frame_id, 105 + 30 * frame_id))
+                answers.append((await stream.receive()).result)
+            await stream.call.done_writing()
+            return answers
+
+    async def scenario():
+        config = dict(nats=nats_server.url, zones=zones_file, tracking="on")
+        async with running_cloud(engine, **config) as replica_a:
+            before = await stream_to(replica_a, range(0, 8))
+        async with running_cloud(engine, **config) as replica_b:  # replica a is gone; the edge resumes here
+            after = await stream_to(replica_b, range(8, 16))
+            async with ResultSubscriber(f"127.0.0.1:{replica_b.port}", [STREAM], after_sequence=1, events=True,
+                                        security=PLAINTEXT) as subscriber:
+                items = [await asyncio.wait_for(anext(aiter(subscriber)), 30) for _ in range(16 + 3)]
+        return before, after, [i.event for i in items if i.event is not None]
+
+    before, after, events = run(scenario())
+    assert {d.track_id for r in before for d in r.detections} == {1}
+    assert {d.track_id for r in after for d in r.detections} == {1}  # a new epoch, numbered afresh
+    restarts = [e.frame_id for e in events if e.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED]
+    assert restarts == [0, 8]
+    # The box's bottom centre (x 145 + 30 * frame) passes 500 between frames 11 and 12, on replica b.
+    assert crossings(events) == [(12, "exit", "forward", 1)]
