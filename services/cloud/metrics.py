@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from splitinfer.results import event_kind
 from splitinfer.services.prometheus import MetricsHttpServer, exposition, new_registry
 from splitinfer.v1 import inference_pb2
 
@@ -71,8 +72,7 @@ class CloudMetrics:
         if event.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED:
             self.tracker_restarts.inc()
             return
-        kind = inference_pb2.TrackEventKind.Name(event.kind).removeprefix("TRACK_EVENT_KIND_").lower()
-        self.zone_events.labels(event.stream_id, event.name, kind, event.direction).inc()
+        self.zone_events.labels(event.stream_id, event.name, event_kind(event), event.direction).inc()
 
     def exposition(self) -> bytes:
         return exposition(self.registry)

@@ -34,9 +34,6 @@ MAX_STREAMS = 4096
 LOST_FRAMES = 30
 INSTALL_HINT = "pip install 'splitinfer[tracks]'"
 
-KIND_NAMES = {kind: inference_pb2.TrackEventKind.Name(kind).removeprefix("TRACK_EVENT_KIND_").lower()
-              for kind in inference_pb2.TrackEventKind.values()}
-
 
 class TrackingUnavailableError(ServiceError):
     """Tracking was asked for but supervision (the `tracks` extra) is not installed."""
@@ -114,7 +111,7 @@ class StreamTracks:
         self.occupancy: collections.Counter[str] = collections.Counter()
         self.crossings: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def follows(self, frame_id: int, capture_ns: int) -> bool:
+    def follows(self, frame_id: int) -> bool:
         """True if a result of this frame may be tracked now: it comes after the last one."""
         return self.last_frame is None or frame_id > self.last_frame[0]
 
@@ -254,9 +251,6 @@ class Tracker:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def stream(self, stream_id: str) -> StreamTracks | None:
-        return self._streams.get(stream_id)
-
     def observe(self, result: inference_pb2.InferenceResult) -> list[inference_pb2.TrackEvent]:
         """Track one result (in place: track ids) and return its events; see the module docstring for the order."""
         if result.HasField("error") or not result.detections and result.classes:
@@ -272,7 +266,7 @@ class Tracker:
             if len(self._streams) > self.max_streams:
                 self._streams.popitem(last=False)
             events.append(tracks.restart_event(result))
-        elif not tracks.follows(result.frame_id, capture_ns):
+        elif not tracks.follows(result.frame_id):
             for detection in result.detections:
                 detection.track_id = 0
             if self._on_stale is not None:

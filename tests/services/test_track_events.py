@@ -165,7 +165,8 @@ def test_line_crossings_match_the_unsplit_models_tracks_once_each_in_grpc_watch_
 
     answers, items, plain, watched, on_bus, from_node, counted = run(scenario(), timeout=600)
     # Every result carries the cloud's track ids: one walker, one id, across the reconnect.
-    walker = {d.track_id for r in answers for d in r.detections if d.label == "person"}
+    walker = {max((d for d in r.detections if d.label == "person"), key=lambda d: d.score).track_id
+              for r in answers if any(d.label == "person" for d in r.detections)}
     assert len(walker) == 1 and 0 not in walker, walker
     # gRPC: the results in order with the events between them; a results-only subscriber gets no event.
     grpc_events = [i.event for i in items if i.event is not None]
