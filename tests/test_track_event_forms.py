@@ -49,7 +49,8 @@ def test_an_event_goes_to_cloudevents_json_and_comes_back() -> None:
     assert event_from_cloudevent(cloudevent) == event
 
 
-@pytest.mark.parametrize("cloudevent", [{}, {"data": "x"}, {"data": {"kind": "NOT_A_KIND"}}, {"data": {"frame_id": -1}}])
+@pytest.mark.parametrize("cloudevent", [{}, {"data": "x"}, {"data": {"kind": "NOT_A_KIND"}},
+                                        {"data": {"frame_id": -1}}])
 def test_something_else_on_the_tracks_subject_is_refused_with_a_value_error(cloudevent) -> None:
     with pytest.raises(ValueError):
         event_from_cloudevent(cloudevent)

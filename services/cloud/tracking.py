@@ -213,8 +213,8 @@ class StreamTracks:
         return self._event(inference_pb2.TRACK_EVENT_KIND_ZONE_LEFT, name, track, result, capture_ns,
                            dwell_seconds=max(0.0, dwell), count=self.occupancy[name])
 
-    def _event(self, kind: int, name: str, track: _Track | None, result: inference_pb2.InferenceResult,
-               capture_ns: int, **fields: Any) -> inference_pb2.TrackEvent:
+    def _event(self, kind: inference_pb2.TrackEventKind.ValueType, name: str, track: _Track | None,
+               result: inference_pb2.InferenceResult, capture_ns: int, **fields: Any) -> inference_pb2.TrackEvent:
         track_id = track.track_id if track is not None else 0
         event = inference_pb2.TrackEvent(
             id=event_id(result.stream_id, result.frame_id, capture_ns, kind, name, track_id),

@@ -138,3 +138,15 @@ def test_a_changed_file_that_is_bad_keeps_the_previous_zones(tmp_path: Path, cap
     path.write_text(GOOD.replace("[640, 300]", "[600, 300]"))
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
     assert reloading.current().for_stream("site-a/cam-1").lines[0].b == (600.0, 300.0)
+
+
+def test_a_cloud_refuses_to_start_with_a_bad_zones_file_or_zones_without_tracking(tmp_path: Path) -> None:
+    from splitinfer.errors import ServiceError
+    from splitinfer.services.cloud.server import CloudConfig, CloudServer
+
+    bad = tmp_path / "zones.yaml"
+    bad.write_text("streams:\n  cam:\n    lines:\n      - name: l\n        points: [[1, 2], [.nan, 4]]\n")
+    with pytest.raises(ZonesFileError, match="line 5: coordinate '.nan' is not a finite number"):
+        CloudServer(CloudConfig(plaintext=True, port=0, metrics_port=-1, zones=bad))  # before any model loads
+    with pytest.raises(ServiceError, match="--zones needs tracking"):
+        CloudConfig(plaintext=True, zones=bad, tracking="off")
