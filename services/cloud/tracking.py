@@ -213,7 +213,7 @@ class StreamTracks:
         return self._event(inference_pb2.TRACK_EVENT_KIND_ZONE_LEFT, name, track, result, capture_ns,
                            dwell_seconds=max(0.0, dwell), count=self.occupancy[name])
 
-    def _event(self, kind: inference_pb2.TrackEventKind.ValueType, name: str, track: _Track | None,
+    def _event(self, kind: inference_pb2.TrackEventKind, name: str, track: _Track | None,
                result: inference_pb2.InferenceResult, capture_ns: int, **fields: Any) -> inference_pb2.TrackEvent:
         track_id = track.track_id if track is not None else 0
         event = inference_pb2.TrackEvent(
