@@ -427,7 +427,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
 
     async def publish(self, result: inference_pb2.InferenceResult) -> None:
         """Track the result (track ids, with --tracking), then publish it and its track events (docs/TRACKS.md)."""
-        events = self.tracker.observe(result) if self.tracker is not None else ()
+        events: list[inference_pb2.TrackEvent] = []
+        if self.tracker is not None:
+            events = self.tracker.observe(result)
+            self._bound_result_size(result)  # the track ids add a few bytes per detection
         await self.hub.publish(result)
         for event in events:
             await self.hub.publish_event(event)
