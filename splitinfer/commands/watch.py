@@ -24,8 +24,8 @@ OPTIONS = [
     Option("coco", "Print one COCO results JSON array at the end instead of JSON lines (image ids 1, 2, ... per "
            "(stream, frame) in order of arrival; see --coco-images).", flag=True, default=False),
     Option("coco-images", "With --coco: write the image ids to this file as JSON [{id, stream_id, frame_id}]."),
-    Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
-           default=0),
+    Option("count", "Stop after this many results, track events included with --events (0: until the cloud ends the "
+           "subscription or Ctrl-C).", cast=int, default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
     Option("max-lag", "Drop (and count) results that waited longer than this many seconds in this subscriber's "
            "queue because it reads too slowly (0: no time bound; the queue is bounded in count and bytes anyway).",
