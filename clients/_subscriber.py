@@ -49,12 +49,16 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 @dataclass(frozen=True)
 class SubscribedResult:
-    """A result and how many results this subscriber lost just before it (it read too slowly)."""
+    """A result and how many results this subscriber lost just before it (it read too slowly).
+
+    With `events=True`, an item may be a track event instead (docs/TRACKS.md): then `event` is set and `result` is
+    empty."""
 
     result: inference_pb2.InferenceResult
     dropped: int
     # The result's position: pass it as `after_sequence` to resume after it.
     sequence: int = 0
+    event: inference_pb2.TrackEvent | None = None
 
 
 @dataclass(frozen=True)
@@ -113,12 +117,13 @@ class ResultSubscriber:
                  reconnect: bool = True, backoff: Backoff = Backoff(), max_queue: int = 256,
                  max_queue_bytes: int = 16 * 1024 * 1024, max_lag_s: float | None = None,
                  security: ChannelSecurity = ChannelSecurity(),
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, window: int = 16) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, window: int = 16, events: bool = False) -> None:
         if max_queue < 1 or max_queue_bytes < 1 or window < 1:
             raise ServiceError(f"max_queue, max_queue_bytes and window must be at least 1, got {max_queue}, "
                                f"{max_queue_bytes}, {window}.")
         self.cloud = cloud
         self.stream_ids = list(stream_ids)
+        self.events = events  # also the streams' track events (SubscribedResult.event)
         self.last_sequence = after_sequence
         self.reconnect = reconnect
         self.backoff = backoff
@@ -199,7 +204,8 @@ class ResultSubscriber:
                     self._end = exc
                     return
                 stub = inference_pb2_grpc.InferenceServiceStub(self._channel)
-                request = inference_pb2.SubscribeRequest(stream_ids=self.stream_ids, after_sequence=self.last_sequence)
+                request = inference_pb2.SubscribeRequest(stream_ids=self.stream_ids, after_sequence=self.last_sequence,
+                                                         events=self.events)
                 call = stub.SubscribeWithCredits() if self._credits else stub.Subscribe(request)
                 try:
                     if self._credits:
@@ -285,7 +291,8 @@ class ResultSubscriber:
                 freed = await self._grant(freed)
             dropped, self._dropped_locally = response.dropped + self._dropped_locally, 0
             self.dropped_total += dropped
-            yield SubscribedResult(response.result, dropped, response.sequence)
+            yield SubscribedResult(response.result, dropped, response.sequence,
+                                   response.event if response.HasField("event") else None)
 
     def _drop_stale(self) -> int:
         """Drop queued results that waited longer than the max lag in all (in the cloud and here); how many."""

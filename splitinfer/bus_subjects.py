@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["EVENTS_PREFIX", "RESULTS_PREFIX", "STREAM_NAME", "events_subject", "results_subject",
-           "stream_id_from_token", "subject_token"]
+__all__ = ["EVENTS_PREFIX", "RESULTS_PREFIX", "STREAM_NAME", "TRACKS_PREFIX", "events_subject", "results_subject",
+           "stream_id_from_token", "subject_token", "tracks_subject"]
 
 STREAM_NAME = "SPLITINFER_RESULTS"
 RESULTS_PREFIX = "splitinfer.results"
 EVENTS_PREFIX = "splitinfer.events"
+# Track events (zone entered / left, line crossed; docs/TRACKS.md) as CloudEvents JSON.
+TRACKS_PREFIX = "splitinfer.tracks"
 _PLAIN = re.compile(r"[A-Za-z0-9_-]")
 _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
@@ -36,3 +38,7 @@ def results_subject(stream_id: str) -> str:
 
 def events_subject(stream_id: str) -> str:
     return f"{EVENTS_PREFIX}.{subject_token(stream_id)}"
+
+
+def tracks_subject(stream_id: str) -> str:
+    return f"{TRACKS_PREFIX}.{subject_token(stream_id)}"

@@ -23,6 +23,9 @@ from splitinfer.v1 import inference_pb2
 RESULT_TYPE = inference_pb2.InferenceResult.DESCRIPTOR.full_name
 SCHEMA_ID = "urn:splitinfer:schema:v1:inference-result"
 CLOUDEVENTS_TYPE = "io.splitinfer.v1.InferenceResult"
+# Track events (docs/TRACKS.md): CloudEvents type `io.splitinfer.v1.TrackEvent.<kind>`, e.g. `.line_crossed`.
+TRACK_EVENT_TYPE = inference_pb2.TrackEvent.DESCRIPTOR.full_name
+TRACK_EVENT_SCHEMA_ID = "urn:splitinfer:schema:v1:track-event"
 PROTOBUF_CONTENT_TYPE = f"application/protobuf; proto={RESULT_TYPE}"
 # Fields a JSON line may carry beside the result's own: who adds them is said in docs/RESULTS_SCHEMA.md.
 ANNOTATIONS = {"latency_s": "edge", "dropped_before": "watch", "sequence": "watch"}
@@ -86,10 +89,14 @@ def result_to_line(result: inference_pb2.InferenceResult, received_ns: int | Non
         return f"{head} error ({reason}): {result.error.message}"
     if result.detections:
         counts: dict[str, int] = {}
+        tracks: dict[str, list[int]] = {}
         for detection in result.detections:
             name = detection.label or f"class {detection.class_id}"
             counts[name] = counts.get(name, 0) + 1
-        body = ", ".join(f"{name} x{n}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+            if detection.track_id:
+                tracks.setdefault(name, []).append(detection.track_id)
+        body = ", ".join(f"{name} x{n}" + (f" #{','.join(map(str, sorted(tracks[name])))}" if name in tracks else "")
+                         for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     elif result.classes:
         body = ", ".join(f"{c.label or f'class {c.class_id}'} {c.score:.2f}" for c in result.classes[:3])
     else:
@@ -97,6 +104,62 @@ def result_to_line(result: inference_pb2.InferenceResult, received_ns: int | Non
     if captured_ns is not None and received_ns is not None and 0 <= received_ns - captured_ns < 3600 * 10**9:
         body += f" ({(received_ns - captured_ns) / 1e6:.0f} ms)"
     return f"{head} {body}"
+
+
+def event_kind(event: inference_pb2.TrackEvent) -> str:
+    """The event's kind in lower case, e.g. `line_crossed`."""
+    return inference_pb2.TrackEventKind.Name(event.kind).removeprefix("TRACK_EVENT_KIND_").lower()
+
+
+def event_to_dict(event: inference_pb2.TrackEvent) -> dict[str, Any]:
+    """A track event in the JSON form (protobuf JSON mapping, proto field names, every field printed)."""
+    return json_format.MessageToDict(event, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def event_to_line(event: inference_pb2.TrackEvent) -> str:
+    """A track event for people, e.g. `12:01:03 cam-1 #42 person #7 line_crossed entrance forward (3)`."""
+    moment = datetime.fromtimestamp(event.time.seconds + event.time.nanos / 1e9) if event.HasField("time") else None
+    head = (f"{moment:%H:%M:%S} " if moment else "") + f"{event.stream_id} #{event.frame_id}"
+    kind = event_kind(event)
+    if event.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED:
+        return f"{head} {kind}: track ids start afresh"
+    body = f"{event.label or f'class {event.class_id}'} #{event.track_id} {kind} {event.name}"
+    if event.kind == inference_pb2.TRACK_EVENT_KIND_LINE_CROSSED:
+        body += f" {event.direction} ({event.count} so far)"
+    elif event.kind == inference_pb2.TRACK_EVENT_KIND_ZONE_LEFT:
+        body += f" after {event.dwell_seconds:.1f} s ({event.count} inside)"
+    else:
+        body += f" ({event.count} inside)"
+    return f"{head} {body}"
+
+
+def event_to_cloudevent(event: inference_pb2.TrackEvent, source: str) -> dict[str, Any]:
+    """A track event as a CloudEvents 1.0 event in structured JSON mode (the bus's splitinfer.tracks.<stream>)."""
+    cloudevent: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": source,
+        "type": f"io.{TRACK_EVENT_TYPE}.{event_kind(event)}",
+        "subject": event.stream_id,
+        "datacontenttype": "application/json",
+        "dataschema": TRACK_EVENT_SCHEMA_ID,
+    }
+    if event.HasField("time"):
+        cloudevent["time"] = event.time.ToJsonString()
+    cloudevent["data"] = event_to_dict(event)
+    return cloudevent
+
+
+def event_from_cloudevent(cloudevent: Mapping[str, Any]) -> inference_pb2.TrackEvent:
+    """The track event back from its CloudEvent (ValueError if `data` is not one)."""
+    data = cloudevent.get("data") if isinstance(cloudevent, Mapping) else None
+    if not isinstance(data, Mapping):
+        raise ValueError("the CloudEvent has no track event in its data")
+    try:
+        return json_format.ParseDict(data, inference_pb2.TrackEvent())
+    except json_format.ParseError as exc:
+        raise ValueError(f"the CloudEvent's data is not a track event: {exc}") from exc
 
 
 def to_cloudevent(result: inference_pb2.InferenceResult, source: str) -> dict[str, Any]:

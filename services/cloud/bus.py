@@ -8,7 +8,8 @@ and resume after a restart, GOAWAY or max connection age with no gap and no dupl
 Layout on the bus (docs/RESULTS_SCHEMA.md):
 - JetStream stream `SPLITINFER_RESULTS` (limits retention: max age, max bytes; file storage; duplicate window)
   holding subjects `splitinfer.results.<token>` (protobuf InferenceResult, header Content-Type) and, with
-  `--nats-json`, `splitinfer.events.<token>` (CloudEvents 1.0 structured JSON).
+  `--nats-json`, `splitinfer.events.<token>` (CloudEvents 1.0 structured JSON); with --tracking, the track events
+  on `splitinfer.tracks.<token>` (CloudEvents JSON, Nats-Msg-Id the event's stable id; docs/TRACKS.md).
 - <token> is the stream id as one subject token (splitinfer.bus_subjects: `site-a/cam-1` is `site-a%2Fcam-1`).
 - Nats-Msg-Id `<stream_id>/<frame_id>@<capture ns>`: a frame resent after a reconnect, to this or another
   replica, is stored once; the capture time tells a restarted edge's frame 0 from the previous run's frame 0.
@@ -39,15 +40,23 @@ from splitinfer.bus_subjects import (
     EVENTS_PREFIX,
     RESULTS_PREFIX,
     STREAM_NAME,
+    TRACKS_PREFIX,
     events_subject,
     results_subject,
     stream_id_from_token,
     subject_token,
+    tracks_subject,
 )
 from splitinfer.errors import BusAuthError, BusError
 from splitinfer.result_signing import ResultKeys, UnverifiedResultError
-from splitinfer.results import PROTOBUF_CONTENT_TYPE, result_id, to_cloudevent
-from splitinfer.services.cloud.subscribers import Subscription
+from splitinfer.results import (
+    PROTOBUF_CONTENT_TYPE,
+    event_from_cloudevent,
+    event_to_cloudevent,
+    result_id,
+    to_cloudevent,
+)
+from splitinfer.services.cloud.subscribers import Message, Subscription
 from splitinfer.v1 import inference_pb2
 
 log = logging.getLogger("splitinfer.cloud.bus")
@@ -116,7 +125,7 @@ class ResultBus:
                                                  error_cb=self._log_error)
         self._js = self._nc.jetstream(timeout=self.publish_timeout_s)
         config = api.StreamConfig(
-            name=STREAM_NAME, subjects=[f"{RESULTS_PREFIX}.>", f"{EVENTS_PREFIX}.>"],
+            name=STREAM_NAME, subjects=[f"{RESULTS_PREFIX}.>", f"{EVENTS_PREFIX}.>", f"{TRACKS_PREFIX}.>"],
             retention=api.RetentionPolicy.LIMITS, storage=api.StorageType.FILE, discard=api.DiscardPolicy.OLD,
             max_age=self.max_age_s, max_bytes=self.stream_max_bytes, duplicate_window=self.duplicate_window_s,
         )
@@ -171,31 +180,57 @@ class ResultBus:
             log.warning("could not publish %s to the results bus: %s", msg_id, exc)
         return 0
 
+    async def publish_event(self, event: inference_pb2.TrackEvent) -> int:
+        """Store a track event on the bus as CloudEvents JSON (Nats-Msg-Id its stable id); returns 0."""
+        if self._nc is None or not self._nc.is_connected:
+            self.unpublished.inc()
+            log.warning("results bus at %s is not connected: track event %s was not published", self.url, event.id)
+            return 0
+        try:
+            subject = tracks_subject(event.stream_id)
+            payload = json.dumps(event_to_cloudevent(event, self.source), separators=(",", ":")).encode()
+            ack = await self._js.publish(subject, payload, headers=self._headers(subject, event.id, payload,
+                                                                               CLOUDEVENTS_CONTENT_TYPE))
+            if ack.duplicate:
+                self.duplicates.inc()
+        except Exception as exc:  # noqa: BLE001 - a bus outage must not end the edge's stream
+            self.unpublished.inc()
+            log.warning("could not publish track event %s to the results bus: %s", event.id, exc)
+        return 0
+
     @asynccontextmanager
     async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
-                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
+                        permits: Callable[[str], bool] | None = None, events: bool = False
+                        ) -> AsyncIterator[Subscription]:
         """A subscription fed by an ordered JetStream consumer, from after `after_sequence` (0: new results).
 
-        `permits` (authorization) filters what the subscriber may read, like the stream ids it named.
+        `permits` (authorization) filters what the subscriber may read, like the stream ids it named; `events`
+        adds the streams' track events (one consumer, so results and events keep the bus's order).
         """
         nats = import_nats()
         api = nats.js.api
         subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits,
-                                    self.max_lag_s)
+                                    self.max_lag_s, events)
         subjects = sorted(results_subject(s) for s in subscription.stream_ids) or [f"{RESULTS_PREFIX}.>"]
+        if events:
+            subjects += sorted(tracks_subject(s) for s in subscription.stream_ids) or [f"{TRACKS_PREFIX}.>"]
 
         async def deliver(msg: Any) -> None:
             if self.keys is not None and not self.verified(msg, self.keys()):
                 subscription.skip(msg.metadata.sequence.stream)
                 return
-            result = inference_pb2.InferenceResult()
+            result: Message
             try:
-                result.ParseFromString(msg.data)
+                if msg.subject.startswith(TRACKS_PREFIX + "."):
+                    result = event_from_cloudevent(json.loads(msg.data))
+                else:
+                    result = inference_pb2.InferenceResult()
+                    result.ParseFromString(msg.data)
             except Exception:  # noqa: BLE001 - a foreign message on our subject: skip it, never crash
-                log.warning("skipped a message on %s that is not an InferenceResult", msg.subject)
+                log.warning("skipped a message on %s that is not an InferenceResult or a track event", msg.subject)
                 subscription.skip(msg.metadata.sequence.stream)
                 return
-            if not subscription.wants(result.stream_id):
+            if not subscription.wants_message(result):
                 subscription.skip(msg.metadata.sequence.stream)
                 return
             subscription.offer(msg.metadata.sequence.stream, result, len(msg.data))

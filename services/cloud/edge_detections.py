@@ -2,7 +2,9 @@
 
 A hostile or buggy edge must not push malformed results to subscribers and the bus. A frame's detections are
 accepted only when every box is finite and inside the source image, every class id is one of the model's (a
-label, if sent, must be that class's name), every score is in (0, 1] and there are at most MAX_DETECTIONS;
+label, if sent, must be that class's name), every score is in (0, 1], no track id is set (the cloud's tracker
+assigns track ids, docs/TRACKS.md: an edge that sends its own would forge identities) and there are at most
+MAX_DETECTIONS;
 otherwise the frame is refused with the first reason found, and the stream goes on. Accepted detections are
 copied field by field into server-built messages (canonical labels, best score first), so nothing else a
 client put in them reaches consumers.
@@ -48,6 +50,9 @@ def checked_detections(detections: Sequence[Any], *, width: int, height: int, cl
                                      f"{found.class_id} ({label!r}): is the edge running another model?")
         if not 0 < found.score <= 1:  # NaN fails too
             raise BadDetectionsError(f"detection {index}: score {found.score} is not in (0, 1].")
+        if found.track_id:
+            raise BadDetectionsError(f"detection {index}: track id {found.track_id} is set, but track ids are "
+                                     "assigned by the cloud's tracker; send 0.")
         checked.append(inference_pb2.Detection(x1=found.x1, y1=found.y1, x2=found.x2, y2=found.y2,
                                                class_id=found.class_id, label=label, score=found.score))
     checked.sort(key=lambda d: -d.score)

@@ -12,6 +12,7 @@ from typing import Any
 from google.rpc import code_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
+from splitinfer.results import event_kind
 from splitinfer.services.prometheus import MetricsHttpServer, exposition, new_registry
 from splitinfer.services.stages import EDGE_STAGES, STAGES
 from splitinfer.v1 import inference_pb2
@@ -29,8 +30,9 @@ _PARTITION_LABELS = {p: inference_pb2.Partition.Name(p).removeprefix("PARTITION_
 class CloudMetrics:
     """Frames, bytes, bits per element, stage latencies, open streams, dropped results, refused input.
 
-    Every label value is server-defined: model names, status code names, refusal reasons, partition names and the
-    stage names of splitinfer.services.stages.
+    Every label value is server-defined: model names, status code names, refusal reasons, partition names, the
+    stage names of splitinfer.services.stages, and the streams, zones and lines of the zones file (bounded by
+    services/cloud/zones.py's limits).
     """
 
     def __init__(self) -> None:
@@ -63,8 +65,24 @@ class CloudMetrics:
         self.end_to_end_seconds = Histogram(
             "splitinfer_end_to_end_seconds", "Seconds from a frame's capture on the edge to its result here (edge and "
             "cloud wall clocks: synchronise them, e.g. NTP).", buckets=_LATENCY_BUCKETS, registry=r)
+        self.zone_events = Counter(
+            "splitinfer_zone_events", "Track events per stream and zone or line of the zones file: zone_entered, "
+            "zone_left, line_crossed (direction forward or backward; empty for zones).",
+            ["stream", "name", "kind", "direction"], registry=r)
+        self.tracker_restarts = Counter("splitinfer_tracker_restarts", "Streams whose tracker started afresh (a new "
+                                        "stream here, a restarted edge, a stream moved from another replica).",
+                                        registry=r)
+        self.untracked_results = Counter("splitinfer_untracked_results", "Results not tracked because their frame "
+                                         "was not after the stream's last tracked one (resent, late).", registry=r)
 
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+    def count_track_event(self, event: inference_pb2.TrackEvent) -> None:
+        """Count a track event (its labels come from the zones file, so the label sets stay bounded)."""
+        if event.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED:
+            self.tracker_restarts.inc()
+            return
+        self.zone_events.labels(event.stream_id, event.name, event_kind(event), event.direction).inc()
 
     def exposition(self) -> bytes:
         return exposition(self.registry)

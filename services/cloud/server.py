@@ -35,10 +35,13 @@ from splitinfer.services.cloud.reflection import enable_reflection
 from splitinfer.services.cloud.servicer import InferenceServicer
 from splitinfer.services.cloud.streams import StreamRegistry
 from splitinfer.services.cloud.subscribers import SubscriberHub
+from splitinfer.services.cloud.tracking import Tracker, tracking_available
+from splitinfer.services.cloud.zones import ZonesConfig, load_zones
 from splitinfer.services.cloud.tls import CertificateReloader, ServerTls
 from splitinfer.bus_connection import BusConnection
 from splitinfer.errors import ConfigError, ServiceError
 from splitinfer.logs import say
+from splitinfer.reloading import ReloadingFile
 from splitinfer.result_signing import result_key_file
 from splitinfer.settings import DEFAULT_MODEL
 from splitinfer.v1 import inference_pb2, inference_pb2_grpc
@@ -101,6 +104,8 @@ class CloudConfig:
     max_batch_delay_ms: float = 2.0
     runtime: str = "torch"  # torch, onnxruntime or openvino (splitinfer.dnn.runtime)
     threads: int = 0  # per tail call; 0: splitinfer.dnn.threads' default for the tails that run at once
+    tracking: str = "auto"  # on, off, or auto: on when supervision is installed (docs/TRACKS.md)
+    zones: Path | None = None  # zones file: zones and lines per stream (services/cloud/zones.py)
 
     @property
     def concurrent_tails(self) -> int:
@@ -143,6 +148,11 @@ class CloudConfig:
                                        "nats_password_file", "bus_keys") if getattr(self, name) is not None]
         if bus_flags and not self.nats:
             raise ServiceError(f"--{bus_flags[0].replace('_', '-')} needs --nats (the results bus URL).")
+        if self.tracking not in ("auto", "on", "off"):
+            raise ServiceError(f"tracking must be auto, on or off, got {self.tracking!r}.")
+        if self.zones is not None and self.tracking == "off":
+            raise ServiceError("--zones needs tracking: zone and line events follow tracks. Drop --tracking off, or "
+                               "drop --zones.")
         if self.plaintext and self.auth_tokens is not None:
             raise ServiceError("--auth-tokens needs TLS: bearer tokens would travel in clear over --plaintext. Give "
                                "--tls-cert and --tls-key.")
@@ -211,6 +221,7 @@ class CloudServer:
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
             max_streams_per_identity=config.identity_stream_cap, batcher=self.batcher)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
+        self.zones_file, self.servicer.tracker = self._tracking(config)
         self.servicer.limits = inference_pb2.ServerLimits(
             max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
             max_streams=config.max_streams, stream_queue=config.stream_queue,
@@ -225,6 +236,21 @@ class CloudServer:
         self._port = 0
         self._stopped = asyncio.Event()
         self._shutting_down = False
+
+    def _tracking(self, config: CloudConfig) -> tuple[ReloadingFile[ZonesConfig] | None, Tracker | None]:
+        """The zones file and the tracker that --tracking and --zones ask for; their errors come before the model."""
+        zones_file = None
+        if config.zones is not None:
+            zones_file = ReloadingFile(config.zones, load_zones, logger=log, what="zones file", kept="zones")
+        on = config.tracking == "on" or config.zones is not None or (config.tracking == "auto" and tracking_available())
+        if not on:
+            if config.tracking == "auto":
+                log.info("tracking is off: supervision is not installed (pip install 'splitinfer[tracks]')")
+            return zones_file, None
+        # A missing supervision raises TrackingUnavailableError here, before the model loads.
+        tracker = Tracker(zones_file.current if zones_file is not None else None,
+                          on_event=self.metrics.count_track_event, on_stale=self.metrics.untracked_results.inc)
+        return zones_file, tracker
 
     @property
     def port(self) -> int:

@@ -22,7 +22,9 @@ error and the stream goes on; so does a frame whose result would exceed --max-me
     PERMISSION_DENIED    the identity may not publish / read this stream id, or another identity owns it
 
 `Subscribe` and `SubscribeWithCredits` (as many results as the client granted) stream results (from the
-in-memory hub, or from the results bus with --nats), each with its position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING when the cloud
+in-memory hub, or from the results bus with --nats), and with SubscribeRequest.events the streams' track events
+too, each with its position, from after the position the client names; it ends only with UNAVAILABLE: DRAINING
+when the cloud
 shuts down (after the results of the drained frames were sent), SUBSCRIPTION_MAX_AGE after
 --max-connection-age seconds; clients resubscribe and resume (splitinfer.clients).
 
@@ -74,6 +76,7 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
+from splitinfer.services.cloud.tracking import Tracker
 from splitinfer.services.pixels import available as pixels_available
 from splitinfer.services.pixels import check_pixel_coding
 from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
@@ -99,6 +102,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     subscription_max_age_s: float = 0.0
     # What GetServerMetadata reports as limits (set from the cloud's configuration).
     limits: inference_pb2.ServerLimits = inference_pb2.ServerLimits()
+    # Tracks and track events per stream (services/cloud/tracking.py; set from --tracking and --zones), or None.
+    tracker: Tracker | None = None
 
     def __init__(
         self,
@@ -204,7 +209,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     connection.last_served_at = time.monotonic()
                 del frame, item  # the frame's bytes are not held while the result is sent
                 if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
-                    await self.hub.publish(result)
+                    await self.publish(result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
@@ -403,6 +408,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             if getter.done() and not getter.cancelled():
                 return queue.taken(getter.result())
 
+    async def publish(self, result: inference_pb2.InferenceResult) -> None:
+        """Track the result (track ids, with --tracking), then publish it and its track events (docs/TRACKS.md)."""
+        events: list[inference_pb2.TrackEvent] = []
+        if self.tracker is not None:
+            events = self.tracker.observe(result)
+            self._bound_result_size(result)  # the track ids add a few bytes per detection
+        await self.hub.publish(result)
+        for event in events:
+            await self.hub.publish_event(event)
+
     def finish_result(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult,
                       waited: float) -> None:
         """The servicer's own part of answering a frame (after TailEngine.process): queue time, counting the
@@ -483,8 +498,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         granting = None
         try:
             # An empty list means every stream this identity may read.
-            async with self.hub.subscribe(stream_ids, request.after_sequence,
-                                          permits=identity.may_subscribe) as subscription:
+            async with self.hub.subscribe(stream_ids, request.after_sequence, permits=identity.may_subscribe,
+                                          events=request.events) as subscription:
                 if credits is not None and later_requests is not None:
                     subscription.grant(credits)
                     granting = asyncio.create_task(_read_credits(later_requests, subscription),

@@ -6,7 +6,8 @@ in results AND bytes AND time: publishing never waits; when a queue is over eith
 results are dropped, a result that waited longer than the max lag is dropped when it would be sent, and the
 subscriber is told how many with the next result it reads. A short history
 (bounded the same way) lets a subscriber that reconnects (GOAWAY, max connection age) resume after the last
-position it saw. Everything here runs on the server's event loop.
+position it saw. Track events (docs/TRACKS.md) share the positions and the queues; only subscriptions that
+asked for them get them. Everything here runs on the server's event loop.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ from splitinfer.v1 import inference_pb2
 # Credits a client may hold at once: granting more is harmless, it only stops counting.
 MAX_CREDITS = 2**32
 
+# What a subscription queues: a result, or a track event for subscriptions that asked for events.
+Message = inference_pb2.InferenceResult | inference_pb2.TrackEvent
+
 
 class Subscription:
-    """One subscriber: a filter on stream ids and a queue bounded in results, bytes and (max_lag_s > 0) time."""
+    """One subscriber: a filter on stream ids (and on events) and a queue bounded in messages, bytes and
+    (max_lag_s > 0) time."""
 
     def __init__(self, stream_ids: Iterable[str], capacity: int, max_bytes: int,
                  on_drop: Callable[[int], None] | None = None, permits: Callable[[str], bool] | None = None,
-                 max_lag_s: float = 0.0) -> None:
+                 max_lag_s: float = 0.0, events: bool = False) -> None:
         if capacity < 1 or max_bytes < 1:
             raise ValueError(f"a subscriber queue needs room for at least one result and byte, got {capacity} "
                              f"results and {max_bytes} bytes")
@@ -36,11 +41,12 @@ class Subscription:
             raise ValueError(f"a subscriber's max lag is 0 (none) or more seconds, got {max_lag_s}")
         self.max_lag_s = max_lag_s
         self.stream_ids = frozenset(stream_ids)
+        self.events = events  # also track events, not only results
         self._permits = permits  # authorization: the streams this subscriber's identity may read
         self.capacity = capacity
         self.max_bytes = max_bytes
-        # (sequence, result, size, when it was queued: time.monotonic())
-        self._queue: collections.deque[tuple[int, inference_pb2.InferenceResult, int, float]] = collections.deque()
+        # (sequence, result or event, size, when it was queued: time.monotonic())
+        self._queue: collections.deque[tuple[int, Message, int, float]] = collections.deque()
         self._bytes = 0
         self._ready = asyncio.Event()
         self._dropped_since_read = 0
@@ -69,7 +75,13 @@ class Subscription:
         """A message at `sequence` that this subscriber does not get (another stream, a forgery): passed over."""
         self.last_sequence = max(self.last_sequence, sequence)
 
-    def offer(self, sequence: int, result: inference_pb2.InferenceResult, size: int | None = None) -> int:
+    def wants_message(self, message: Message) -> bool:
+        """True for a result or (if asked for) an event of a stream this subscriber wants."""
+        if isinstance(message, inference_pb2.TrackEvent) and not self.events:
+            return False
+        return self.wants(message.stream_id)
+
+    def offer(self, sequence: int, result: Message, size: int | None = None) -> int:
         """Queue a result; returns how many of the oldest queued results were dropped to stay within bounds."""
         size = result.ByteSize() if size is None else size
         self.last_sequence = max(self.last_sequence, sequence)
@@ -119,8 +131,8 @@ class Subscription:
         self._ready.set()
 
     async def next(self) -> inference_pb2.SubscribeResponse | None:
-        """The next result to send (with what was dropped before it, its sequence and its time queued), never one
-        older than max_lag_s: call it only when the result can be written. None once closed and empty."""
+        """The next result or event to send (with what was dropped before it, its sequence and its time queued),
+        never one older than max_lag_s: call it only when it can be written. None once closed and empty."""
         while True:
             self._drop_stale()
             if self._queue and self.credits != 0:
@@ -132,10 +144,15 @@ class Subscription:
         if self.credits is not None:
             self.credits -= 1
         dropped, self._dropped_since_read = self._dropped_since_read, 0
-        sequence, result, size, queued_at = self._queue.popleft()
+        sequence, message, size, queued_at = self._queue.popleft()
         self._bytes -= size
-        return inference_pb2.SubscribeResponse(result=result, dropped=dropped, sequence=sequence,
-                                               queued_seconds=time.monotonic() - queued_at)
+        response = inference_pb2.SubscribeResponse(dropped=dropped, sequence=sequence,
+                                                   queued_seconds=time.monotonic() - queued_at)
+        if isinstance(message, inference_pb2.TrackEvent):
+            response.event.CopyFrom(message)
+        else:
+            response.result.CopyFrom(message)
+        return response
 
 
 class SubscriberHub:
@@ -163,13 +180,15 @@ class SubscriberHub:
 
     @asynccontextmanager
     async def subscribe(self, stream_ids: Iterable[str], after_sequence: int = 0, *,
-                        permits: Callable[[str], bool] | None = None) -> AsyncIterator[Subscription]:
-        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too."""
+                        permits: Callable[[str], bool] | None = None, events: bool = False
+                        ) -> AsyncIterator[Subscription]:
+        """Register a subscription for the `with` block, resuming after `after_sequence`; `permits` filters too;
+        `events`: track events as well as results."""
         subscription = Subscription(stream_ids, self.capacity, self.max_bytes, self._on_drop, permits,
-                                    self.max_lag_s)
+                                    self.max_lag_s, events)
         if after_sequence:
             for sequence, result, size, _ in self._history._queue:
-                if sequence > after_sequence and subscription.wants(result.stream_id):
+                if sequence > after_sequence and subscription.wants_message(result):
                     subscription.offer(sequence, result, size)
         if self._closed:
             subscription.close(self._close_reason)
@@ -179,16 +198,20 @@ class SubscriberHub:
         finally:
             self._subscriptions.discard(subscription)
 
-    async def publish(self, result: inference_pb2.InferenceResult) -> int:
+    async def publish(self, result: Message) -> int:
         """Offer a result to every interested subscriber (never waits); returns how many results were dropped."""
         self._sequence += 1
         size = result.ByteSize()
         self._history.offer(self._sequence, result, size)
         dropped = 0
         for subscription in self._subscriptions:
-            if subscription.wants(result.stream_id):
+            if subscription.wants_message(result):
                 dropped += subscription.offer(self._sequence, result, size)
         return dropped
+
+    async def publish_event(self, event: inference_pb2.TrackEvent) -> int:
+        """Offer a track event to the subscribers that asked for events (never waits), like a result."""
+        return await self.publish(event)
 
     async def flush(self) -> None:
         """Nothing to wait for: publishing in memory is immediate (the bus's flush waits for its acks)."""

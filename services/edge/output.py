@@ -69,7 +69,8 @@ def label_layout(detections: Any, width: int, height: int) -> list[tuple[Any, st
     """Where each label goes: (detection, text, (x1, y1, x2, y2)), best score first, no two labels overlapping.
 
     A box that is the same object as a better-scored one (IoU >= SAME_BOX_IOU) gets no label of its own; the
-    best one names the runner-up classes after it ("knife 0.61 | scissors 0.29"). A label sits above its box,
+    best one names the runner-up classes after it ("knife 0.61 | scissors 0.29"); a tracked object's label carries
+    its track id ("person #7 0.90", docs/TRACKS.md). A label sits above its box,
     else inside its top edge, else below it, else moves down until it is clear of the labels placed before.
     """
     import cv2
@@ -86,7 +87,7 @@ def label_layout(detections: Any, width: int, height: int) -> list[tuple[Any, st
     placed: list[tuple[Any, str, tuple[int, int, int, int]]] = []
     for group in groups:
         best = group[0]
-        text = " | ".join(f"{d.label} {d.score:.2f}" for d in group[:3])
+        text = " | ".join(f"{d.label}{f' #{d.track_id}' if d.track_id else ''} {d.score:.2f}" for d in group[:3])
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _THICKNESS)
         w, h = tw + 2 * _PAD, th + baseline + 2 * _PAD
         x = int(min(max(0, round(best.x1)), max(0, width - w)))

@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def consumer_subjects(stream_ids: list[str]) -> list[str]:
-    """The result and event subjects of `stream_ids` ("*": every stream); ConfigError for what NATS cannot express."""
-    from splitinfer.bus_subjects import EVENTS_PREFIX, RESULTS_PREFIX, subject_token
+    """The result, event and track-event subjects of `stream_ids` ("*": every stream); ConfigError for what NATS cannot express."""
+    from splitinfer.bus_subjects import EVENTS_PREFIX, RESULTS_PREFIX, TRACKS_PREFIX, subject_token
 
     if not stream_ids:
         raise ConfigError("give --stream: the stream ids this consumer may read (comma-separated), or * for all.")
@@ -58,5 +58,5 @@ def consumer_subjects(stream_ids: list[str]) -> list[str]:
                               "site-a/* cannot become a NATS permission: list the ids, or * for every stream.")
         else:
             token = subject_token(stream_id)
-        subjects += [f"{RESULTS_PREFIX}.{token}", f"{EVENTS_PREFIX}.{token}"]
+        subjects += [f"{RESULTS_PREFIX}.{token}", f"{EVENTS_PREFIX}.{token}", f"{TRACKS_PREFIX}.{token}"]
     return subjects

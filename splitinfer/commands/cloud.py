@@ -59,6 +59,11 @@ OPTIONS = [
     Option("bus-max-age", "With --nats: seconds the bus keeps a result.", cast=float, default=24 * 3600.0),
     Option("bus-max-bytes", "With --nats: bytes the bus keeps in all (the oldest results go first).", cast=int,
            default=1024**3),
+    Option("tracking", "Tracks (Detection.track_id) and track events per stream with supervision's ByteTrack "
+           "(docs/TRACKS.md): on (an error at start if supervision is missing), off, or auto (on when the `tracks` "
+           "extra is installed).", default="auto", choices=("auto", "on", "off")),
+    Option("zones", "Zones file (YAML, in source-image pixels; re-read on change): named zones and lines per stream "
+           "that make track events (docs/TRACKS.md). Needs tracking.", cast=Path),
     Option("drain-seconds", "On SIGTERM: seconds to answer queued frames before stopping.", cast=float,
            default=30.0),
     Option("max-message-bytes", "Largest gRPC message sent or received (both sides must agree).", cast=int,
@@ -123,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         max_streams_per_identity=args.max_streams_per_identity, health_port=args.health_port,
         reflection=args.reflection, device=args.device, precision=args.precision, max_batch=args.max_batch,
         max_batch_delay_ms=args.max_batch_delay_ms, runtime=args.runtime, threads=args.threads,
+        tracking=args.tracking, zones=args.zones,
     )
     check_weights_path(args.weights)
     check_model(args.model, args.weights, None)

@@ -24,14 +24,17 @@ OPTIONS = [
     Option("coco", "Print one COCO results JSON array at the end instead of JSON lines (image ids 1, 2, ... per "
            "(stream, frame) in order of arrival; see --coco-images).", flag=True, default=False),
     Option("coco-images", "With --coco: write the image ids to this file as JSON [{id, stream_id, frame_id}]."),
-    Option("count", "Stop after this many results (0: until the cloud ends the subscription or Ctrl-C).", cast=int,
-           default=0),
+    Option("count", "Stop after this many results, track events included with --events (0: until the cloud ends the "
+           "subscription or Ctrl-C).", cast=int, default=0),
     Option("timeout", "Stop after this many seconds (0: no limit).", cast=float, default=0.0),
     Option("max-lag", "Drop (and count) results that waited longer than this many seconds in all (in the cloud "
            "and here) because this subscriber reads too slowly (0: the cloud's --subscriber-max-lag only).",
            cast=float, default=0.0),
     Option("after-sequence", "Resume after this position (the `sequence` of the last result seen; 0: from now).",
            cast=int, default=0),
+    Option("events", "Also print the streams' track events (zone entered / left, line crossed; docs/TRACKS.md): "
+           "one line each on a terminal, a JSON line {\"track_event\": {...}, \"sequence\": ...} when piped.",
+           flag=True, default=False),
 ]
 
 
@@ -69,17 +72,19 @@ def run(args: argparse.Namespace) -> int:
 async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: list) -> int:
     """Print (or collect, with --coco) results until --count or --timeout; returns how many were dropped."""
     import asyncio
+    import json
     import sys
     import time
 
     from splitinfer.clients import ResultSubscriber, result_to_json
     from splitinfer.logs import say
-    from splitinfer.results import result_to_line
+    from splitinfer.results import event_to_dict, event_to_line, result_to_line
 
     table = args.format == "table" or (args.format == "auto" and sys.stdout.isatty())
     dropped = 0
     index = 0
     asked = ", ".join(stream_ids) if stream_ids else "every stream"
+    what = " (results and track events)" if args.events else ""
     count = f" ({len(stream_ids)} stream{'s' if len(stream_ids) != 1 else ''})" if stream_ids else ""
 
     announced = False
@@ -89,7 +94,7 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
         nonlocal announced
         if not announced:
             announced = True
-            say(f"splitinfer watch: subscribed to {asked}{count} at {args.cloud}; waiting for results",
+            say(f"splitinfer watch: subscribed to {asked}{count} at {args.cloud}{what}; waiting for results",
                 stream=sys.stderr, logger="splitinfer.watch")
 
     async def loop(results: ResultSubscriber) -> None:
@@ -98,7 +103,13 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
             announce()
             index += 1
             dropped += item.dropped
-            if args.coco:
+            if item.event is not None:
+                if not args.coco:
+                    sys.stdout.write((event_to_line(item.event) if table else json.dumps(
+                        {"track_event": event_to_dict(item.event), "sequence": str(item.sequence)},
+                        separators=(",", ":"))) + "\n")
+                    sys.stdout.flush()
+            elif args.coco:
                 collected.append(item.result)
             elif table:
                 line = result_to_line(item.result, time.time_ns())
@@ -130,7 +141,7 @@ async def _watch(args: argparse.Namespace, stream_ids: list[str], collected: lis
                 "are shown with --after-sequence 1.", stream=sys.stderr, level="WARNING", logger="splitinfer.watch")
 
     async with ResultSubscriber(args.cloud, stream_ids, after_sequence=args.after_sequence,
-                                max_lag_s=args.max_lag or None,
+                                max_lag_s=args.max_lag or None, events=args.events,
                                 security=client_security.security_from_args(args)) as results:
         teller = asyncio.create_task(tell(results))
         try:

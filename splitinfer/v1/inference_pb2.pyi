@@ -32,6 +32,14 @@ class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FRAME_ERROR_REASON_BAD_CAPTURE_TIME: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_UNDECODABLE_PIXELS: _ClassVar[FrameErrorReason]
     FRAME_ERROR_REASON_BAD_DETECTIONS: _ClassVar[FrameErrorReason]
+
+class TrackEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRACK_EVENT_KIND_UNSPECIFIED: _ClassVar[TrackEventKind]
+    TRACK_EVENT_KIND_ZONE_ENTERED: _ClassVar[TrackEventKind]
+    TRACK_EVENT_KIND_ZONE_LEFT: _ClassVar[TrackEventKind]
+    TRACK_EVENT_KIND_LINE_CROSSED: _ClassVar[TrackEventKind]
+    TRACK_EVENT_KIND_TRACKS_RESTARTED: _ClassVar[TrackEventKind]
 PARTITION_UNSPECIFIED: Partition
 PARTITION_FEATURES: Partition
 PARTITION_PIXELS: Partition
@@ -48,6 +56,11 @@ FRAME_ERROR_REASON_INTERNAL: FrameErrorReason
 FRAME_ERROR_REASON_BAD_CAPTURE_TIME: FrameErrorReason
 FRAME_ERROR_REASON_UNDECODABLE_PIXELS: FrameErrorReason
 FRAME_ERROR_REASON_BAD_DETECTIONS: FrameErrorReason
+TRACK_EVENT_KIND_UNSPECIFIED: TrackEventKind
+TRACK_EVENT_KIND_ZONE_ENTERED: TrackEventKind
+TRACK_EVENT_KIND_ZONE_LEFT: TrackEventKind
+TRACK_EVENT_KIND_LINE_CROSSED: TrackEventKind
+TRACK_EVENT_KIND_TRACKS_RESTARTED: TrackEventKind
 
 class InferRequest(_message.Message):
     __slots__ = ("start", "frame")
@@ -165,7 +178,7 @@ class EdgeDetections(_message.Message):
     def __init__(self, detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("x1", "y1", "x2", "y2", "class_id", "label", "score")
+    __slots__ = ("x1", "y1", "x2", "y2", "class_id", "label", "score", "track_id")
     X1_FIELD_NUMBER: _ClassVar[int]
     Y1_FIELD_NUMBER: _ClassVar[int]
     X2_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +186,7 @@ class Detection(_message.Message):
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
     x1: float
     y1: float
     x2: float
@@ -180,7 +194,8 @@ class Detection(_message.Message):
     class_id: int
     label: str
     score: float
-    def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    track_id: int
+    def __init__(self, x1: _Optional[float] = ..., y1: _Optional[float] = ..., x2: _Optional[float] = ..., y2: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., track_id: _Optional[int] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("class_id", "label", "score")
@@ -250,12 +265,14 @@ class ResultOrigin(_message.Message):
     def __init__(self, partition: _Optional[_Union[Partition, str]] = ..., cut: _Optional[str] = ..., ladder_point: _Optional[int] = ..., pixel_coding: _Optional[_Union[PixelCoding, _Mapping]] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("stream_ids", "after_sequence")
+    __slots__ = ("stream_ids", "after_sequence", "events")
     STREAM_IDS_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     stream_ids: _containers.RepeatedScalarFieldContainer[str]
     after_sequence: int
-    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+    events: bool
+    def __init__(self, stream_ids: _Optional[_Iterable[str]] = ..., after_sequence: _Optional[int] = ..., events: _Optional[bool] = ...) -> None: ...
 
 class SubscribeWithCreditsRequest(_message.Message):
     __slots__ = ("subscription", "credits")
@@ -272,16 +289,46 @@ class SubscribeWithCreditsResponse(_message.Message):
     def __init__(self, item: _Optional[_Union[SubscribeResponse, _Mapping]] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("result", "dropped", "sequence", "queued_seconds")
+    __slots__ = ("result", "dropped", "sequence", "queued_seconds", "event")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     QUEUED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
     result: InferenceResult
     dropped: int
     sequence: int
     queued_seconds: float
-    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ..., queued_seconds: _Optional[float] = ...) -> None: ...
+    event: TrackEvent
+    def __init__(self, result: _Optional[_Union[InferenceResult, _Mapping]] = ..., dropped: _Optional[int] = ..., sequence: _Optional[int] = ..., queued_seconds: _Optional[float] = ..., event: _Optional[_Union[TrackEvent, _Mapping]] = ...) -> None: ...
+
+class TrackEvent(_message.Message):
+    __slots__ = ("id", "stream_id", "frame_id", "time", "kind", "name", "track_id", "class_id", "label", "dwell_seconds", "direction", "count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DWELL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    stream_id: str
+    frame_id: int
+    time: _timestamp_pb2.Timestamp
+    kind: TrackEventKind
+    name: str
+    track_id: int
+    class_id: int
+    label: str
+    dwell_seconds: float
+    direction: str
+    count: int
+    def __init__(self, id: _Optional[str] = ..., stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., kind: _Optional[_Union[TrackEventKind, str]] = ..., name: _Optional[str] = ..., track_id: _Optional[int] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., dwell_seconds: _Optional[float] = ..., direction: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetServerMetadataRequest(_message.Message):
     __slots__ = ("model", "cut")

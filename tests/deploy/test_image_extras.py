@@ -24,9 +24,12 @@ NEEDS_EXTRA: dict[tuple[str, str | None], str] = {
     ("SPLITINFER_RUNTIME", "onnxruntime"): "onnxruntime",
     ("SPLITINFER_RUNTIME", "openvino"): "openvino",
     ("SPLITINFER_PARTITION", "pixels"): "pixels",
+    ("SPLITINFER_TRACKING", "on"): "tracks",
+    ("SPLITINFER_ZONES", None): "tracks",
 }
-# Extras the cloud image needs whatever its settings say: every cloud decodes the pixels streams edges choose.
-ALWAYS = {"bus", "pixels"}
+# Extras the cloud image needs whatever its settings say: every cloud decodes the pixels streams edges choose, and
+# tracks them (--tracking auto is on where supervision is installed).
+ALWAYS = {"bus", "pixels", "tracks"}
 
 
 def image_extras(dockerfile: Path = REPO / "deploy" / "Dockerfile") -> set[str]:

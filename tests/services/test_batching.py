@@ -127,6 +127,9 @@ def test_a_batching_cloud_answers_like_a_batch_1_cloud(engine, coded) -> None:
     alone, together, batches, frames = run(scenario())
     for name in streams:
         assert [_comparable(r) for r in together[name]] == [_comparable(r) for r in alone[name]]
+        # Each stream is tracked in its own frame order, batched or not (docs/TRACKS.md).
+        assert [[d.track_id for d in r.detections] for r in together[name]] == \
+            [[d.track_id for d in r.detections] for r in alone[name]]
     # Frames that fail their checks or decoding are answered at once; the others reach the tail, some together.
     assert frames == sum(not r.HasField("error") for results in together.values() for r in results)
     assert batches < frames

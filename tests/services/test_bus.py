@@ -89,7 +89,8 @@ def test_a_subscriber_on_another_replica_gets_every_result_in_order_and_resumes_
     sequences = [item.sequence for item in received]
     assert sequences == sorted(set(sequences))
     assert [item.result for item in rest] == answers[2:]
-    assert info.state.messages == 2 * len(frames)  # each result once as protobuf, once as CloudEvents
+    # Each result once as protobuf, once as CloudEvents; and the track event that starts the stream's tracks.
+    assert info.state.messages == 2 * len(frames) + 1
     assert stored.headers["Content-Type"] == PROTOBUF_CONTENT_TYPE
     assert stored.headers["Nats-Msg-Id"].startswith(f"{STREAM}/{len(frames) - 1}@")
     assert inference_pb2.InferenceResult.FromString(stored.data) == answers[-1]

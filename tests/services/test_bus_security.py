@@ -327,8 +327,8 @@ def test_bus_user_maps_stream_ids_to_subject_tokens_and_refuses_patterns_nats_ca
     from splitinfer.errors import ConfigError
 
     assert consumer_subjects(["site-a/cam.1", "*"]) == [
-        "splitinfer.results.site-a%2Fcam%2E1", "splitinfer.events.site-a%2Fcam%2E1",
-        "splitinfer.results.*", "splitinfer.events.*"]
+        "splitinfer.results.site-a%2Fcam%2E1", "splitinfer.events.site-a%2Fcam%2E1", "splitinfer.tracks.site-a%2Fcam%2E1",
+        "splitinfer.results.*", "splitinfer.events.*", "splitinfer.tracks.*"]
     for pattern in (["site-a/*"], ["cam-?"], []):
         with pytest.raises(ConfigError, match="list the ids|give --stream"):
             consumer_subjects(pattern)

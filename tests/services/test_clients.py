@@ -31,7 +31,7 @@ def test_result_records_are_the_protobuf_json_mapping_with_proto_field_names() -
     assert record["capture"]["capture_time"] == "2023-11-14T22:13:20.123456789Z"
     assert (record["capture"]["image_width"], record["capture"]["image_height"], record["frame_id"]) == (640, 480, "7")
     assert record["detections"][0] == {"x1": 10, "y1": 20, "x2": 110, "y2": 220, "class_id": 0, "label": "person",
-                                       "score": 0.9}
+                                       "score": 0.9, "track_id": 0}  # 0: untracked (docs/TRACKS.md)
     assert "error" not in record
 
 

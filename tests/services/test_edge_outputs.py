@@ -122,6 +122,16 @@ def test_labels_never_cover_each_other_and_the_best_comes_first() -> None:
     assert len(placed) == 4  # one label per object
 
 
+def test_a_tracked_objects_label_carries_its_track_id() -> None:
+    from splitinfer.services.edge.output import label_layout
+
+    tracked = _detection("person", 0, 0.90, (290, 190, 420, 400))
+    tracked.track_id = 7
+    untracked = _detection("cup", 41, 0.40, (10, 10, 50, 50))
+    texts = [text for _, text, _ in label_layout([tracked, untracked], 768, 432)]
+    assert texts == ["person #7 0.90", "cup 0.40"]
+
+
 def test_edge_metrics_count_frames_bytes_stages_and_serve_only_metrics(engine, model, video) -> None:
     from splitinfer.services.edge.views import ViewRequest, build_views
     from splitinfer.services.prometheus import MetricsHttpServer

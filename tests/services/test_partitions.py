@@ -24,6 +24,7 @@ from splitinfer.channel_options import channel_options
 from splitinfer.channel_security import ChannelSecurity
 from splitinfer.clients import ResultSubscriber
 from splitinfer.services.cloud.edge_detections import checked_detections
+from splitinfer.services.cloud.tracking import tracking_available
 from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.fidelity import Fidelity, compare
@@ -98,6 +99,15 @@ def stream_once(engine, model, video: Path, partition: str, change=None, *, tran
             return tap, [o.result for o in outcomes], stats
 
     return run(scenario(), timeout=300)
+
+
+def without_track_ids(detections) -> list[inference_pb2.Detection]:
+    """Published detections as an edge may send them: the track ids the cloud's tracker added, cleared."""
+    copies = [inference_pb2.Detection() for _ in detections]
+    for copy, detection in zip(copies, detections):
+        copy.CopyFrom(detection)
+        copy.track_id = 0
+    return copies
 
 
 def sent_bytes(message: inference_pb2.FeatureFrame, partition: str) -> int:
@@ -271,6 +281,10 @@ def _other_label(message) -> None:
     message.detections.detections[0].label = "unicorn"
 
 
+def _invented_track_id(message) -> None:
+    message.detections.detections[0].track_id = 7  # identities are the cloud tracker's to assign
+
+
 def tamper(message: inference_pb2.FeatureFrame) -> None:
     """A hostile edge: the frames named in HOSTILE get their malformation (frames without a detection stay as they
     are; the tests check that each hostile frame had one)."""
@@ -281,7 +295,8 @@ def tamper(message: inference_pb2.FeatureFrame) -> None:
 HOSTILE = {2: (_nan_box, "not finite"), 3: (_outside, "not inside the 768x432 image"),
            4: (_unknown_class, "class id 80 is not one of the model's 80 classes"),
            5: (_a_million, "detections in one frame; at most 300 are accepted"),
-           6: (_negative_score, "score -0.5 is not in (0, 1]"), 7: (_other_label, "label 'unicorn'")}
+           6: (_negative_score, "score -0.5 is not in (0, 1]"), 7: (_other_label, "label 'unicorn'"),
+           8: (_invented_track_id, "track id 7 is set, but track ids are assigned by the cloud's tracker")}
 
 
 @pytest.mark.slow
@@ -311,11 +326,13 @@ def test_malformed_detections_are_each_refused_in_band_and_never_reach_subscribe
         assert reason in error.message and not results[frame_id].detections
     good = [r for r in results if r.frame_id not in HOSTILE]
     assert good and all(not r.HasField("error") and r.detections for r in good)
+    if tracking_available():  # the track ids consumers see are the cloud's own
+        assert any(d.track_id for r in good for d in r.detections)
     # Consumers see the same: the good frames' detections, and for each bad frame an error without detections.
     assert published == results
     for result in published:
-        checked_detections(result.detections, width=result.capture.image_width, height=result.capture.image_height,
-                           class_names=model.class_names)
+        checked_detections(without_track_ids(result.detections), width=result.capture.image_width,
+                           height=result.capture.image_height, class_names=model.class_names)
 
 
 # -- the protocol: old edges, bad starts, a pixels stream that starts mid-GOP -------------------------------------
@@ -640,5 +657,6 @@ def test_a_detections_edge_reaches_the_results_bus_only_through_the_check(model,
             assert result.error.reason == inference_pb2.FRAME_ERROR_REASON_BAD_DETECTIONS and not result.detections
         else:
             assert not result.HasField("error") and result.detections
-            checked_detections(result.detections, width=768, height=432, class_names=model.class_names)
+            checked_detections(without_track_ids(result.detections), width=768, height=432,
+                               class_names=model.class_names)
     assert event["data"]["origin"] == {"partition": "PARTITION_DETECTIONS", "cut": "output"}

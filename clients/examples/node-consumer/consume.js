@@ -12,6 +12,8 @@
 // been handled (--handle-ms simulates slow handling), so a slow consumer's backlog waits in the cloud, which drops
 // what waited longer than its --subscriber-max-lag. Results that waited longer than that in all (in the cloud,
 // `queued_seconds`, and here) are dropped here too; `dropped` counts both.
+// --tracks reads the track events instead (zone entered / left, line crossed; docs/TRACKS.md): from the bus's
+// splitinfer.tracks.<stream>, and from gRPC as events interleaved with the results (SubscribeRequest.events).
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -30,6 +32,7 @@ const { values: args } = parseArgs({
     window: { type: "string", default: "16" },
     "handle-ms": { type: "string", default: "0" },
     plaintext: { type: "boolean", default: false },
+    tracks: { type: "boolean", default: false },
     "tls-ca": { type: "string" },
     "token-file": { type: "string" },
     protos: { type: "string", default: path.join(here, "..", "..", "..", "protos") },
@@ -73,7 +76,7 @@ function fromGrpc() {
   const window = Number(args.window);
   const handleMs = Number(args["handle-ms"]);
   const call = client.SubscribeWithCredits();
-  call.write({ subscription: { stream_ids: args.stream ? [args.stream] : [] }, credits: window });
+  call.write({ subscription: { stream_ids: args.stream ? [args.stream] : [], events: args.tracks }, credits: window });
   let maxLagMs = Infinity; // the cloud's --subscriber-max-lag, from its response header
   const queue = []; // [response, arrival time in ms]
   let seen = 0;
@@ -103,7 +106,11 @@ function fromGrpc() {
           const [response] = queue.shift();
           const dropped = Number(response.dropped) + droppedHere;
           droppedHere = 0;
-          print({ source: "grpc", sequence: response.sequence, dropped, result: response.result });
+          if (response.event) {
+            print({ source: "grpc", sequence: response.sequence, dropped, track_event: response.event });
+          } else {
+            print({ source: "grpc", sequence: response.sequence, dropped, result: response.result });
+          }
           freed++;
           if (++seen === count) return finish();
           if (handleMs > 0) await new Promise((wake) => setTimeout(wake, handleMs));
@@ -128,7 +135,8 @@ function fromGrpc() {
 async function fromNats() {
   const nc = await connect({ servers: args.nats });
   const js = nc.jetstream();
-  const subject = "splitinfer.events." + (args.stream ? subjectToken(args.stream) : ">");
+  const prefix = args.tracks ? "splitinfer.tracks." : "splitinfer.events.";
+  const subject = prefix + (args.stream ? subjectToken(args.stream) : ">");
   // An ordered consumer reads from the first retained result (a deliver_policy option makes nats.js 2.29 hang).
   const consumer = await js.consumers.get("SPLITINFER_RESULTS", { filterSubjects: subject });
   for (let seen = 0; seen < count; seen++) {
