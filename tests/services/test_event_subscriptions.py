@@ -21,8 +21,9 @@ def _event(stream_id: str, frame_id: int) -> inference_pb2.TrackEvent:
 async def _drain(subscription) -> list:
     items = []
     while len(subscription):
-        message, _, sequence = await asyncio.wait_for(subscription.next(), 5)
-        items.append((type(message).__name__, message.stream_id, message.frame_id, sequence))
+        response = await asyncio.wait_for(subscription.next(), 5)
+        message = response.event if response.HasField("event") else response.result
+        items.append((type(message).__name__, message.stream_id, message.frame_id, response.sequence))
     return items
 
 
