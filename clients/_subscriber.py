@@ -148,6 +148,7 @@ class ResultSubscriber:
         self._reader: asyncio.Task | None = None
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | grpc.aio.UnaryStreamCall | None = None
+        self._freed = 0  # credits owed to the cloud (see _iterate)
 
     async def __aenter__(self) -> ResultSubscriber:
         self._reader = asyncio.create_task(self._read(), name=f"subscriber:{self.cloud}")
@@ -210,6 +211,7 @@ class ResultSubscriber:
                 try:
                     if self._credits:
                         # Credits of an earlier call died with it: grant the room the local queue has now.
+                        self._freed = 0  # the new call is granted the queue's whole room
                         await call.write(inference_pb2.SubscribeWithCreditsRequest(
                             subscription=request, credits=max(self.window - len(self._queue), 0)))
                     self._call = call  # only now: the iterator's grants never write beside the first message
@@ -272,23 +274,24 @@ class ResultSubscriber:
     async def _iterate(self) -> AsyncIterator[SubscribedResult]:
         if self._reader is None:
             raise ServiceError("use `async with ResultSubscriber(...)` before iterating over it.")
-        freed = 0  # places taken or dropped since the last grant: granted by half windows, or before waiting
+        # self._freed: places taken or dropped since the last grant, granted by half windows or before waiting. It
+        # lives on the subscriber, not in this generator: `anext(aiter(subscriber))` makes a new one per result.
         while True:
-            freed += self._drop_stale()
+            self._freed += self._drop_stale()
             while not self._queue:
-                freed = await self._grant(freed)
+                self._freed = await self._grant(self._freed)
                 if self._ended:
                     if self._end is not None:
                         raise self._end
                     return
                 self._ready.clear()
                 await self._ready.wait()
-                freed += self._drop_stale()
+                self._freed += self._drop_stale()
             response, size, _ = self._queue.popleft()
             self._queued_bytes -= size
-            freed += 1
-            if freed >= max(1, self.window // 2):
-                freed = await self._grant(freed)
+            self._freed += 1
+            if self._freed >= max(1, self.window // 2):
+                self._freed = await self._grant(self._freed)
             dropped, self._dropped_locally = response.dropped + self._dropped_locally, 0
             self.dropped_total += dropped
             yield SubscribedResult(response.result, dropped, response.sequence,

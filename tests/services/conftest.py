@@ -61,7 +61,10 @@ async def running_cloud(engine, **config) -> AsyncIterator:
     """An in-process CloudServer on a free loopback port sharing the session's model."""
     from splitinfer.services.cloud.server import CloudConfig, CloudServer
 
-    settings = dict(model=engine.model_name, host="127.0.0.1", port=0, metrics_port=-1, drain_seconds=5.0)
+    # No max lag unless a test sets one: many tests subscribe, stream, then read, and on a loaded machine the
+    # streaming alone can take longer than the default 10 s (tests/services/test_slow_subscribers.py tests the lag).
+    settings = dict(model=engine.model_name, host="127.0.0.1", port=0, metrics_port=-1, drain_seconds=5.0,
+                    subscriber_max_lag_s=0.0)
     if not any(key.startswith("tls_") for key in config):
         settings["plaintext"] = True
     settings.update(config)
@@ -85,6 +88,8 @@ class CloudProcess:
     def __init__(self, weights_dir: Path, port: int, tmp_path: Path, *extra: str) -> None:
         if not any(flag.startswith("--tls-") for flag in extra):
             extra = ("--plaintext", *extra)
+        if "--subscriber-max-lag" not in extra:  # as running_cloud: tests that read after streaming, on a busy CPU
+            extra = ("--subscriber-max-lag", "0", *extra)
         self.port = port
         self.port_file = tmp_path / f"cloud-{port}-{time.monotonic_ns()}.port"
         self.log = tmp_path / f"cloud-{port}-{time.monotonic_ns()}.log"

@@ -93,7 +93,7 @@ def test_slow_subscribers_in_python_and_node_never_see_results_older_than_the_ma
     assert 0 < max_lag <= 10.0  # the default bounds staleness at 10 s or less
 
     async def scenario():
-        async with running_cloud(engine) as cloud:
+        async with running_cloud(engine, subscriber_max_lag_s=max_lag) as cloud:
             address = f"127.0.0.1:{cloud.port}"
             stop = asyncio.Event()
             publisher = asyncio.create_task(publish(cloud.hub, stop))

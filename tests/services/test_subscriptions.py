@@ -74,7 +74,7 @@ def test_subscribe_with_credits_sends_no_more_results_than_the_client_granted(en
     from splitinfer.v1 import inference_pb2, inference_pb2_grpc
 
     async def scenario():
-        async with running_cloud(engine) as cloud:
+        async with running_cloud(engine, subscriber_max_lag_s=10.0) as cloud:
             async with PLAINTEXT.aio_channel(f"127.0.0.1:{cloud.port}", channel_options()) as channel:
                 call = inference_pb2_grpc.InferenceServiceStub(channel).SubscribeWithCredits()
                 await call.write(inference_pb2.SubscribeWithCreditsRequest(
@@ -95,6 +95,23 @@ def test_subscribe_with_credits_sends_no_more_results_than_the_client_granted(en
     headers, first, held, rest = run(scenario())
     assert headers["splitinfer-subscribed"] == "1" and float(headers["splitinfer-max-lag"]) == 10.0
     assert first == [0, 1] and held and rest == [2, 3, 4]
+
+
+def test_a_subscriber_read_one_result_per_iterator_gets_more_than_its_credit_window(engine) -> None:
+    """Credits owed to the cloud belong to the subscriber, not to one iteration: `anext(aiter(subscriber))` per
+    result (a new iterator each time) must go on granting, past the first window of results."""
+    from splitinfer.v1 import inference_pb2
+
+    async def scenario():
+        async with running_cloud(engine) as cloud:
+            async with ResultSubscriber(f"127.0.0.1:{cloud.port}", ["cam"], window=4,
+                                        security=PLAINTEXT) as subscriber:
+                await subscriber.wait_subscribed()
+                for frame_id in range(12):
+                    await cloud.hub.publish(inference_pb2.InferenceResult(stream_id="cam", frame_id=frame_id))
+                return [(await asyncio.wait_for(anext(aiter(subscriber)), 10)).result.frame_id for _ in range(12)]
+
+    assert run(scenario()) == list(range(12))
 
 
 def test_the_clients_read_a_cloud_older_than_credits_with_plain_subscribe() -> None:
