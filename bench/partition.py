@@ -193,7 +193,7 @@ def measure(args) -> tuple[list[Run], list[dict]]:
 
     torch.set_num_threads(1)
     model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
-    ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
+    ladder = CodecLadder.load(args.ladder or packaged_profile(model.name, "ladder"))
     elements = sum(math.prod(spec.shape) for spec in model.split(ladder.cut).tensors)
     runs: list[Run] = []
     timings: list[dict] = []
@@ -271,6 +271,7 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS_KBPS))
     parser.add_argument("--frames", type=int, default=150, help="the first this many frames of each video")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES))
+    parser.add_argument("--ladder", default=None, help="codec ladder (default: the one shipped with the model)")
     parser.add_argument("--live", action="store_true", help="also the live edge's pixel stream (PixelPipeline)")
     parser.add_argument("--timing-rounds", type=int, default=3, help="rounds of the edge CPU phase (0: skip it)")
     parser.add_argument("--timing-kbps", type=float, default=64.0)
