@@ -45,7 +45,7 @@ from rate_control import (DATA, Run, block_se, heads_and_references, native_fps,
                           video_label, video_path)
 
 BUDGETS_KBPS = (32.0, 64.0, 128.0, 256.0)
-OUR_KEYINT = 30  # the video path's intra period (codec.profile.DEFAULT_INTRA_PERIOD)
+OUR_KEYINT = 30  # the video path's intra period before codec v3 (now 250, the encoders' default: the "default" rows)
 JACKKNIFE_BLOCK = 30
 # name -> (codec, preset, passes, tune)
 BASELINES = {
