@@ -253,6 +253,7 @@ def report(runs: list[Run], timings: list[dict], selection: tuple[str, ...]) -> 
         keyed = f"{OUR_KEYINT} (ours)" if keyint == "ours" else "250 (default)"
         lines.append(f"| {run.video} | {where} | {budget:g} | {name} | {size} | {keyed} | {run.kbps:.1f} | "
                      f"{run.bytes / run.frames:.0f} | {sum(run.changes)} | {versus} |")
+    lines += ["", summary(runs, selection)]
     if timings:
         lines += ["", "| video | edge work | kbit/s | CPU ms/frame, median (min-max) over rounds |", "|---|---|---|---|"]
         for t in timings:
@@ -261,10 +262,39 @@ def report(runs: list[Run], timings: list[dict], selection: tuple[str, ...]) -> 
     return "\n".join(lines)
 
 
+def summary(runs: list[Run], selection: tuple[str, ...]) -> str:
+    """Per video and budget: features against the pixel baseline with the fewest changes (of all, and of x264 medium
+    two-pass); the difference is features minus baseline (negative: features win), SE by block jackknife. Picking
+    the best of twelve baselines after the fact favours pixels."""
+    lines = ["| video | set | budget kbit/s | features: kbit/s, changes | best pixels (any): setting, kbit/s, changes | "
+             "features - best ± SE | best x264 medium 2-pass: size, key, changes | features - it ± SE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for features in (r for r in runs if r.setting.startswith("features ")):
+        budget = features.setting.split()[-1]
+        pixels = [r for r in runs if r.video == features.video and r.setting.startswith("pixels|")
+                  and r.setting.endswith(f"|{budget}")]
+        if not pixels:
+            continue
+        cells = []
+        for group in (pixels, [r for r in pixels if "x264 medium 2-pass" in r.setting]):
+            best = min(group, key=lambda r: sum(r.changes))
+            d = np.array(features.changes, float) - np.array(best.changes, float)
+            _, name, size, keyint, _ = best.setting.split("|")
+            cells.append((f"{name} {size} {keyint}", best, f"{d.sum():+.0f} ± {block_se(d, JACKKNIFE_BLOCK):.0f}"))
+        (label, best, diff), (label2, best2, diff2) = cells
+        where = "selection" if features.video in selection else "report"
+        lines.append(f"| {features.video} | {where} | {budget} | {features.kbps:.1f}, {sum(features.changes)} | {label}, "
+                     f"{best.kbps:.1f}, {sum(best.changes)} | {diff} | {' '.join(label2.split()[3:])}, "
+                     f"{sum(best2.changes)} | {diff2} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--report", action="store_true", help="print the tables of an earlier run and exit")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="with --report: add the runs of these JSON files (e.g. one process per video)")
     parser.add_argument("--videos", nargs="+", default=["shared"], help="named videos (bench/rate_control.py) or paths")
     parser.add_argument("--selection", nargs="+", default=["shared", "tree"],
                         help="videos that selected settings (marked as such in the table; the others report)")
@@ -279,6 +309,9 @@ def main() -> None:
     if args.report:
         data = json.loads(args.out.read_text())
         runs, timings = [Run(**r) for r in data["runs"]], data["timings"]
+        for extra in args.merge:  # runs of other videos made by other processes
+            more = json.loads(extra.read_text())
+            runs, timings = runs + [Run(**r) for r in more["runs"]], timings + more["timings"]
     else:
         runs, timings = measure(args)
     print(report(runs, timings, tuple(args.selection)))
