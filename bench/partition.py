@@ -21,6 +21,8 @@ the ladder's cut, the feature codec with rate control at --timing-kbps, the whol
 
     python bench/partition.py --out /tmp/partition.json --videos shared tree vtest Megamind --frames 150
     python bench/partition.py --out /tmp/partition.json --report   # the tables for docs/RESULTS.md
+    python bench/partition.py --out /tmp/p_vtest.json --videos vtest   # one process per video, then:
+    python bench/partition.py --out /tmp/p_shared.json --report --merge /tmp/p_vtest.json
 
 Not here (issue 18): the auto planner, edge budgets, latency, the shaped-link run.
 """
