@@ -210,6 +210,7 @@ def measure(args) -> tuple[list[Run], list[dict]]:
         for budget in args.budgets:
             pipeline = EdgePipeline(model, ladder.points[-1], rate=RateController(ladder, elements, budget * 1000))
             runs.append(run_pipeline(model, pipeline, frames, video, f"features {budget:g}", fps))
+            runs[-1].intra_period = ladder.points[0].intra_period
             _log(runs, timings, args.out)
             if args.live:
                 runs.append(run_live_pixels(model, frames, video, budget, fps))
@@ -246,7 +247,8 @@ def report(runs: list[Run], timings: list[dict], selection: tuple[str, ...]) -> 
         budget = float(run.setting.split("|")[-1] if "|" in run.setting else run.setting.split()[-1])
         features = next(r for r in runs if r.video == run.video and r.setting == f"features {budget:g}")
         if run is features:
-            lines.append(f"| {run.video} | {where} | {budget:g} | **features (cut 60, rate control)** | | 30 | "
+            lines.append(f"| {run.video} | {where} | {budget:g} | **features (cut 60, rate control)** | | "
+                         f"{run.intra_period or 30} | "
                          f"{run.kbps:.1f} | {run.bytes / run.frames:.0f} | {sum(run.changes)} | |")
             continue
         _, name, size, keyint, _ = run.setting.split("|")
@@ -279,15 +281,17 @@ def summary(runs: list[Run], selection: tuple[str, ...]) -> str:
             continue
         cells = []
         for group in (pixels, [r for r in pixels if "x264 medium 2-pass" in r.setting]):
+            if not group:
+                cells.append("not run | ")
+                continue
             best = min(group, key=lambda r: sum(r.changes))
             d = np.array(features.changes, float) - np.array(best.changes, float)
             _, name, size, keyint, _ = best.setting.split("|")
-            cells.append((f"{name} {size} {keyint}", best, f"{d.sum():+.0f} ± {block_se(d, JACKKNIFE_BLOCK):.0f}"))
-        (label, best, diff), (label2, best2, diff2) = cells
+            label = f"{name} {size} {keyint}, {best.kbps:.1f}" if not cells else f"{size} {keyint}"
+            cells.append(f"{label}, {sum(best.changes)} | {d.sum():+.0f} ± {block_se(d, JACKKNIFE_BLOCK):.0f}")
         where = "selection" if features.video in selection else "report"
-        lines.append(f"| {features.video} | {where} | {budget} | {features.kbps:.1f}, {sum(features.changes)} | {label}, "
-                     f"{best.kbps:.1f}, {sum(best.changes)} | {diff} | {' '.join(label2.split()[3:])}, "
-                     f"{sum(best2.changes)} | {diff2} |")
+        lines.append(f"| {features.video} | {where} | {budget} | {features.kbps:.1f}, {sum(features.changes)} | "
+                     f"{cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

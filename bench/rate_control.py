@@ -60,6 +60,7 @@ class Run:
     switches: int = 0
     encode_ms: float = math.nan  # CPU time per frame of the edge's encode (rate control and trials included)
     fps: float = 10.0  # the frame rate the frames were coded at (runs before this field: decimated to 10)
+    intra_period: int | None = None  # features: the ladder's intra period (None: runs before this field, 30)
 
 
 def video_path(name: str) -> Path:
