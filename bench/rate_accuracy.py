@@ -235,31 +235,23 @@ def ours(evaluator: Evaluator, cut: str, quantizer, coders: Sequence, family: st
 
 
 def _temporal(heads, quantizer, period: int, margin: float):
-    """Intra every `period` frames, temporal contexts between; sizes, encode / decode seconds, decoded tensors."""
-    from splitinfer.codec import Coder, decode_levels, default_coder, encode_levels, quantize_with_reference
+    """Intra every `period` frames, temporal contexts between, with the shipped sequence coder (codec.sequence, so the
+    inter coder version is the one the edge sends); sizes, encode / decode seconds per frame, decoded tensors."""
+    from splitinfer.codec import TemporalDecoder, TemporalEncoder
 
+    encoder, decoder = TemporalEncoder(intra_period=period, hysteresis=margin), TemporalDecoder()
     sizes, enc, dec, tensors = [], [], [], []
-    previous: dict[str, np.ndarray] = {}
     for n, h in enumerate(heads):
-        total = 0
-        decoded = {}
-        for name, v in h.items():
-            intra = n % period == 0 or name not in previous
-            start = time.perf_counter()
-            if intra:
-                coded = encode_levels(quantizer.quantize(v[0]), quantizer, coder=default_coder(quantizer))
-            else:
-                levels = quantize_with_reference(v[0], quantizer, previous[name], margin)
-                coded = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, reference=previous[name])
-            enc.append(time.perf_counter() - start)
-            start = time.perf_counter()
-            levels = decode_levels(coded, reference=None if intra else previous[name])
-            dec.append(time.perf_counter() - start)
-            previous[name] = levels
-            decoded[name] = quantizer.dequantize(levels)[None]
-            total += coded.nbytes
-        sizes.append(total)
-        tensors.append(decoded)
+        frame = {name: v[0] for name, v in h.items()}
+        start = time.perf_counter()
+        coded, intra = encoder.encode_frame(frame, {name: quantizer for name in frame})
+        enc.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        levels = decoder.decode_frame(coded, None if intra else n - 1)
+        dec.append(time.perf_counter() - start)
+        decoder.commit(n, levels)
+        sizes.append(sum(t.nbytes for t in coded.values()))
+        tensors.append({name: ref.quantizer.dequantize(ref.levels)[None] for name, ref in levels.items()})
     return sizes, enc, dec, tensors
 
 

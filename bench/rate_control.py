@@ -1,12 +1,13 @@
 """Rate control against fixed profiles: the rate achieved for a budget, and detection changes at equal rate.
 
-For each video (decimated to about 10 frames/s, at most --seconds of it), the head runs once per frame;
+For each video (at its native frame rate unless --fps decimates it; at most --seconds and --frames of it; a named
+video or any path OpenCV reads), the head runs once per frame;
 then the real edge pipeline codes the frames (services/edge/pipeline.py, rate control inside) and the
 real decoder (codec.TemporalDecoder, as the cloud) decodes them for the tail. Detection changes are the
 detections lost + added against the uncompressed model (services/fidelity.py). Every ladder point is
 also run alone as a fixed profile; "fixed at equal rate" interpolates the changes of the two fixed points
-around the controlled run's rate (linear in log rate), and the difference gets a standard error from
-1-second blocks (frames of a video are not independent).
+around the controlled run's rate (linear in log rate), and the difference gets a standard error by block
+jackknife over --block-frames frames (frames of a video are not independent).
 
 The controller's constants were chosen on the shared video and vtest.avi only (--select); Megamind.avi
 and tree.avi are reported as held-out videos.
@@ -14,6 +15,7 @@ and tree.avi are reported as held-out videos.
     python bench/rate_control.py --out /tmp/rate_control.json          # run (tens of minutes on 2 cores)
     python bench/rate_control.py --out /tmp/rate_control.json --report # tables for docs/RESULTS.md
     python bench/rate_control.py --out /tmp/rc2.json --fixed-from /tmp/rate_control.json  # controller changed
+    python bench/rate_control.py --out /tmp/rc.json --videos ~/clip.mp4 vtest --frames 150  # any video, native fps
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ VIDEOS = {
 }
 SELECTION = ("shared", "vtest")  # where the controller's constants were chosen; the others are held out
 BUDGETS_KBPS = (32.0, 64.0, 128.0)
-FPS = 10.0
-BLOCK_FRAMES = 10
+FALLBACK_FPS = 10.0  # a video that does not state its frame rate
+BLOCK_FRAMES = 30
 
 
 @dataclass
@@ -57,32 +59,61 @@ class Run:
     dropped: int = 0
     switches: int = 0
     encode_ms: float = math.nan  # CPU time per frame of the edge's encode (rate control and trials included)
+    fps: float = 10.0  # the frame rate the frames were coded at (runs before this field: decimated to 10)
+    intra_period: int | None = None  # features: the ladder's intra period (None: runs before this field, 30)
 
 
-def decimated_frames(path: Path, seconds: float):
-    """(time_s, BGR image) at about FPS frames per second, for at most `seconds` of the video."""
+def video_path(name: str) -> Path:
+    """A named video (VIDEOS) or any path; SystemExit with what to do when it does not exist."""
+    path = VIDEOS.get(name, Path(name).expanduser())
+    if not path.is_file():
+        hint = " (install opencv-doc for vtest, Megamind and tree)" if name in VIDEOS else ""
+        raise SystemExit(f"video {name!r}: no file at {path}{hint}; name one of {', '.join(VIDEOS)} or give a path.")
+    return path
+
+
+def video_label(name: str) -> str:
+    """The short name a video is reported under: its VIDEOS key, or the file's stem."""
+    return name if name in VIDEOS else Path(name).stem
+
+
+def native_fps(path: Path) -> float:
+    """The frame rate the video file states (FALLBACK_FPS when it states none)."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    capture.release()
+    return fps if math.isfinite(fps) and 0 < fps <= 1000 else FALLBACK_FPS
+
+
+def decimated_frames(path: Path, seconds: float, fps: float | None = None, frames: int | None = None):
+    """(time_s, BGR image) at about `fps` frames per second (None: every frame), for at most `seconds` of the video
+    and at most `frames` frames."""
+    import cv2
+
+    native = native_fps(path)
+    capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise SystemExit(f"cannot open {path}: install opencv-doc (apt-get install opencv-doc) for the extra videos")
-    fps = capture.get(cv2.CAP_PROP_FPS) or FPS
-    index, next_due = 0, 0.0
-    while True:
+    index, next_due, count = 0, 0.0, 0
+    while frames is None or count < frames:
         ok, image = capture.read()
         if not ok:
             break
-        t = index / fps
+        t = index / native
         index += 1
         if t > seconds:
             break
-        if t + 1e-6 >= next_due:
+        if fps is None or t + 1e-6 >= next_due:
             yield t, image
-            next_due += 1.0 / FPS
+            count += 1
+            next_due += 1.0 / (fps or native)
     capture.release()
 
 
-def heads_and_references(model, cut: str, path: Path, seconds: float):
+def heads_and_references(model, cut: str, path: Path, seconds: float, fps: float | None = None,
+                         frames: int | None = None):
     """Per frame: the captured frame, the head's tensors, and the uncompressed model's detections."""
     import torch
 
@@ -91,7 +122,7 @@ def heads_and_references(model, cut: str, path: Path, seconds: float):
     split = model.split(cut)
     out = []
     with torch.no_grad():
-        for sequence, (t, image) in enumerate(decimated_frames(path, seconds)):
+        for sequence, (t, image) in enumerate(decimated_frames(path, seconds, fps, frames)):
             x, info = model.preprocess(image)
             tensors = {k: v.numpy() for k, v in split.head(x).items()}
             reference = model.postprocess(split.tail({k: torch.from_numpy(v) for k, v in tensors.items()}), info)
@@ -100,7 +131,7 @@ def heads_and_references(model, cut: str, path: Path, seconds: float):
     return out
 
 
-def run_pipeline(model, pipeline, frames, video: str, setting: str) -> Run:
+def run_pipeline(model, pipeline, frames, video: str, setting: str, fps: float) -> Run:
     """Code every frame with the edge pipeline, decode with the cloud's decoder, run the tail, count changes."""
     import torch
 
@@ -133,7 +164,8 @@ def run_pipeline(model, pipeline, frames, video: str, setting: str) -> Run:
             fidelity = compare(reference, found)
             run.changes.append(fidelity.lost + fidelity.added)
     run.frames = len(frames)
-    run.seconds = len(frames) / FPS
+    run.seconds = len(frames) / fps
+    run.fps = fps
     run.kbps = 8 * run.bytes / run.seconds / 1000
     run.encode_ms = 1000 * encode_cpu / max(len(frames), 1)
     if pipeline.rate is not None:
@@ -156,19 +188,21 @@ def measure(args) -> list[Run]:
     elements = sum(math.prod(spec.shape) for spec in model.split(ladder.cut).tensors)
     runs: list[Run] = []
     reused = [Run(**r) for r in json.loads(args.fixed_from.read_text())] if args.fixed_from else []
-    for video in args.videos:
-        frames = heads_and_references(model, ladder.cut, VIDEOS[video], args.seconds)
-        print(f"{video}: {len(frames)} frames at {FPS:g} fps", flush=True)
+    for name in args.videos:
+        path, video = video_path(name), video_label(name)
+        fps = args.fps or native_fps(path)
+        frames = heads_and_references(model, ladder.cut, path, args.seconds, args.fps, args.frames)
+        print(f"{video}: {len(frames)} frames at {fps:g} fps", flush=True)
         for budget in args.budgets:
             pipeline = EdgePipeline(model, ladder.points[-1], rate=RateController(ladder, elements, budget * 1000))
-            runs.append(run_pipeline(model, pipeline, frames, video, f"rate {budget:g}"))
+            runs.append(run_pipeline(model, pipeline, frames, video, f"rate {budget:g}", fps))
             _log(runs[-1], args.out, runs)
         if args.fixed_from:  # the fixed profiles do not depend on the controller: take them from an earlier run
             runs += [r for r in reused if r.video == video and r.setting.startswith("fixed")]
             _log(runs[-1], args.out, runs)
             continue
         for index, point in enumerate(ladder.points):
-            runs.append(run_pipeline(model, EdgePipeline(model, point), frames, video, f"fixed #{index}"))
+            runs.append(run_pipeline(model, EdgePipeline(model, point), frames, video, f"fixed #{index}", fps))
             _log(runs[-1], args.out, runs)
             if runs[-1].kbps > 1.5 * max(args.budgets):  # the points above cost more still: no use at these budgets
                 break
@@ -192,8 +226,10 @@ def equal_rate_fixed(runs: list[Run], video: str, kbps: float) -> tuple[np.ndarr
     return None
 
 
-def block_se(differences: np.ndarray) -> float:
-    blocks = [differences[i:i + BLOCK_FRAMES].sum() for i in range(0, len(differences), BLOCK_FRAMES)]
+def block_se(differences: np.ndarray, block: int = BLOCK_FRAMES) -> float:
+    """Standard error of `differences.sum()` by block jackknife over `block`-frame blocks (for a sum the delete-one
+    jackknife is sqrt(n) times the standard deviation of the block sums)."""
+    blocks = [differences[i:i + block].sum() for i in range(0, len(differences), block)]
     if len(blocks) < 2:
         return math.nan
     return statistics.stdev(blocks) * math.sqrt(len(blocks))
@@ -233,7 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file of the runs")
     parser.add_argument("--report", action="store_true", help="print the tables of an earlier run's JSON")
-    parser.add_argument("--videos", nargs="+", default=list(VIDEOS), choices=list(VIDEOS))
+    parser.add_argument("--videos", nargs="+", default=list(VIDEOS),
+                        help=f"named videos ({', '.join(VIDEOS)}) or paths of any video OpenCV reads")
+    parser.add_argument("--fps", type=float, default=None,
+                        help="decimate to about this frame rate (default: each video's native rate)")
+    parser.add_argument("--frames", type=int, default=None, help="at most this many frames of each video")
     parser.add_argument("--budgets", nargs="+", type=float, default=list(BUDGETS_KBPS))
     parser.add_argument("--seconds", type=float, default=20.0, help="at most this much of each video")
     parser.add_argument("--ladder", default=None, help="codec ladder (default: the one shipped with the model)")

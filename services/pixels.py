@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from splitinfer.errors import ConfigError
-from splitinfer.settings import DEFAULT_INTRA_PERIOD
+from splitinfer.settings import DEFAULT_KEY_INTERVAL
 from splitinfer.settings import PIXEL_PRESETS as PRESETS
 
 CODEC = "h264"
@@ -62,7 +62,7 @@ class PixelSettings:
     preset: str = DEFAULT_PRESET
     crf: int | None = DEFAULT_CRF  # None: bitrate mode (target_kbps)
     target_kbps: float | None = None
-    key_interval: int = DEFAULT_INTRA_PERIOD
+    key_interval: int = DEFAULT_KEY_INTERVAL
     size: str = "input"  # "input": the model's input size; "native": the source's size
 
     def __post_init__(self) -> None:
@@ -106,7 +106,7 @@ def pixel_settings_from_flags(*, preset: str | None, crf: int | None, rate_kbps:
         raise ConfigError("--pixel-crf and --rate-kbps both set the pixel encoder's rate: pass one of them.")
     return PixelSettings(preset=preset or DEFAULT_PRESET,
                          crf=None if rate_kbps is not None else (DEFAULT_CRF if crf is None else crf),
-                         target_kbps=rate_kbps, key_interval=DEFAULT_INTRA_PERIOD if key_interval is None
+                         target_kbps=rate_kbps, key_interval=DEFAULT_KEY_INTERVAL if key_interval is None
                          else key_interval, size=size or "input")
 
 

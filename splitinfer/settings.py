@@ -19,8 +19,12 @@ ENV_PREFIX = "SPLITINFER_"
 # The model every command serves, streams or calibrates unless told otherwise (--model).
 DEFAULT_MODEL = "yolo-fastest-1.1-xl"
 # Frames between intra frames of a temporally coded stream (codec profiles, calibrate); kept here, not in the
-# codec, so that the CLI names it without importing numba.
-DEFAULT_INTRA_PERIOD = 30
+# codec, so that the CLI names it without importing numba. 250 (x264's default key interval) since codec v3: on
+# the selection videos it sends 2-41 % fewer bytes than 30 at no cost in detection changes (docs/RESULTS.md,
+# "Codec v3, item 1"); a lost reference is recovered through intra_frame_requested, not by waiting for a period.
+DEFAULT_INTRA_PERIOD = 250
+# Frames between key frames of the pixels partition's H.264 stream (--partition pixels).
+DEFAULT_KEY_INTERVAL = 30
 # x264's presets, for --pixel-preset (partition pixels); here so that the CLI names them without importing PyAV.
 PIXEL_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.services.pixels import PixelSettings
     from splitinfer.services.preflight import check_model, check_weights_path
     from splitinfer.services.profiles import load_ladder, shipped_file
-    from splitinfer.settings import DEFAULT_INTRA_PERIOD
+    from splitinfer.settings import DEFAULT_KEY_INTERVAL
 
     if not Path(args.video).is_file():
         raise ConfigError(f"{args.video} is not a video file: give the calibration video.")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit and --frame-step must be at least 1, got {args.limit} and {args.frame_step}.")
     rates = _rates(args.rates_kbps)
     pixels = PixelSettings(preset=args.pixel_preset, crf=None, target_kbps=rates[0],
-                           key_interval=args.intra_period or DEFAULT_INTRA_PERIOD)
+                           key_interval=args.intra_period or DEFAULT_KEY_INTERVAL)
     check_weights_path(args.weights)
     check_model(args.model, args.weights, None)
     ladder_path = args.ladder or shipped_file(args.model, "ladder")

@@ -98,7 +98,7 @@ def test_hysteresis_round_trips_and_files_without_it_load_with_it_off() -> None:
 def test_the_shipped_video_profile_codes_temporally_with_hysteresis() -> None:
     profile = CodecProfile.load(Path(__file__).resolve().parents[2] / "dnn" / "profiles" / "yolo-fastest-1.1-xl-video.json")
     assert (profile.model, profile.cut, profile.coder) == ("yolo-fastest-1.1-xl", "60", Coder.TEMPORAL_CONTEXTS)
-    assert 0.0 < profile.hysteresis <= 0.1 and profile.quantizer.levels == 9 and profile.intra_period == 30
+    assert 0.0 < profile.hysteresis <= 0.1 and profile.quantizer.levels == 9 and profile.intra_period == 250
 
 
 def test_a_profile_names_its_coder_in_any_spelling_the_command_line_accepts() -> None:

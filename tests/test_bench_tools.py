@@ -1,0 +1,93 @@
+"""The measuring tools issue 19 relies on: bench/rate_control.py reads any video at its native frame rate,
+bench/rate_accuracy.py's temporal coding is the shipped coder's, bench/baselines/pixel_video.py codes and decodes
+whole clips (one picture back per picture in)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import shared_path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench(name: str):
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module(name)
+
+
+def _clip(folder: Path, fps: float, frames: int = 12) -> Path:
+    """A short MJPG clip of the shared video at `fps` (the frame rate its header states)."""
+    capture = cv2.VideoCapture(str(shared_path("video", "one-by-one-person-detection.mp4")))
+    path = folder / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (160, 96))
+    for _ in range(frames):
+        ok, image = capture.read()
+        assert ok
+        writer.write(cv2.resize(image, (160, 96)))
+    writer.release()
+    return path
+
+
+def test_rate_control_reads_any_video_path_at_its_native_frame_rate(tmp_path: Path) -> None:
+    rate_control = _bench("rate_control")
+    path = _clip(tmp_path, 25.0)
+    assert rate_control.video_path(str(path)) == path
+    assert rate_control.video_label(str(path)) == "clip"
+    assert rate_control.native_fps(path) == pytest.approx(25.0)
+    times = [t for t, _ in rate_control.decimated_frames(path, seconds=10.0)]
+    assert times == pytest.approx([i / 25.0 for i in range(12)])  # every frame, at the file's rate
+    assert len(list(rate_control.decimated_frames(path, seconds=10.0, frames=5))) == 5
+    decimated = [t for t, _ in rate_control.decimated_frames(path, seconds=10.0, fps=12.5)]
+    assert decimated == pytest.approx([i / 12.5 for i in range(6)])  # --fps still decimates
+
+
+def test_rate_control_names_a_missing_video_and_what_to_give_instead(tmp_path: Path) -> None:
+    rate_control = _bench("rate_control")
+    with pytest.raises(SystemExit, match="no file at .*give a path"):
+        rate_control.video_path(str(tmp_path / "absent.mp4"))
+
+
+def test_rate_accuracy_temporal_coding_is_the_shipped_inter_coder() -> None:
+    from splitinfer.codec import Coder, Quantizer, TemporalEncoder
+    from splitinfer.codec.entropy import INTER_VERSION
+
+    rate_accuracy = _bench("rate_accuracy")
+    quantizer = Quantizer.uniform(0.0, 4.0, 6)
+    base = np.random.default_rng(0).gamma(1.0, 1.0, (1, 8, 20, 20)).astype(np.float32)
+    heads = [{"t": base + 0.02 * i} for i in range(4)]
+    sizes, _, _, tensors = rate_accuracy._temporal(heads, quantizer, 3, 0.1)
+    encoder = TemporalEncoder(intra_period=3, hysteresis=0.1)
+    shipped = [encoder.encode_frame({"t": h["t"][0]}, {"t": quantizer})[0]["t"] for h in heads]
+    assert [t.coder for t in shipped] == [Coder.NEIGHBOUR_CONTEXTS, Coder.TEMPORAL_CONTEXTS,
+                                          Coder.TEMPORAL_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS]
+    assert shipped[1].coder_version == INTER_VERSION
+    assert sizes == [t.nbytes for t in shipped]
+    assert tensors[2]["t"].shape == (1, 8, 20, 20)
+
+
+@pytest.mark.parametrize("codec, passes", [("libx264", 2), ("libx265", 1)])
+def test_pixel_baseline_codes_and_decodes_a_whole_clip(codec: str, passes: int) -> None:
+    pytest.importorskip("av", reason="PyAV (the dev extra) codes the pixel baselines")
+    pixel_video = _bench("baselines.pixel_video")
+    capture = cv2.VideoCapture(str(shared_path("video", "one-by-one-person-detection.mp4")))
+    pictures = [cv2.resize(capture.read()[1], (128, 96)) for _ in range(10)]
+    clip = pixel_video.code_clip(pictures, codec=codec, preset="veryfast", kbps=64, fps=10.0, keyint=None,
+                                 passes=passes)
+    assert len(clip.pictures) == len(pictures) and clip.pictures[0].shape == (96, 128, 3)
+    assert clip.bytes > 0 and clip.encode_cpu_s > 0
+    assert np.abs(clip.pictures[5].astype(int) - pictures[5]).mean() < 40  # the same scene comes back
+
+
+def test_pixel_baseline_refuses_an_unknown_codec() -> None:
+    pixel_video = _bench("baselines.pixel_video")
+    with pytest.raises(ValueError, match="use one of libx264, libx265"):
+        pixel_video.encode_clip([np.zeros((8, 8, 3), np.uint8)], codec="vp9", preset="medium", kbps=64, fps=10,
+                                keyint=None)
