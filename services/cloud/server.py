@@ -221,7 +221,7 @@ class CloudServer:
             access=self.access_file.current if self.access_file is not None else lambda: open_policy,
             max_streams_per_identity=config.identity_stream_cap, batcher=self.batcher)
         self.servicer.subscription_max_age_s = config.max_connection_age_s
-        self.zones_file, self.servicer.tracker = self._tracking(config)
+        self.zones_file, self.servicer.publisher.tracker = self._tracking(config)
         self.servicer.limits = inference_pb2.ServerLimits(
             max_elements=config.max_elements, max_message_bytes=config.max_message_bytes,
             max_streams=config.max_streams, stream_queue=config.stream_queue,

@@ -35,6 +35,8 @@ MAX_STREAMS, MAX_STREAMS_PER_PEER, IDENTITY_MAX_STREAMS, STREAM_IDLE, MODEL_LOAD
 SUBSCRIPTION_MAX_AGE, BUS_UNAVAILABLE, MISSING_CREDENTIALS, INVALID_TOKEN, MALFORMED_TOKEN, UNKNOWN_CERTIFICATE,
 REVOKED_CERTIFICATE, STREAM_NOT_PERMITTED, STREAM_OWNED_BY_OTHER) in domain "splitinfer.v1", and RetryInfo where
 waiting and retrying helps.
+What subscribers and the bus see is published in services/cloud/publishing.py (each frame once, tracked with
+--tracking); choosing batches is services/cloud/batcher.py; rich error statuses are services/cloud/status.py.
 Authentication happens before the handler runs, in services/cloud/authentication.py (a ServerInterceptor); the
 handlers read the caller from there and check what it may publish or read (services/cloud/access.py) before
 anything else of a call is read. When the access file is reloaded, an open call whose credentials it no longer accepts (a revoked certificate, a removed token) ends
@@ -67,6 +69,7 @@ from splitinfer.services.cloud.batcher import FrameBatcher
 from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
+from splitinfer.services.cloud.publishing import ResultPublisher
 from splitinfer.services.cloud.status import abort
 from splitinfer.services.cloud.streams import (
     Connection,
@@ -76,7 +79,6 @@ from splitinfer.services.cloud.streams import (
     peer_address,
 )
 from splitinfer.services.cloud.subscribers import SubscriberHub, Subscription
-from splitinfer.services.cloud.tracking import Tracker
 from splitinfer.services.pixels import available as pixels_available
 from splitinfer.services.pixels import check_pixel_coding
 from splitinfer.services.profiles import ProfileMismatchError, check_stream_profile
@@ -102,8 +104,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
     subscription_max_age_s: float = 0.0
     # What GetServerMetadata reports as limits (set from the cloud's configuration).
     limits: inference_pb2.ServerLimits = inference_pb2.ServerLimits()
-    # Tracks and track events per stream (services/cloud/tracking.py; set from --tracking and --zones), or None.
-    tracker: Tracker | None = None
 
     def __init__(
         self,
@@ -132,6 +132,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self.max_result_bytes = max_message_bytes - _RESPONSE_OVERHEAD_BYTES
         self.batcher = batcher or FrameBatcher(executor)  # max_batch 1: each frame alone on the executor
+        self.publisher = ResultPublisher(hub, self._bound_result_size)  # its tracker is set from --tracking
         self.draining = False
         self._calls_idle = asyncio.Event()
         self._calls_idle.set()
@@ -208,8 +209,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                 if not result.HasField("error"):
                     connection.last_served_at = time.monotonic()
                 del frame, item  # the frame's bytes are not held while the result is sent
-                if connection.state.first_publication(result.frame_id, result.capture.capture_time.ToNanoseconds()):
-                    await self.publish(result)
+                await self.publisher.publish(connection.state, result)
                 yield inference_pb2.InferResponse(result=result)
             if connection.stopped.is_set():
                 message = f"{connection.stop_reason}; reconnect with the same stream id to resume."
@@ -407,16 +407,6 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                     getter.cancel()
             if getter.done() and not getter.cancelled():
                 return queue.taken(getter.result())
-
-    async def publish(self, result: inference_pb2.InferenceResult) -> None:
-        """Track the result (track ids, with --tracking), then publish it and its track events (docs/TRACKS.md)."""
-        events: list[inference_pb2.TrackEvent] = []
-        if self.tracker is not None:
-            events = self.tracker.observe(result)
-            self._bound_result_size(result)  # the track ids add a few bytes per detection
-        await self.hub.publish(result)
-        for event in events:
-            await self.hub.publish_event(event)
 
     def finish_result(self, frame: inference_pb2.FeatureFrame, result: inference_pb2.InferenceResult,
                       waited: float) -> None:
