@@ -279,7 +279,10 @@ class ResultSubscriber:
         while True:
             self._freed += self._drop_stale()
             while not self._queue:
-                self._freed = await self._grant(self._freed)
+                if self._freed:
+                    # Awaiting the grant lets the reader queue a result: check the queue again before waiting.
+                    self._freed = await self._grant(self._freed)
+                    continue
                 if self._ended:
                     if self._end is not None:
                         raise self._end
