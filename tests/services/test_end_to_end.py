@@ -113,7 +113,8 @@ def test_json_lines_carry_the_documented_fields(engine, model, video, capsys) ->
     assert {"stream_id", "frame_id", "capture", "model", "detections", "latency_s"} <= set(record)
     assert record["capture"]["capture_time"].endswith("Z") and record["capture"]["image_width"] == 768
     for det in record["detections"]:
-        assert set(det) == {"x1", "y1", "x2", "y2", "class_id", "label", "score"}
+        assert set(det) == {"x1", "y1", "x2", "y2", "class_id", "label", "score", "track_id"}
+        assert isinstance(det["track_id"], int) and det["track_id"] >= 0  # 0: not tracked (docs/TRACKS.md)
         assert 0 <= det["x1"] <= det["x2"] <= 768 and 0 <= det["y1"] <= det["y2"] <= 432
     schema = json.loads((Path(__file__).resolve().parents[2] / "docs" / "inference_result.schema.json").read_text())
     jsonschema.validate(record, schema)
