@@ -183,6 +183,7 @@ def report(runs: list[TrackRun]) -> str:
                      f"{s.switches} ± {_switch_se(s.switches_per_block):.1f} | {crossings} | {s.count_error} |")
     lines += ["", "| video | rate kbit/s | MOTA features - pixels ± SE | IDF1 features - pixels ± SE | "
               "ID switches features - pixels ± SE |", "|---|---|---|---|---|"]
+    pooled: dict[float, list[tuple[float, float, float, float, float, float]]] = {}
     for (video, partition, rate), f in scored.items():
         p = scored.get((video, "pixels", rate))
         if partition != "features" or p is None:
@@ -190,9 +191,18 @@ def report(runs: list[TrackRun]) -> str:
         d_mota = [a - b for a, b in zip(f.mota_loo, p.mota_loo)]
         d_idf1 = [a - b for a, b in zip(f.idf1_loo, p.idf1_loo)]
         d_sw = [a - b for a, b in zip(f.switches_per_block, p.switches_per_block)]
-        lines.append(f"| {video} | {rate:g} | {f.mota - p.mota:+.3f} ± {tm.jackknife_se(d_mota):.3f} | "
-                     f"{f.idf1 - p.idf1:+.3f} ± {tm.jackknife_se(d_idf1):.3f} | "
-                     f"{f.switches - p.switches:+d} ± {_switch_se(d_sw):.1f} |")
+        row = (f.mota - p.mota, tm.jackknife_se(d_mota), f.idf1 - p.idf1, tm.jackknife_se(d_idf1),
+               float(f.switches - p.switches), _switch_se(d_sw))
+        pooled.setdefault(rate, []).append(row)
+        lines.append(f"| {video} | {rate:g} | {row[0]:+.3f} ± {row[1]:.3f} | {row[2]:+.3f} ± {row[3]:.3f} | "
+                     f"{row[4]:+.0f} ± {row[5]:.1f} |")
+    for rate, rows in pooled.items():  # videos are independent: the mean's SE from theirs
+        if len(rows) < 2:
+            continue
+        mean = [sum(r[k] for r in rows) / len(rows) for k in range(6)]
+        se = [(sum(r[k] ** 2 for r in rows)) ** 0.5 / len(rows) for k in range(6)]
+        lines.append(f"| mean of {len(rows)} videos | {rate:g} | {mean[0]:+.3f} ± {se[1]:.3f} | "
+                     f"{mean[2]:+.3f} ± {se[3]:.3f} | {mean[4]:+.1f} ± {se[5]:.1f} |")
     return "\n".join(lines)
 
 
