@@ -183,3 +183,28 @@ def mota_leave_one_out(counts: Sequence[FrameCounts], block: int) -> list[float]
 def idf1_leave_one_out(tables: Sequence[IdentityTable]) -> list[float]:
     """IDF1 with each block left out, the track pairing made afresh each time."""
     return [idf1([t for k, t in enumerate(tables) if k != left]) for left in range(len(tables))]
+
+
+def crossings_per_frame(frames: Sequence[Frame], line) -> list[tuple[int, int]]:
+    """Per frame: (forward, backward) crossings of `line` (a services.cloud.zones.Line) by the tracks' bottom-centre
+    points, each track's point in this frame against its point when last seen, as the cloud's Tracker counts them."""
+    last: dict[int, tuple[float, float]] = {}
+    out = []
+    for boxes in frames:
+        forward = backward = 0
+        for b in boxes:
+            point = ((b.x1 + b.x2) / 2, b.y2)
+            before = last.get(b.track_id)
+            if b.track_id and before is not None:
+                direction = line.crossing(before, point)
+                forward += direction == "forward"
+                backward += direction == "backward"
+            if b.track_id:
+                last[b.track_id] = point
+        out.append((forward, backward))
+    return out
+
+
+def count_error(reference: Sequence[tuple[int, int]], hypothesis: Sequence[tuple[int, int]]) -> int:
+    """Sum over both directions of |hypothesis crossings - reference crossings| (per-frame counts summed first)."""
+    return sum(abs(sum(h[k] for h in hypothesis) - sum(r[k] for r in reference)) for k in (0, 1))

@@ -6,9 +6,10 @@ go through the cloud's Tracker (services/cloud/tracking.py, supervision ByteTrac
 partition at each --rates value runs its real edge and cloud code in one process (services/edge/partitions.py, as
 `splitinfer eval VIDEO --partition P --rate-kbps R` does), its detections (live threshold) through a fresh
 Tracker. Compared (bench/track_metrics.py, IoU >= 0.5, same class; untracked boxes, track id 0, left out on both
-sides): MOTA, IDF1, ID switches, and the count error on a line: a vertical line through the middle of the picture
-(full height), crossings counted per direction by the Tracker's own line events; the error is the sum over both
-directions of |crossings - reference crossings|. The detections partition is the reference by construction: its
+sides): MOTA, IDF1, ID switches, and count errors on lines (the sum over both directions of |crossings - reference
+crossings|): on a vertical line through the middle of the picture (full height), counted by the Tracker's own line
+events, and summed over a grid of 14 lines at each eighth of the width and height (grid_lines), counted from the
+stored tracks as the Tracker counts. The detections partition is the reference by construction: its
 row runs the same detections through a second Tracker (a check that tracking is deterministic).
 
 Spread: block jackknife over 30-frame blocks (leave one block out; MOTA from the per-frame counts of the whole run,
@@ -46,6 +47,7 @@ class TrackRun:
     bytes: int = 0
     fps: float = 0.0
     cpu_s: float = 0.0
+    size: tuple[int, int] = (0, 0)  # the pictures' (width, height); (0, 0) in runs before this field: read the video
 
     def boxes(self) -> list[list[tm.Box]]:
         return [[tm.Box(int(t), int(c), x1, y1, x2, y2) for t, c, x1, y1, x2, y2 in frame] for frame in self.frames]
@@ -74,6 +76,7 @@ def track(model, candidate, path: Path, frames: int, fps: float, video: str, par
         for n, (_, image) in enumerate(decimated_frames(path, float("inf"), None, frames)):
             height, width = image.shape[:2]
             tracker = tracker or _tracker(video, width, height)
+            run.size = (width, height)
             outputs, info, nbytes = candidate(image)
             run.bytes += nbytes
             result = inference_pb2.InferenceResult(stream_id=video, frame_id=n + 1, detections=[
@@ -132,6 +135,47 @@ def _log(runs: list[TrackRun], out: Path) -> None:
     out.write_text(json.dumps([asdict(r) for r in runs]))
 
 
+GRID = 8  # lines at each eighth of the picture's width (vertical) and height (horizontal): 14 lines
+
+
+def grid_lines(width: float, height: float) -> list:
+    """Lines across the whole picture at each 1/GRID of its width and height, so that tracks cross some of them
+    wherever people walk (the one middle line of the Tracker run is crossed too rarely to measure)."""
+    from splitinfer.services.cloud.zones import Line
+
+    return ([Line(f"x{k}", (width * k / GRID, 0.0), (width * k / GRID, height)) for k in range(1, GRID)]
+            + [Line(f"y{k}", (0.0, height * k / GRID), (width, height * k / GRID)) for k in range(1, GRID)])
+
+
+def _size(run: TrackRun) -> tuple[int, int]:
+    if run.size and run.size[0]:
+        return run.size[0], run.size[1]
+    import cv2
+
+    capture = cv2.VideoCapture(str(video_path(run.video)))
+    size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    capture.release()
+    return size
+
+
+def grid_counts(run: TrackRun, size: tuple[int, int]) -> list[list[tuple[int, int]]]:
+    """Per grid line, per frame: (forward, backward) crossings."""
+    boxes = run.boxes()
+    return [tm.crossings_per_frame(boxes, line) for line in grid_lines(*size)]
+
+
+def grid_error(run_counts: list[list[tuple[int, int]]], reference_counts: list[list[tuple[int, int]]],
+               keep: list[bool] | None = None) -> int:
+    """Count error summed over the grid's lines, over the frames where `keep` is true (all by default)."""
+    total = 0
+    for hyp, ref in zip(run_counts, reference_counts):
+        if keep is not None:
+            hyp = [c for c, k in zip(hyp, keep) if k]
+            ref = [c for c, k in zip(ref, keep) if k]
+        total += tm.count_error(ref, hyp)
+    return total
+
+
 @dataclass
 class Scores:
     """One run against its video's reference: figures and their block-jackknife leave-one-out values."""
@@ -144,6 +188,9 @@ class Scores:
     idf1_loo: list[float]
     switches_per_block: list[int]
     kbps: float
+    grid_crossings: int = 0  # the reference's crossings of the grid's lines
+    grid_error: int = 0
+    grid_error_loo: list[float] = field(default_factory=list)
 
 
 def score(run: TrackRun, reference: TrackRun, block: int = BLOCK) -> Scores:
@@ -151,10 +198,16 @@ def score(run: TrackRun, reference: TrackRun, block: int = BLOCK) -> Scores:
     counts = tm.clear_mot(ref, hyp)
     tables = tm.identity_tables(ref, hyp, block)
     error = sum(abs(run.crossings.get(d, 0) - reference.crossings.get(d, 0)) for d in ("forward", "backward"))
+    size = _size(reference)
+    ref_grid, run_grid = grid_counts(reference, size), grid_counts(run, size)
+    n = len(ref)
+    loo = [grid_error(run_grid, ref_grid, [not (start <= i < start + block) for i in range(n)])
+           for start in range(0, n, block)]
     return Scores(tm.mota(counts), tm.idf1(tables), sum(c.switches for c in counts), error,
                   tm.mota_leave_one_out(counts, block), tm.idf1_leave_one_out(tables),
                   [sum(c.switches for c in part) for part in tm.blocks(counts, block)],
-                  8 * run.bytes * run.fps / max(len(run.frames), 1) / 1000)
+                  8 * run.bytes * run.fps / max(len(run.frames), 1) / 1000,
+                  sum(f + b for line in ref_grid for f, b in line), grid_error(run_grid, ref_grid), loo)
 
 
 def _switch_se(per_block: list[int] | list[float]) -> float:
@@ -168,7 +221,8 @@ def _switch_se(per_block: list[int] | list[float]) -> float:
 def report(runs: list[TrackRun]) -> str:
     references = {r.video: r for r in runs if r.partition == "reference"}
     lines = ["| video | partition | rate kbit/s | achieved kbit/s | MOTA ± SE | IDF1 ± SE | ID switches ± SE | "
-             "line crossings (fwd/back; reference) | count error |", "|---|---|---|---|---|---|---|---|---|"]
+             "middle line crossings (fwd/back; reference) | count error | grid: reference crossings | grid count error ± SE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     scored = {}
     for run in runs:
         if run.partition == "reference":
@@ -180,7 +234,8 @@ def report(runs: list[TrackRun]) -> str:
         rate = "any" if run.rate_kbps is None else f"{run.rate_kbps:g}"
         lines.append(f"| {run.video} | {run.partition} | {rate} | {s.kbps:.1f} | {s.mota:.3f} ± "
                      f"{tm.jackknife_se(s.mota_loo):.3f} | {s.idf1:.3f} ± {tm.jackknife_se(s.idf1_loo):.3f} | "
-                     f"{s.switches} ± {_switch_se(s.switches_per_block):.1f} | {crossings} | {s.count_error} |")
+                     f"{s.switches} ± {_switch_se(s.switches_per_block):.1f} | {crossings} | {s.count_error} | "
+                     f"{s.grid_crossings} | {s.grid_error} ± {tm.jackknife_se(s.grid_error_loo):.1f} |")
     lines += ["", "| video | rate kbit/s | MOTA features - pixels ± SE | IDF1 features - pixels ± SE | "
               "ID switches features - pixels ± SE |", "|---|---|---|---|---|"]
     pooled: dict[float, list[tuple[float, float, float, float, float, float]]] = {}

@@ -90,10 +90,39 @@ def test_the_jackknife_over_blocks() -> None:
 def test_the_bench_scores_a_run_against_its_reference() -> None:
     tracks = _bench("tracks")
     reference = tracks.TrackRun("v", "reference", None, [[[1, 0, 0, 0, 10, 10]]] * 4,
-                                {"forward": 2}, bytes=0, fps=10.0)
+                                {"forward": 2}, bytes=0, fps=10.0, size=(100, 100))
     run = tracks.TrackRun("v", "features", 64.0, [[[10, 0, 0, 0, 10, 10]]] * 2 + [[[11, 0, 0, 0, 10, 10]]] * 2,
-                          {"forward": 1, "backward": 1}, bytes=400, fps=10.0)
+                          {"forward": 1, "backward": 1}, bytes=400, fps=10.0, size=(100, 100))
     scores = tracks.score(run, reference, block=2)
     assert (scores.mota, scores.idf1, scores.switches, scores.count_error) == (0.75, 0.5, 1, 2)
     assert scores.switches_per_block == [0, 1]
     assert scores.kbps == pytest.approx(8.0)  # 400 bytes over 4 frames at 10 frames/s
+    assert (scores.grid_crossings, scores.grid_error) == (0, 0)  # the box stands still: it crosses no grid line
+
+
+def test_line_crossings_are_counted_from_each_tracks_last_point() -> None:
+    from splitinfer.services.cloud.zones import Line
+
+    # A line going down the screen at x = 10: moving +x goes from its right (as seen on screen) to its left:
+    # backward. Track 1 crosses, leaves for a frame, and comes back across (counted against its last point);
+    # track 2 stays on one side; an untracked box (id 0) is never counted. The point is the box's bottom centre.
+    line = Line("l", (10.0, 0.0), (10.0, 100.0))
+    frames = [[box(1, 0, size=4), box(2, 0, size=4), box(0, 0, size=4)],  # points at x = 2, 2, 2
+              [box(1, 12, size=4), box(2, 3, size=4), box(0, 20, size=4)],  # x = 14, 5, 22
+              [],
+              [box(1, 0, size=4)]]  # x = 2
+    counts = tm.crossings_per_frame(frames, line)
+    assert counts == [(0, 0), (0, 1), (0, 0), (1, 0)]
+    assert tm.count_error(counts, [(0, 0), (0, 1), (0, 1), (0, 0)]) == 1 + 1  # one forward missed, one backward extra
+
+
+def test_the_bench_counts_grid_line_crossings_against_the_reference() -> None:
+    # In a 100 x 100 picture the grid's vertical lines stand at x = 12.5, 25, ... The reference track's point moves
+    # from x = 45 to 65 (crossing x = 50 and 62.5: 2 crossings); the hypothesis loses the box in the second frame.
+    tracks = _bench("tracks")
+    reference = tracks.TrackRun("v", "reference", None, [[[1, 0, 40, 0, 50, 10]], [[1, 0, 60, 0, 70, 10]]],
+                                fps=10.0, size=(100, 100))
+    run = tracks.TrackRun("v", "pixels", 64.0, [[[3, 0, 40, 0, 50, 10]], []], fps=10.0, size=(100, 100))
+    scores = tracks.score(run, reference, block=1)
+    assert (scores.grid_crossings, scores.grid_error) == (2, 2)
+    assert scores.grid_error_loo == [2, 0]  # leaving out the frame of the crossings leaves none to miss
