@@ -7,16 +7,18 @@ For each video (named as in bench/rate_control.py, or a path; the first --frames
    features and the detections cost: the head fits, the whole model does not) and "pixels only" (half-way between
    the pixels and the features cost);
 3. each single partition, as `splitinfer eval VIDEO --partition P --rate-kbps R --limit N --threads 1` runs it:
-   the same round trips (services/edge/partitions.py) through the same paired evaluation (dnn/evaluation.py's
-   evaluate_detection, called frame by frame on one round trip, so the per-frame changes are eval's and the
-   stream is one stream);
+   the same round trips (services/edge/partitions.py), one stream per run, and eval's fidelity count per frame
+   (lost + added against the unsplit model), with the references computed once per video (a test checks the
+   counts and bytes against dnn/evaluation.py's evaluate_detection);
 4. auto and auto restricted to pixels,features at each budget and rate: resolve_plan with the costs of step 1 and
    the shipped curves, then the chosen partition's round trip at the chosen rate: the run of step 3 with that
-   partition and rate (the same code on the same frames; the round trips are deterministic).
+   partition and rate (the same code on the same frames; two runs of a round trip give the same bytes and changes).
 A single partition fits a cell when its measured edge cost is within the edge budget and, for detections (which
 hold no bitrate), its achieved kbit/s is within the uplink; pixels and features are told to hold the uplink (their
 achieved rate is in the tables: rate control overshoots on short clips). Auto passes a cell when its changes exceed
-the best fitting partition's by at most one SE and it did not choose detections that send more than the uplink. The difference auto - best fitting partition is paired on the same frames, SE by block jackknife over 30-frame blocks (dnn/evaluation.py's block_se).
+the best fitting partition's by at most one SE and it did not choose detections that send more than the uplink.
+The difference auto - best fitting partition is paired on the same frames, SE by block jackknife over 30-frame
+blocks (dnn/evaluation.py's block_se).
 
     nice python bench/auto_partition.py --out /tmp/auto.json --videos vtest Megamind tree --frames 150
     python bench/auto_partition.py --out /tmp/auto.json --report   # the tables for docs/RESULTS.md
@@ -233,8 +235,9 @@ def report(results: list[dict[str, Any]]) -> str:
               "|---|---|---|---|---|---|---|"]
     for result in results:
         for run in (PartitionRun(**v) for v in result["runs"].values()):
-            lines.append(f"| {result['video']} | {run.partition} | {'-' if run.rate_kbps is None else f'{run.rate_kbps:g}'} "
-                         f"| {run.kbps:.1f} | {run.bytes / len(run.changes):.0f} | {_changes(run)} | {run.edge_ms:.1f} |")
+            rate = "-" if run.rate_kbps is None else f"{run.rate_kbps:g}"
+            lines.append(f"| {result['video']} | {run.partition} | {rate} | {run.kbps:.1f} | "
+                         f"{run.bytes / len(run.changes):.0f} | {_changes(run)} | {run.edge_ms:.1f} |")
     lines += ["", "| video | edge budget | auto over | kbit/s | fitting singles: changes ± SE | auto chose: changes | "
               "auto - best fitting ± SE | within one SE |", "|---|---|---|---|---|---|---|---|"]
     for result in results:
@@ -244,15 +247,16 @@ def report(results: list[dict[str, Any]]) -> str:
                     cell = compare_cell(result, budget_name, restriction, rate)
                     singles = ", ".join(f"{r.partition} {_changes(r)}" for r in cell["singles"]) or "none"
                     auto = cell["auto"]
-                    chose = "nothing fits" if auto is None else f"{cell['auto_key']} ({auto.kbps:.1f} kbit/s): {sum(auto.changes)}"
+                    chose = "nothing fits" if auto is None else \
+                        f"{cell['auto_key']} ({auto.kbps:.1f} kbit/s): {sum(auto.changes)}"
                     diff, verdict = "-", "-" if auto is None else "no single fits"
                     if "best" in cell:
                         diff = f"{cell['difference']:+.0f} ± {cell['se']:.0f} (vs {cell['best'].partition})"
                         verdict = "yes" if cell["within"] else "**no**"
                     if cell.get("over_uplink"):
                         verdict = f"**no**: over the uplink ({auto.kbps:.1f} kbit/s)"
-                    lines.append(f"| {result['video']} | {budget_name} | {restriction or 'all'} | {rate:g} | {singles} | "
-                                 f"{chose} | {diff} | {verdict} |")
+                    lines.append(f"| {result['video']} | {budget_name} | {restriction or 'all'} | {rate:g} | "
+                                 f"{singles} | {chose} | {diff} | {verdict} |")
     return "\n".join(lines)
 
 
