@@ -91,3 +91,77 @@ def test_pixel_baseline_refuses_an_unknown_codec() -> None:
     with pytest.raises(ValueError, match="use one of libx264, libx265"):
         pixel_video.encode_clip([np.zeros((8, 8, 3), np.uint8)], codec="vp9", preset="medium", kbps=64, fps=10,
                                 keyint=None)
+
+
+def _auto_result(detections_kbps: float) -> dict:
+    """A measured video as bench/auto_partition.py stores it: three frames, costs, budgets, runs and auto's choices."""
+    auto_partition = _bench("auto_partition")
+    costs = {"pixels": 3.0, "features": 20.0, "detections": 40.0}
+    runs = {
+        "detections": auto_partition.PartitionRun("detections", None, [0, 0, 0], 90, detections_kbps, 40.0),
+        "pixels 32": auto_partition.PartitionRun("pixels", 32.0, [2, 3, 1], 1200, 32.0, 3.0),
+        "features 32": auto_partition.PartitionRun("features", 32.0, [1, 0, 1], 1200, 32.0, 20.0),
+    }
+    choices = {"whole model|all|32": "detections", "whole model|pixels,features|32": "features 32",
+               "head|all|32": "pixels 32", "head|pixels,features|32": "pixels 32",
+               "pixels only|all|32": "pixels 32", "pixels only|pixels,features|32": None}
+    return {"video": "clip", "fps": 10.0, "frames": 3, "costs": costs,
+            "budgets": auto_partition.budgets_from_costs(costs), "choices": choices,
+            "runs": {key: vars(run) for key, run in runs.items()}}
+
+
+def test_auto_bench_compares_auto_with_the_best_partition_that_fits_both_budgets() -> None:
+    auto_partition = _bench("auto_partition")
+    result = _auto_result(detections_kbps=24.0)
+    assert result["budgets"] == {"whole model": 80.0, "head": 30.0, "pixels only": 11.5}
+    whole = auto_partition.compare_cell(result, "whole model", None, 32.0)
+    assert [r.partition for r in whole["singles"]] == ["pixels", "features", "detections"]
+    assert whole["best"].partition == "detections" and whole["difference"] == 0 and whole["within"]
+    head = auto_partition.compare_cell(result, "head", None, 32.0)  # the whole model does not fit the edge
+    assert [r.partition for r in head["singles"]] == ["pixels", "features"]
+    assert head["best"].partition == "features" and head["difference"] == 4 and not head["within"]
+    assert auto_partition.compare_cell(result, "pixels only", "pixels,features", 32.0)["auto"] is None
+    table = auto_partition.report([result])
+    assert ("| clip | head | all | 32 | pixels 6 ± nan, features 2 ± nan | pixels 32 (32.0 kbit/s): 6 | "
+            "+4 ± nan (vs features) | **no** |") in table
+
+
+def test_auto_bench_counts_detections_over_the_uplink_as_not_fitting() -> None:
+    auto_partition = _bench("auto_partition")
+    cell = auto_partition.compare_cell(_auto_result(detections_kbps=40.0), "whole model", None, 32.0)
+    assert "detections" not in [r.partition for r in cell["singles"]]
+    assert cell["over_uplink"]  # auto chose detections, which sent 40 kbit/s on a 32 kbit/s uplink
+    assert "**no**: over the uplink (40.0 kbit/s)" in auto_partition.report([_auto_result(detections_kbps=40.0)])
+
+
+def test_auto_bench_refuses_edge_costs_that_leave_no_head_only_budget() -> None:
+    auto_partition = _bench("auto_partition")
+    with pytest.raises(SystemExit, match="not ordered pixels < features < detections"):
+        auto_partition.budgets_from_costs({"pixels": 3.0, "features": 45.0, "detections": 40.0})
+
+
+@pytest.mark.slow
+def test_auto_bench_counts_changes_and_bytes_as_splitinfer_eval_does() -> None:
+    """The bench computes the references once per video; its per-frame counts must add up to eval's report."""
+    pytest.importorskip("av", reason="PyAV codes the pixels partition")
+    from splitinfer.codec.ladder import CodecLadder
+    from splitinfer.dnn import load_model
+    from splitinfer.dnn.eval_images import iter_source
+    from splitinfer.dnn.evaluation import evaluate_detection
+    from splitinfer.services.profiles import packaged_profile
+
+    auto_partition = _bench("auto_partition")
+    model = load_model("yolo-fastest-1.1-xl", weights=shared_path("models", "yolo-fastest-1.1"))
+    ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
+    video = shared_path("video", "one-by-one-person-detection.mp4")
+    clip = auto_partition.references(model, iter_source(video, limit=8), "60")
+    for partition, rate in (("pixels", 16.0), ("features", 16.0)):
+        candidate = auto_partition.round_trip(model, ladder, partition, rate, 10.0)
+        run = auto_partition.evaluate_frames(model, clip, candidate, 10.0, partition, rate)
+        eval_report = evaluate_detection(model, iter_source(video, limit=8), cut="60",
+                                         candidate=auto_partition.round_trip(model, ladder, partition, rate, 10.0))
+        assert sum(run.changes) == eval_report.detections_lost + eval_report.detections_added
+        assert run.bytes == round(eval_report.bytes_per_frame * eval_report.images)
+        assert len(run.changes) == eval_report.images == 8
+        if partition == "pixels":
+            assert sum(run.changes) > 0  # 16 kbit/s of H.264 changes detections: the counts are compared, not zeros

@@ -1,0 +1,298 @@
+"""Auto against the best single partition, at each uplink and edge budget (issue 18 item 5, "Auto is never worse").
+
+For each video (named as in bench/rate_control.py, or a path; the first --frames frames at the native frame rate):
+1. the edge costs: services/edge/auto_partition.py's start-up measurement (measure_edge_costs, the numbers
+   `--partition auto` plans with), CPU ms/frame of pixels, features and detections on this machine;
+2. three edge budgets from those costs: "whole model" (twice the detections cost), "head" (half-way between the
+   features and the detections cost: the head fits, the whole model does not) and "pixels only" (half-way between
+   the pixels and the features cost);
+3. each single partition, as `splitinfer eval VIDEO --partition P --rate-kbps R --limit N --threads 1` runs it:
+   the same round trips (services/edge/partitions.py), one stream per run, and eval's fidelity count per frame
+   (lost + added against the unsplit model), with the references computed once per video (a test checks the
+   counts and bytes against dnn/evaluation.py's evaluate_detection);
+4. auto and auto restricted to pixels,features at each budget and rate: resolve_plan with the costs of step 1 and
+   the shipped curves, then the chosen partition's round trip at the chosen rate: the run of step 3 with that
+   partition and rate (the same code on the same frames; two runs of a round trip give the same bytes and changes).
+A single partition fits a cell when its measured edge cost is within the edge budget and, for detections (which
+hold no bitrate), its achieved kbit/s is within the uplink; pixels and features are told to hold the uplink (their
+achieved rate is in the tables: rate control overshoots on short clips). Auto passes a cell when its changes exceed
+the best fitting partition's by at most one SE and it did not choose detections that send more than the uplink.
+The difference auto - best fitting partition is paired on the same frames, SE by block jackknife over 30-frame
+blocks (dnn/evaluation.py's block_se).
+
+    nice python bench/auto_partition.py --out /tmp/auto.json --videos vtest Megamind tree --frames 150
+    python bench/auto_partition.py --out /tmp/auto.json --report   # the tables for docs/RESULTS.md
+    python bench/auto_partition.py --out /tmp/auto_vtest.json --report --merge /tmp/auto_tree.json  # one process each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from rate_control import DATA, video_label, video_path  # noqa: E402
+
+RATES_KBPS = (32.0, 64.0, 128.0, 256.0)
+BUDGETS = ("whole model", "head", "pixels only")
+RESTRICTIONS = (None, "pixels,features")
+
+
+@dataclass
+class PartitionRun:
+    """One partition at one rate on one video: per-frame changes (lost + added), bytes, edge CPU."""
+
+    partition: str
+    rate_kbps: float | None  # what it was told to hold (None: detections)
+    changes: list[int] = field(default_factory=list)
+    bytes: int = 0
+    kbps: float = 0.0
+    edge_ms: float = 0.0  # the round trip's edge work, CPU ms/frame on this video
+
+
+def budgets_from_costs(costs: dict[str, float]) -> dict[str, float]:
+    """The three edge budgets (CPU ms/frame) from the measured partition costs; SystemExit if the costs are not
+    ordered pixels < features < detections (then "head" or "pixels only" cannot be told apart)."""
+    pixels, features, detections = costs["pixels"], costs["features"], costs["detections"]
+    if not pixels < features < detections:
+        raise SystemExit(f"edge costs not ordered pixels < features < detections ({costs}); measure again on a "
+                         "quieter machine.")
+    return {"whole model": 2 * detections, "head": (features + detections) / 2, "pixels only": (pixels + features) / 2}
+
+
+def references(model, frames, cut: str) -> list[tuple[Any, list]]:
+    """Per frame: the image and the unsplit model's live detections, as `splitinfer eval` computes them (head and
+    tail at the cut, postprocess at eval's score and IoU thresholds, then the live score threshold)."""
+    import torch
+
+    split = model.split(cut)
+    out = []
+    with torch.no_grad():
+        for frame in frames:
+            if frame.image is None:
+                continue  # an undecodable frame: eval skips it too
+            x, info = model.preprocess(frame.image)
+            out.append((frame.image, _live(model, split.tail(split.head(x)), info)))
+    return out
+
+
+def _live(model, outputs, info) -> list:
+    from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD, LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
+
+    found = model.postprocess(outputs, info, score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=NMS_IOU_THRESHOLD)
+    return [d for d in found if d.score >= LIVE_SCORE_THRESHOLD]
+
+
+def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float, partition: str,
+                    rate_kbps: float | None) -> PartitionRun:
+    """`splitinfer eval`'s fidelity count (lost + added against the unsplit model) per frame of one candidate
+    stream, with the references computed once per video (tests/test_bench_tools.py checks it against eval's)."""
+    import torch
+
+    from splitinfer.dnn.eval_coco import count_lost_added
+
+    run = PartitionRun(partition, rate_kbps)
+    with torch.no_grad():
+        for image, reference in frames:
+            outputs, info, coded = candidate(image)
+            lost, added = count_lost_added(reference, _live(model, outputs, info))
+            run.changes.append(lost + added)
+            run.bytes += coded
+    n = max(len(run.changes), 1)
+    run.kbps = 8 * run.bytes * fps / n / 1000
+    run.edge_ms = 1000 * candidate.encode_cpu_s / n
+    return run
+
+
+def round_trip(model, ladder, partition: str, rate_kbps: float | None, fps: float):
+    """The round trip `splitinfer eval --partition P --rate-kbps R` builds (default pixel flags, the model's ladder)."""
+    from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
+
+    if partition == "detections":
+        return DetectionsRoundtrip(model)
+    if partition == "features":
+        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps)
+    return PixelRoundtrip(model, pixel_settings(rate_kbps), fps=fps)
+
+
+def pixel_settings(rate_kbps: float | None):
+    from splitinfer.services.pixels import pixel_settings_from_flags
+
+    return pixel_settings_from_flags(preset=None, crf=None, rate_kbps=rate_kbps, key_interval=None, size=None)
+
+
+def choose(model, curves, costs: dict[str, float], fps: float, rate_kbps: float, budget_ms: float,
+           partitions: str | None) -> tuple[str | None, float | None]:
+    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs, or (None, None)
+    when nothing fits."""
+    from splitinfer.services.edge.auto_partition import AutoRequest, resolve_plan
+    from splitinfer.services.edge.partition_plan import NoFeasiblePlan
+
+    try:
+        chosen, _ = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions), fps=fps,
+                                 pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves)
+    except NoFeasiblePlan:
+        return None, None
+    return chosen.partition, chosen.rate_kbps
+
+
+def run_key(partition: str, rate_kbps: float | None) -> str:
+    return partition if rate_kbps is None else f"{partition} {rate_kbps:g}"
+
+
+def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print) -> dict[str, Any]:
+    from splitinfer.dnn.eval_images import iter_source
+    from splitinfer.services.edge.auto_partition import measure_edge_costs
+    from splitinfer.services.pixels import video_file_fps
+
+    path = video_path(name)
+    fps = video_file_fps(str(path))
+    cut = str(ladder.cut)
+    costs = measure_edge_costs(model, cut, ("pixels", "features", "detections"), pixel_settings=pixel_settings(64.0),
+                               fps=fps)
+    budgets = budgets_from_costs(costs)
+    log(f"{video_label(name)}: {fps:g} fps; edge costs {costs}; budgets {budgets}")
+    clip = references(model, iter_source(path, limit=frames), cut)
+    runs: dict[str, PartitionRun] = {}
+    for partition, rate in [("detections", None)] + [(p, r) for r in rates for p in ("pixels", "features")]:
+        candidate = round_trip(model, ladder, partition, rate, fps)
+        run = evaluate_frames(model, clip, candidate, fps, partition, rate)
+        runs[run_key(partition, rate)] = run
+        log(f"  {run_key(partition, rate):14s} {run.kbps:7.1f} kbit/s changes {sum(run.changes):5d} "
+            f"edge {run.edge_ms:.1f} ms/frame")
+    choices = {}
+    for budget_name, budget_ms in budgets.items():
+        for restriction in RESTRICTIONS:
+            for rate in rates:
+                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction)
+                key = None if partition is None else run_key(partition, chosen_rate)
+                if key is not None and key not in runs:  # auto chose a rate the singles did not run
+                    candidate = round_trip(model, ladder, partition, chosen_rate, fps)
+                    runs[key] = evaluate_frames(model, clip, candidate, fps, partition, chosen_rate)
+                choices[f"{budget_name}|{restriction or 'all'}|{rate:g}"] = key
+    return {"video": video_label(name), "fps": fps, "frames": len(runs["detections"].changes), "costs": costs,
+            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices}
+
+
+def fitting(result: dict[str, Any], budget_ms: float, rate: float, allowed: tuple[str, ...]) -> list[PartitionRun]:
+    """The single partitions that fit the cell: edge cost within the budget; detections' achieved rate within the
+    uplink (pixels and features hold the rate they are given)."""
+    runs = {k: PartitionRun(**v) for k, v in result["runs"].items()}
+    out = []
+    for partition in allowed:
+        if result["costs"][partition] > budget_ms:
+            continue
+        run = runs[run_key(partition, None if partition == "detections" else rate)]
+        if partition == "detections" and run.kbps > rate:
+            continue
+        out.append(run)
+    return out
+
+
+def compare_cell(result: dict[str, Any], budget_name: str, restriction: str | None, rate: float) -> dict[str, Any]:
+    """Auto's cell against the best fitting single partition: changes, the paired difference and its SE."""
+    from splitinfer.dnn.evaluation import block_se
+
+    allowed = ("pixels", "features") if restriction else ("pixels", "features", "detections")
+    singles = fitting(result, result["budgets"][budget_name], rate, allowed)
+    key = result["choices"][f"{budget_name}|{restriction or 'all'}|{rate:g}"]
+    auto = PartitionRun(**result["runs"][key]) if key else None
+    cell: dict[str, Any] = {"singles": singles, "auto": auto, "auto_key": key}
+    if auto is not None:
+        cell["over_uplink"] = auto.partition == "detections" and auto.kbps > rate
+    if auto is None or not singles:
+        return cell
+    best = min(singles, key=lambda r: (sum(r.changes), r.kbps))
+    difference = np.array(auto.changes, float) - np.array(best.changes, float)
+    se = block_se(difference)
+    cell |= {"best": best, "difference": float(difference.sum()), "se": se,
+             "within": bool(difference.sum() <= se) if np.isfinite(se) else bool(difference.sum() <= 0)}
+    return cell
+
+
+def _changes(run: PartitionRun) -> str:
+    from splitinfer.dnn.evaluation import block_se
+
+    return f"{sum(run.changes)} ± {block_se(run.changes):.0f}"
+
+
+def report(results: list[dict[str, Any]]) -> str:
+    lines = ["| video | fps, frames | cost: pixels | features (cut 60) | detections | budget: whole model | head | "
+             "pixels only |", "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        c, b = result["costs"], result["budgets"]
+        lines.append(f"| {result['video']} | {result['fps']:g}, {result['frames']} | {c['pixels']:.1f} | "
+                     f"{c['features']:.1f} | {c['detections']:.1f} | {b['whole model']:.1f} | {b['head']:.1f} | "
+                     f"{b['pixels only']:.1f} |")
+    lines += ["", "| video | partition | rate kbit/s | achieved kbit/s | B/frame | changes ± SE | edge CPU ms/frame |",
+              "|---|---|---|---|---|---|---|"]
+    for result in results:
+        for run in (PartitionRun(**v) for v in result["runs"].values()):
+            rate = "-" if run.rate_kbps is None else f"{run.rate_kbps:g}"
+            lines.append(f"| {result['video']} | {run.partition} | {rate} | {run.kbps:.1f} | "
+                         f"{run.bytes / len(run.changes):.0f} | {_changes(run)} | {run.edge_ms:.1f} |")
+    lines += ["", "| video | edge budget | auto over | kbit/s | fitting singles: changes ± SE | auto chose: changes | "
+              "auto - best fitting ± SE | within one SE |", "|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        for budget_name in BUDGETS:
+            for restriction in RESTRICTIONS:
+                for rate in sorted({float(k.split("|")[2]) for k in result["choices"]}):
+                    cell = compare_cell(result, budget_name, restriction, rate)
+                    singles = ", ".join(f"{r.partition} {_changes(r)}" for r in cell["singles"]) or "none"
+                    auto = cell["auto"]
+                    chose = "nothing fits" if auto is None else \
+                        f"{cell['auto_key']} ({auto.kbps:.1f} kbit/s): {sum(auto.changes)}"
+                    diff, verdict = "-", "-" if auto is None else "no single fits"
+                    if "best" in cell:
+                        diff = f"{cell['difference']:+.0f} ± {cell['se']:.0f} (vs {cell['best'].partition})"
+                        verdict = "yes" if cell["within"] else "**no**"
+                    if cell.get("over_uplink"):
+                        verdict = f"**no**: over the uplink ({auto.kbps:.1f} kbit/s)"
+                    lines.append(f"| {result['video']} | {budget_name} | {restriction or 'all'} | {rate:g} | "
+                                 f"{singles} | {chose} | {diff} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="JSON of the runs (written after each video)")
+    parser.add_argument("--report", action="store_true", help="print the tables of an earlier run and exit")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="with --report: add the videos of these JSON files (e.g. one process per video)")
+    parser.add_argument("--videos", nargs="+", default=["vtest", "Megamind", "tree"],
+                        help="named videos (bench/rate_control.py) or paths; not the one that calibrated the curves")
+    parser.add_argument("--frames", type=int, default=150, help="the first this many frames of each video")
+    parser.add_argument("--rates", nargs="+", type=float, default=list(RATES_KBPS))
+    parser.add_argument("--curves", default=None, help="partition curves (default: the ones shipped with the model)")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report([r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]))
+        return 0
+    import torch
+
+    from splitinfer.codec.ladder import CodecLadder
+    from splitinfer.dnn import load_model
+    from splitinfer.services.edge.auto_partition import load_curves
+    from splitinfer.services.profiles import packaged_profile
+
+    torch.set_num_threads(1)  # as `splitinfer eval --threads 1`
+    model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
+    ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
+    curves = load_curves(model.name, args.curves)
+    results: list[dict[str, Any]] = []
+    for name in args.videos:
+        results.append(measure_video(model, ladder, curves, name, args.frames, tuple(args.rates)))
+        args.out.write_text(json.dumps(results))
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
