@@ -75,15 +75,13 @@ def _profile(args: argparse.Namespace):
     if args.codec in ("none", "", None):
         return None, "none"
     if args.codec == "default":
-        from importlib import resources
+        from splitinfer.services.profiles import packaged_profile
 
-        from splitinfer.dnn import get_spec
-
-        packaged = get_spec(args.model).default_profile
+        packaged = packaged_profile(args.model)
         if packaged is None:
             raise ConfigError(f"model {args.model} has no default codec profile yet; pass --codec PROFILE.json "
                               "(splitinfer calibrate writes one) or --levels/--clip-min/--clip-max.")
-        return CodecProfile.load(str(resources.files("splitinfer.dnn").joinpath(packaged))), f"default ({packaged})"
+        return CodecProfile.load(packaged), f"default (profiles/{packaged.name})"
     return CodecProfile.load(args.codec), str(args.codec)
 
 
