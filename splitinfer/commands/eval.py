@@ -226,12 +226,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
     profile, codec_name = _profile(args)
     factory, _ = _partition_candidate(args, data)  # before a profile's cut stands in for --cut
-    if profile is not None and profile.model not in (None, args.model):
-        raise ConfigError(f"the codec profile was made for model {profile.model}, not {args.model}; pass --model {profile.model}.")
-    if profile is not None and profile.cut is not None:
-        if args.cut is not None and str(args.cut) != profile.cut:
-            raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
-        args.cut = profile.cut
+    if profile is not None:
+        from splitinfer.services.profiles import ProfileMismatchError, check_matches
+
+        try:
+            check_matches(profile, args.model, args.cut)
+        except ProfileMismatchError as exc:
+            raise ConfigError(str(exc)) from exc
+        if profile.cut is not None:
+            args.cut = profile.cut
     from splitinfer.services.preflight import check_model, check_weights_path
 
     check_weights_path(args.weights)
