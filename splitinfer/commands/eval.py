@@ -155,7 +155,11 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         raise ConfigError("--partition detections sends the whole model's detections, with no rate or intra period to "
                           "set: drop --rate-kbps and --intra-period.")
     from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
+    from splitinfer.services.profiles import CodecSettings, resolve_codec
 
+    # The ladder features would run (--ladder or the shipped one), read and checked before the model loads.
+    codec = resolve_codec(args.model, None, CodecSettings(), rated=True, ladder=args.ladder) \
+        if args.partition in ("features", "auto") else None
     fps = video_file_fps(str(data)) / args.frame_step
     pixel_settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
                                                key_interval=args.intra_period, size=args.pixel_size) \
@@ -175,23 +179,20 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
 
             chosen, _ = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings)
             partition, rate, prefix = chosen.partition, chosen.rate_kbps, f"auto ({chosen.describe()}) -> "
-        return _round_trip(model, partition, rate, pixel_settings, args.ladder, fps, prefix)
+        return _round_trip(model, partition, rate, pixel_settings, codec, fps, prefix)
 
     return factory, ""
 
 
-def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, ladder_path: str | None, fps: float,
-                prefix: str):
+def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, codec, fps: float, prefix: str):
     """The candidate of one partition and its name for the report."""
     from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
 
     if partition == "detections":
         return DetectionsRoundtrip(model), prefix + "detections: the whole model on the edge"
     if partition == "features":
-        from splitinfer.services.profiles import resolve_ladder
-
-        assert rate_kbps is not None  # features without a rate never get here (_partition_candidate)
-        ladder = resolve_ladder(model, None, ladder_path)
+        assert rate_kbps is not None and codec is not None  # features without a rate never get here
+        ladder = codec.ladder_for(model)
         name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
                 f"points, {fps:g} frames/s")
         return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps), prefix + name
