@@ -110,6 +110,16 @@ class CodecProfile:
         """The quantizer of tensor `name`: its own, else the shared one, else None (first-frame percentiles)."""
         return self.tensors.get(name, self.quantizer)
 
+    def mismatch(self, model: str | None, cut: str | int | None) -> str | None:
+        """"model" or "cut" when this profile was made for another than the one given, else None. A field the
+        profile does not record, or that is not given (None), matches; "layer80" and "80" are the same cut."""
+        if model is not None and self.model is not None and self.model != model:
+            return "model"
+        if cut is not None and self.cut is not None \
+                and str(self.cut).removeprefix("layer") != str(cut).removeprefix("layer"):
+            return "cut"
+        return None
+
     def replace(self, **changes: Any) -> CodecProfile:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)

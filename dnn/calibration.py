@@ -41,15 +41,15 @@ def check_profile_matches(profile: CodecProfile, model: str, cut: str | int) -> 
     A profile with no model or cut (hand-written, not calibrated) matches anything.
     """
     cut = str(cut).removeprefix("layer")
-    wanted = {"model": model, "cut": cut}
-    for field_name, value in wanted.items():
+    field_name = profile.mismatch(model, cut)
+    if field_name is not None:
         recorded = getattr(profile, field_name)
-        if recorded is not None and str(recorded).removeprefix("layer") != value:
-            raise ProfileMismatchError(
-                f"the codec profile was calibrated for {field_name} {recorded!r} but is used with {field_name} "
-                f"{value!r} (profile: model {profile.model!r}, cut {profile.cut!r}); run `splitinfer calibrate "
-                f"--model {model} --cut {cut}` or pick the profile made for this model and cut."
-            )
+        value = {"model": model, "cut": cut}[field_name]
+        raise ProfileMismatchError(
+            f"the codec profile was calibrated for {field_name} {recorded!r} but is used with {field_name} "
+            f"{value!r} (profile: model {profile.model!r}, cut {profile.cut!r}); run `splitinfer calibrate "
+            f"--model {model} --cut {cut}` or pick the profile made for this model and cut."
+        )
 
 
 @dataclass

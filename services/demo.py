@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from splitinfer.services.edge.app import EdgeSettings
 from splitinfer.services.edge.client import FrameOutcome
+from splitinfer.services.edge.resolve import ResolvedEdge
 from splitinfer.errors import ServiceError
 from splitinfer.logs import json_logs, say
 
@@ -33,6 +34,7 @@ class DemoOptions:
     annotate: str | None = None
     jsonl: str | None = None
     view: Any = None  # a splitinfer.services.edge.views.ViewRequest (live page, window, annotated video)
+    resolved: ResolvedEdge | None = None  # the edge settings as preflight resolved them
 
 
 class ProgressReporter:
@@ -200,7 +202,8 @@ async def run_demo(options: DemoOptions) -> int:
     with ThreadPoolExecutor(max_workers=1) as executor:
         model = await loop.run_in_executor(executor, lambda: load_model(settings.model, weights=settings.weights,
                                                                         runtime=runtime))
-    pipeline = await loop.run_in_executor(None, build_pipeline, settings, model)  # also warms it up
+    pipeline = await loop.run_in_executor(None, build_pipeline, settings, model,
+                                          options.resolved)  # also warms it up
     from splitinfer.services.edge.pipeline import EdgePipeline, quantizers_summary
 
     plan = getattr(pipeline, "plan", None)

@@ -26,13 +26,8 @@ from splitinfer.services.edge.client import EdgeStreamer, FrameOutcome, Streamer
 from splitinfer.codec import CodecProfile
 from splitinfer.services.edge.pipeline import EdgePipeline
 from splitinfer.services.edge.rate_control import RateController
-from splitinfer.services.profiles import (
-    DEFAULT_LEVELS,
-    DEFAULT_MODEL,
-    CodecSettings,
-    resolve_ladder,
-    resolve_profile,
-)
+from splitinfer.services.profiles import DEFAULT_LEVELS, DEFAULT_MODEL, CodecSettings
+from splitinfer.services.edge.resolve import ResolvedEdge, resolve
 from splitinfer.errors import StartupInterrupted
 from splitinfer.services.edge.auto_partition import AutoRequest
 from splitinfer.services.edge.partition_plan import Plan
@@ -48,9 +43,11 @@ def default_stream_id(source: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:@/-]", "-", raw).lstrip("-._:@/")[:128] or "edge"
 
 
-@dataclass(frozen=True)
-class EdgeSettings:
-    """Everything `splitinfer edge` can be told (flags and SPLITINFER_* variables, see commands/edge.py)."""
+@dataclass(frozen=True, kw_only=True)
+class EdgeSettings(CodecSettings):
+    """Everything `splitinfer edge` can be told (flags and SPLITINFER_* variables, see commands/edge.py); the
+    feature codec's flags are CodecSettings' own (services/profiles.py). resolve() (services/edge/resolve.py)
+    turns them into the one ResolvedEdge that preflight checks and build_pipeline consumes."""
 
     source: str
     cloud: str = "localhost:50051"
@@ -60,12 +57,6 @@ class EdgeSettings:
     model: str = DEFAULT_MODEL
     weights: str | None = None
     cut: str | None = None
-    profile: str | None = None
-    levels: int | None = None
-    clip_min: float | None = None
-    clip_max: float | None = None
-    coder: str | None = None
-    intra_period: int | None = None
     rate_kbps: float | None = None  # hold this budget by choosing among the ladder's points (None: a fixed profile)
     ladder: str | None = None  # the ladder for rate control (None: the model's shipped one)
     window: int = 4
@@ -103,14 +94,13 @@ class EdgeSettings:
                                          key_interval=self.intra_period, size=self.pixel_size)
 
     def codec_settings(self) -> CodecSettings:
-        return CodecSettings(profile=self.profile, levels=self.levels, clip_min=self.clip_min,
-                             clip_max=self.clip_max, coder=self.coder, intra_period=self.intra_period)
+        return CodecSettings.of(self)
 
 
-def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
+def build_pipeline(settings: EdgeSettings, model: Any | None = None, resolved: ResolvedEdge | None = None) -> Any:
     """Load the model (unless given: the caller set its runtime and threads), set up the partition's work per frame
     (features: the head and quantizers of the chosen cut; pixels: the video encoder; detections: the whole model),
-    and warm it up."""
+    and warm it up. `resolved`: these settings as preflight resolved them (else resolved here, once)."""
     from splitinfer.dnn.device import place_model, resolve_device
     from splitinfer.dnn.runtime import resolve_runtime
     from splitinfer.dnn.threads import apply_torch_threads
@@ -130,20 +120,23 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         place_model(model, device, torch.float32)
     from splitinfer.services.edge.partitions import DetectionsPipeline, PixelPipeline  # torch: after preflight
 
+    resolved = resolved or resolve(settings)
     if settings.partition == "auto":
-        from splitinfer.services.edge.auto_partition import resolve_plan
+        from splitinfer.services.edge.auto_partition import PartitionSwitcher, resolve_plan
 
-        from splitinfer.services.edge.auto_partition import PartitionSwitcher, load_curves
+        curves = resolved.curves
+        assert curves is not None  # resolve() loads them for auto
 
-        curves = load_curves(settings.model, settings.partition_curves)
+        def build(plan: Plan) -> Any:
+            chosen_settings = resolved_settings(settings, plan)
+            return build_pipeline(chosen_settings, model, ResolvedEdge(chosen_settings, codec=resolved.codec))
+
         chosen, costs = resolve_plan(model, settings.auto_request(), fps=settings.source_fps(),
                                      pixel_settings=settings.pixel_settings(), curves=curves)
-        pipeline = build_pipeline(resolved_settings(settings, chosen), model)
+        pipeline = build(chosen)
         pipeline.plan = chosen
         pipeline.switcher = PartitionSwitcher(curves, costs, chosen, partitions=settings.partitions,
-                                              fps=settings.source_fps(),
-                                              build=lambda plan: build_pipeline(resolved_settings(settings, plan),
-                                                                                model))
+                                              fps=settings.source_fps(), build=build)
         return pipeline
     if settings.partition == "pixels":
         fps = settings.source_fps()  # what the encoder spends a bitrate over
@@ -159,13 +152,14 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None) -> Any:
         log.info("detections partition: the whole model runs here; the cloud checks and publishes its detections")
         detections.warm_up()
         return detections
+    codec = resolved.codec
+    assert codec is not None  # resolve() resolves the features partition's codec
     if settings.rate_kbps is None:
-        profile = resolve_profile(model, settings.cut, settings.codec_settings())
+        profile = codec.profile_for(model)
         log.info("using the codec profile %s", describe_profile(settings.profile, profile))
         pipeline = EdgePipeline(model, profile, percentile_levels=settings.levels or DEFAULT_LEVELS)
     else:
-        settings.codec_settings().check_rate_control()
-        ladder = resolve_ladder(model, settings.cut, settings.ladder, settings.intra_period)
+        ladder = codec.ladder_for(model)
         split = model.split(str(ladder.cut))  # resolve_ladder refuses a ladder without a cut
         elements = sum(math.prod(spec.shape) for spec in split.tensors)
         rate = RateController(ladder, elements, settings.rate_kbps * 1000)
@@ -222,11 +216,13 @@ async def run_edge(
     handle_signals: bool = False,
     servers: Sequence[Any] = (),
     on_started: Callable[[], None] | None = None,
+    resolved: ResolvedEdge | None = None,
 ) -> StreamerStats:
     """Stream `settings.source` to the cloud until it ends; every result goes to each sink in turn.
 
     `servers` (the live page, /metrics: objects with async start() and stop()) run on this loop meanwhile;
-    `on_started` is called once they listen. With handle_signals, SIGINT and SIGTERM stop the edge gracefully
+    `on_started` is called once they listen. `resolved`: what preflight's check_edge returned (the files it read
+    are not read again). With handle_signals, SIGINT and SIGTERM stop the edge gracefully
     from the start: while the model loads, StartupInterrupted is raised (nothing was streamed); later, frames
     already sent still get their results.
     """
@@ -248,7 +244,7 @@ async def run_edge(
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="edge") as executor:
             if pipeline is None:
-                building = loop.run_in_executor(executor, build_pipeline, settings)
+                building = loop.run_in_executor(executor, build_pipeline, settings, None, resolved)
                 stopper = asyncio.ensure_future(stop_requested.wait())
                 racing: set[asyncio.Future[Any]] = {building, stopper}
                 await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)

@@ -22,7 +22,7 @@ from splitinfer.codec import CodecLimits, CodecProfile, CodedFrame, Coder, Quant
 from splitinfer.codec import warm_up as warm_up_codec
 from splitinfer.services.edge.capture import CapturedFrame
 from splitinfer.services.edge.client import HeadOutput
-from splitinfer.services.edge.rate_control import MAX_TRIALS, RateController
+from splitinfer.services.edge.rate_control import RateController
 from splitinfer.errors import ServiceError
 from splitinfer.services.profiles import DEFAULT_LEVELS
 
@@ -162,33 +162,18 @@ class EdgePipeline:
         return self._encoder.code(head.tensors, quantizers)
 
     def _code_within_budget(self, head: HeadOutput) -> CodedFrame | None:
-        """Code at the point the rate controller plans, one point lower while it does not fit; with room to
-        spare, try one point higher (each coding teaches the controller that point's size)."""
+        """Code at the ladder point the rate controller chooses (its trial loop); None for a dropped frame."""
         rate = self.rate
         assert rate is not None
-        plan = rate.plan(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()))
 
         def code(point: int) -> CodedFrame:
             return self._encoder.code(head.tensors, self._point_quantizers[point],
                                       hysteresis=rate.ladder.points[point].hysteresis)
 
-        point, coded, trials = plan.point, code(plan.point), 1
-        fits = rate.fits(plan, point, coded.nbytes)
-        while not fits and point > 0 and trials < MAX_TRIALS:
-            point -= 1
-            coded = code(point)
-            trials += 1
-            fits = rate.fits(plan, point, coded.nbytes)
-        if fits and plan.climb_allowance > 0 and point + 1 < len(self._point_quantizers) and trials < MAX_TRIALS:
-            higher = code(point + 1)
-            trials += 1
-            if higher.nbytes <= plan.climb_allowance:
-                point, coded = point + 1, higher
-        if rate.should_drop(plan, coded.nbytes):
-            rate.dropped()
+        chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)
+        if chosen is None:
             return None
-        rate.sent(point, coded.nbytes, trials, plan.intra)
-        self._ladder_point = point
+        self._ladder_point, coded = chosen
         return coded
 
 

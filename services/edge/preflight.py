@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from splitinfer.channel_security import ChannelSecurity, connection_hint
 from splitinfer.errors import CaptureError, CloudUnavailableError, ConfigError, ServiceError
 from splitinfer.runtimes import check_runtime_flags
 from splitinfer.services.edge.capture import check_source
 from splitinfer.services.preflight import check_model, check_weights_path
+
+if TYPE_CHECKING:
+    from splitinfer.services.edge.resolve import ResolvedEdge
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -76,37 +79,16 @@ def _last_connection_error(channel: Any) -> str:
     return ""
 
 
-def check_profile(profile: str | None, model: str, cut: str | None) -> None:
-    """The profile file exists, is a codec profile, and was made for this model (and cut, when one is given)."""
-    if not profile:
-        return
-    from splitinfer.services.profiles import check_matches, load_profile
-
-    try:
-        check_matches(load_profile(profile), model, cut, f"codec profile {profile!r}")
-    except ServiceError as exc:
-        raise ConfigError(str(exc)) from exc
-
-
 def check_rate(settings: Any) -> None:
-    """--rate-kbps is a positive budget, comes without fixed-profile flags, and its ladder fits the model and cut."""
+    """--rate-kbps is a positive budget, and --ladder comes with it (the ladder file itself: `resolve`)."""
     if settings.rate_kbps is None:
         if settings.ladder:
             raise ConfigError("--ladder is read only with --rate-kbps: add --rate-kbps, or drop --ladder.")
         return
     from splitinfer.services.edge.rate_control import MIN_RATE_KBPS
-    from splitinfer.services.profiles import check_matches, load_ladder, shipped_file
 
     if not settings.rate_kbps >= MIN_RATE_KBPS:
         raise ConfigError(f"--rate-kbps must be at least {MIN_RATE_KBPS:g} kbit/s, got {settings.rate_kbps:g}.")
-    path = settings.ladder or shipped_file(settings.model, "ladder")
-    try:
-        settings.codec_settings().check_rate_control()
-        if path is not None:  # else the model registry (after torch loads) says whether it ships one
-            check_matches(load_ladder(str(path)).points[0], settings.model, settings.cut,
-                          f"codec ladder {str(path)!r}")
-    except ServiceError as exc:
-        raise ConfigError(str(exc)) from exc
 
 
 # The flags that only one partition reads (each refused with the others, so that none is silently ignored).
@@ -155,8 +137,6 @@ def check_partition(settings: Any) -> None:
 def check_auto(settings: Any) -> None:
     """--partition auto: a positive uplink and compute budget, known partitions, readable curves made for this
     model, no flag that fixes the feature codec or the pixel encoder's rate, PyAV when pixels may be chosen."""
-    from splitinfer.services.edge.auto_partition import load_curves
-
     given = sorted(flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, ""))
     if given:
         raise ConfigError(f"{', '.join(given)} fix(es) the feature codec, but --partition auto plans the features "
@@ -165,8 +145,7 @@ def check_auto(settings: Any) -> None:
     if settings.pixel_crf is not None:
         raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps: "
                           "drop --pixel-crf.")
-    allowed = settings.auto_request().check()
-    load_curves(settings.model, settings.partition_curves)
+    allowed = settings.auto_request().check()  # the curves file: `resolve`
     if "pixels" in allowed:
         import importlib.util
 
@@ -175,8 +154,9 @@ def check_auto(settings: Any) -> None:
                               "or restrict auto with --partitions features,detections.")
 
 
-def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
-    """Every check of an EdgeSettings that can run before torch loads; raises on the first problem.
+def check_edge(settings: Any, *, connect_timeout_s: float) -> ResolvedEdge:
+    """Every check of an EdgeSettings that can run before torch loads; raises on the first problem. Returns the
+    settings resolved (services/edge/resolve.py), for build_pipeline to consume.
 
     connect_timeout_s: how long to wait for the cloud (0: no cloud check, as in `splitinfer demo`, which starts its
     own)."""
@@ -193,10 +173,16 @@ def check_edge(settings: Any, *, connect_timeout_s: float) -> None:
     if settings.partition == "detections":
         check_detection_model(settings.model)
     if settings.partition == "features":
-        check_profile(settings.profile, settings.model, settings.cut)
         check_rate(settings)
+    from splitinfer.services.edge.resolve import resolve
+
+    try:
+        resolved = resolve(settings)
+    except ServiceError as exc:
+        raise ConfigError(str(exc)) from exc
     if connect_timeout_s > 0:
         check_cloud(settings.cloud, connect_timeout_s, settings.security)
+    return resolved
 
 
 def check_detection_model(model: str) -> None:

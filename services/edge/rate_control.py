@@ -23,7 +23,9 @@ budget: on a link of that rate its bytes are latency.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from splitinfer.codec import Coder
 from splitinfer.codec.ladder import CodecLadder
@@ -44,6 +46,13 @@ LIVE_INTRA_MAX_S = 0.25
 MAX_TRIALS = 3
 _LEARNING_RATE = 0.3
 _INITIAL_INTER_RATIO = 0.05  # inter / calibrated intra bytes until measured (low: unused budget is lost, debt is not)
+
+
+class Coded(Protocol):
+    nbytes: int
+
+
+C = TypeVar("C", bound=Coded)
 
 
 @dataclass
@@ -172,6 +181,29 @@ class RateController:
         if point == self._point and point + 1 < count and self._fullness < CLIMB_SHARE * line:
             climb = per_frame + line - self._fullness
         return FramePlan(point, allowance, limit, False, climb)
+
+    def code_frame(self, time_s: float, intra: bool, code: Callable[[int], C]) -> tuple[int, C] | None:
+        """The trial loop: code the frame at the planned point (`code(point)`), one point lower while it does not
+        fit; with room to spare, try one point higher (each coding teaches the controller that point's size).
+        Returns the point and coding sent, None for a frame dropped."""
+        plan = self.plan(time_s, intra)
+        point, coded, trials = plan.point, code(plan.point), 1
+        fits = self.fits(plan, point, coded.nbytes)
+        while not fits and point > 0 and trials < MAX_TRIALS:
+            point -= 1
+            coded = code(point)
+            trials += 1
+            fits = self.fits(plan, point, coded.nbytes)
+        if fits and plan.climb_allowance > 0 and point + 1 < len(self.ladder.points) and trials < MAX_TRIALS:
+            higher = code(point + 1)
+            trials += 1
+            if higher.nbytes <= plan.climb_allowance:
+                point, coded = point + 1, higher
+        if self.should_drop(plan, coded.nbytes):
+            self.dropped()
+            return None
+        self.sent(point, coded.nbytes, trials, plan.intra)
+        return point, coded
 
     def fits(self, plan: FramePlan, point: int, nbytes: int) -> bool:
         """Learn from a coded trial; True when its bytes fit the frame's allowance."""

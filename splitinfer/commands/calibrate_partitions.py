@@ -48,7 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from splitinfer.services.pixels import PixelSettings
     from splitinfer.services.preflight import check_model, check_weights_path
-    from splitinfer.services.profiles import load_ladder, shipped_file
+    from splitinfer.services.profiles import CodecSettings, resolve_codec
     from splitinfer.settings import DEFAULT_KEY_INTERVAL
 
     if not Path(args.video).is_file():
@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
                            key_interval=args.intra_period or DEFAULT_KEY_INTERVAL)
     check_weights_path(args.weights)
     check_model(args.model, args.weights, None)
-    ladder_path = args.ladder or shipped_file(args.model, "ladder")
-    if ladder_path is None:
+    ladder = resolve_codec(args.model, None, CodecSettings(), rated=True, ladder=args.ladder).ladder
+    if ladder is None:
         raise ConfigError(f"model {args.model} ships no codec ladder: pass --ladder (splitinfer calibrate --ladder).")
-    ladder = load_ladder(ladder_path)
     import torch
 
     from splitinfer.dnn import load_model

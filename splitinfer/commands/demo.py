@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     # Edge and cloud meet on 127.0.0.1 inside this command: plaintext never leaves the machine.
     edge = settings_from_args(args, source=source, cloud="", stream_id="demo", give_up_after_s=30.0,
                               security=ChannelSecurity(plaintext=True))
-    check_edge(edge, connect_timeout_s=0)  # the demo starts its own cloud
+    resolved = check_edge(edge, connect_timeout_s=0)  # the demo starts its own cloud
     view = ViewRequest.from_args(args, "splitinfer demo", preview=args.preview)
-    options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl, view=view)
+    options = DemoOptions(edge, cloud_mode=args.cloud_mode, annotate=args.annotate, jsonl=args.jsonl, view=view,
+                          resolved=resolved)
     return asyncio.run(run_demo(options))

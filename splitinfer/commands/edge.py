@@ -162,12 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from_args(args)
     request = ViewRequest.from_args(args, f"splitinfer edge {settings.source}")  # checks ports and --display
-    check_edge(settings, connect_timeout_s=args.connect_timeout)
+    resolved = check_edge(settings, connect_timeout_s=args.connect_timeout)
     views = build_views(request)
     sinks: list = [JsonLinesSink(), *views.sinks]
     try:
         stats = asyncio.run(run_edge(settings, sinks, on_streamer=views.on_streamer, handle_signals=True,
-                                     servers=views.servers, on_started=views.on_started))
+                                     servers=views.servers, on_started=views.on_started, resolved=resolved))
     finally:
         views.close()
     streamer = views.streamers[0]

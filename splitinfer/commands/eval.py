@@ -75,15 +75,13 @@ def _profile(args: argparse.Namespace):
     if args.codec in ("none", "", None):
         return None, "none"
     if args.codec == "default":
-        from importlib import resources
+        from splitinfer.services.profiles import packaged_profile
 
-        from splitinfer.dnn import get_spec
-
-        packaged = get_spec(args.model).default_profile
+        packaged = packaged_profile(args.model)
         if packaged is None:
             raise ConfigError(f"model {args.model} has no default codec profile yet; pass --codec PROFILE.json "
                               "(splitinfer calibrate writes one) or --levels/--clip-min/--clip-max.")
-        return CodecProfile.load(str(resources.files("splitinfer.dnn").joinpath(packaged))), f"default ({packaged})"
+        return CodecProfile.load(packaged), f"default (profiles/{packaged.name})"
     return CodecProfile.load(args.codec), str(args.codec)
 
 
@@ -157,7 +155,11 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         raise ConfigError("--partition detections sends the whole model's detections, with no rate or intra period to "
                           "set: drop --rate-kbps and --intra-period.")
     from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
+    from splitinfer.services.profiles import CodecSettings, resolve_codec
 
+    # The ladder features would run (--ladder or the shipped one), read and checked before the model loads.
+    codec = resolve_codec(args.model, None, CodecSettings(), rated=True, ladder=args.ladder) \
+        if args.partition in ("features", "auto") else None
     fps = video_file_fps(str(data)) / args.frame_step
     pixel_settings = pixel_settings_from_flags(preset=args.pixel_preset, crf=args.pixel_crf, rate_kbps=args.rate_kbps,
                                                key_interval=args.intra_period, size=args.pixel_size) \
@@ -177,23 +179,20 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
 
             chosen, _ = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings)
             partition, rate, prefix = chosen.partition, chosen.rate_kbps, f"auto ({chosen.describe()}) -> "
-        return _round_trip(model, partition, rate, pixel_settings, args.ladder, fps, prefix)
+        return _round_trip(model, partition, rate, pixel_settings, codec, fps, prefix)
 
     return factory, ""
 
 
-def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, ladder_path: str | None, fps: float,
-                prefix: str):
+def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, codec, fps: float, prefix: str):
     """The candidate of one partition and its name for the report."""
     from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
 
     if partition == "detections":
         return DetectionsRoundtrip(model), prefix + "detections: the whole model on the edge"
     if partition == "features":
-        from splitinfer.services.profiles import resolve_ladder
-
-        assert rate_kbps is not None  # features without a rate never get here (_partition_candidate)
-        ladder = resolve_ladder(model, None, ladder_path)
+        assert rate_kbps is not None and codec is not None  # features without a rate never get here
+        ladder = codec.ladder_for(model)
         name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
                 f"points, {fps:g} frames/s")
         return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps), prefix + name
@@ -228,12 +227,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{data} does not exist; give an image folder or a video file.")
     profile, codec_name = _profile(args)
     factory, _ = _partition_candidate(args, data)  # before a profile's cut stands in for --cut
-    if profile is not None and profile.model not in (None, args.model):
-        raise ConfigError(f"the codec profile was made for model {profile.model}, not {args.model}; pass --model {profile.model}.")
-    if profile is not None and profile.cut is not None:
-        if args.cut is not None and str(args.cut) != profile.cut:
-            raise ConfigError(f"the codec profile was made for cut {profile.cut}, not {args.cut}; drop --cut or recalibrate.")
-        args.cut = profile.cut
+    if profile is not None:
+        from splitinfer.services.profiles import ProfileMismatchError, check_matches
+
+        try:
+            check_matches(profile, args.model, args.cut)
+        except ProfileMismatchError as exc:
+            raise ConfigError(str(exc)) from exc
+        if profile.cut is not None:
+            args.cut = profile.cut
     from splitinfer.services.preflight import check_model, check_weights_path
 
     check_weights_path(args.weights)

@@ -109,3 +109,11 @@ def test_a_profile_names_its_coder_in_any_spelling_the_command_line_accepts() ->
     text = json.loads(CodecProfile(Quantizer.uniform(-1.0, 1.0, 5), coder=Coder.NEIGHBOUR_CONTEXTS).to_json())
     text["coder"] = "neighbour-contexts"
     assert CodecProfile.from_json(json.dumps(text)).coder is Coder.NEIGHBOUR_CONTEXTS
+
+
+def test_mismatch_names_the_recorded_field_that_differs_and_ignores_what_is_not_recorded() -> None:
+    profile = CodecProfile(Quantizer.uniform(-1.0, 1.0, 5), model="yolo", cut="80")
+    assert profile.mismatch("yolo", "layer80") is None and profile.mismatch("yolo", 80) is None
+    assert profile.mismatch(None, None) is None
+    assert profile.mismatch("resnet", "80") == "model" and profile.mismatch("yolo", "60") == "cut"
+    assert CodecProfile(Quantizer.uniform(-1.0, 1.0, 5)).mismatch("any", "12") is None

@@ -169,9 +169,19 @@ def test_calibrate_partitions_writes_curves_the_planner_reads(video, weights_dir
     (["VIDEO", "--rates-kbps", "32,fast"], "--rates-kbps wants comma-separated kbit/s"),
     (["VIDEO", "--rates-kbps=-5"], "--rates-kbps wants positive kbit/s"),
     (["VIDEO", "--limit", "0"], "--limit and --frame-step must be at least 1"),
+    (["VIDEO", "--ladder", "/no/ladder.json"], "codec ladder '/no/ladder.json' does not exist"),
+    (["VIDEO", "--ladder", "OTHER"], "was made for model yolo-fastest-1.1, not yolo-fastest-1.1-xl"),
 ])
-def test_calibrate_partitions_refuses_bad_input_before_loading_the_model(video, argv, message, capsys) -> None:
+def test_calibrate_partitions_refuses_bad_input_before_loading_the_model(video, argv, message, capsys,
+                                                                         tmp_path) -> None:
     from splitinfer.cli import main
+    from splitinfer.services.profiles import shipped_file
 
-    assert main(["calibrate-partitions", *[str(video) if a == "VIDEO" else a for a in argv]]) == 2
+    other = json.loads(shipped_file(MODEL, "ladder").read_text())  # the same ladder, said to be another model's
+    other["model"] = "yolo-fastest-1.1"
+    for point in other["points"]:
+        point["model"] = "yolo-fastest-1.1"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    named = {"VIDEO": str(video), "OTHER": str(tmp_path / "other.json")}
+    assert main(["calibrate-partitions", *[named.get(a, a) for a in argv]]) == 2
     assert message in capsys.readouterr().err

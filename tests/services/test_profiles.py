@@ -117,10 +117,42 @@ def test_the_cloud_refuses_a_stream_whose_profile_does_not_fit(engine, profile_j
     assert accepted.HasField("accepted")
 
 
-def test_the_files_found_before_the_model_loads_are_the_registrys() -> None:
-    """Preflight finds a model's shipped ladder by its file name; the registry must follow that convention."""
-    from splitinfer.dnn import list_models
+def test_the_files_found_by_name_are_the_ones_the_registry_names() -> None:
+    """shipped_file finds a model's shipped files by their names, without the registry; the registry's spec must
+    name the same files (or none, where none is shipped)."""
+    from splitinfer import dnn
     from splitinfer.services.profiles import shipped_file
 
-    for name in list_models():
-        assert shipped_file(name, "ladder") == packaged_profile(name, "ladder")
+    folder = Path(dnn.__file__).resolve().parent
+    for name in dnn.list_models():
+        spec = dnn.get_spec(name)
+        for kind, relative in (("default", spec.default_profile), ("ranges", spec.ranges_profile),
+                               ("ladder", spec.default_ladder)):
+            named = folder / relative if relative and (folder / relative).is_file() else None
+            assert shipped_file(name, kind) == named, (name, kind)
+            assert packaged_profile(name, kind) == named, (name, kind)
+    assert packaged_profile("no-such-model") is None
+
+
+def test_the_pipeline_uses_what_preflight_read_and_does_not_read_it_again(model, video, tmp_path: Path) -> None:
+    """One resolution: check_edge reads and checks the --profile or --ladder file (without torch) and returns it;
+    build_pipeline builds from that, so the file is read once (here: it is gone before the pipeline is built)."""
+    from splitinfer.services.edge.app import EdgeSettings, build_pipeline
+    from splitinfer.services.edge.preflight import check_edge
+
+    path = tmp_path / "p80.json"
+    CodecProfile(Quantizer.uniform(-16.0, 16.0, 12), model=MODEL, cut="80").save(path)
+    fixed = EdgeSettings(source=str(video), model=MODEL, profile=str(path), cloud="127.0.0.1:1")
+    resolved = check_edge(fixed, connect_timeout_s=0)
+    assert resolved.codec is not None and resolved.codec.profile is not None and resolved.codec.profile.cut == "80"
+    ladder = tmp_path / "ladder.json"
+    ladder.write_bytes(packaged_profile(MODEL, "ladder").read_bytes())
+    rated = EdgeSettings(source=str(video), model=MODEL, rate_kbps=64.0, ladder=str(ladder), cloud="127.0.0.1:1")
+    resolved_rated = check_edge(rated, connect_timeout_s=0)
+    path.unlink()
+    ladder.unlink()
+    pipeline = build_pipeline(fixed, model, resolved)
+    assert pipeline.cut == "80" and pipeline.quantizer("layer80").levels == 12
+    assert build_pipeline(rated, model, resolved_rated).rate.ladder.points == resolved_rated.codec.ladder.points
+    with pytest.raises(ServiceError, match="does not exist"):  # unresolved settings are resolved (read) then
+        build_pipeline(fixed, model)
