@@ -98,6 +98,15 @@ class _Track:
     inside: dict[str, int] = field(default_factory=dict)  # zone name -> capture ns when it entered
 
 
+def zone_shapes(zones: StreamZones) -> list[inference_pb2.ZoneShape]:
+    """A stream's zones and lines in their wire form (StreamAccepted.zones), for the edge to draw."""
+    shapes = [inference_pb2.ZoneShape(name=zone.name, kind=inference_pb2.ZONE_SHAPE_KIND_ZONE,
+                                      coordinates=[c for point in zone.polygon for c in point]) for zone in zones.zones]
+    shapes += [inference_pb2.ZoneShape(name=line.name, kind=inference_pb2.ZONE_SHAPE_KIND_LINE,
+                                       coordinates=[*line.a, *line.b]) for line in zones.lines]
+    return shapes
+
+
 class StreamTracks:
     """One stream's tracker: ByteTrack per class, stream-unique track ids, and each track's zones and last point."""
 
@@ -151,6 +160,15 @@ class StreamTracks:
             for name in list(track.inside):
                 events.append(self._left(track, name, result, capture_ns))
         return events
+
+    def counts(self, zones: StreamZones) -> list[inference_pb2.ZoneCount]:
+        """Every zone's and line's counts now (InferenceResult.zone_counts), in the zones file's order."""
+        counts = [inference_pb2.ZoneCount(name=zone.name, kind=inference_pb2.ZONE_SHAPE_KIND_ZONE,
+                                          inside=self.occupancy[zone.name]) for zone in zones.zones]
+        counts += [inference_pb2.ZoneCount(name=line.name, kind=inference_pb2.ZONE_SHAPE_KIND_LINE,
+                                           forward=self.crossings[(line.name, "forward")],
+                                           backward=self.crossings[(line.name, "backward")]) for line in zones.lines]
+        return counts
 
     def _track_class(self, class_id: int, result: inference_pb2.InferenceResult, indices: list[int]
                      ) -> list[tuple[int, int]]:
@@ -251,6 +269,10 @@ class Tracker:
     def __len__(self) -> int:
         return len(self._streams)
 
+    def zones_of(self, stream_id: str) -> StreamZones:
+        """The stream's zones and lines now (none without a zones file)."""
+        return self._zones().for_stream(stream_id) if self._zones is not None else StreamZones()
+
     def observe(self, result: inference_pb2.InferenceResult) -> list[inference_pb2.TrackEvent]:
         """Track one result (in place: track ids) and return its events; see the module docstring for the order."""
         if result.HasField("error") or not result.detections and result.classes:
@@ -273,8 +295,9 @@ class Tracker:
                 self._on_stale()
             return []
         self._streams.move_to_end(result.stream_id)
-        zones = self._zones().for_stream(result.stream_id) if self._zones is not None else StreamZones()
+        zones = self.zones_of(result.stream_id)
         events += tracks.update(result, zones)
+        result.zone_counts.extend(tracks.counts(zones))
         if self._on_event is not None:
             for event in events:
                 self._on_event(event)

@@ -103,6 +103,8 @@ class FrameOutcome:
     result: inference_pb2.InferenceResult
     sent_monotonic_ns: int
     received_monotonic_ns: int
+    # The cloud's zones and lines for the stream (StreamAccepted.zones), drawn with the result's zone counts.
+    zones: tuple[inference_pb2.ZoneShape, ...] = ()
 
     @property
     def latency_seconds(self) -> float:
@@ -202,6 +204,7 @@ class EdgeStreamer:
         self._coding = 0  # bumped when a reconnect restarts the coder: frames coded before must be coded again
         self._carry: HeadOutput | None = None
         self._stopping = False
+        self.zones: tuple[inference_pb2.ZoneShape, ...] = ()  # the cloud's zones for the stream, from its accept
 
     def stop(self) -> None:
         """Stop taking new frames; frames already sent still get their results."""
@@ -328,6 +331,7 @@ class EdgeStreamer:
             raise StreamRejectedError(
                 f"the cloud at {self.config.cloud} does not serve the {_partition_name(asked)} partition (it is older "
                 "than partitions, or ignored the request): upgrade it, or use --partition features.")
+        self.zones = tuple(response.accepted.zones)
         log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
 
     def _after_disconnect(self) -> None:
@@ -459,7 +463,8 @@ class EdgeStreamer:
                 self.switcher.observe(result.payload_bytes)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
-            self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))
+            self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns(),
+                                        self.zones))
 
     def _account(self, result: inference_pb2.InferenceResult) -> None:
         self.stats.results += 1
