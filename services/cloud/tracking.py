@@ -35,6 +35,8 @@ LOST_FRAMES = 30
 # A stream resumes its tracks from its last result on the bus (a failover) only if that result's capture time is
 # at most this long before the frame now: an older one would seed tracks of objects long gone.
 RESUME_WITHIN_S = 30.0
+# Track ids a resumed stream may continue from (uint32 on the wire; far above what a stream ever numbers).
+MAX_TRACK_ID = 2**31
 INSTALL_HINT = "pip install 'splitinfer[tracks]'"
 
 
@@ -176,9 +178,15 @@ class StreamTracks:
         for index, detection in enumerate(last.detections):
             if detection.track_id:
                 by_class[detection.class_id].append(index)
+        # Every tracked detection must become a track, also a faint one that an existing track had matched:
+        # ByteTrack starts tracks only from confident detections, so it is shown them all at full score.
+        confident = inference_pb2.InferenceResult()
+        confident.detections.extend(last.detections)
+        for detection in confident.detections:
+            detection.score = 1.0
         for class_id, indices in sorted(by_class.items()):
             self._byte_tracks[class_id] = _new_byte_track()
-            for index, external in self._track_class(class_id, last, indices):
+            for index, external in self._track_class(class_id, confident, indices):
                 detection = last.detections[index]
                 track = _Track(detection.track_id, class_id, detection.label, self._frames, anchor(detection))
                 for zone in zones.zones:
@@ -320,6 +328,8 @@ class Tracker:
             return False  # a restarted edge
         if now_ns - last_ns > RESUME_WITHIN_S * 1e9:
             return False  # the stream stood still too long: its objects are gone
+        if max((d.track_id for d in last.detections), default=0) >= MAX_TRACK_ID:
+            return False  # ids this high were not ours to continue: start afresh rather than overflow
         tracks = StreamTracks(result.stream_id)
         tracks.seed(last, self.zones_of(result.stream_id))
         self._streams[result.stream_id] = tracks
