@@ -7,7 +7,8 @@ streams may be batched together (each stream's results still arrive here one at 
 frame is not after the stream's last one (a frame resent after a reconnect, a late duplicate) is not tracked
 (track ids 0, no events); a frame id that goes back with a later capture time is a restarted edge: the stream's
 tracker starts afresh and says so (TRACK_EVENT_KIND_TRACKS_RESTARTED), as it does for a stream it has not seen
-(first frame on this replica, a stream that moved here from a replica that died). docs/TRACKS.md.
+and cannot resume. A stream that moved here from a replica that died resumes from its last result on the bus
+(`Tracker.resume`: its tracks' ids and points, its line counts). docs/TRACKS.md.
 
 The tracker is supervision's ByteTrack (the `tracks` extra), one per class within a stream so that a person
 never inherits a bag's id; ids are numbered per stream from 1. supervision is imported on first use.
