@@ -13,9 +13,10 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -93,6 +94,28 @@ class HeadOutput:
     @property
     def frame_id(self) -> int:
         return self.frame.sequence
+
+
+# What the edge draws of the cloud's zones (StreamAccepted.zones): the zones file's limits (services/cloud/zones.py).
+MAX_ZONE_SHAPES, MAX_ZONE_VERTICES, MAX_ZONE_COORDINATE = 64, 256, 8192.0
+
+
+def drawable_zones(shapes: Iterable[inference_pb2.ZoneShape]) -> tuple[inference_pb2.ZoneShape, ...]:
+    """The cloud's zones and lines that can be drawn; a malformed one (odd or too many coordinates, not finite or
+    out of range, a line without two points) is left out with a warning, so it never breaks the edge's sinks."""
+    kept = []
+    for shape in shapes:
+        values = list(shape.coordinates)
+        points = len(values) // 2
+        line = shape.kind == inference_pb2.ZONE_SHAPE_KIND_LINE
+        if (len(kept) >= MAX_ZONE_SHAPES or len(values) % 2
+                or not (points == 2 if line else 3 <= points <= MAX_ZONE_VERTICES)
+                or not all(math.isfinite(v) and 0 <= v <= MAX_ZONE_COORDINATE for v in values)):
+            log.warning("the cloud sent a zone or line the edge cannot draw (%r, %d coordinates); it is not drawn",
+                        shape.name[:64], len(values))
+            continue
+        kept.append(shape)
+    return tuple(kept)
 
 
 @dataclass
@@ -331,7 +354,7 @@ class EdgeStreamer:
             raise StreamRejectedError(
                 f"the cloud at {self.config.cloud} does not serve the {_partition_name(asked)} partition (it is older "
                 "than partitions, or ignored the request): upgrade it, or use --partition features.")
-        self.zones = tuple(response.accepted.zones)
+        self.zones = drawable_zones(response.accepted.zones)
         log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
 
     def _after_disconnect(self) -> None:

@@ -190,3 +190,26 @@ def test_headless_chromium_shows_the_clouds_zones_and_lines_with_live_counts(eng
     assert _magenta(picture).sum() > 1500, "the zones and lines are not drawn on the live picture"
     # The page's counts panel reads the cloud's live counts.
     assert re.search(r'id="zones">floor: [0-9]+ inside \| middle: [0-9]+ fwd, [0-9]+ back<', dom), dom[-3000:]
+
+
+def test_zones_the_edge_cannot_draw_are_left_out_and_the_rest_are_drawn(caplog) -> None:
+    from splitinfer.services.edge.client import drawable_zones
+    from splitinfer.services.edge.output import draw_zones
+    from splitinfer.v1 import inference_pb2
+
+    zone, line = inference_pb2.ZONE_SHAPE_KIND_ZONE, inference_pb2.ZONE_SHAPE_KIND_LINE
+    good = [inference_pb2.ZoneShape(name="door", kind=zone, coordinates=[10, 10, 100, 10, 100, 80]),
+            inference_pb2.ZoneShape(name="entrance", kind=line, coordinates=[0, 120, 200, 120])]
+    hostile = [inference_pb2.ZoneShape(name="odd", kind=zone, coordinates=[1, 2, 3, 4, 5]),
+               inference_pb2.ZoneShape(name="nan", kind=zone, coordinates=[1, 2, float("nan"), 4, 5, 6]),
+               inference_pb2.ZoneShape(name="huge", kind=line, coordinates=[0, 0, 1e30, 5]),
+               inference_pb2.ZoneShape(name="many", kind=zone, coordinates=[1.0] * 2_000_000),
+               inference_pb2.ZoneShape(name="point", kind=line, coordinates=[1, 1])]
+    kept = drawable_zones(hostile[:2] + good + hostile[2:])
+    assert [shape.name for shape in kept] == ["door", "entrance"]
+    assert caplog.text.count("cannot draw") == len(hostile)
+    canvas = np.zeros((160, 240, 3), np.uint8)
+    counts = [inference_pb2.ZoneCount(name="door", kind=zone, inside=2),
+              inference_pb2.ZoneCount(name="entrance", kind=line, forward=3, backward=1)]
+    draw_zones(canvas, kept, counts)
+    assert canvas[120, 150].tolist() == [255, 0, 255] and canvas[45, 100].tolist() == [255, 0, 255]
