@@ -103,7 +103,7 @@ MAX_ZONE_SHAPES, MAX_ZONE_VERTICES, MAX_ZONE_COORDINATE = 64, 256, 8192.0
 def drawable_zones(shapes: Iterable[inference_pb2.ZoneShape]) -> tuple[inference_pb2.ZoneShape, ...]:
     """The cloud's zones and lines that can be drawn; a malformed one (odd or too many coordinates, not finite or
     out of range, a line without two points) is left out with a warning, so it never breaks the edge's sinks."""
-    kept = []
+    kept: list[inference_pb2.ZoneShape] = []
     for shape in shapes:
         values = list(shape.coordinates)
         points = len(values) // 2
