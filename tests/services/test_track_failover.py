@@ -1,7 +1,8 @@
 """Done when (#21, failover): two cloud processes on one nats-server; the real edge streams the shared video's
 walker in file mode to cloud A, which is killed with -9 as the walker nears the lines; the edge resumes on cloud B.
 The bus then holds every line crossing the unsplit model's tracks give, once each, with the walker's one track id
-on both sides of the kill: B resumed the stream's tracks from its last result on the bus (Tracker.resume)."""
+on both sides of the kill: B resumed the stream's tracks from its last result on the bus (Tracker.resume). And
+ResultBus.last_result, which reads that result, against a real nats-server: none, another stream's, a broken one."""
 
 from __future__ import annotations
 
@@ -25,7 +26,6 @@ from tests.services.nats_server import nats_server  # noqa: F401 - a fixture
 from tests.services.test_track_events import LAST, ZONES, crossings
 
 pytest.importorskip("supervision", reason="tracking needs the tracks extra: pip install -e '.[tracks]'")
-pytestmark = pytest.mark.slow
 
 STREAM = "site-a/door-cam"  # the stream the lines of test_track_events' ZONES are for
 CLIP_FIRST = 160  # the clip: the video's frames CLIP_FIRST..LAST, the walker's exit (178-197) in its second half
@@ -81,6 +81,7 @@ async def _bus(url: str) -> tuple[list[inference_pb2.InferenceResult], list[infe
     return results, events
 
 
+@pytest.mark.slow
 def test_a_kill_9_mid_crossing_loses_no_event_and_keeps_the_walkers_track_id(
         clip, model, cloud_process, nats_server, tmp_path: Path) -> None:
     path, expected = clip
@@ -128,3 +129,32 @@ def test_a_kill_9_mid_crossing_loses_no_event_and_keeps_the_walkers_track_id(
     before = [r for r in results if r.frame_id <= killed[0] - 4]
     assert any(d.track_id in walker for r in before for d in r.detections)
     assert "tracks resumed from its last result on the bus" in cloud_b.log.read_text(), cloud_b.log.read_text()
+
+
+def test_a_replica_resumes_from_the_streams_last_result_on_the_bus_and_never_from_a_bad_one(nats_server) -> None:
+    from splitinfer.services.cloud.bus import ResultBus
+
+    async def scenario():
+        import nats
+
+        bus = ResultBus(nats_server.url, capacity=16, max_bytes=1 << 20)
+        await bus.start()
+        try:
+            nothing = await bus.last_result(STREAM)
+            for frame_id in (0, 1):
+                result = inference_pb2.InferenceResult(stream_id=STREAM, frame_id=frame_id)
+                result.detections.add(x1=1, y1=2, x2=30, y2=40, class_id=0, label="person", score=0.9, track_id=7)
+                await bus.publish(result)
+            last = await bus.last_result(STREAM)
+            other = await bus.last_result("site-a/another")
+            nc = await nats.connect(nats_server.url)  # a hostile or broken publisher on the stream's subject
+            await nc.jetstream().publish(results_subject(STREAM), b"\xff not a result")
+            await nc.close()
+            broken = await bus.last_result(STREAM)
+        finally:
+            await bus.aclose()
+        return nothing, last, other, broken
+
+    nothing, last, other, broken = run(scenario())
+    assert nothing is None and other is None and broken is None
+    assert last.frame_id == 1 and [d.track_id for d in last.detections] == [7]
