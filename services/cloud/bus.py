@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter
 
 from splitinfer.bus_connection import BusConnection, import_nats, is_permission_violation
@@ -179,6 +180,29 @@ class ResultBus:
             self.unpublished.inc()
             log.warning("could not publish %s to the results bus: %s", msg_id, exc)
         return 0
+
+    async def last_result(self, stream_id: str) -> inference_pb2.InferenceResult | None:
+        """The stream's last result on the bus, where its tracks resume on this replica after a failover (None:
+        none, the bus is away, or the message is unreadable or unsigned where --bus-keys asks for signatures)."""
+        if self._nc is None or not self._nc.is_connected:
+            return None
+        from nats.js.errors import NotFoundError
+
+        try:
+            msg = await self._js.get_last_msg(STREAM_NAME, results_subject(stream_id))
+        except Exception as exc:  # noqa: BLE001 - no message (NotFoundError) or an outage: the tracks start afresh
+            if not isinstance(exc, NotFoundError):
+                log.warning("could not read stream %s's last result from the results bus: %s", stream_id, exc)
+            return None
+        if self.keys is not None and not self.verified(msg, self.keys()):
+            return None
+        result = inference_pb2.InferenceResult()
+        try:
+            result.ParseFromString(msg.data or b"")
+        except DecodeError:
+            log.warning("stream %s's last result on the results bus is not an InferenceResult", stream_id)
+            return None
+        return result if result.stream_id == stream_id else None
 
     async def publish_event(self, event: inference_pb2.TrackEvent) -> int:
         """Store a track event on the bus as CloudEvents JSON (Nats-Msg-Id its stable id); returns 0."""

@@ -70,6 +70,7 @@ from splitinfer.services.cloud.bus import ResultBus
 from splitinfer.services.cloud.metadata import server_metadata
 from splitinfer.services.cloud.metrics import CloudMetrics
 from splitinfer.services.cloud.publishing import ResultPublisher
+from splitinfer.services.cloud.tracking import zone_shapes
 from splitinfer.services.cloud.status import abort
 from splitinfer.services.cloud.streams import (
     Connection,
@@ -180,9 +181,11 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
                  inference_pb2.Partition.Name(connection.state.partition), split.cut, connection.peer)
         try:
             features = connection.state.partition == inference_pb2.PARTITION_FEATURES
+            tracker = self.publisher.tracker
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
                 stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors] if features else [],
-                partition=connection.state.partition))
+                partition=connection.state.partition,
+                zones=zone_shapes(tracker.zones_of(start.stream_id)) if tracker is not None else []))
             last_frame_id = -1
             while True:
                 item = await self._next_item(queue, connection, self.stream_idle_timeout_s)

@@ -7,7 +7,8 @@ streams may be batched together (each stream's results still arrive here one at 
 frame is not after the stream's last one (a frame resent after a reconnect, a late duplicate) is not tracked
 (track ids 0, no events); a frame id that goes back with a later capture time is a restarted edge: the stream's
 tracker starts afresh and says so (TRACK_EVENT_KIND_TRACKS_RESTARTED), as it does for a stream it has not seen
-(first frame on this replica, a stream that moved here from a replica that died). docs/TRACKS.md.
+and cannot resume. A stream that moved here from a replica that died resumes from its last result on the bus
+(`Tracker.resume`: its tracks' ids and points, its line counts). docs/TRACKS.md.
 
 The tracker is supervision's ByteTrack (the `tracks` extra), one per class within a stream so that a person
 never inherits a bag's id; ids are numbered per stream from 1. supervision is imported on first use.
@@ -32,6 +33,11 @@ from splitinfer.v1 import inference_pb2
 MAX_STREAMS = 4096
 # Frames a track may go unseen before it is gone (ByteTrack's lost-track buffer at 30 frames per second).
 LOST_FRAMES = 30
+# A stream resumes its tracks from its last result on the bus (a failover) only if that result's capture time is
+# at most this long before the frame now: an older one would seed tracks of objects long gone.
+RESUME_WITHIN_S = 30.0
+# Track ids a resumed stream may continue from (uint32 on the wire; far above what a stream ever numbers).
+MAX_TRACK_ID = 2**31
 INSTALL_HINT = "pip install 'splitinfer[tracks]'"
 
 
@@ -98,6 +104,15 @@ class _Track:
     inside: dict[str, int] = field(default_factory=dict)  # zone name -> capture ns when it entered
 
 
+def zone_shapes(zones: StreamZones) -> list[inference_pb2.ZoneShape]:
+    """A stream's zones and lines in their wire form (StreamAccepted.zones), for the edge to draw."""
+    shapes = [inference_pb2.ZoneShape(name=zone.name, kind=inference_pb2.ZONE_SHAPE_KIND_ZONE,
+                                      coordinates=[c for point in zone.polygon for c in point]) for zone in zones.zones]
+    shapes += [inference_pb2.ZoneShape(name=line.name, kind=inference_pb2.ZONE_SHAPE_KIND_LINE,
+                                       coordinates=[*line.a, *line.b]) for line in zones.lines]
+    return shapes
+
+
 class StreamTracks:
     """One stream's tracker: ByteTrack per class, stream-unique track ids, and each track's zones and last point."""
 
@@ -151,6 +166,49 @@ class StreamTracks:
             for name in list(track.inside):
                 events.append(self._left(track, name, result, capture_ns))
         return events
+
+    def seed(self, last: inference_pb2.InferenceResult, zones: StreamZones) -> None:
+        """Resume from the stream's last published result (another replica's, before it died): each tracked
+        detection of it becomes a track with its id and point, inside the zones its point is in; the line counts
+        go on from its zone_counts. ByteTrack confirms tracks of its first frame at once, so the next frame
+        matches them by IoU as usual."""
+        capture_ns = last.capture.capture_time.ToNanoseconds()
+        self.last_frame = (last.frame_id, capture_ns)
+        self._frames = 1
+        by_class: dict[int, list[int]] = collections.defaultdict(list)
+        for index, detection in enumerate(last.detections):
+            if detection.track_id:
+                by_class[detection.class_id].append(index)
+        # Every tracked detection must become a track, also a faint one that an existing track had matched:
+        # ByteTrack starts tracks only from confident detections, so it is shown them all at full score.
+        confident = inference_pb2.InferenceResult()
+        confident.detections.extend(last.detections)
+        for detection in confident.detections:
+            detection.score = 1.0
+        for class_id, indices in sorted(by_class.items()):
+            self._byte_tracks[class_id] = _new_byte_track()
+            for index, external in self._track_class(class_id, confident, indices):
+                detection = last.detections[index]
+                track = _Track(detection.track_id, class_id, detection.label, self._frames, anchor(detection))
+                for zone in zones.zones:
+                    if (not zone.classes or track.label in zone.classes) and zone.contains(track.point):
+                        track.inside[zone.name] = capture_ns  # when it entered is not in the result: dwell from here
+                        self.occupancy[zone.name] += 1
+                self._ids[(class_id, external)] = track
+        self._next_id = max((d.track_id for d in last.detections), default=0) + 1
+        for count in last.zone_counts:
+            if count.kind == inference_pb2.ZONE_SHAPE_KIND_LINE:
+                self.crossings[(count.name, "forward")] = count.forward
+                self.crossings[(count.name, "backward")] = count.backward
+
+    def counts(self, zones: StreamZones) -> list[inference_pb2.ZoneCount]:
+        """Every zone's and line's counts now (InferenceResult.zone_counts), in the zones file's order."""
+        counts = [inference_pb2.ZoneCount(name=zone.name, kind=inference_pb2.ZONE_SHAPE_KIND_ZONE,
+                                          inside=self.occupancy[zone.name]) for zone in zones.zones]
+        counts += [inference_pb2.ZoneCount(name=line.name, kind=inference_pb2.ZONE_SHAPE_KIND_LINE,
+                                           forward=self.crossings[(line.name, "forward")],
+                                           backward=self.crossings[(line.name, "backward")]) for line in zones.lines]
+        return counts
 
     def _track_class(self, class_id: int, result: inference_pb2.InferenceResult, indices: list[int]
                      ) -> list[tuple[int, int]]:
@@ -251,6 +309,35 @@ class Tracker:
     def __len__(self) -> int:
         return len(self._streams)
 
+    def zones_of(self, stream_id: str) -> StreamZones:
+        """The stream's zones and lines now (none without a zones file)."""
+        return self._zones().for_stream(stream_id) if self._zones is not None else StreamZones()
+
+    def knows(self, stream_id: str) -> bool:
+        """True if this process tracks the stream already (else its first result may resume from the bus)."""
+        return stream_id in self._streams
+
+    def resume(self, last: inference_pb2.InferenceResult | None, result: inference_pb2.InferenceResult) -> bool:
+        """Seed a stream this process has no tracks for from `last`, its last result on the bus, before `result`
+        is observed; True if it did. Not when `last` is missing, more than RESUME_WITHIN_S older, or
+        `result` is a restarted edge's (its frame id went back with a later capture time): then the stream's
+        tracks start afresh (TRACKS_RESTARTED) as before."""
+        if last is None or self.knows(result.stream_id) or last.HasField("error") or last.stream_id != result.stream_id:
+            return False
+        last_ns, now_ns = last.capture.capture_time.ToNanoseconds(), result.capture.capture_time.ToNanoseconds()
+        if result.frame_id <= last.frame_id and now_ns > last_ns:
+            return False  # a restarted edge
+        if now_ns - last_ns > RESUME_WITHIN_S * 1e9:
+            return False  # the stream stood still too long: its objects are gone
+        if max((d.track_id for d in last.detections), default=0) >= MAX_TRACK_ID:
+            return False  # ids this high were not ours to continue: start afresh rather than overflow
+        tracks = StreamTracks(result.stream_id)
+        tracks.seed(last, self.zones_of(result.stream_id))
+        self._streams[result.stream_id] = tracks
+        if len(self._streams) > self.max_streams:
+            self._streams.popitem(last=False)
+        return True
+
     def observe(self, result: inference_pb2.InferenceResult) -> list[inference_pb2.TrackEvent]:
         """Track one result (in place: track ids) and return its events; see the module docstring for the order."""
         if result.HasField("error") or not result.detections and result.classes:
@@ -273,8 +360,9 @@ class Tracker:
                 self._on_stale()
             return []
         self._streams.move_to_end(result.stream_id)
-        zones = self._zones().for_stream(result.stream_id) if self._zones is not None else StreamZones()
+        zones = self.zones_of(result.stream_id)
         events += tracks.update(result, zones)
+        result.zone_counts.extend(tracks.counts(zones))
         if self._on_event is not None:
             for event in events:
                 self._on_event(event)

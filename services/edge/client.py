@@ -13,9 +13,10 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -95,6 +96,28 @@ class HeadOutput:
         return self.frame.sequence
 
 
+# What the edge draws of the cloud's zones (StreamAccepted.zones): the zones file's limits (services/cloud/zones.py).
+MAX_ZONE_SHAPES, MAX_ZONE_VERTICES, MAX_ZONE_COORDINATE = 64, 256, 8192.0
+
+
+def drawable_zones(shapes: Iterable[inference_pb2.ZoneShape]) -> tuple[inference_pb2.ZoneShape, ...]:
+    """The cloud's zones and lines that can be drawn; a malformed one (odd or too many coordinates, not finite or
+    out of range, a line without two points) is left out with a warning, so it never breaks the edge's sinks."""
+    kept: list[inference_pb2.ZoneShape] = []
+    for shape in shapes:
+        values = list(shape.coordinates)
+        points = len(values) // 2
+        line = shape.kind == inference_pb2.ZONE_SHAPE_KIND_LINE
+        if (len(kept) >= MAX_ZONE_SHAPES or len(values) % 2
+                or not (points == 2 if line else 3 <= points <= MAX_ZONE_VERTICES)
+                or not all(math.isfinite(v) and 0 <= v <= MAX_ZONE_COORDINATE for v in values)):
+            log.warning("the cloud sent a zone or line the edge cannot draw (%r, %d coordinates); it is not drawn",
+                        shape.name[:64], len(values))
+            continue
+        kept.append(shape)
+    return tuple(kept)
+
+
 @dataclass
 class FrameOutcome:
     """What the streamer hands to the output sinks once a frame's result arrived."""
@@ -103,6 +126,8 @@ class FrameOutcome:
     result: inference_pb2.InferenceResult
     sent_monotonic_ns: int
     received_monotonic_ns: int
+    # The cloud's zones and lines for the stream (StreamAccepted.zones), drawn with the result's zone counts.
+    zones: tuple[inference_pb2.ZoneShape, ...] = ()
 
     @property
     def latency_seconds(self) -> float:
@@ -202,6 +227,7 @@ class EdgeStreamer:
         self._coding = 0  # bumped when a reconnect restarts the coder: frames coded before must be coded again
         self._carry: HeadOutput | None = None
         self._stopping = False
+        self.zones: tuple[inference_pb2.ZoneShape, ...] = ()  # the cloud's zones for the stream, from its accept
 
     def stop(self) -> None:
         """Stop taking new frames; frames already sent still get their results."""
@@ -328,6 +354,7 @@ class EdgeStreamer:
             raise StreamRejectedError(
                 f"the cloud at {self.config.cloud} does not serve the {_partition_name(asked)} partition (it is older "
                 "than partitions, or ignored the request): upgrade it, or use --partition features.")
+        self.zones = drawable_zones(response.accepted.zones)
         log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
 
     def _after_disconnect(self) -> None:
@@ -459,7 +486,8 @@ class EdgeStreamer:
                 self.switcher.observe(result.payload_bytes)
             if result.HasField("error") and result.error.intra_frame_requested:
                 self.pipeline.restart_coding()
-            self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns()))
+            self.on_result(FrameOutcome(pending.head.frame, result, pending.sent_monotonic_ns, time.monotonic_ns(),
+                                        self.zones))
 
     def _account(self, result: inference_pb2.InferenceResult) -> None:
         self.stats.results += 1

@@ -1,4 +1,5 @@
-"""Live figures of an edge stream (fps, kbit/s, bits/element, latency, detections per class) over a sliding window.
+"""Live figures of an edge stream (fps, kbit/s, bits/element, latency, detections per class, the cloud's zone and
+line counts) over a sliding window.
 
 A sink: call it with each FrameOutcome. `snapshot()` gives the current figures, `history` one point per
 second for the charts of the live page; everything kept is bounded (window and history length).
@@ -11,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from splitinfer.services.edge.client import FrameOutcome
+from splitinfer.v1 import inference_pb2
 
 
 @dataclass
@@ -20,6 +22,12 @@ class _Sample:
     elements: int
     latency_s: float
     error: bool
+
+
+def _zone_count(count: inference_pb2.ZoneCount) -> dict:
+    if count.kind == inference_pb2.ZONE_SHAPE_KIND_LINE:
+        return {"name": count.name, "kind": "line", "forward": count.forward, "backward": count.backward}
+    return {"name": count.name, "kind": "zone", "inside": count.inside}
 
 
 @dataclass
@@ -40,6 +48,7 @@ class LiveStats:
         self.history: collections.deque[dict] = collections.deque(maxlen=self.history_len)
         self._last_point = 0.0
         self._current_classes: collections.Counter = collections.Counter()
+        self._zones: list[dict] = []  # the cloud's zone and line counts after the newest tracked result
 
     def __call__(self, outcome: FrameOutcome) -> None:
         result = outcome.result
@@ -51,6 +60,8 @@ class LiveStats:
         self.elements += result.elements
         self._current_classes = collections.Counter(d.label or str(d.class_id) for d in result.detections)
         self.detections_by_class.update(self._current_classes)
+        if result.zone_counts:
+            self._zones = [_zone_count(count) for count in result.zone_counts]
         self._recent.append(_Sample(now, result.payload_bytes, result.elements, outcome.latency_seconds, error))
         self._trim(now)
         if now - self._last_point >= 1.0:
@@ -78,6 +89,7 @@ class LiveStats:
             "frames": self.frames,
             "errors": self.errors,
             "detections": dict(self._current_classes),
+            "zones": list(self._zones),
         }
 
     def report(self) -> dict:

@@ -11,7 +11,7 @@ import os
 import socket
 import sys
 import webbrowser
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +21,7 @@ from splitinfer.errors import ConfigError, ServiceError
 from splitinfer.results import result_to_dict, result_to_json
 from splitinfer.services.edge.client import FrameOutcome
 from splitinfer.logs import NativeStderr
+from splitinfer.v1 import inference_pb2
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -113,6 +114,7 @@ def draw_detections(image: np.ndarray, outcome: FrameOutcome) -> np.ndarray:
 
     canvas = image.copy()
     height, width = canvas.shape[:2]
+    draw_zones(canvas, outcome.zones, outcome.result.zone_counts)
     detections = list(outcome.result.detections)
     for det in sorted(detections, key=lambda d: d.score):  # the best box is drawn last, on top
         p1, p2 = (int(round(det.x1)), int(round(det.y1))), (int(round(det.x2)), int(round(det.y2)))
@@ -125,6 +127,48 @@ def draw_detections(image: np.ndarray, outcome: FrameOutcome) -> np.ndarray:
         cv2.putText(canvas, f"error: {outcome.result.error.message[:80]}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX,
                     0.5, (0, 0, 255), 1)
     return canvas
+
+
+# Zones and lines in one colour no class gets (_colour draws from 64..255 per channel at random): magenta, BGR.
+ZONE_COLOUR = (255, 0, 255)
+
+
+def zone_caption(shape: inference_pb2.ZoneShape, counts: dict[str, inference_pb2.ZoneCount]) -> str:
+    """`door: 2 inside` or `entrance: 3 fwd, 1 back` (the name alone before the first tracked result)."""
+    count = counts.get(shape.name)
+    if count is None:
+        return shape.name
+    if shape.kind == inference_pb2.ZONE_SHAPE_KIND_LINE:
+        return f"{shape.name}: {count.forward} fwd, {count.backward} back"
+    return f"{shape.name}: {count.inside} inside"
+
+
+def draw_zones(canvas: np.ndarray, shapes: Iterable[inference_pb2.ZoneShape],
+               zone_counts: Iterable[inference_pb2.ZoneCount]) -> None:
+    """Draw the cloud's zones (outlines) and lines (with an arrow to their forward side), each with its counts."""
+    import cv2
+
+    counts = {count.name: count for count in zone_counts}
+    for shape in shapes:
+        points = np.round(np.array(shape.coordinates, dtype=np.float64).reshape(-1, 2)).astype(np.int32)
+        if len(points) < 2:
+            continue
+        if shape.kind == inference_pb2.ZONE_SHAPE_KIND_LINE:
+            cv2.line(canvas, tuple(points[0]), tuple(points[1]), ZONE_COLOUR, 3, cv2.LINE_AA)
+            middle, along = (points[0] + points[1]) / 2, (points[1] - points[0]).astype(np.float64)
+            right = np.array([-along[1], along[0]]) / max(float(np.hypot(*along)), 1e-9)  # forward: right of a->b
+            tip = np.round(middle + 20 * right).astype(np.int32)
+            cv2.arrowedLine(canvas, tuple(np.round(middle).astype(np.int32)), tuple(tip), ZONE_COLOUR, 2,
+                            cv2.LINE_AA, tipLength=0.4)
+        else:
+            cv2.polylines(canvas, [points.reshape(-1, 1, 2)], True, ZONE_COLOUR, 2, cv2.LINE_AA)
+        text = zone_caption(shape, counts)
+        (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _THICKNESS)
+        x = int(np.clip(points[0][0], 0, max(canvas.shape[1] - tw - 2 * _PAD, 0)))
+        y = int(np.clip(points[0][1] - 4, th + baseline + 2 * _PAD, canvas.shape[0]))
+        cv2.rectangle(canvas, (x, y - th - baseline - 2 * _PAD), (x + tw + 2 * _PAD, y), ZONE_COLOUR, -1)
+        cv2.putText(canvas, text, (x + _PAD, y - baseline - _PAD), cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE,
+                    (0, 0, 0), _THICKNESS, cv2.LINE_AA)
 
 
 def _colour(class_id: int) -> tuple[int, int, int]:

@@ -6,7 +6,8 @@
     /             the page (HTML + a little JavaScript, no external files)
     /stream.mjpg  the annotated picture as multipart/x-mixed-replace JPEGs (newest frame; no backlog)
     /frame.jpg    the newest annotated frame
-    /stats.json   fps, kbit/s, bits/element, latency, detections per class, and a per-second history
+    /stats.json   fps, kbit/s, bits/element, latency, detections per class, the zones' and lines' counts (the
+              cloud's zones file, docs/TRACKS.md), and a per-second history
 
 Standard library only. The sink encodes at most `max_fps` JPEGs per second; each viewer gets the newest
 one when it is ready for it, so a slow viewer skips frames instead of queueing them.
@@ -161,6 +162,7 @@ canvas{display:block}
 <div class="chart"><h3>bits/element <span class="value" id="v-bits_per_element">-</span></h3><canvas id="c-bits_per_element" width="260" height="72"></canvas></div>
 <div class="chart"><h3>latency ms <span class="value" id="v-latency_ms">-</span></h3><canvas id="c-latency_ms" width="260" height="72"></canvas></div>
 <div class="chart" style="grid-column:span 2"><h3>detections per class (since start)</h3><canvas id="c-classes" width="540" height="110"></canvas></div>
+<div class="chart" style="grid-column:span 2"><h3>zones and lines (the cloud's counts)</h3><div class="value" id="zones">none</div></div>
 </div>
 </main>
 <script>
@@ -206,6 +208,9 @@ async function refresh() {
       line("c-" + k, history.map(p => p[k]), COLOURS[k]);
     }
     bars("c-classes", s.detections_total);
+    document.getElementById("zones").textContent = s.now.zones.length ? s.now.zones.map(z => z.kind === "line"
+      ? z.name + ": " + z.forward + " fwd, " + z.backward + " back" : z.name + ": " + z.inside + " inside").join(" | ")
+      : "none";
     document.getElementById("status").textContent =
       s.now.frames + " frames answered, " + s.now.errors + " errors (update " + updates + ")";
     document.body.dataset.updates = updates;

@@ -18,6 +18,12 @@ class Partition(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PARTITION_PIXELS: _ClassVar[Partition]
     PARTITION_DETECTIONS: _ClassVar[Partition]
 
+class ZoneShapeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ZONE_SHAPE_KIND_UNSPECIFIED: _ClassVar[ZoneShapeKind]
+    ZONE_SHAPE_KIND_ZONE: _ClassVar[ZoneShapeKind]
+    ZONE_SHAPE_KIND_LINE: _ClassVar[ZoneShapeKind]
+
 class FrameErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FRAME_ERROR_REASON_UNSPECIFIED: _ClassVar[FrameErrorReason]
@@ -44,6 +50,9 @@ PARTITION_UNSPECIFIED: Partition
 PARTITION_FEATURES: Partition
 PARTITION_PIXELS: Partition
 PARTITION_DETECTIONS: Partition
+ZONE_SHAPE_KIND_UNSPECIFIED: ZoneShapeKind
+ZONE_SHAPE_KIND_ZONE: ZoneShapeKind
+ZONE_SHAPE_KIND_LINE: ZoneShapeKind
 FRAME_ERROR_REASON_UNSPECIFIED: FrameErrorReason
 FRAME_ERROR_REASON_FRAME_ID_NOT_INCREASING: FrameErrorReason
 FRAME_ERROR_REASON_BAD_IMAGE_SIZE: FrameErrorReason
@@ -113,14 +122,26 @@ class PixelCoding(_message.Message):
     def __init__(self, codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., preset: _Optional[str] = ..., crf: _Optional[int] = ..., target_kbps: _Optional[float] = ..., key_interval: _Optional[int] = ...) -> None: ...
 
 class StreamAccepted(_message.Message):
-    __slots__ = ("stream_id", "tensor_names", "partition")
+    __slots__ = ("stream_id", "tensor_names", "partition", "zones")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     TENSOR_NAMES_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
+    ZONES_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     tensor_names: _containers.RepeatedScalarFieldContainer[str]
     partition: Partition
-    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ..., partition: _Optional[_Union[Partition, str]] = ...) -> None: ...
+    zones: _containers.RepeatedCompositeFieldContainer[ZoneShape]
+    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ..., partition: _Optional[_Union[Partition, str]] = ..., zones: _Optional[_Iterable[_Union[ZoneShape, _Mapping]]] = ...) -> None: ...
+
+class ZoneShape(_message.Message):
+    __slots__ = ("name", "kind", "coordinates")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COORDINATES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ZoneShapeKind
+    coordinates: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ZoneShapeKind, str]] = ..., coordinates: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CaptureInfo(_message.Message):
     __slots__ = ("capture_time", "capture_monotonic_ns", "image_width", "image_height")
@@ -220,7 +241,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., intra_frame_requested: _Optional[bool] = ..., reason: _Optional[_Union[FrameErrorReason, str]] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements", "origin")
+    __slots__ = ("stream_id", "frame_id", "capture", "model", "detections", "classes", "error", "stage_seconds", "payload_bytes", "elements", "origin", "zone_counts")
     class StageSecondsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -239,6 +260,7 @@ class InferenceResult(_message.Message):
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     ELEMENTS_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    ZONE_COUNTS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     frame_id: int
     capture: CaptureInfo
@@ -250,7 +272,22 @@ class InferenceResult(_message.Message):
     payload_bytes: int
     elements: int
     origin: ResultOrigin
-    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ..., origin: _Optional[_Union[ResultOrigin, _Mapping]] = ...) -> None: ...
+    zone_counts: _containers.RepeatedCompositeFieldContainer[ZoneCount]
+    def __init__(self, stream_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., capture: _Optional[_Union[CaptureInfo, _Mapping]] = ..., model: _Optional[str] = ..., detections: _Optional[_Iterable[_Union[Detection, _Mapping]]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., stage_seconds: _Optional[_Mapping[str, float]] = ..., payload_bytes: _Optional[int] = ..., elements: _Optional[int] = ..., origin: _Optional[_Union[ResultOrigin, _Mapping]] = ..., zone_counts: _Optional[_Iterable[_Union[ZoneCount, _Mapping]]] = ...) -> None: ...
+
+class ZoneCount(_message.Message):
+    __slots__ = ("name", "kind", "inside", "forward", "backward")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    INSIDE_FIELD_NUMBER: _ClassVar[int]
+    FORWARD_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: ZoneShapeKind
+    inside: int
+    forward: int
+    backward: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ZoneShapeKind, str]] = ..., inside: _Optional[int] = ..., forward: _Optional[int] = ..., backward: _Optional[int] = ...) -> None: ...
 
 class ResultOrigin(_message.Message):
     __slots__ = ("partition", "cut", "ladder_point", "pixel_coding")

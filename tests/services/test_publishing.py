@@ -1,4 +1,4 @@
-"""ResultPublisher: each frame once to subscribers, a restarted edge's frames again, track events after their result."""
+"""ResultPublisher: each frame once to subscribers, a restarted edge's frames again, track events just before their result."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def test_a_resent_frame_is_published_once_and_a_restarted_edges_frames_again() -
     assert seen == [(0, 100), (1, 101), (0, 200)]
 
 
-def test_with_a_tracker_results_carry_track_ids_and_their_events_follow_them() -> None:
+def test_with_a_tracker_results_carry_track_ids_and_their_events_precede_them() -> None:
     pytest.importorskip("supervision", reason="tracking needs the tracks extra: pip install -e '.[tracks]'")
     from splitinfer.services.cloud.tracking import Tracker
 
@@ -61,8 +61,10 @@ def test_with_a_tracker_results_carry_track_ids_and_their_events_follow_them() -
 
     responses = run(scenario())
     kinds = ["event" if r.HasField("event") else "result" for r in responses]
-    assert kinds[0] == "result" and kinds.count("result") == 5
-    # The tracker's start is announced right after the first result; a walking box keeps one track id.
-    assert responses[1].event.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED
+    assert kinds[1] == "result" and kinds.count("result") == 5
+    # The tracker's start is announced just before the first result (once a result is out, so are its events:
+    # a replica that resumes after it loses none); a walking box keeps one track id.
+    assert responses[0].event.kind == inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED
+    assert responses[1].result.frame_id == 0
     track_ids = {d.track_id for r in responses if r.HasField("result") for d in r.result.detections}
     assert len(track_ids - {0}) == 1

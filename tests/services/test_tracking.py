@@ -130,3 +130,67 @@ def _iou(a: inference_pb2.Detection, b: inference_pb2.Detection) -> float:
     inter = w * h
     union = (a.x2 - a.x1) * (a.y2 - a.y1) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter
     return inter / union if union > 0 else 0.0
+
+
+LINE_ZONES = "streams:\n  cam:\n    lines:\n      - name: middle\n        points: [[436, 432], [436, 0]]\n"
+ALL_ZONES = LINE_ZONES + "    zones:\n      - name: all\n        polygon: [[0, 0], [768, 0], [768, 432], [0, 432]]\n"
+CUT = 12  # replica A tracks frames 0..11, B from 12 on: the walker crosses the line between (x 431 at 11, 441 at 12)
+
+
+def _failover(video_detections, zones) -> tuple[list, list, list, list]:
+    """(results, events) of one replica tracking every frame, and of A until CUT, then B resuming from A's last."""
+    alone, reference = Tracker(lambda: zones), results_of(video_detections)
+    expected = [alone.observe(r) for r in reference]
+    results = results_of(video_detections)
+    before, after = Tracker(lambda: zones), Tracker(lambda: zones)
+    got = [before.observe(r) for r in results[:CUT]]
+    last = inference_pb2.InferenceResult.FromString(results[CUT - 1].SerializeToString())  # as the bus gives it
+    # The edge resends the frame A published but did not answer: B tracks it no more, then goes on.
+    resent = results_of(video_detections[CUT - 1:CUT], first_frame=CUT - 1,
+                        start_ns=START_NS + (CUT - 1) * FRAME_NS)[0]
+    assert after.resume(last, resent) and after.observe(resent) == []
+    assert not after.resume(last, results[CUT])  # once per stream: B knows it now
+    got += [after.observe(r) for r in results[CUT:]]
+    return reference, expected, results, got
+
+
+def test_a_replica_resuming_from_the_last_published_result_goes_on_with_the_same_ids_events_and_counts(
+        video_detections) -> None:
+    reference, expected, results, got = _failover(video_detections, parse_zones(LINE_ZONES))
+    # The same ids, events (with their stable ids) and counts as one replica tracking every frame.
+    assert track_ids(results) == track_ids(reference)
+    assert [e.name for e in got[CUT] if e.kind == inference_pb2.TRACK_EVENT_KIND_LINE_CROSSED] == ["middle"]
+    assert got == expected
+    assert [list(r.zone_counts) for r in results] == [list(r.zone_counts) for r in reference]
+
+
+def test_a_track_lost_when_the_replica_died_is_not_resumed_and_its_zone_left_is_not_sent(video_detections) -> None:
+    # docs/TRACKS.md: B resumes the tracks of the last result only. The knife, inside the zone and seen last at
+    # frame 2, is lost (ByteTrack keeps it 30 frames): A would have said it left at frame 33; B cannot.
+    reference, expected, results, got = _failover(video_detections, parse_zones(ALL_ZONES))
+    assert track_ids(results) == track_ids(reference)
+    missing = [e for events in expected for e in events if e not in [g for events in got for g in events]]
+    assert [(e.frame_id, e.kind, e.label) for e in missing] == [(33, inference_pb2.TRACK_EVENT_KIND_ZONE_LEFT, "knife")]
+
+
+def _tracked(detections: list, zones) -> list[inference_pb2.InferenceResult]:
+    tracker, results = Tracker(lambda: zones), results_of(detections)
+    for result in results:
+        tracker.observe(result)
+    return results
+
+
+def test_a_stream_resumes_only_from_a_recent_result_of_the_same_edge_run(video_detections) -> None:
+    results = _tracked(video_detections[:3], parse_zones(LINE_ZONES))
+    later = results_of(video_detections[3:4], first_frame=3, start_ns=START_NS + 3 * FRAME_NS)[0]
+    assert Tracker().resume(results[2], later)
+    stale = results_of(video_detections[3:4], first_frame=3, start_ns=START_NS + 3600 * 10**9)[0]
+    assert not Tracker().resume(results[2], stale)  # an hour later: its objects are gone
+    restarted = results_of(video_detections[:1], start_ns=START_NS + 10 * FRAME_NS)[0]
+    assert not Tracker().resume(results[2], restarted)  # frame ids from 0 again: a restarted edge
+    assert not Tracker().resume(None, later)
+    forged = inference_pb2.InferenceResult.FromString(results[2].SerializeToString())
+    forged.detections[0].track_id = 2**32 - 1
+    assert not Tracker().resume(forged, later)  # an id it could not continue from without overflowing
+    tracker = Tracker()
+    assert [e.kind for e in tracker.observe(stale)] == [inference_pb2.TRACK_EVENT_KIND_TRACKS_RESTARTED]
