@@ -49,7 +49,8 @@ _INITIAL_INTER_RATIO = 0.05  # inter / calibrated intra bytes until measured (lo
 
 
 class Coded(Protocol):
-    nbytes: int
+    @property
+    def nbytes(self) -> int: ...
 
 
 C = TypeVar("C", bound=Coded)

@@ -39,7 +39,7 @@ def resolve(settings: EdgeSettings) -> ResolvedEdge:
     if settings.partition == "auto":
         curves = load_curves(settings.model, settings.partition_curves)
         # auto's features run the shipped ladder with the intra period asked for (app.resolved_settings).
-        codec = resolve_codec(settings.model, None, CodecSettings(intra_period=settings.intra_period), rated=True) \
-            if "features" in curves.partitions else None
-        return ResolvedEdge(settings, codec=codec, curves=curves)
+        features = resolve_codec(settings.model, None, CodecSettings(intra_period=settings.intra_period),
+                                 rated=True) if "features" in curves.partitions else None
+        return ResolvedEdge(settings, codec=features, curves=curves)
     return ResolvedEdge(settings)
