@@ -189,7 +189,9 @@ def test_auto_switches_from_features_to_pixels_when_the_links_rate_drops(link, v
         pytest.skip("auto partitioning not in this build (`splitinfer edge --help` lists no --partitions)")
     curves = tmp_path / "curves.json"
     curves.write_text(json.dumps(AUTO_CURVES))
-    clip = write_clip(video, tmp_path / "clip-auto.avi", 300, fps=10.0)
+    # 45 s of live video: on a loaded machine the backpressure estimate takes longer to fall, and the switch waits
+    # for the frames in flight on the thin link (a 30 s clip once ended between the switch and its first result).
+    clip = write_clip(video, tmp_path / "clip-auto.avi", 450, fps=10.0)
     dropped_at: list[int] = []
 
     def drop_the_link(count: int, record: dict) -> None:
