@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -227,12 +226,10 @@ def equal_rate_fixed(runs: list[Run], video: str, kbps: float) -> tuple[np.ndarr
 
 
 def block_se(differences: np.ndarray, block: int = BLOCK_FRAMES) -> float:
-    """Standard error of `differences.sum()` by block jackknife over `block`-frame blocks (for a sum the delete-one
-    jackknife is sqrt(n) times the standard deviation of the block sums)."""
-    blocks = [differences[i:i + block].sum() for i in range(0, len(differences), block)]
-    if len(blocks) < 2:
-        return math.nan
-    return statistics.stdev(blocks) * math.sqrt(len(blocks))
+    """dnn/evaluation.py's block jackknife of a sum, at this bench's block (imported late: it brings torch)."""
+    from splitinfer.dnn.evaluation import block_se as jackknife_of_sum
+
+    return jackknife_of_sum(differences, block)
 
 
 def report(runs: list[Run]) -> None:

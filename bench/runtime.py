@@ -165,18 +165,9 @@ def _changes(reference: list, other: list) -> np.ndarray:
     return np.array([sum(count_lost_added(keep(r), keep(o))) for r, o in zip(reference, other)], dtype=float)
 
 
-def _block_se(per_frame: np.ndarray, block: int) -> float:
-    """Block-jackknife standard error of the total over consecutive blocks of `block` frames."""
-    sums = np.array([per_frame[i:i + block].sum() for i in range(0, len(per_frame), block)])
-    if len(sums) < 2:
-        return float("nan")
-    total = sums.sum()
-    leave_out = (total - sums) * len(sums) / (len(sums) - 1)
-    return float(math.sqrt((len(sums) - 1) / len(sums) * ((leave_out - leave_out.mean()) ** 2).sum()))
-
-
 def fidelity(variants: dict, video_frames: int) -> str:
     from splitinfer.codec import CodecProfile
+    from splitinfer.dnn.evaluation import block_se
     from splitinfer.dnn.eval_images import iter_video
 
     profile = CodecProfile.load(str(PROFILE))
@@ -190,7 +181,7 @@ def fidelity(variants: dict, video_frames: int) -> str:
         for ref, ours, block in ((ref_val_whole, val_whole, 1), (ref_val_coded, val_coded, 1),
                                  (ref_vid_whole, vid_whole, BLOCK), (ref_vid_coded, vid_coded, BLOCK)):
             changes = _changes(ref, ours)
-            se = _block_se(changes, block)
+            se = block_se(changes, block)
             row.append(f"{int(changes.sum())} +- {se:.1f}")
         rows.append(row)
     header = ["variant", f"val whole ({len(images)} images)", "val coded, cut 60",
@@ -208,6 +199,7 @@ def int8(rounds: int) -> str:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
     from splitinfer.codec import CodecProfile
+    from splitinfer.dnn.evaluation import block_se
     from splitinfer.dnn import load_model
     from splitinfer.dnn.eval_images import iter_folder
     from splitinfer.dnn.eval_codec import SequenceRoundtrip
@@ -264,7 +256,7 @@ def int8(rounds: int) -> str:
     rows = [[key, f"{1000 * np.median(v):.2f}"] for key, v in times.items()]
     return markdown(["head at cut 60", "CPU ms per call (median)"], rows) + (
         f"\n\nint8 against fp32: largest difference at the cut {difference:.2g} (the shipped profile's quantizer step is "
-        f"4.05); through the codec, {int(changes.sum())} +- {_block_se(changes, 1):.1f} detections lost + added on "
+        f"4.05); through the codec, {int(changes.sum())} +- {block_se(changes, 1):.1f} detections lost + added on "
         f"{len(val)} val2017 images.")
 
 
