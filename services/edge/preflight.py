@@ -91,67 +91,83 @@ def check_rate(settings: Any) -> None:
         raise ConfigError(f"--rate-kbps must be at least {MIN_RATE_KBPS:g} kbit/s, got {settings.rate_kbps:g}.")
 
 
-# The flags that only one partition reads (each refused with the others, so that none is silently ignored).
-_FEATURE_FLAGS = {"cut": "--cut", "profile": "--profile", "levels": "--levels", "clip_min": "--clip-min",
-                  "clip_max": "--clip-max", "coder": "--coder", "ladder": "--ladder"}
+def feature_codec_flags() -> dict[str, str]:
+    """The flags that fix the features partition's codec, by EdgeSettings field: CodecSettings' fields (but the
+    intra period, which pixels read too), the cut and the ladder."""
+    from dataclasses import fields
+
+    from splitinfer.services.profiles import CodecSettings
+
+    names = [f.name for f in fields(CodecSettings) if f.name != "intra_period"] + ["cut", "ladder"]
+    return {name: "--" + name.replace("_", "-") for name in names}
+
+
 _PIXEL_FLAGS = {"pixel_preset": "--pixel-preset", "pixel_crf": "--pixel-crf", "pixel_size": "--pixel-size"}
+_AUTO_FLAGS = {"partitions": "--partitions", "edge_budget_ms": "--edge-budget-ms",
+               "partition_curves": "--partition-curves"}
 
 
-def check_partition(settings: Any) -> None:
-    """The partition's flags go together: no codec-profile flags with pixels or detections, no pixel flags
-    without pixels, no rate or intra period with detections; pixels needs PyAV (checked without loading it)."""
-    partition = settings.partition
+def given_flags(settings: Any, flags: dict[str, str]) -> list[str]:
+    """The flags of `flags` (field -> flag) that `settings` sets (not None or empty), sorted."""
+    return sorted(flag for name, flag in flags.items() if getattr(settings, name) not in (None, ""))
+
+
+def check_partition_flags(partition: str, *, codec_flags: list[str], pixel_flags: list[str], auto_flags: list[str],
+                          rate_kbps: float | None, intra_period: int | None, pixel_crf: int | None) -> None:
+    """Each flag goes with the partitions that read it; one given to another partition is refused, not silently
+    ignored. The rules `splitinfer edge` and `splitinfer eval` share (the flags given, as each command spells them)."""
     if partition not in ("features", "pixels", "detections", "auto"):
         raise ConfigError(f"--partition {partition!r} is not one of features, pixels, detections, auto.")
-    auto_flags = [flag for flag, value in (("--partitions", settings.partitions),
-                                           ("--edge-budget-ms", settings.edge_budget_ms),
-                                           ("--partition-curves", settings.partition_curves)) if value is not None]
     if partition != "auto" and auto_flags:
         raise ConfigError(f"{', '.join(auto_flags)} set(s) how --partition auto plans: add --partition auto, or drop "
                           "it.")
     if partition == "auto":
-        check_auto(settings)
+        if codec_flags:
+            raise ConfigError(f"{', '.join(codec_flags)} fix(es) the feature codec, but --partition auto plans the "
+                              "features partition with the partition curves' cut and the model's ladder: drop it, or "
+                              "use --partition features.")
+        if pixel_crf is not None:
+            raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps: "
+                              "drop --pixel-crf.")
         return
-    given = {flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, "")}
-    pixel_flags = {flag for name, flag in _PIXEL_FLAGS.items() if getattr(settings, name) is not None}
-    if partition != "features" and given:
-        raise ConfigError(f"{', '.join(sorted(given))} set(s) the feature codec, which --partition {partition} does "
+    if partition != "features" and codec_flags:
+        raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition {partition} does "
                           "not use: drop it, or use --partition features.")
     if partition != "pixels" and pixel_flags:
-        raise ConfigError(f"{', '.join(sorted(pixel_flags))} set(s) the pixel encoder, which --partition {partition} "
+        raise ConfigError(f"{', '.join(pixel_flags)} set(s) the pixel encoder, which --partition {partition} "
                           "does not use: drop it, or use --partition pixels.")
     if partition == "detections":
-        extra = [flag for flag, value in (("--rate-kbps", settings.rate_kbps),
-                                          ("--intra-period", settings.intra_period)) if value is not None]
+        extra = [flag for flag, value in (("--rate-kbps", rate_kbps), ("--intra-period", intra_period))
+                 if value is not None]
         if extra:
             raise ConfigError(f"--partition detections sends the whole model's detections, with no rate or intra "
-                              f"period to set: drop {', '.join(extra)}.")
-    if partition == "pixels":
-        import importlib.util
+                              f"period to set: drop {' and '.join(extra)}.")
 
+
+def check_pyav(partitions: tuple[str, ...] | list[str], partition: str) -> None:
+    """Pixels (or auto that may choose them) needs PyAV: checked without importing it."""
+    import importlib.util
+
+    if "pixels" not in partitions or importlib.util.find_spec("av") is not None:
+        return
+    if partition == "auto":
+        raise ConfigError("--partition auto may choose pixels, which needs PyAV: pip install 'splitinfer[pixels]', "
+                          "or restrict auto with --partitions features,detections.")
+    raise ConfigError("--partition pixels needs PyAV: pip install 'splitinfer[pixels]' (or pip install av).")
+
+
+def check_partition(settings: Any) -> None:
+    """The edge's partition flags go together (check_partition_flags); pixels' settings are valid and auto's
+    budgets and partitions are; PyAV is there when pixels may run."""
+    check_partition_flags(settings.partition, codec_flags=given_flags(settings, feature_codec_flags()),
+                          pixel_flags=given_flags(settings, _PIXEL_FLAGS),
+                          auto_flags=given_flags(settings, _AUTO_FLAGS), rate_kbps=settings.rate_kbps,
+                          intra_period=settings.intra_period, pixel_crf=settings.pixel_crf)
+    if settings.partition == "auto":
+        check_pyav(settings.auto_request().check(), "auto")  # the curves file: `resolve`
+    elif settings.partition == "pixels":
         settings.pixel_settings()  # raises ConfigError for a bad preset, crf, key interval or size
-        if importlib.util.find_spec("av") is None:
-            raise ConfigError("--partition pixels needs PyAV: pip install 'splitinfer[pixels]' (or pip install av).")
-
-
-def check_auto(settings: Any) -> None:
-    """--partition auto: a positive uplink and compute budget, known partitions, readable curves made for this
-    model, no flag that fixes the feature codec or the pixel encoder's rate, PyAV when pixels may be chosen."""
-    given = sorted(flag for name, flag in _FEATURE_FLAGS.items() if getattr(settings, name) not in (None, ""))
-    if given:
-        raise ConfigError(f"{', '.join(given)} fix(es) the feature codec, but --partition auto plans the features "
-                          "partition with the partition curves' cut and the model's ladder: drop it, or use "
-                          "--partition features.")
-    if settings.pixel_crf is not None:
-        raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps: "
-                          "drop --pixel-crf.")
-    allowed = settings.auto_request().check()  # the curves file: `resolve`
-    if "pixels" in allowed:
-        import importlib.util
-
-        if importlib.util.find_spec("av") is None:
-            raise ConfigError("--partition auto may choose pixels, which needs PyAV: pip install 'splitinfer[pixels]', "
-                              "or restrict auto with --partitions features,detections.")
+        check_pyav(["pixels"], "pixels")
 
 
 def check_edge(settings: Any, *, connect_timeout_s: float) -> ResolvedEdge:

@@ -124,6 +124,7 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
     name; (None, "") for features without --rate-kbps. Flags of another partition are refused, as `splitinfer edge`
     refuses them. Auto plans first (with this device's measured costs) and runs the partition it chose."""
     from splitinfer.errors import ConfigError
+    from splitinfer.services.edge.preflight import check_partition_flags, check_pyav
 
     pixel_flags = [f"--{name}" for name, value in (("pixel-preset", args.pixel_preset), ("pixel-crf", args.pixel_crf),
                                                    ("pixel-size", args.pixel_size)) if value is not None]
@@ -132,16 +133,9 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
                    if value]
     auto_flags = [flag for flag, value in (("--partitions", args.partitions), ("--edge-budget-ms", args.edge_budget_ms),
                                            ("--partition-curves", args.partition_curves)) if value is not None]
-    if args.partition != "auto" and auto_flags:
-        raise ConfigError(f"{', '.join(auto_flags)} set(s) how --partition auto plans: add --partition auto.")
-    if args.partition != "features" and args.ladder is not None:
-        raise ConfigError("--ladder sets the features partition's rate control: drop it, or use --partition features.")
-    if args.partition in ("features", "detections") and pixel_flags:
-        raise ConfigError(f"{', '.join(pixel_flags)} set(s) the pixel encoder, which --partition {args.partition} "
-                          "does not use: drop it, or use --partition pixels.")
-    if args.partition in ("pixels", "detections", "auto") and codec_flags:
-        raise ConfigError(f"{', '.join(codec_flags)} set(s) the feature codec, which --partition {args.partition} does "
-                          "not use.")
+    check_partition_flags(args.partition, codec_flags=codec_flags + (["--ladder"] if args.ladder is not None else []),
+                          pixel_flags=pixel_flags, auto_flags=auto_flags, rate_kbps=args.rate_kbps,
+                          intra_period=args.intra_period, pixel_crf=args.pixel_crf)
     if args.partition == "features":
         if args.rate_kbps is None:
             if args.intra_period is not None or args.ladder is not None:
@@ -151,9 +145,6 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         if codec_flags:
             raise ConfigError(f"{', '.join(codec_flags)} fix(es) a profile, but --rate-kbps chooses among the points "
                               "of a codec ladder: drop it (pass --ladder for another ladder).")
-    if args.partition == "detections" and (args.rate_kbps is not None or args.intra_period is not None):
-        raise ConfigError("--partition detections sends the whole model's detections, with no rate or intra period to "
-                          "set: drop --rate-kbps and --intra-period.")
     from splitinfer.services.pixels import pixel_settings_from_flags, video_file_fps
     from splitinfer.services.profiles import CodecSettings, resolve_codec
 
@@ -168,9 +159,9 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         from splitinfer.services.edge.auto_partition import AutoRequest
 
         request = AutoRequest(args.rate_kbps, args.edge_budget_ms, args.partitions, args.partition_curves)
-        request.check()
-        if args.pixel_crf is not None:
-            raise ConfigError("--pixel-crf fixes the pixel encoder's quality, but --partition auto spends --rate-kbps.")
+        check_pyav(request.check(), "auto")
+    elif args.partition == "pixels":
+        check_pyav(["pixels"], "pixels")
 
     def factory(model):
         partition, rate, prefix = args.partition, args.rate_kbps, ""

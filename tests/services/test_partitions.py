@@ -540,7 +540,10 @@ def test_eval_reports_the_fidelity_and_exact_bytes_of_the_pixels_partition(model
     (["--rate-kbps", "64", "--codec", "default"], "--codec fix(es) a profile, but --rate-kbps chooses"),
     (["--partition", "pixels", "--cut", "80"], "--cut set(s) the feature codec"),
     (["--partition", "pixels", "--pixel-crf", "20", "--rate-kbps", "64"], "--pixel-crf and --rate-kbps both set"),
-    (["--partition", "detections", "--rate-kbps", "64"], "drop --rate-kbps and --intra-period"),
+    (["--partition", "detections", "--rate-kbps", "64"], "drop --rate-kbps"),
+    (["--partition", "detections", "--rate-kbps", "64", "--intra-period", "5"], "drop --rate-kbps and --intra-period"),
+    (["--partition", "pixels", "--ladder", "x.json"], "--ladder set(s) the feature codec, which --partition pixels"),
+    (["--partition", "auto", "--rate-kbps", "64", "--pixel-crf", "20"], "drop --pixel-crf"),
     (["--partition", "auto"], "add --rate-kbps"),
     (["--partitions", "pixels"], "add --partition auto"),
 ])
