@@ -4,18 +4,18 @@ A leaky bucket (the VBV model of video coders) holds the bytes sent and drains a
 of source time (frame timestamps), so a file replayed faster than real time gets the same bytes per frame
 as a live camera: 64 kbit/s on a 10 fps video is 800 B per frame.
 
-The point is planned per intra period: at each intra frame the controller picks the costliest point whose
-predicted intra frame plus the inter frames until the next intra fit the period's budget, corrected by how
-far the bucket is from its target level. Inter frames keep that point, because a switch up costs a
-refinement of the whole reference. They step down one point when the bucket would pass 90 % (a busier
-scene, a lowered budget) or lies more than 30 % of its size above the straight line from where the intra
-frame left it to the target level at the next intra frame; they try one point up when it is below half
-of that line. Sizes are predicted from each point's calibrated rate, scaled by what frames of the same
-kind (intra, or inter at that point) actually cost; the edge codes the frame, and again one point lower
-while it does not fit (at most MAX_TRIALS codings; the codec takes about a millisecond). A frame that would
-overflow the bucket even at the cheapest point is dropped only when dropping is allowed (live sources,
-inter frames), and counted. In live streams an intra frame is also kept within LIVE_INTRA_MAX_S of the
-budget: on a link of that rate its bytes are latency.
+Each frame gets a target size: the budget's bytes per frame, plus the gap between the bucket's level and its
+target level (TARGET_FULLNESS of its size) spread over RECOVERY_S seconds, so a debt is paid back, and unused
+room spent, within about a second. Sizes are predicted per point from its calibrated rate, scaled by what
+frames of the same kind (intra, or inter at the nearest point coded) actually cost here. An inter frame keeps
+its point while the point's predicted size stays within SWITCH_TOLERANCE of the target (a switch up costs a
+refinement of the whole reference, so points are not chased frame by frame); beyond it the frame jumps down
+to the costliest point predicted to fit, or tries one point up. An intra frame takes the costliest point that
+fits the bucket and whose inter frames the budget can then sustain. The edge codes the frame, and when it does
+not fit codes it again at the point its measured size says would (at most MAX_TRIALS codings; the codec takes
+about a millisecond). A frame that would overflow the bucket even at the cheapest point is dropped only when
+dropping is allowed (live sources, inter frames), and counted. In live streams an intra frame is also kept
+within LIVE_INTRA_MAX_S of the budget: on a link of that rate its bytes are latency.
 
 `budget_bps` can be lowered and raised while streaming (services/edge/backpressure.py does).
 """
@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from splitinfer.codec import Coder
 from splitinfer.codec.ladder import CodecLadder
 from splitinfer.errors import ServiceError
 
@@ -37,10 +36,10 @@ MIN_RATE_KBPS = 1.0
 TARGET_FULLNESS = 0.3
 # Inter frames switch down when the bucket would pass this fraction of its size.
 HIGH_WATER = 0.9
-# Inter frames step down when the bucket is this fraction of its size above its planned level, and try a step
-# up when it is below CLIMB_SHARE of that level.
-TRACKING_BAND = 0.3
-CLIMB_SHARE = 0.5
+# The gap between the bucket's level and its target is spread over this many seconds of frames.
+RECOVERY_S = 1.0
+# An inter frame keeps its point while the point's predicted size is within this fraction of the frame's target.
+SWITCH_TOLERANCE = 0.25
 # Live streams: an intra frame may take at most this many seconds of the budget (its bytes are latency).
 LIVE_INTRA_MAX_S = 0.25
 MAX_TRIALS = 3
@@ -115,8 +114,6 @@ class RateController:
         self._intra_scale = 1.0
         self._inter_scale: list[float | None] = [None] * len(ladder.points)
         self._point = 0
-        self._after_intra = 0.0  # the bucket level right after the last intra frame
-        self._since_intra = 0  # inter frames since then
 
     @property
     def point(self) -> int:
@@ -158,40 +155,42 @@ class RateController:
         size = self.buffer_bytes
         limit = max(0.0, size - self._fullness) + per_frame
         count = len(self.ladder.points)
+        recovery_frames = max(1.0, RECOVERY_S / self.frame_interval_s)
+        gap = TARGET_FULLNESS * size - self._fullness
         if intra:
-            period = self.ladder.points[0].intra_period if self.ladder.points[0].coder is Coder.TEMPORAL_CONTEXTS \
-                else 1
-            available = per_frame * period + TARGET_FULLNESS * size - self._fullness
             if self.allow_drop:
                 limit = min(limit, max(per_frame, self.budget_bps / 8 * LIVE_INTRA_MAX_S))
-            fitting = [p for p in range(count) if self.predict(p, True) <= limit
-                       and self.predict(p, True) + (period - 1) * self.predict(p, False) <= available]
+            # The intra frame's bytes join the gap; the inter frames after it must fit what is left.
+            fitting = [p for p in range(count) if self.predict(p, True) <= limit and self.predict(p, False)
+                       <= per_frame + (gap - self.predict(p, True)) / recovery_frames]
             return FramePlan(max(fitting, default=0), limit, limit, True)
         allowance = max(0.0, HIGH_WATER * size - self._fullness) + per_frame
+        target = min(allowance, max(0.0, per_frame + gap / recovery_frames))
         point = self._point
+        if self.predict(point, False) > (1 + SWITCH_TOLERANCE) * target:
+            point = self._costliest_within(target, below=point)
         while point > 0 and self.predict(point, False) > allowance:
             point -= 1
-        # Within the period the bucket should fall from where the intra frame left it to the target level by
-        # the next intra frame; a frame well above that line steps down, one well below tries a step up.
-        period = self.ladder.points[0].intra_period
-        line = TARGET_FULLNESS * size + (self._after_intra - TARGET_FULLNESS * size) * max(
-            0.0, 1 - self._since_intra / period)
-        if point == self._point and point > 0 and self._fullness > line + TRACKING_BAND * size:
-            point -= 1
         climb = 0.0
-        if point == self._point and point + 1 < count and self._fullness < CLIMB_SHARE * line:
-            climb = per_frame + line - self._fullness
+        if point == self._point and point + 1 < count and self.predict(point, False) < (1 - SWITCH_TOLERANCE) * target:
+            # The switch frame refines the whole reference: it may fill the bucket up to its target level.
+            climb = min(allowance, per_frame + max(0.0, gap))
         return FramePlan(point, allowance, limit, False, climb)
 
+    def _costliest_within(self, nbytes: float, below: int) -> int:
+        """The costliest point under `below` whose predicted inter frame fits `nbytes` (0 when none does)."""
+        return max((p for p in range(below) if self.predict(p, False) <= nbytes), default=0)
+
     def code_frame(self, time_s: float, intra: bool, code: Callable[[int], C]) -> tuple[int, C] | None:
-        """The trial loop: code the frame at the planned point (`code(point)`), one point lower while it does not
-        fit; with room to spare, try one point higher (each coding teaches the controller that point's size).
+        """The trial loop: code the frame at the planned point (`code(point)`), and while it does not fit, again at
+        the point its measured size says would; with room to spare, try one point higher (each coding teaches the
+        controller that point's size).
         Returns the point and coding sent, None for a frame dropped."""
         plan = self.plan(time_s, intra)
         point, coded, trials = plan.point, code(plan.point), 1
         fits = self.fits(plan, point, coded.nbytes)
         while not fits and point > 0 and trials < MAX_TRIALS:
-            point -= 1
+            point = self._scaled_down(point, coded.nbytes, plan.allowance)
             coded = code(point)
             trials += 1
             fits = self.fits(plan, point, coded.nbytes)
@@ -205,6 +204,13 @@ class RateController:
             return None
         self.sent(point, coded.nbytes, trials, plan.intra)
         return point, coded
+
+    def _scaled_down(self, point: int, nbytes: int, allowance: float) -> int:
+        """The point to code next after `point` gave `nbytes` over `allowance`: the costliest lower point whose
+        calibrated rate, scaled by what this frame measured, fits; at least one point lower."""
+        rate = self.ladder.bits_per_element
+        fitting = [p for p in range(point) if nbytes * rate(p) / rate(point) <= allowance]
+        return max(fitting, default=0)
 
     def fits(self, plan: FramePlan, point: int, nbytes: int) -> bool:
         """Learn from a coded trial; True when its bytes fit the frame's allowance."""
@@ -229,10 +235,6 @@ class RateController:
         if overflow > 0:
             self.stats.overflow_bytes += int(overflow)
         self._fullness += nbytes
-        if intra:
-            self._after_intra, self._since_intra = self._fullness, 0
-        else:
-            self._since_intra += 1
         stats = self.stats
         stats.frames += 1
         stats.bytes += nbytes

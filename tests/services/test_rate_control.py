@@ -126,6 +126,52 @@ def test_backpressure_lowers_the_budget_below_what_the_link_delivers_and_climbs_
     assert rate.budget_bps == 256e3
 
 
+class Sized:
+    """A coding of `nbytes` (what RateController.code_frame needs of one)."""
+
+    def __init__(self, nbytes: float) -> None:
+        self.nbytes = int(nbytes)
+
+
+def scene_sizes(ladder: CodecLadder, elements: int, scale: float):
+    """code(point) for a scene whose inter frames cost `scale` times each point's calibrated bytes."""
+    return lambda point: Sized(scale * ladder.bits_per_element(point) * elements / 8)
+
+
+def test_a_scene_far_costlier_than_predicted_is_recoded_where_it_fits_not_one_point_per_frame(ladder) -> None:
+    """A dark first frame makes a cheap intra frame at the top point; the scene then lights up and inter frames
+    cost far more than the prior. The controller jumps to the point the measured size says fits, within a frame
+    or two, instead of walking down one point per frame while the bucket fills (issue 19: Megamind.avi)."""
+    elements, fps = 20_000, 24.0
+    rate = RateController(ladder, elements, 256e3)
+    per_frame = 256e3 / 8 / fps
+    top = len(ladder.points) - 1
+    point, _ = rate.code_frame(0.0, True, scene_sizes(ladder, elements, 0.05))
+    assert point == top
+    busy = scene_sizes(ladder, elements, 0.6)  # every inter frame at the top point: ~10 frames' budget
+    points = [rate.code_frame(i / fps, False, busy)[0] for i in range(1, 12)]
+    assert points[1] < top - 3  # jumped, not stepped
+    sizes = [busy(p).nbytes for p in points[3:]]
+    assert max(sizes) < 2.5 * per_frame, (points, sizes)
+
+
+def test_a_steady_scene_switches_rarely(ladder) -> None:
+    """Frames that cost what their point predicts do not make the controller switch back and forth: a switch up
+    refines the whole reference, so the point is kept while its size is within SWITCH_TOLERANCE of the target.
+    A budget between two points still needs both: at most one switch per 2 s of source."""
+    elements, fps = 20_000, 10.0
+    rate = RateController(ladder, elements, 64e3)
+    steady = scene_sizes(ladder, elements, 0.08)
+    rate.code_frame(0.0, True, scene_sizes(ladder, elements, 1.0))
+    for i in range(1, 300):
+        rate.code_frame(i / fps, False, steady)
+    switches_late = rate.stats.switches
+    for i in range(300, 600):
+        rate.code_frame(i / fps, False, steady)
+    assert rate.stats.switches - switches_late <= 300 / (2 * fps), rate.summary()
+    assert abs(rate.achieved_bps() - 64e3) <= 0.15 * 64e3, rate.summary()
+
+
 def test_an_edge_with_rate_kbps_streams_through_a_real_cloud_within_its_budget(engine, model, video) -> None:
     """`splitinfer edge --rate-kbps 64` as the command builds it (shipped ladder), over loopback gRPC: every
     file-mode frame is answered once, switches decode in the cloud, and the bytes hold the budget."""
@@ -146,5 +192,27 @@ def test_an_edge_with_rate_kbps_streams_through_a_real_cloud_within_its_budget(e
     assert [o.result.frame_id for o in outcomes] == list(range(FRAMES))
     assert not any(o.result.HasField("error") for o in outcomes)
     assert pipeline.cut == "60" and pipeline.rate.stats.switches > 0 and stats.dropped_by_rate == 0
+    assert pipeline.compact_quantizers  # the cloud said it derives uniform quantizers: 2 kB a frame less at 255 levels
     kbps = 8 * sum(o.result.payload_bytes for o in outcomes) / (FRAMES / 10.0) / 1000
     assert abs(kbps - 64.0) <= 0.15 * 64.0, pipeline.rate.summary()  # a 2 s bucket over 15 s: within 13 %
+
+
+def test_uniform_quantizers_go_compact_only_to_a_cloud_that_derives_them(model, heads, ladder) -> None:
+    """A cloud older than StreamAccepted.derives_uniform_quantizers gets every quantizer in full; a current one gets
+    levels and clip range alone, and rate control holds the bytes the tensors really take in the message."""
+    from splitinfer.services.edge.pipeline import EdgePipeline
+    from splitinfer.v1 import inference_pb2
+    from splitinfer.wire import coded_bytes
+
+    elements = sum(math.prod(spec.shape) for spec in model.split(CUT).tensors)
+    sizes = {}
+    for derives in (False, True):
+        rate = RateController(ladder, elements, 256e3)
+        pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
+        pipeline.accepted(inference_pb2.StreamAccepted(derives_uniform_quantizers=derives))
+        messages = [pipeline.encode(head) for head in heads[:20]]
+        carried = {len(t.quantizer.reconstruction) for m in messages for t in m.tensors}
+        assert carried == ({0} if derives else {t.quantizer.levels for m in messages for t in m.tensors})
+        sizes[derives] = sum(coded_bytes(m.tensors) for m in messages)
+        assert rate.stats.bytes == sizes[derives]  # what the controller counted is what the messages carry
+    assert sizes[True] < sizes[False]
