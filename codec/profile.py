@@ -47,7 +47,10 @@ def quantizer_to_dict(quantizer: Quantizer) -> dict[str, Any]:
 
 
 def quantizer_from_dict(data: object, where: str = "quantizer") -> Quantizer:
-    """Rebuild a Quantizer from quantizer_to_dict's output; CodecError naming a bad field."""
+    """Rebuild a Quantizer from quantizer_to_dict's output; CodecError naming a bad field.
+
+    A uniform quantizer whose values are `Quantizer.uniform`'s up to float32 rounding loads as exactly that one,
+    so that the wire can send it as levels and clip range alone (splitinfer.wire, compact)."""
     if not isinstance(data, dict):
         raise CodecError(f"profile field {where!r} must be an object, got {type(data).__name__}.")
     missing = _QUANTIZER_FIELDS - data.keys()
@@ -61,8 +64,18 @@ def quantizer_from_dict(data: object, where: str = "quantizer") -> Quantizer:
     for name in ("thresholds", "reconstruction"):
         if not isinstance(data[name], list):
             raise CodecError(f"profile field '{where}.{name}' must be a list of numbers.")
-    return Quantizer(QuantizerKind[kind], data["clip_min"], data["clip_max"],
-                     tuple(data["thresholds"]), tuple(data["reconstruction"]))
+    quantizer = Quantizer(QuantizerKind[kind], data["clip_min"], data["clip_max"],
+                          tuple(data["thresholds"]), tuple(data["reconstruction"]))
+    return _canonical_uniform(quantizer)
+
+
+def _canonical_uniform(quantizer: Quantizer) -> Quantizer:
+    if quantizer.kind is not QuantizerKind.UNIFORM:
+        return quantizer
+    uniform = Quantizer.uniform(quantizer.clip_min, quantizer.clip_max, quantizer.levels)
+    tolerance = 1e-6 * (quantizer.clip_max - quantizer.clip_min)
+    pairs = zip((*quantizer.thresholds, *quantizer.reconstruction), (*uniform.thresholds, *uniform.reconstruction))
+    return uniform if all(abs(a - b) <= tolerance for a, b in pairs) else quantizer
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,11 @@ class Quantizer:
             raise CodecError(f"levels must be in {MIN_LEVELS}..{MAX_LEVELS}, got {levels}.")
         if not (math.isfinite(clip_min) and math.isfinite(clip_max) and clip_min < clip_max):
             raise CodecError(f"the clip range [{clip_min}, {clip_max}] must be finite with clip_min < clip_max.")
-        rec = np.linspace(clip_min, clip_max, int(levels), dtype=np.float64).astype(np.float32)
+        # From the float32 clip range a quantizer keeps, so that uniform(q.clip_min, q.clip_max, q.levels) == q.
+        low, high = float(np.float32(clip_min)), float(np.float32(clip_max))
+        if not low < high:
+            raise CodecError(f"the clip range [{clip_min}, {clip_max}] is empty in float32: widen it.")
+        rec = np.linspace(low, high, int(levels), dtype=np.float64).astype(np.float32)
         thr = ((rec[:-1].astype(np.float64) + rec[1:]) / 2).astype(np.float32)
         return cls(QuantizerKind.UNIFORM, float(np.float32(clip_min)), float(np.float32(clip_max)),
                    tuple(float(t) for t in thr), tuple(float(r) for r in rec))

@@ -8,6 +8,7 @@ and raises CodecError with what was wrong.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import cast
 
 from splitinfer.codec import CodecError, CodecLimits, CompressedTensor, Quantizer, QuantizerKind
@@ -15,9 +16,15 @@ from splitinfer.codec.entropy import MAX_DIMENSIONS, as_coder, check_shape
 from splitinfer.codec.quantizer import MAX_LEVELS, MIN_LEVELS
 from splitinfer.v1 import tensor_pb2
 
-def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
-    """The wire message for a coded tensor."""
+def tensor_to_proto(t: CompressedTensor, *, compact: bool = False) -> tensor_pb2.CompressedTensor:
+    """The wire message for a coded tensor.
+
+    `compact`: a uniform quantizer goes as its kind, levels and clip range only, without its reconstruction values
+    and thresholds, when the decoder derives them to the same bits (docs/BITSTREAM.md, "Compact uniform
+    quantizers"); at 255 levels that saves 2 kB a frame. Only for a peer that says it derives them
+    (StreamAccepted.derives_uniform_quantizers)."""
     q = t.quantizer
+    explicit = not (compact and is_derivable(q))
     return tensor_pb2.CompressedTensor(
         name=t.name,
         shape=list(t.shape),
@@ -25,14 +32,30 @@ def tensor_to_proto(t: CompressedTensor) -> tensor_pb2.CompressedTensor:
         clip_max=q.clip_max,
         quantizer=tensor_pb2.Quantizer(
             # The generated stubs accept enum members or names only; protobuf takes the plain int value too.
-            kind=cast(tensor_pb2.QuantizerKind, int(q.kind)), levels=q.levels, reconstruction=list(q.reconstruction),
-            thresholds=list(q.thresholds),
+            kind=cast(tensor_pb2.QuantizerKind, int(q.kind)), levels=q.levels,
+            reconstruction=list(q.reconstruction) if explicit else [],
+            thresholds=list(q.thresholds) if explicit else [],
         ),
         coder=cast(tensor_pb2.EntropyCoder, int(t.coder)),
         coder_version=t.coder_version,
         payload=bytes(t.payload),
         payload_crc32=t.payload_crc32,
     )
+
+
+def coded_bytes(tensors: Iterable[tensor_pb2.CompressedTensor]) -> int:
+    """The bytes a frame's coded tensors take in its message: each CompressedTensor as serialized, so the payload
+    and every codec header (quantizer, clip range, shape, name, CRC). What rate control holds and benchmarks count."""
+    return sum(t.ByteSize() for t in tensors)
+
+
+def is_derivable(q: Quantizer) -> bool:
+    """True when `q` is exactly, bit for bit, the uniform quantizer of its levels and clip range."""
+    if q.kind is not QuantizerKind.UNIFORM:
+        return False
+    derived = Quantizer.uniform(q.clip_min, q.clip_max, q.levels)
+    return _bits(derived.clip_min, derived.clip_max, *derived.thresholds, *derived.reconstruction) == _bits(
+        q.clip_min, q.clip_max, *q.thresholds, *q.reconstruction)
 
 
 def _quantizer(kind: int, clip_min: float, clip_max: float, thresholds: tuple[float, ...],
@@ -73,14 +96,21 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
                          f"(known: {', '.join(f'{k.value} {k.name}' for k in QuantizerKind)}).")
     if not MIN_LEVELS <= wq.levels <= MAX_LEVELS:
         raise CodecError(f"{label} says {wq.levels} levels; a quantizer has {MIN_LEVELS}..{MAX_LEVELS}.")
-    if wq.levels != len(wq.reconstruction):
-        raise CodecError(f"{label} says {wq.levels} levels but carries {len(wq.reconstruction)} reconstruction values.")
-    if len(wq.thresholds) != wq.levels - 1:
+    derived = wq.kind == QuantizerKind.UNIFORM and not wq.reconstruction and not wq.thresholds
+    if not derived and wq.levels != len(wq.reconstruction):
+        raise CodecError(f"{label} says {wq.levels} levels but carries {len(wq.reconstruction)} reconstruction values "
+                         "(a uniform quantizer may carry none of them and no thresholds).")
+    if not derived and len(wq.thresholds) != wq.levels - 1:
         raise CodecError(f"{label} says {wq.levels} levels, which need {wq.levels - 1} thresholds; it carries "
                          f"{len(wq.thresholds)}.")
     try:
-        quantizer = _quantizer(wq.kind, msg.clip_min, msg.clip_max, tuple(wq.thresholds), tuple(wq.reconstruction),
-                               known)
+        if derived:  # compact: the uniform quantizer of these levels and clip range
+            uniform = Quantizer.uniform(msg.clip_min, msg.clip_max, wq.levels)
+            quantizer = _quantizer(wq.kind, uniform.clip_min, uniform.clip_max, uniform.thresholds,
+                                   uniform.reconstruction, known)
+        else:
+            quantizer = _quantizer(wq.kind, msg.clip_min, msg.clip_max, tuple(wq.thresholds),
+                                   tuple(wq.reconstruction), known)
     except CodecError as exc:
         raise CodecError(f"{label} has an invalid quantizer: {exc}") from exc
     try:

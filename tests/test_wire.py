@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from splitinfer.codec import CodecError, CodecLimits, Coder, Quantizer, decode, encode
+from splitinfer.codec import CodecError, CodecLimits, Coder, Quantizer, QuantizerKind, decode, encode
 from splitinfer.v1 import tensor_pb2
 from splitinfer.wire import tensor_from_proto, tensor_to_proto
 
@@ -138,3 +138,40 @@ def test_the_previous_frames_quantizer_is_reused_only_for_the_same_bits() -> Non
     bad.quantizer.thresholds[0] = 5.0  # no longer ascending
     with pytest.raises(CodecError, match="ascending"):
         tensor_from_proto(bad, known=first.quantizer)
+
+
+@given(levels=st.integers(2, 256), low=st.floats(-1e3, 0, width=32), span=st.floats(0.5, 1e3, width=32))
+@settings(max_examples=60, deadline=None)
+def test_a_compact_uniform_quantizer_decodes_to_the_same_bits(levels: int, low: float, span: float) -> None:
+    """Compact: levels and clip range alone; the receiver derives the rest, bit for bit, so both sides keep the same
+    reference levels (a quantizer switch maps them through the reconstruction values)."""
+    x = np.random.default_rng(levels).normal(low + span / 2, span, size=(2, 3, 5)).astype(np.float32)
+    tensor = encode(x, Quantizer.uniform(low, low + span, levels), name="t")
+    compact = tensor_to_proto(tensor, compact=True)
+    assert not compact.quantizer.reconstruction and not compact.quantizer.thresholds
+    assert compact.ByteSize() < tensor_to_proto(tensor).ByteSize()
+    back = tensor_from_proto(tensor_pb2.CompressedTensor.FromString(compact.SerializeToString()))
+    assert back == tensor
+    np.testing.assert_array_equal(decode(back), decode(tensor))
+
+
+def test_only_a_derivable_uniform_quantizer_goes_compact() -> None:
+    """An ECSQ quantizer, or uniform values that are not Quantizer.uniform's to the bit, go in full."""
+    x = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    ecsq = Quantizer(QuantizerKind.ECSQ, -1.0, 1.0, (-0.4, 0.5), (-0.9, 0.0, 0.8))
+    uniform = Quantizer.uniform(-1.0, 1.0, 3)
+    nudged = Quantizer(QuantizerKind.UNIFORM, uniform.clip_min, uniform.clip_max,
+                       (uniform.thresholds[0] + 1e-4, uniform.thresholds[1]), uniform.reconstruction)
+    for quantizer in (ecsq, nudged):
+        message = tensor_to_proto(encode(x, quantizer, name="t"), compact=True)
+        assert len(message.quantizer.reconstruction) == 3
+        assert tensor_from_proto(message).quantizer == quantizer
+
+
+def test_an_ecsq_quantizer_without_its_values_is_refused() -> None:
+    msg = _message()
+    msg.quantizer.kind = tensor_pb2.QUANTIZER_KIND_ECSQ
+    msg.quantizer.ClearField("reconstruction")
+    msg.quantizer.ClearField("thresholds")
+    with pytest.raises(CodecError, match="carries 0 reconstruction values"):
+        tensor_from_proto(msg)

@@ -39,7 +39,7 @@ from splitinfer.services.pixels import PixelCodingError, picture_size
 from splitinfer.services.stages import known_edge_stages
 from splitinfer.services.whole_model import INPUT_TENSOR, OUTPUT_CUT, input_split, network_input
 from splitinfer.v1 import inference_pb2
-from splitinfer.wire import tensor_from_proto
+from splitinfer.wire import coded_bytes, tensor_from_proto
 
 log = logging.getLogger("splitinfer.cloud")
 
@@ -295,7 +295,7 @@ class TailEngine:
             result.payload_bytes = frame.detections.ByteSize()
         else:
             if len(frame.tensors) == len(split.tensors):  # a forged frame can hold millions of (empty) tensors
-                result.payload_bytes = sum(len(t.payload) for t in frame.tensors)
+                result.payload_bytes = coded_bytes(frame.tensors)
             if frame.HasField("ladder_point"):
                 origin.ladder_point = frame.ladder_point
         return result

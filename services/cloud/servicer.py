@@ -184,7 +184,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServiceServicer):
             tracker = self.publisher.tracker
             yield inference_pb2.InferResponse(accepted=inference_pb2.StreamAccepted(
                 stream_id=start.stream_id, tensor_names=[spec.name for spec in split.tensors] if features else [],
-                partition=connection.state.partition,
+                partition=connection.state.partition, derives_uniform_quantizers=features,
                 zones=zone_shapes(tracker.zones_of(start.stream_id)) if tracker is not None else []))
             last_frame_id = -1
             while True:

@@ -82,6 +82,8 @@ class FramePipeline(Protocol):
 
     def restart_coding(self) -> None: ...
 
+    def accepted(self, accepted: inference_pb2.StreamAccepted) -> None: ...  # what the cloud said it can do
+
 
 @dataclass
 class HeadOutput:
@@ -355,6 +357,7 @@ class EdgeStreamer:
                 f"the cloud at {self.config.cloud} does not serve the {_partition_name(asked)} partition (it is older "
                 "than partitions, or ignored the request): upgrade it, or use --partition features.")
         self.zones = drawable_zones(response.accepted.zones)
+        self.pipeline.accepted(response.accepted)
         log.info("stream %s accepted by %s", self.config.stream_id, self.config.cloud)
 
     def _after_disconnect(self) -> None:

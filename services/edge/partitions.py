@@ -30,7 +30,7 @@ from splitinfer.services.pixels import (CODEC, DEFAULT_FPS, PixelDecoder, PixelE
                                         picture_size)
 from splitinfer.services.whole_model import INPUT_CUT, OUTPUT_CUT, detect, network_input, run_whole
 from splitinfer.v1 import inference_pb2
-from splitinfer.wire import tensor_from_proto
+from splitinfer.wire import coded_bytes, tensor_from_proto
 
 _PICTURE = "picture"
 _FOUND = "detections"
@@ -79,6 +79,9 @@ class PixelPipeline:
     def start_message(self, stream_id: str) -> inference_pb2.StreamStart:
         return inference_pb2.StreamStart(stream_id=stream_id, model=self.model.name,
                                          partition=inference_pb2.PARTITION_PIXELS, pixel_coding=self.coding())
+
+    def accepted(self, accepted: inference_pb2.StreamAccepted) -> None:
+        """Nothing the cloud says changes how pixels are coded."""
 
     def restart_coding(self) -> None:
         """The next frame is a key frame (after a reconnect, or when the cloud asked for one)."""
@@ -194,7 +197,7 @@ class FeatureRoundtrip:
         self.decoder.commit(message.frame_id, levels)
         decoded = {name: torch.from_numpy(ref.quantizer.dequantize(ref.levels).reshape(tensors[name].shape))
                    for name, ref in levels.items()}
-        return self.split.tail(decoded), info, sum(len(t.payload) for t in message.tensors)
+        return self.split.tail(decoded), info, coded_bytes(message.tensors)
 
 
 class DetectionsRoundtrip:
@@ -238,6 +241,9 @@ class DetectionsPipeline:
     def start_message(self, stream_id: str) -> inference_pb2.StreamStart:
         return inference_pb2.StreamStart(stream_id=stream_id, model=self.model.name,
                                          partition=inference_pb2.PARTITION_DETECTIONS)
+
+    def accepted(self, accepted: inference_pb2.StreamAccepted) -> None:
+        """Nothing the cloud says changes what detections send."""
 
     def restart_coding(self) -> None:
         """Nothing to restart: every frame stands alone."""

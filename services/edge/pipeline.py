@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +27,8 @@ from splitinfer.services.edge.rate_control import RateController
 from splitinfer.errors import ServiceError
 from splitinfer.services.profiles import DEFAULT_LEVELS
 
-from splitinfer.v1 import inference_pb2
-from splitinfer.wire import tensor_to_proto
+from splitinfer.v1 import inference_pb2, tensor_pb2
+from splitinfer.wire import coded_bytes, tensor_to_proto
 
 log = logging.getLogger("splitinfer.edge")
 
@@ -65,6 +66,9 @@ class EdgePipeline:
         self._encoder = TemporalEncoder(intra_period=profile.intra_period if temporal else 1,
                                         hysteresis=profile.hysteresis, intra_coder=None if temporal else profile.coder,
                                         limits=limits)
+        # Uniform quantizers as levels and clip range only, as a current cloud takes them; `accepted` turns this off
+        # for a cloud older than StreamAccepted.derives_uniform_quantizers.
+        self.compact_quantizers = True
         self._reference_id: int | None = None  # frame id of the levels the encoder holds as reference
         self._ladder_point: int | None = None  # with rate control: the point the last frame was coded at
         # Sent in StreamStart so that the cloud can refuse a profile made for another model or cut.
@@ -97,6 +101,10 @@ class EdgePipeline:
         """The next frame is intra (after a reconnect, or when the cloud asked for one)."""
         with self._lock:
             self._encoder.restart()
+
+    def accepted(self, accepted: inference_pb2.StreamAccepted) -> None:
+        """The cloud accepted the stream: send uniform quantizers compact when it derives them (splitinfer.wire)."""
+        self.compact_quantizers = accepted.derives_uniform_quantizers
 
     def warm_up(self) -> None:
         """Load the codec's kernels and run preprocess and head once on a blank frame, so that the first real
@@ -149,7 +157,7 @@ class EdgePipeline:
                     raise ServiceError("internal error: an inter frame without a reference frame id.")
                 message.reference_frame_id = self._reference_id
             self._reference_id = frame.sequence
-            message.tensors.extend(tensor_to_proto(compressed) for compressed in coded.tensors.values())
+            message.tensors.extend(self._messages(coded))
             if self._ladder_point is not None:
                 message.ladder_point = self._ladder_point
         for stage, seconds in head.stage_seconds.items():
@@ -166,15 +174,27 @@ class EdgePipeline:
         rate = self.rate
         assert rate is not None
 
-        def code(point: int) -> CodedFrame:
-            return self._encoder.code(head.tensors, self._point_quantizers[point],
-                                      hysteresis=rate.ladder.points[point].hysteresis)
+        def code(point: int) -> _OnTheWire:
+            coded = self._encoder.code(head.tensors, self._point_quantizers[point],
+                                       hysteresis=rate.ladder.points[point].hysteresis)
+            return _OnTheWire(coded, coded_bytes(self._messages(coded)))
 
         chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)
         if chosen is None:
             return None
-        self._ladder_point, coded = chosen
-        return coded
+        self._ladder_point, sized = chosen
+        return sized.frame
+
+    def _messages(self, coded: CodedFrame) -> list[tensor_pb2.CompressedTensor]:
+        return [tensor_to_proto(compressed, compact=self.compact_quantizers) for compressed in coded.tensors.values()]
+
+
+@dataclass(frozen=True)
+class _OnTheWire:
+    """A coded frame and the bytes its tensors take in the message (what rate control holds)."""
+
+    frame: CodedFrame
+    nbytes: int
 
 
 def quantizers_summary(pipeline: EdgePipeline) -> Mapping[str, str]:

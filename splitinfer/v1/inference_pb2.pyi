@@ -122,16 +122,18 @@ class PixelCoding(_message.Message):
     def __init__(self, codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., preset: _Optional[str] = ..., crf: _Optional[int] = ..., target_kbps: _Optional[float] = ..., key_interval: _Optional[int] = ...) -> None: ...
 
 class StreamAccepted(_message.Message):
-    __slots__ = ("stream_id", "tensor_names", "partition", "zones")
+    __slots__ = ("stream_id", "tensor_names", "partition", "zones", "derives_uniform_quantizers")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     TENSOR_NAMES_FIELD_NUMBER: _ClassVar[int]
     PARTITION_FIELD_NUMBER: _ClassVar[int]
     ZONES_FIELD_NUMBER: _ClassVar[int]
+    DERIVES_UNIFORM_QUANTIZERS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     tensor_names: _containers.RepeatedScalarFieldContainer[str]
     partition: Partition
     zones: _containers.RepeatedCompositeFieldContainer[ZoneShape]
-    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ..., partition: _Optional[_Union[Partition, str]] = ..., zones: _Optional[_Iterable[_Union[ZoneShape, _Mapping]]] = ...) -> None: ...
+    derives_uniform_quantizers: bool
+    def __init__(self, stream_id: _Optional[str] = ..., tensor_names: _Optional[_Iterable[str]] = ..., partition: _Optional[_Union[Partition, str]] = ..., zones: _Optional[_Iterable[_Union[ZoneShape, _Mapping]]] = ..., derives_uniform_quantizers: _Optional[bool] = ...) -> None: ...
 
 class ZoneShape(_message.Message):
     __slots__ = ("name", "kind", "coordinates")
