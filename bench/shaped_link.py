@@ -23,7 +23,8 @@ results, then again over the steady part payload bytes per frame and payload kbi
 frames answered of those grabbed, the frames the sender never sent (dropped by the live grabber), reconnects,
 and CPU milliseconds per answered frame of the sender (steady part) and of the far side's process (whole run:
 the cloud's tail, or the JPEG receiver's whole model), and last the partition each steady frame was answered
-in (the result's origin) with, for auto, the switches its edge counted.
+in (the result's origin) with, for auto, the switches its edge counted, and the bytes the uplink carried per
+frame sent (the tbf's counter over the whole run: payload and every header and acknowledgement together).
 
     sudo python bench/shaped_link.py --weights ../shared/data/models/yolo-fastest-1.1
     sudo python bench/shaped_link.py --uplinks 32,64,256 --losses 0 --cut-s 0 --seconds 30 \
@@ -33,6 +34,7 @@ in (the result's origin) with, for auto, the switches its edge counted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -68,10 +70,11 @@ JPEG_PORT = 50052
 SENDER_ENV = {"OMP_NUM_THREADS": "1"}
 SOURCE_FPS = 10.0
 PARTITION_SENDERS = ("pixels", "features", "detections", "auto", "auto-pixels-features")
-# The table's columns: a condition's three, the sender, summarize()'s and partition_cells()'s.
+# The table's columns: a condition's three, the sender, summarize()'s, partition_cells()'s and wire_cell()'s.
 HEADER = ("uplink kbit/s", "loss", "cut", "sender", "fps delivered", "latency p50 ms", "p95 ms", "mean +- s.e. ms",
           "max ms", "longest gap s", "bytes/frame", "payload kbit/s", "answered / grabbed", "never sent", "reconnects",
-          "sender CPU ms/frame", "cloud CPU ms/frame", "partition (steady frames)", "switches")
+          "sender CPU ms/frame", "cloud CPU ms/frame", "partition (steady frames)", "switches",
+          "uplink wire B/sent frame")
 _SWITCHES = re.compile(r"auto partition: (\d+) switch\(es\)")
 
 
@@ -125,6 +128,13 @@ def partition_cells(run: EdgeRun, steady_after_s: float) -> list[str]:
             switches.group(1) if switches else "-"]
 
 
+def wire_cell(uplink_bytes: int, run: EdgeRun) -> str:
+    """Bytes the uplink's tbf sent during the run per frame the sender sent: payload, the frame's metadata, gRPC,
+    HTTP/2, TCP/IP and Ethernet framing, and the connection's set-up and acknowledgements, all together."""
+    sent = run.counters.get("sent", 0)
+    return f"{uplink_bytes / sent:,.0f}" if sent else "-"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     shared = shared_data_dir()
@@ -144,6 +154,8 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=4, help="frames in flight, every sender")
     parser.add_argument("--steady-after-s", type=float, default=2.0,
                         help="rates and latencies count frames captured this long after the first result or later")
+    parser.add_argument("--records", type=Path, default=None,
+                        help="folder to keep each run's JSON lines in (RECORDS/<uplink>-<loss>-<cut>-<sender>.jsonl)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` removes the link
 
@@ -181,9 +193,15 @@ def main() -> int:
                                downlink=Shape(rate_kbit=args.downlink, loss=condition.loss))
                     far_side = jpeg if sender.startswith("jpeg") else cloud
                     assert far_side is not None
+                    uplink_before = link.qdisc_stats("edge")["sent_bytes"]
                     run, cloud_cpu = run_one(link, sender, condition, args, clip, folder, far_side.pid)
+                    uplink_bytes = link.qdisc_stats("edge")["sent_bytes"] - uplink_before
+                    if args.records is not None:
+                        args.records.mkdir(parents=True, exist_ok=True)
+                        name = f"{condition.uplink_kbit:g}-{condition.loss:g}-{condition.cut_s:g}-{sender}.jsonl"
+                        (args.records / name).write_text("".join(json.dumps(r) + "\n" for r in run.results))
                     rows.append([*condition.label(), sender, *summarize(run, cloud_cpu, args.steady_after_s),
-                                 *partition_cells(run, args.steady_after_s)])
+                                 *partition_cells(run, args.steady_after_s), wire_cell(uplink_bytes, run)])
                     status = "" if run.returncode == 0 else f" (exit {run.returncode}: {run.stderr[-400:]})"
                     print(" | ".join(rows[-1]) + status, file=sys.stderr, flush=True)
         finally:
