@@ -24,7 +24,9 @@ the ladder's cut, the feature codec with rate control at --timing-kbps, the whol
     python bench/partition.py --out /tmp/p_vtest.json --videos vtest   # one process per video, then:
     python bench/partition.py --out /tmp/p_shared.json --report --merge /tmp/p_vtest.json
 
-Not here (issue 18): the auto planner, edge budgets, latency, the shaped-link run.
+Elsewhere (issue 18 item 5): the auto planner at each edge budget, against the best single partition, is
+bench/auto_partition.py; latency per partition and for auto, live over a tbf-shaped link in network namespaces,
+is bench/shaped_link.py (senders pixels, features, detections, auto). Both tables are in docs/RESULTS.md.
 """
 
 from __future__ import annotations

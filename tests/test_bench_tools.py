@@ -165,3 +165,38 @@ def test_auto_bench_counts_changes_and_bytes_as_splitinfer_eval_does() -> None:
         assert len(run.changes) == eval_report.images == 8
         if partition == "pixels":
             assert sum(run.changes) > 0  # 16 kbit/s of H.264 changes detections: the counts are compared, not zeros
+
+
+def _shaped_run(partitions: list[str], stderr: str):
+    """An EdgeRun as bench/shaped_link.py reads it: 11 frames 100 ms apart, answered in 50 ms but the last in 450 ms,
+    100 payload bytes each, the sender's CPU 40 ms per result."""
+    from tests.services.link_processes import EdgeRun
+
+    records = [{"frame_id": str(i), "capture": {"capture_monotonic_ns": str(1_000_000_000 + i * 100_000_000)},
+                "latency_s": 0.45 if i == 10 else 0.05, "payload_bytes": 100,
+                "origin": {"partition": f"PARTITION_{partitions[i].upper()}"}} for i in range(11)]
+    return EdgeRun(results=records, returncode=0, stderr=stderr, cpu_s=[i * 0.04 for i in range(11)],
+                   counters={"grabbed": 11, "dropped": 2, "reconnects": 0, "lost_on_reconnect": 0})
+
+
+def test_shaped_link_bench_summarizes_a_runs_steady_part_and_the_partitions_auto_ran() -> None:
+    shaped_link = _bench("shaped_link")
+    run = _shaped_run(["features"] * 7 + ["pixels"] * 4,
+                      "auto partition: switching from features to pixels\nauto partition: 1 switch(es); ended with x")
+    # The first frame was captured before the first result arrived: the steady part is frames 1..10, 1.35 s from
+    # the first's capture to the last's arrival; the last frame's 450 ms makes the p95, the max and a 0.5 s gap.
+    cells = shaped_link.summarize(run, 0.11, 0.0) + shaped_link.partition_cells(run, 0.0)
+    assert cells == ["7.4", "50", "450", "90 +- 40", "450", "0.5", "100", "5", "11 / 11", "2", "0", "40", "10",
+                     "features 6, pixels 4", "1"]
+    assert shaped_link.wire_cell(3_300, run) == "-"  # no `done:` line: the frames sent are not known
+    run.counters["sent"] = 11
+    cells.append(shaped_link.wire_cell(3_300, run))
+    assert cells[-1] == "300" and len(cells) + 4 == len(shaped_link.HEADER)
+
+
+def test_shaped_link_bench_marks_a_fixed_partition_and_a_run_without_steady_frames() -> None:
+    shaped_link = _bench("shaped_link")
+    run = _shaped_run(["detections"] * 11, "done: 11 frames grabbed")
+    assert shaped_link.partition_cells(run, 0.0) == ["detections 10", "-"]
+    short = shaped_link.summarize(run, 0.11, 60.0) + shaped_link.partition_cells(run, 60.0)
+    assert short[0] == "0" and short[-2:] == ["-", "-"] and len(short) + 5 == len(shaped_link.HEADER)
