@@ -1,8 +1,8 @@
 """Coding a sequence of frames with temporal contexts: the state one stream keeps on each side.
 
 Intra frames (the quantizer's default intra coder) open the sequence and recur every `intra_period`
-frames; the frames between them are quantized with hysteresis against the previous frame's levels and
-coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge) and `TemporalDecoder` (cloud) hold the same
+frames; the frames between them are quantized with hysteresis (and, with `rdo_lambda`, rate-distortion
+optimization) against the previous frame's levels and coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge) and `TemporalDecoder` (cloud) hold the same
 reference: the levels of the last frame, with the quantizer that made them.
 
 A stream may change a tensor's quantizer on any frame (rate control does): the reference levels are then
@@ -63,14 +63,17 @@ class CodedFrame:
 class TemporalEncoder:
     """Encodes successive frames (dicts of named tensors) intra or against the previous frame's levels."""
 
-    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0,
-                 intra_coder: Coder | None = None, limits: CodecLimits | None = None) -> None:
+    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0, rdo_lambda: float = 0.0,
+                 plane_weights: Mapping[str, np.ndarray] | None = None, intra_coder: Coder | None = None,
+                 limits: CodecLimits | None = None) -> None:
         if intra_period < 1:
             raise CodecError(f"intra_period must be at least 1 frame, got {intra_period}.")
         if intra_coder is Coder.TEMPORAL_CONTEXTS:
             raise CodecError("the intra coder cannot be TEMPORAL_CONTEXTS: an intra frame has no reference.")
         self.intra_period = intra_period
         self.hysteresis = hysteresis
+        self.rdo_lambda = rdo_lambda
+        self.plane_weights = dict(plane_weights or {})
         self.intra_coder = intra_coder
         self.limits = limits
         self._reference: dict[str, Reference] | None = None
@@ -88,10 +91,13 @@ class TemporalEncoder:
         return names is not None and set(reference) != set(names)
 
     def code(self, tensors: Mapping[str, np.ndarray], quantizers: Mapping[str, Quantizer], *,
-             hysteresis: float | None = None) -> CodedFrame:
-        """Code one frame without changing the encoder's state; `commit` makes it the reference."""
+             hysteresis: float | None = None, rdo_lambda: float | None = None) -> CodedFrame:
+        """Code one frame without changing the encoder's state; `commit` makes it the reference.
+
+        `hysteresis` and `rdo_lambda` override the encoder's for this frame (rate control's knobs)."""
         intra = self.next_is_intra(tensors.keys())
         margin = self.hysteresis if hysteresis is None else hysteresis
+        lam = self.rdo_lambda if rdo_lambda is None else rdo_lambda
         reference = self._reference
         coded: dict[str, CompressedTensor] = {}
         references: dict[str, Reference] = {}
@@ -103,7 +109,8 @@ class TemporalEncoder:
                 coded[name] = encode_levels(levels, quantizer, coder=coder, name=name, limits=self.limits)
             else:
                 previous = reference[name].for_quantizer(quantizer)
-                levels = quantize_with_reference(tensor, quantizer, previous, margin)
+                levels = quantize_with_reference(tensor, quantizer, previous, margin, rdo_lambda=lam,
+                                                 plane_weights=self.plane_weights.get(name))
                 coded[name] = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
                                             reference=previous, limits=self.limits, coder_version=INTER_VERSION)
             references[name] = Reference(levels, quantizer)

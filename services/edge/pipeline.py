@@ -63,7 +63,8 @@ class EdgePipeline:
         # Without temporal contexts every frame is intra (period 1) and coded with the profile's coder.
         temporal = profile.coder is Coder.TEMPORAL_CONTEXTS
         self._encoder = TemporalEncoder(intra_period=profile.intra_period if temporal else 1,
-                                        hysteresis=profile.hysteresis, intra_coder=None if temporal else profile.coder,
+                                        hysteresis=profile.hysteresis, rdo_lambda=profile.rdo_lambda,
+                                        intra_coder=None if temporal else profile.coder,
                                         limits=limits)
         self._reference_id: int | None = None  # frame id of the levels the encoder holds as reference
         self._ladder_point: int | None = None  # with rate control: the point the last frame was coded at
@@ -168,7 +169,8 @@ class EdgePipeline:
 
         def code(point: int) -> CodedFrame:
             return self._encoder.code(head.tensors, self._point_quantizers[point],
-                                      hysteresis=rate.ladder.points[point].hysteresis)
+                                      hysteresis=rate.ladder.points[point].hysteresis,
+                                      rdo_lambda=rate.ladder.points[point].rdo_lambda)
 
         chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)
         if chosen is None:
