@@ -32,6 +32,10 @@ OPTIONS = [
            coder_name, "auto"),
     Option("hysteresis", "with temporal-contexts: margin (fraction of a step, 0..1) within which an inter frame keeps "
            "the previous frame's level; the study found 0.05-0.1 saves 20-30 % of the bytes", float, 0.0),
+    Option("rdo-lambda", "with temporal-contexts: rate-distortion weight of inter frames, in squared quantizer steps "
+           "of error per bit saved (an element keeps its previous level, or a whole channel is skipped, where the "
+           "error that adds is worth fewer bits; 0 = off, hysteresis only; docs/RESULTS.md, codec v3 item 2)",
+           float, 0.0),
     Option("intra-period", "frames between intra frames when streaming with temporal contexts", int,
            DEFAULT_INTRA_PERIOD),
     Option("ladder", "write a codec ladder for rate control (--rate-kbps) instead of one profile: its points as "
@@ -45,7 +49,7 @@ OPTIONS = [
 
 def run(args: argparse.Namespace) -> int:
     from splitinfer.codec.ladder import CodecLadder
-    from splitinfer.codec.quantizer import MAX_HYSTERESIS
+    from splitinfer.codec.quantizer import MAX_HYSTERESIS, MAX_RDO_LAMBDA
     from splitinfer.dnn import load_model
     from splitinfer.dnn.calibration import collect_calibration
 
@@ -58,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--intra-period must be >= 1, got {args.intra_period}.")
     if not 0.0 <= args.hysteresis <= MAX_HYSTERESIS:  # checked before calibrating, not after minutes of it
         raise ConfigError(f"--hysteresis must be a fraction of a step in [0, {MAX_HYSTERESIS}], got {args.hysteresis}.")
+    if not 0.0 <= args.rdo_lambda <= MAX_RDO_LAMBDA:
+        raise ConfigError(f"--rdo-lambda must be in [0, {MAX_RDO_LAMBDA}] squared steps per bit (0 = off), got "
+                          f"{args.rdo_lambda}.")
     if not Path(args.data).is_dir():
         raise ConfigError(f"--data {args.data} is not a folder: pass a folder of calibration images, e.g. "
                           "../shared/data/coco-mini/calib2017.")
@@ -80,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
                      for levels, margin in ladder_levels),
                     key=lambda p: (p.figures["bits_per_element"], -p.hysteresis))
     settings = {name: getattr(args, name) for name in ("ladder", "quantizer", "clip", "clip_scale", "percentile",
-                                                       "symmetric", "coder", "hysteresis", "intra_period")}
+                                                       "symmetric", "coder", "hysteresis", "rdo_lambda",
+                                                       "intra_period")}
     ladder = CodecLadder(tuple(points), {"calibration_images": len(calibration.files), "settings": settings})
     output = Path(args.output or f"{model.name}-cut{calibration.cut}-ladder.json")
     ladder.save(output)
@@ -135,7 +143,7 @@ def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: in
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
     return CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
                         intra_period=args.intra_period, hysteresis=args.hysteresis if hysteresis is None else hysteresis,
-                        figures=figures)
+                        rdo_lambda=args.rdo_lambda, figures=figures)
 
 
 def _report(args: argparse.Namespace, model, calibration, profile) -> None:

@@ -139,11 +139,15 @@ def test_calibrate_command_writes_a_ladder_cheapest_first_with_each_points_hyste
     output = tmp_path / "ladder.json"
     code = main(["calibrate", "--model", MODEL, "--cut", "60", "--data", str(shared_path("coco-mini", "calib2017")),
                  "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--ladder", "9,3@0.5,3", "--clip", "mse",
-                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--max-images", "2", "--output", str(output),
-                 "--no-progress"])
+                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--rdo-lambda", "0.05", "--max-images", "2",
+                 "--output", str(output), "--no-progress"])
     assert code == 0
     ladder = CodecLadder.load(output)
     assert [(p.quantizer.levels, p.hysteresis) for p in ladder.points] == [(3, 0.5), (3, 0.1), (9, 0.1)]
+    assert {p.rdo_lambda for p in ladder.points} == {0.05}
+    for bad in ("-0.1", "65"):  # refused before minutes of calibration
+        assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
+                     "--rdo-lambda", bad]) == 2
     assert ladder.cut == "60" and ladder.figures["calibration_images"] == 2
     assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
                  "--ladder", "3@x"]) == 2
