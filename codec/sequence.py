@@ -13,7 +13,7 @@ compute that table from the two quantizers the wire carries, so a switch costs n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,7 +64,7 @@ class TemporalEncoder:
     """Encodes successive frames (dicts of named tensors) intra or against the previous frame's levels."""
 
     def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0, rdo_lambda: float = 0.0,
-                 plane_weights: Mapping[str, np.ndarray] | None = None, intra_coder: Coder | None = None,
+                 plane_weights: Mapping[str, Sequence[float]] | None = None, intra_coder: Coder | None = None,
                  limits: CodecLimits | None = None) -> None:
         if intra_period < 1:
             raise CodecError(f"intra_period must be at least 1 frame, got {intra_period}.")
@@ -91,13 +91,15 @@ class TemporalEncoder:
         return names is not None and set(reference) != set(names)
 
     def code(self, tensors: Mapping[str, np.ndarray], quantizers: Mapping[str, Quantizer], *,
-             hysteresis: float | None = None, rdo_lambda: float | None = None) -> CodedFrame:
+             hysteresis: float | None = None, rdo_lambda: float | None = None,
+             plane_weights: Mapping[str, Sequence[float]] | None = None) -> CodedFrame:
         """Code one frame without changing the encoder's state; `commit` makes it the reference.
 
-        `hysteresis` and `rdo_lambda` override the encoder's for this frame (rate control's knobs)."""
+        `hysteresis`, `rdo_lambda` and `plane_weights` override the encoder's for this frame (a ladder point's)."""
         intra = self.next_is_intra(tensors.keys())
         margin = self.hysteresis if hysteresis is None else hysteresis
         lam = self.rdo_lambda if rdo_lambda is None else rdo_lambda
+        weights = self.plane_weights if plane_weights is None else plane_weights
         reference = self._reference
         coded: dict[str, CompressedTensor] = {}
         references: dict[str, Reference] = {}
@@ -110,7 +112,7 @@ class TemporalEncoder:
             else:
                 previous = reference[name].for_quantizer(quantizer)
                 levels = quantize_with_reference(tensor, quantizer, previous, margin, rdo_lambda=lam,
-                                                 plane_weights=self.plane_weights.get(name))
+                                                 plane_weights=weights.get(name))
                 coded[name] = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
                                             reference=previous, limits=self.limits, coder_version=INTER_VERSION)
             references[name] = Reference(levels, quantizer)

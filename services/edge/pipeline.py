@@ -5,7 +5,8 @@ it leaves open is quantized over its first frame's 0.1 / 99.9 percentiles. Tempo
 TEMPORAL_CONTEXTS) codes each frame against the levels of the frame sent before it; intra frames (the
 measured default coder, no reference) open the stream, follow every reconnect or intra request, and recur
 every `intra_period` frames. A profile's `hysteresis` keeps an inter frame's level at the reference level
-near cell boundaries (fewer bits for flicker).
+near cell boundaries (fewer bits for flicker); its `rdo_lambda` (with `rdo_weights`) also keeps levels, or
+skips whole channels, where the error that adds is worth fewer bits than it saves.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class EdgePipeline:
         temporal = profile.coder is Coder.TEMPORAL_CONTEXTS
         self._encoder = TemporalEncoder(intra_period=profile.intra_period if temporal else 1,
                                         hysteresis=profile.hysteresis, rdo_lambda=profile.rdo_lambda,
+                                        plane_weights=profile.rdo_weights,
                                         intra_coder=None if temporal else profile.coder,
                                         limits=limits)
         self._reference_id: int | None = None  # frame id of the levels the encoder holds as reference
@@ -170,7 +172,8 @@ class EdgePipeline:
         def code(point: int) -> CodedFrame:
             return self._encoder.code(head.tensors, self._point_quantizers[point],
                                       hysteresis=rate.ladder.points[point].hysteresis,
-                                      rdo_lambda=rate.ladder.points[point].rdo_lambda)
+                                      rdo_lambda=rate.ladder.points[point].rdo_lambda,
+                                      plane_weights=rate.ladder.points[point].rdo_weights)
 
         chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)
         if chosen is None:

@@ -34,7 +34,8 @@ OPTIONS = [
            "the previous frame's level; the study found 0.05-0.1 saves 20-30 % of the bytes", float, 0.0),
     Option("rdo-lambda", "with temporal-contexts: rate-distortion weight of inter frames, in squared quantizer steps "
            "of error per bit saved (an element keeps its previous level, or a whole channel is skipped, where the "
-           "error that adds is worth fewer bits; 0 = off, hysteresis only; docs/RESULTS.md, codec v3 item 2)",
+           "error that adds is worth fewer bits; the error is weighted per channel by the tail's sensitivity measured on "
+           "the calibration images; 0 = off, hysteresis only; docs/RESULTS.md, codec v3 item 2)",
            float, 0.0),
     Option("intra-period", "frames between intra frames when streaming with temporal contexts", int,
            DEFAULT_INTRA_PERIOD),
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from splitinfer.codec.ladder import CodecLadder
     from splitinfer.codec.quantizer import MAX_HYSTERESIS, MAX_RDO_LAMBDA
     from splitinfer.dnn import load_model
-    from splitinfer.dnn.calibration import collect_calibration
+    from splitinfer.dnn.calibration import channel_sensitivity, collect_calibration
 
     if not args.data:
         raise ConfigError("calibrate needs --data: a folder of calibration images (never the evaluation set), "
@@ -76,14 +77,17 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
+    # RDO weights each channel's error by the tail's sensitivity to it, measured on the calibration images.
+    weights = ({name: tuple(float(v) for v in w) for name, w in channel_sensitivity(model, calibration).items()}
+               if args.rdo_lambda > 0 else {})
     if ladder_levels is None:
-        profile = _calibrated_profile(args, model, calibration, args.levels)
+        profile = _calibrated_profile(args, model, calibration, args.levels, weights=weights)
         output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
         profile.save(output)
         _report(args, model, calibration, profile)
         print(f"wrote {output}")
         return 0
-    points = sorted((_calibrated_profile(args, model, calibration, levels, margin)
+    points = sorted((_calibrated_profile(args, model, calibration, levels, margin, weights=weights)
                      for levels, margin in ladder_levels),
                     key=lambda p: (p.figures["bits_per_element"], -p.hysteresis))
     settings = {name: getattr(args, name) for name in ("ladder", "quantizer", "clip", "clip_scale", "percentile",
@@ -118,7 +122,8 @@ def _ladder_levels(text: str) -> list[tuple[int, float | None]]:
     return sorted(set(points), key=lambda p: (p[0], -(p[1] or 0.0)))
 
 
-def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int, hysteresis: float | None = None):
+def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int, hysteresis: float | None = None,
+                        *, weights: dict[str, tuple[float, ...]]):
     """Choose the clip range and quantizer for `levels` levels and measure the intra rate on the calibration set."""
     import numpy as np
 
@@ -143,7 +148,7 @@ def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: in
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
     return CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
                         intra_period=args.intra_period, hysteresis=args.hysteresis if hysteresis is None else hysteresis,
-                        rdo_lambda=args.rdo_lambda, figures=figures)
+                        rdo_lambda=args.rdo_lambda, rdo_weights=weights, figures=figures)
 
 
 def _report(args: argparse.Namespace, model, calibration, profile) -> None:

@@ -163,3 +163,26 @@ def test_the_profile_carries_lambda_and_files_without_it_load_with_it_off() -> N
     for bad in (-1, 65, "0.1", True, float("inf")):
         with pytest.raises(CodecError, match="profile field 'rdo_lambda' must be a number in \\[0, 64.0\\]"):
             CodecProfile(Quantizer.uniform(-4, 4, 9), rdo_lambda=bad)
+
+
+def test_the_profile_carries_per_channel_weights_checked() -> None:
+    profile = CodecProfile(Quantizer.uniform(-4, 4, 9), rdo_lambda=0.05, rdo_weights={"x": [0.5, 1.5]})
+    assert CodecProfile.from_json(profile.to_json()).rdo_weights == {"x": (0.5, 1.5)}
+    for bad in ({"x": [1.0, -1.0]}, {"x": [float("nan")]}, {"x": []}, {"": [1.0]}, {"x": ["1"]}, {"x": [True]},
+                [1.0], {"x": 1.0}):
+        with pytest.raises(CodecError, match="profile field 'rdo_weights' must map tensor names to lists"):
+            CodecProfile(Quantizer.uniform(-4, 4, 9), rdo_weights=bad)
+
+
+def test_a_channel_the_tail_ignores_is_skipped_where_an_unweighted_one_is_sent() -> None:
+    quantizer = Quantizer.uniform(-4.0, 4.0, 9)
+    reference = np.full((1, 2, 6, 6), 4, np.uint8)
+    values = np.zeros((1, 2, 6, 6), np.float32)
+    values[0, :, :3, :3] = 0.9  # the same change in both channels
+    encoder = TemporalEncoder(intra_period=10, rdo_lambda=0.02)
+    encoder.commit(encoder.code({"x": np.zeros_like(values)}, {"x": quantizer}))
+    unweighted = encoder.code({"x": values}, {"x": quantizer}).references["x"].levels
+    np.testing.assert_array_equal(unweighted, quantizer.quantize(values))
+    weighted = encoder.code({"x": values}, {"x": quantizer}, plane_weights={"x": [1.0, 0.01]}).references["x"].levels
+    np.testing.assert_array_equal(weighted[0, 0], unweighted[0, 0])
+    np.testing.assert_array_equal(weighted[0, 1], reference[0, 1])

@@ -145,6 +145,8 @@ def test_calibrate_command_writes_a_ladder_cheapest_first_with_each_points_hyste
     ladder = CodecLadder.load(output)
     assert [(p.quantizer.levels, p.hysteresis) for p in ladder.points] == [(3, 0.5), (3, 0.1), (9, 0.1)]
     assert {p.rdo_lambda for p in ladder.points} == {0.05}
+    weights = np.array(ladder.points[0].rdo_weights["layer60"])
+    assert weights.shape == (48,) and abs(weights.mean() - 1) < 1e-9 and weights.min() >= 0 and weights.std() > 0
     for bad in ("-0.1", "65"):  # refused before minutes of calibration
         assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
                      "--rdo-lambda", bad]) == 2
