@@ -2,11 +2,11 @@
 
 The head of Yolo-Fastest-1.1-XL at the ladder's cut runs over the first --frames frames of a video; each round codes
 every inter frame (against the previous frame's levels, as TemporalEncoder does) once per variant, in a rotated
-order: quantize with the point's hysteresis (`quantize_with_reference`), with RDO refinement at --lambda on top,
-then the inter coder (TEMPORAL_CONTEXTS v2). Speed is elements per second of process CPU time (one thread); the
+order: quantize with the point's hysteresis (`quantize_with_reference`), with or without the point's RDO refinement
+(its rdo_lambda and per-channel weights; --lambda overrides the lambda), then the inter coder (TEMPORAL_CONTEXTS v2). Speed is elements per second of process CPU time (one thread); the
 table gives the median and the best round, and the bits/element of what each variant sends.
 
-    python bench/rdo_speed.py --points 5 8 --rounds 21
+    python bench/rdo_speed.py --video vtest --points 10 14 16 --rounds 21
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--video", default="shared")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--points", type=int, nargs="+", default=[5, 8], help="ladder points (quantizer, hysteresis)")
-    parser.add_argument("--lambda", dest="lam", type=float, default=0.05)
+    parser.add_argument("--lambda", dest="lam", type=float, default=None, help="default: each point's rdo_lambda")
     parser.add_argument("--rounds", type=int, default=21)
     args = parser.parse_args()
 
@@ -57,13 +57,15 @@ def main() -> None:
         previous = quantizer.quantize(tensors[0])
         sent = 0
         for x in tensors[1:]:
-            levels = quantize_with_reference(x, quantizer, previous, profile.hysteresis, rdo_lambda=lam)
+            levels = quantize_with_reference(x, quantizer, previous, profile.hysteresis, rdo_lambda=lam,
+                                             plane_weights=profile.rdo_weights.get(name) if lam else None)
             sent += encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, reference=previous,
                                   coder_version=INTER_VERSION).nbytes
             previous = levels
         return time.process_time() - started, sent
 
-    items = [(p, lam) for p in args.points for lam in (0.0, args.lam)]
+    items = [(p, lam) for p in args.points
+             for lam in (0.0, ladder.points[p].rdo_lambda if args.lam is None else args.lam)]
     for item in items:
         run(*item)  # compile and warm
     seconds: dict[tuple[int, float], list[float]] = {item: [] for item in items}
@@ -74,7 +76,7 @@ def main() -> None:
             seconds[item].append(spent)
             sizes[item] = sent
     print(f"{args.video}: {len(tensors) - 1} inter frames of {name} {tensors[0].shape}, {args.rounds} rounds")
-    print("| point | levels | hysteresis | rdo_lambda | bits/el | enc M el/s, median | best round |")
+    print("| point | levels | hysteresis | rdo_lambda | inter bits/el | enc M el/s, median | best round |")
     print("|---|---|---|---|---|---|---|")
     for (point, lam), values in seconds.items():
         profile = ladder.points[point]

@@ -423,38 +423,43 @@ def _rdo_refine(values, reconstruction, reference, lam, weights, plane_size, out
     remaining changes add less distortion than `lam` times the plane's bits is skipped whole (set to the
     reference). Bits follow TEMPORAL_CONTEXTS v2's bins with one change probability per tensor (the share of
     changed elements): [changed] -log2 p, [up] 1 bit where the reference is an inner level, the magnitude's
-    unary bins 1 bit each (min(|k - r|, span)); [unchanged] -log2(1 - p). Returns the number of elements that still change.
+    unary bins 1 bit each (min(|k - r|, span)); [unchanged] -log2(1 - p). Returns the number of elements that
+    still change.
     """
     n = out.size
     n_levels = reconstruction.size
-    changed = 0
+    changed = np.empty(n, np.int64)  # indices of the changed elements, ascending (so grouped by plane)
+    count = 0
     for i in range(n):
-        changed += out[i] != reference[i]
-    if changed == 0 or lam <= 0.0 or plane_size <= 0:
-        return changed
+        changed[count] = i
+        count += out[i] != reference[i]
+    if count == 0 or lam <= 0.0 or plane_size <= 0:
+        return count
     low = reconstruction[0]
     high = reconstruction[n_levels - 1]
     step = (np.float64(high) - np.float64(low)) / (n_levels - 1)
     if not step > 0.0:
-        return changed
+        return count
     inverse = 1.0 / (step * step)
-    p = min(max(changed / n, 1.0 / 4096.0), 0.5)
+    p = min(max(count / n, 1.0 / 4096.0), 0.5)
     keep_bits = -np.log2(1.0 - p)
     change_bits = -np.log2(p) - keep_bits
-    planes = n // plane_size
     remaining = 0
-    for c in range(planes):
+    j = 0
+    while j < count:
+        c = changed[j] // plane_size
+        end = (c + 1) * plane_size
         weight = weights[c] * inverse
-        base = c * plane_size
+        first = j
         added = 0.0
         bits = 0.0
         kept = 0
-        for i in range(base, base + plane_size):
+        while j < count and changed[j] < end:
+            i = changed[j]
+            j += 1
             k = np.int64(out[i])
             r = np.int64(reference[i])
-            if k == r:
-                continue
-            v = min(max(np.float64(values[i]), low), high)
+            v = min(max(values[i], low), high)
             ek = v - reconstruction[k]
             er = v - reconstruction[r]
             distortion = weight * (er * er - ek * ek)
@@ -468,8 +473,8 @@ def _rdo_refine(values, reconstruction, reference, lam, weights, plane_size, out
                 bits += rate
                 kept += 1
         if kept and added <= lam * (bits + plane_size * keep_bits):
-            for i in range(base, base + plane_size):
-                out[i] = reference[i]
+            for m in range(first, j):
+                out[changed[m]] = reference[changed[m]]
             kept = 0
         remaining += kept
     return remaining

@@ -10,6 +10,7 @@ same data with other values.
 from __future__ import annotations
 
 import enum
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -195,10 +196,30 @@ def _rdo_lambda(value: object) -> float:
     return float(value)
 
 
-def _plane_weights(weights: np.ndarray | None, planes: int) -> np.ndarray:
+def _plane_weights(weights: np.ndarray | tuple[float, ...] | None, planes: int) -> np.ndarray:
     """Per-plane distortion weights as float64 (ones when None), checked: finite, non-negative, one per plane."""
     if weights is None:
-        return np.ones(planes, np.float64)
+        return _ones(planes)
+    if isinstance(weights, tuple):  # a profile's weights, the same object every frame
+        return _tuple_weights(weights, planes)
+    return _checked_plane_weights(weights, planes)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(planes: int) -> np.ndarray:
+    ones = np.ones(planes, np.float64)
+    ones.flags.writeable = False
+    return ones
+
+
+@functools.lru_cache(maxsize=64)
+def _tuple_weights(weights: tuple, planes: int) -> np.ndarray:
+    array = _checked_plane_weights(weights, planes)
+    array.flags.writeable = False
+    return array
+
+
+def _checked_plane_weights(weights: object, planes: int) -> np.ndarray:
     array = np.asarray(weights)
     if array.dtype.kind not in "fiu" or array.shape != (planes,):
         raise CodecError(f"plane_weights must be {planes} real numbers (one per plane of the tensor), got "

@@ -149,9 +149,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--points", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
                         help="ladder points (the cheap end: 32-256 kbit/s)")
-    parser.add_argument("--margins", type=float, nargs="+", default=[0.25, 0.5])
-    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4])
-    parser.add_argument("--weighted-lambdas", type=float, nargs="+", default=[0.1, 0.2])
+    parser.add_argument("--margins", type=float, nargs="*", default=[0.25, 0.5])
+    parser.add_argument("--lambdas", type=float, nargs="*", default=[0.05, 0.1, 0.2, 0.4])
+    parser.add_argument("--weighted-lambdas", type=float, nargs="*", default=[0.1, 0.2])
     parser.add_argument("--calibration-images", type=int, default=16)
     args = parser.parse_args()
     rows = json.loads(args.out.read_text()) if args.report else measure(args)
