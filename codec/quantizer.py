@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,7 +144,7 @@ MAX_RDO_LAMBDA = 64.0
 
 def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_levels: np.ndarray,
                             margin: float, *, rdo_lambda: float = 0.0,
-                            plane_weights: np.ndarray | None = None) -> np.ndarray:
+                            plane_weights: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
     """Quantize like `quantizer.quantize`, but keep an element's reference level while its value lies within
     `margin` steps beyond that level's cell (temporal hysteresis: near-threshold flicker costs inter bits).
 
@@ -196,7 +197,7 @@ def _rdo_lambda(value: object) -> float:
     return float(value)
 
 
-def _plane_weights(weights: np.ndarray | tuple[float, ...] | None, planes: int) -> np.ndarray:
+def _plane_weights(weights: np.ndarray | Sequence[float] | None, planes: int) -> np.ndarray:
     """Per-plane distortion weights as float64 (ones when None), checked: finite, non-negative, one per plane."""
     if weights is None:
         return _ones(planes)
