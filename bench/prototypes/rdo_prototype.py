@@ -6,7 +6,7 @@
 Real Yolo-Fastest-1.1-XL head tensors at the ladder's cut (the first --frames frames of each video at its native
 frame rate), coded by TemporalEncoder at the cheap end of the shipped ladder (quantizer and intra period of each
 point) in these variants; the decoder and the bitstream are unchanged, only the levels sent differ:
-- `ladder`: the point as shipped (its hysteresis margin): the baseline;
+- `ladder`: the point's quantizer and hysteresis margin with RDO off (rdo_lambda 0, the ladder before RDO): the baseline;
 - `margin M`: hysteresis margin M at every point (the fixed-margin alternative);
 - `rdo L`: the point's margin, then rate-distortion refinement with lambda L (codec/_kernels.py `_rdo_refine`:
   an element keeps its reference level, and a plane is skipped whole, where the squared error that adds, in
@@ -40,27 +40,12 @@ from refresh_prototype import JACKKNIFE_BLOCK, at_rate, changes  # noqa: E402
 CALIBRATION = DATA / "coco-mini" / "calib2017"
 
 
-def sensitivity(model, split, images: int) -> dict[str, np.ndarray]:
-    """Tensor name -> per-channel mean squared gradient of the detection scores, normalized to mean 1."""
-    import cv2
-    import torch
+def sensitivity(model, cut: str, images: int) -> dict[str, np.ndarray]:
+    """Tensor name -> per-channel weights (dnn.calibration.channel_sensitivity on the first calibration images)."""
+    from splitinfer.dnn.calibration import channel_sensitivity, collect_calibration
 
-    sums: dict[str, np.ndarray] = {}
-    for path in sorted(CALIBRATION.glob("*.jpg"))[:images]:
-        x, _ = model.preprocess(cv2.imread(str(path)))
-        with torch.no_grad():
-            tensors = split.head(x)
-        leaves = {n: t.detach().clone().requires_grad_(True) for n, t in tensors.items()}
-        score = torch.zeros(())
-        for out in split._tail(leaves):  # the public tail runs under no_grad
-            b, _, h, w = out.shape
-            out = out.view(b, 3, -1, h, w)
-            score = score + (torch.sigmoid(out[:, :, 4]) * torch.sigmoid(out[:, :, 5:]).amax(2)).sum()
-        score.backward()
-        for n, leaf in leaves.items():
-            g = leaf.grad.double().numpy()[0]
-            sums[n] = sums.get(n, 0) + (g ** 2).reshape(g.shape[0], -1).mean(1)
-    return {n: s / s.mean() for n, s in sums.items()}
+    calibration = collect_calibration(model, cut, CALIBRATION, max_images=images, progress=False)
+    return channel_sensitivity(model, calibration, images)
 
 
 def code_sequence(frames, point, *, margin: float, lam: float, weights: dict[str, np.ndarray] | None):
@@ -89,7 +74,7 @@ def measure(args) -> list[dict]:
     model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
     ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
     split = model.split(ladder.cut)
-    weights = sensitivity(model, split, args.calibration_images)
+    weights = sensitivity(model, ladder.cut, args.calibration_images)
     for name, w in weights.items():
         print(f"sensitivity {name}: min {w.min():.2f} median {np.median(w):.2f} max {w.max():.2f}", flush=True)
     variants = [("ladder", None, 0.0, False)] + [(f"margin {m:g}", m, 0.0, False) for m in args.margins]
