@@ -23,9 +23,7 @@ block jackknife over 30-frame blocks; the summary adds the differences over the 
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -34,8 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rate_control import DATA, block_se, heads_and_references, native_fps, video_label, video_path  # noqa: E402
-from refresh_prototype import JACKKNIFE_BLOCK, at_rate, changes  # noqa: E402
+from rate_control import DATA, block_se  # noqa: E402
+from refresh_prototype import JACKKNIFE_BLOCK, at_rate, shipped_model_and_ladder, sweep, sweep_arguments  # noqa: E402
 
 CALIBRATION = DATA / "coco-mini" / "calib2017"
 
@@ -64,42 +62,20 @@ def code_sequence(frames, point, *, margin: float, lam: float, weights: dict[str
 
 
 def measure(args) -> list[dict]:
-    import torch
-
-    from splitinfer.codec.ladder import CodecLadder
-    from splitinfer.dnn import load_model
-    from splitinfer.services.profiles import packaged_profile
-
-    torch.set_num_threads(1)
-    model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
-    ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
-    split = model.split(ladder.cut)
+    model, ladder, split = shipped_model_and_ladder()
     weights = sensitivity(model, ladder.cut, args.calibration_images)
     for name, w in weights.items():
         print(f"sensitivity {name}: min {w.min():.2f} median {np.median(w):.2f} max {w.max():.2f}", flush=True)
-    variants = [("ladder", None, 0.0, False)] + [(f"margin {m:g}", m, 0.0, False) for m in args.margins]
-    variants += [(f"rdo {lam:g}", None, lam, False) for lam in args.lambdas]
-    variants += [(f"rdo {lam:g} w", None, lam, True) for lam in args.weighted_lambdas]
-    rows: list[dict] = []
-    for name in args.videos:
-        path, video = video_path(name), video_label(name)
-        fps = native_fps(path)
-        frames = heads_and_references(model, ladder.cut, path, math.inf, None, args.frames)
-        print(f"{video}: {len(frames)} frames at {fps:g} fps", flush=True)
-        for index in args.points:
-            point = ladder.points[index]
-            for label, margin, lam, weighted in variants:
-                coded = code_sequence(frames, point, margin=point.hysteresis if margin is None else margin, lam=lam,
-                                      weights=weights if weighted else None)
-                sizes = [b for b, _ in coded]
-                row = {"video": video, "fps": fps, "point": index, "variant": label, "sizes": sizes,
-                       "changes": changes(model, split, frames, coded)}
-                row["kbps"] = 8 * sum(sizes) * fps / len(sizes) / 1000
-                rows.append(row)
-                print(f"  {video} #{index} {label:12s} {row['kbps']:7.1f} kbit/s changes {sum(row['changes'])}",
-                      flush=True)
-                args.out.write_text(json.dumps(rows))
-    return rows
+
+    def variant(margin: float | None, lam: float, weighted: bool):
+        return lambda frames, point: code_sequence(frames, point, margin=point.hysteresis if margin is None else margin,
+                                                   lam=lam, weights=weights if weighted else None)
+
+    variants = [("ladder", variant(None, 0.0, False))] + [(f"margin {m:g}", variant(m, 0.0, False))
+                                                          for m in args.margins]
+    variants += [(f"rdo {lam:g}", variant(None, lam, False)) for lam in args.lambdas]
+    variants += [(f"rdo {lam:g} w", variant(None, lam, True)) for lam in args.weighted_lambdas]
+    return sweep(args, model, ladder, split, variants)
 
 
 def report(rows: list[dict], selection: tuple[str, ...], baseline: str = "ladder") -> str:
@@ -126,17 +102,10 @@ def report(rows: list[dict], selection: tuple[str, ...], baseline: str = "ladder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--videos", nargs="+", default=["shared", "tree"])
-    parser.add_argument("--selection", nargs="+", default=["shared", "tree"])
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--points", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
-                        help="ladder points (the cheap end: 32-256 kbit/s)")
-    parser.add_argument("--margins", type=float, nargs="*", default=[0.25, 0.5])
-    parser.add_argument("--lambdas", type=float, nargs="*", default=[0.05, 0.1, 0.2, 0.4])
-    parser.add_argument("--weighted-lambdas", type=float, nargs="*", default=[0.1, 0.2])
+    parser = sweep_arguments(__doc__, points=(0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16))
+    parser.add_argument("--margins", type=float, nargs="*", default=[0.0, 0.25, 0.5])
+    parser.add_argument("--lambdas", type=float, nargs="*", default=[0.01, 0.02, 0.05, 0.1, 0.2])
+    parser.add_argument("--weighted-lambdas", type=float, nargs="*", default=[0.02, 0.05, 0.1])
     parser.add_argument("--calibration-images", type=int, default=16)
     args = parser.parse_args()
     rows = json.loads(args.out.read_text()) if args.report else measure(args)

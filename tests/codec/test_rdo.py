@@ -14,19 +14,7 @@ from splitinfer.codec import (CodecError, CodecProfile, Coder, Quantizer, Tempor
                               decode_levels, encode_levels, quantize_with_reference)
 from splitinfer.codec.entropy import INTER_VERSION
 
-
-@st.composite
-def frames(draw):
-    """(quantizer, values, reference levels): a frame of planes and its predecessor's levels, noise between them."""
-    levels = draw(st.integers(2, 17))
-    low = draw(st.floats(-50, 0))
-    quantizer = Quantizer.uniform(low, low + draw(st.floats(0.5, 50)), levels)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = (draw(st.integers(1, 6)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
-    span = quantizer.clip_max - quantizer.clip_min
-    previous = rng.uniform(quantizer.clip_min - 0.1 * span, quantizer.clip_max + 0.1 * span, shape)
-    values = (previous + rng.normal(0, draw(st.floats(0.01, 0.5)) * span / levels, shape)).astype(np.float32)
-    return quantizer, values, quantizer.quantize(previous)
+from .strategies import inter_frames
 
 
 def inter_bytes(levels: np.ndarray, quantizer: Quantizer, reference: np.ndarray) -> int:
@@ -34,7 +22,7 @@ def inter_bytes(levels: np.ndarray, quantizer: Quantizer, reference: np.ndarray)
                          coder_version=INTER_VERSION).nbytes
 
 
-@given(frame=frames(), margin=st.floats(0.0, 1.0))
+@given(frame=inter_frames(max_planes=6), margin=st.floats(0.0, 1.0))
 @settings(max_examples=100, deadline=None)
 def test_lambda_zero_is_the_hysteresis_quantizer(frame, margin: float) -> None:
     quantizer, values, reference = frame
@@ -42,7 +30,7 @@ def test_lambda_zero_is_the_hysteresis_quantizer(frame, margin: float) -> None:
                                   quantize_with_reference(values, quantizer, reference, margin))
 
 
-@given(frame=frames(), margin=st.floats(0.0, 1.0), lam=st.floats(0.0, 64.0), weighted=st.booleans())
+@given(frame=inter_frames(max_planes=6), margin=st.floats(0.0, 1.0), lam=st.floats(0.0, 64.0), weighted=st.booleans())
 @settings(max_examples=200, deadline=None)
 def test_levels_only_keep_the_reference_and_decode_with_the_unchanged_decoder(frame, margin, lam, weighted) -> None:
     quantizer, values, reference = frame
@@ -56,7 +44,7 @@ def test_levels_only_keep_the_reference_and_decode_with_the_unchanged_decoder(fr
     np.testing.assert_array_equal(decode_levels(coded, reference=reference), got)
 
 
-@given(frame=frames(), lam=st.floats(0.0, 64.0))
+@given(frame=inter_frames(max_planes=6), lam=st.floats(0.0, 64.0))
 @settings(max_examples=200, deadline=None)
 def test_bytes_never_exceed_plain_inter_coding_by_more_than_the_skip_flags(frame, lam: float) -> None:
     quantizer, values, reference = frame
@@ -66,7 +54,7 @@ def test_bytes_never_exceed_plain_inter_coding_by_more_than_the_skip_flags(frame
     assert inter_bytes(got, quantizer, reference) <= inter_bytes(plain, quantizer, reference) + (planes + 7) // 8 + 1
 
 
-@given(frame=frames())
+@given(frame=inter_frames(max_planes=6))
 @settings(max_examples=100, deadline=None)
 def test_a_huge_lambda_sends_nothing_and_weight_zero_planes_are_always_skipped(frame) -> None:
     quantizer, values, reference = frame
