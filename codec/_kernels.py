@@ -459,7 +459,7 @@ def _rdo_refine(values, reconstruction, reference, lam, weights, plane_size, out
             j += 1
             k = np.int64(out[i])
             r = np.int64(reference[i])
-            v = min(max(values[i], low), high)
+            v = min(max(np.float64(values[i]), low), high)
             ek = v - reconstruction[k]
             er = v - reconstruction[r]
             distortion = weight * (er * er - ek * ek)
