@@ -24,10 +24,12 @@ def inter_bytes(levels: np.ndarray, quantizer: Quantizer, reference: np.ndarray)
 
 @given(frame=inter_frames(max_planes=6), margin=st.floats(0.0, 1.0))
 @settings(max_examples=100, deadline=None)
-def test_lambda_zero_is_the_hysteresis_quantizer(frame, margin: float) -> None:
+def test_lambda_zero_is_the_hysteresis_quantizer_and_with_margin_zero_plain_quantize(frame, margin: float) -> None:
     quantizer, values, reference = frame
     np.testing.assert_array_equal(quantize_with_reference(values, quantizer, reference, margin, rdo_lambda=0.0),
                                   quantize_with_reference(values, quantizer, reference, margin))
+    np.testing.assert_array_equal(quantize_with_reference(values, quantizer, reference, 0.0, rdo_lambda=0.0),
+                                  quantizer.quantize(values))
 
 
 @given(frame=inter_frames(max_planes=6), margin=st.floats(0.0, 1.0), lam=st.floats(0.0, 64.0), weighted=st.booleans())
