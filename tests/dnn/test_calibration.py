@@ -13,6 +13,7 @@ from splitinfer.codec.clip_range import ValueHistogram, mse_optimal_range
 from splitinfer.dnn import ImageDecodeError, ModelError, load_model
 from splitinfer.dnn.calibration import (
     ProfileMismatchError,
+    channel_sensitivity,
     check_profile_matches,
     choose_quantizer,
     collect_calibration,
@@ -153,6 +154,29 @@ def test_calibrate_command_writes_a_ladder_cheapest_first_with_each_points_hyste
     assert ladder.cut == "60" and ladder.figures["calibration_images"] == 2
     assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
                  "--ladder", "3@x"]) == 2
+
+
+def test_channel_sensitivity_weights_each_channel_by_the_tails_gradient(model, calibration):
+    weights = channel_sensitivity(model, calibration)
+    spec = model.split("80").tensors
+    assert {name: w.shape for name, w in weights.items()} == {s.name: (s.shape[0],) for s in spec}
+    for w in weights.values():  # mean 1; some channels matter to the detections more than others
+        assert w.mean() == pytest.approx(1.0) and w.min() >= 0 and w.max() > 1.5 * w.min()
+    with pytest.raises(ModelError, match="at least one kept calibration image"):
+        channel_sensitivity(model, calibration, images=0)
+
+
+def test_channel_sensitivity_of_a_classifier_uses_its_best_class_probability():
+    from splitinfer.dnn import MissingDependencyError
+
+    try:
+        classifier = load_model("efficientnet-lite0")
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    calibration = collect_calibration(classifier, classifier.default_cut, shared_path("imagenet-sample"),
+                                      max_images=2, sample_size=1000, keep_images=2, progress=False)
+    weights = channel_sensitivity(classifier, calibration)
+    assert all(w.mean() == pytest.approx(1.0) and np.all(np.isfinite(w)) for w in weights.values())
 
 
 def test_calibrate_command_without_data_says_what_to_pass(capsys):
