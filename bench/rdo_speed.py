@@ -3,8 +3,9 @@
 The head of Yolo-Fastest-1.1-XL at the ladder's cut runs over the first --frames frames of a video; each round codes
 every inter frame (against the previous frame's levels, as TemporalEncoder does) once per variant, in a rotated
 order: quantize with the point's hysteresis (`quantize_with_reference`), with or without the point's RDO refinement
-(its rdo_lambda and per-channel weights; --lambda overrides the lambda), then the inter coder (TEMPORAL_CONTEXTS v2). Speed is elements per second of process CPU time (one thread); the
-table gives the median and the best round, and the bits/element of what each variant sends.
+(its rdo_lambda and per-channel weights; --lambda overrides the lambda), then the inter coder (TEMPORAL_CONTEXTS
+v2). Speed is elements per second of process CPU time (one thread); the table gives the median and the best round,
+and the bits/element of what each variant sends.
 
     python bench/rdo_speed.py --video vtest --points 10 14 16 --rounds 21
 """

@@ -171,7 +171,7 @@ def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_
     if reference.size and (int(reference.min()) < 0 or int(reference.max()) >= quantizer.levels):
         raise CodecError(f"reference levels {int(reference.min())}..{int(reference.max())} do not fit a "
                          f"{quantizer.levels}-level quantizer: pass levels made by this quantizer.")
-    lam = _rdo_lambda(rdo_lambda)
+    lam = check_rdo_lambda(rdo_lambda)
     plane_size = array.shape[-1] * array.shape[-2] if array.ndim >= 2 else array.size
     planes = array.size // plane_size if plane_size else 0
     weights = _plane_weights(plane_weights, planes) if lam > 0 else _NO_WEIGHTS
@@ -189,7 +189,8 @@ def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_
 _NO_WEIGHTS = np.ones(0, np.float64)
 
 
-def _rdo_lambda(value: object) -> float:
+def check_rdo_lambda(value: object) -> float:
+    """`value` as a float when it is a valid rdo_lambda, else CodecError saying what is valid."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not 0.0 <= float(value) <= MAX_RDO_LAMBDA:
         raise CodecError(f"rdo_lambda must be a number in [0, {MAX_RDO_LAMBDA}] (squared steps of error per bit "

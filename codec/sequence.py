@@ -2,8 +2,9 @@
 
 Intra frames (the quantizer's default intra coder) open the sequence and recur every `intra_period`
 frames; the frames between them are quantized with hysteresis (and, with `rdo_lambda`, rate-distortion
-optimization) against the previous frame's levels and coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge) and `TemporalDecoder` (cloud) hold the same
-reference: the levels of the last frame, with the quantizer that made them.
+optimization) against the previous frame's levels and coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge)
+and `TemporalDecoder` (cloud) hold the same reference: the levels of the last frame, with the quantizer that
+made them.
 
 A stream may change a tensor's quantizer on any frame (rate control does): the reference levels are then
 mapped to the new quantizer before use, level k becoming `new.quantize(old.reconstruction[k])`. Both sides
@@ -20,7 +21,7 @@ import numpy as np
 from splitinfer.codec.entropy import INTER_VERSION, CodecLimits, Coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD
-from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
+from splitinfer.codec.quantizer import Quantizer, check_rdo_lambda, quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor, decode_levels, default_coder, encode_levels
 
 
@@ -72,7 +73,7 @@ class TemporalEncoder:
             raise CodecError("the intra coder cannot be TEMPORAL_CONTEXTS: an intra frame has no reference.")
         self.intra_period = intra_period
         self.hysteresis = hysteresis
-        self.rdo_lambda = rdo_lambda
+        self.rdo_lambda = check_rdo_lambda(rdo_lambda)
         self.plane_weights = dict(plane_weights or {})
         self.intra_coder = intra_coder
         self.limits = limits

@@ -6,7 +6,8 @@
 Real Yolo-Fastest-1.1-XL head tensors at the ladder's cut (the first --frames frames of each video at its native
 frame rate), coded by TemporalEncoder at the cheap end of the shipped ladder (quantizer and intra period of each
 point) in these variants; the decoder and the bitstream are unchanged, only the levels sent differ:
-- `ladder`: the point's quantizer and hysteresis margin with RDO off (rdo_lambda 0, the ladder before RDO): the baseline;
+- `ladder`: the point's quantizer and hysteresis margin with RDO off (rdo_lambda 0, the ladder before RDO): the
+  baseline;
 - `margin M`: hysteresis margin M at every point (the fixed-margin alternative);
 - `rdo L`: the point's margin, then rate-distortion refinement with lambda L (codec/_kernels.py `_rdo_refine`:
   an element keeps its reference level, and a plane is skipped whole, where the squared error that adds, in
