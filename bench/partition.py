@@ -23,6 +23,8 @@ the ladder's cut, the feature codec with rate control at --timing-kbps, the whol
     python bench/partition.py --out /tmp/partition.json --report   # the tables for docs/RESULTS.md
     python bench/partition.py --out /tmp/p_vtest.json --videos vtest   # one process per video, then:
     python bench/partition.py --out /tmp/p_shared.json --report --merge /tmp/p_vtest.json
+    python bench/partition.py --out /tmp/p.json --videos vtest --rdo-lambdas 0.05 --baselines "x264 medium 2-pass" \
+        --sizes 320 --timing-rounds 0    # also features with every ladder point's rdo_lambda set to 0.05
 
 Elsewhere (issue 18 item 5): the auto planner at each edge budget, against the best single partition, is
 bench/auto_partition.py; latency per partition and for auto, live over a tbf-shaped link in network namespaces,
@@ -173,7 +175,7 @@ def edge_cpu(model, ladder, elements: int, frames, pictures: dict[str, list[np.n
         for frame, tensors, _, _ in frames:
             pipeline.encode(HeadOutput(frame, tensors, {}))
 
-    items = {f"pixels {name} {size}": pixel(name, size) for name in BASELINES for size in SIZES}
+    items = {f"pixels {name} {size}": pixel(name, size) for name in BASELINES for size in pictures}
     items |= {f"features head (cut {ladder.cut})": head, f"features codec + rate control": codec,
               "detections (whole model)": whole}
     times: dict[str, list[float]] = {label: [] for label in items}
@@ -205,7 +207,7 @@ def measure(args) -> tuple[list[Run], list[dict]]:
         path, video = video_path(name), video_label(name)
         fps = native_fps(path)
         frames = heads_and_references(model, ladder.cut, path, math.inf, None, args.frames)
-        pictures = {size: pictures_for(model, frames, size) for size in SIZES}
+        pictures = {size: pictures_for(model, frames, size) for size in args.sizes}
         print(f"{video}: {len(frames)} frames at {fps:g} fps", flush=True)
         runs.append(run_detections(frames, video, fps))
         _log(runs, timings, args.out)
@@ -214,11 +216,19 @@ def measure(args) -> tuple[list[Run], list[dict]]:
             runs.append(run_pipeline(model, pipeline, frames, video, f"features {budget:g}", fps))
             runs[-1].intra_period = ladder.points[0].intra_period
             _log(runs, timings, args.out)
+            for lam in args.rdo_lambdas:
+                variant = with_rdo_lambda(ladder, lam)
+                pipeline = EdgePipeline(model, variant.points[-1],
+                                        rate=RateController(variant, elements, budget * 1000))
+                runs.append(run_pipeline(model, pipeline, frames, video, f"features rdo_lambda={lam:g} {budget:g}",
+                                         fps))
+                runs[-1].intra_period = variant.points[0].intra_period
+                _log(runs, timings, args.out)
             if args.live:
                 runs.append(run_live_pixels(model, frames, video, budget, fps))
                 _log(runs, timings, args.out)
             for baseline in args.baselines:
-                for size in SIZES:
+                for size in args.sizes:
                     for keyint in KEYINTS:
                         runs.append(run_baseline(model, frames, pictures[size], video, baseline, size, keyint, budget,
                                                  fps))
@@ -228,6 +238,13 @@ def measure(args) -> tuple[list[Run], list[dict]]:
                                 args.timing_rounds)
             _log(runs, timings, args.out)
     return runs, timings
+
+
+def with_rdo_lambda(ladder, lam: float):
+    """The ladder with every point's rdo_lambda set to `lam` (the shipped ladder's before/after comparison)."""
+    from splitinfer.codec.ladder import CodecLadder
+
+    return CodecLadder([point.replace(rdo_lambda=lam) for point in ladder.points], figures=ladder.figures)
 
 
 def _log(runs: list[Run], timings: list[dict], out: Path) -> None:
@@ -248,10 +265,15 @@ def report(runs: list[Run], timings: list[dict], selection: tuple[str, ...]) -> 
             continue
         budget = float(run.setting.split("|")[-1] if "|" in run.setting else run.setting.split()[-1])
         features = next(r for r in runs if r.video == run.video and r.setting == f"features {budget:g}")
-        if run is features:
-            lines.append(f"| {run.video} | {where} | {budget:g} | **features (cut 60, rate control)** | | "
-                         f"{run.intra_period or 30} | "
-                         f"{run.kbps:.1f} | {run.bytes / run.frames:.0f} | {sum(run.changes)} | |")
+        if run.setting.startswith("features "):
+            variant = " ".join(run.setting.split()[1:-1])
+            label = "**features (cut 60, rate control)**" + (f" {variant}" if variant else "")
+            versus = ""
+            if run is not features:
+                difference = np.array(run.changes, dtype=float) - np.array(features.changes, dtype=float)
+                versus = f"{int(difference.sum()):+d} ± {block_se(difference, JACKKNIFE_BLOCK):.0f}"
+            lines.append(f"| {run.video} | {where} | {budget:g} | {label} | | {run.intra_period or 30} | "
+                         f"{run.kbps:.1f} | {run.bytes / run.frames:.0f} | {sum(run.changes)} | {versus} |")
             continue
         _, name, size, keyint, _ = run.setting.split("|")
         difference = np.array(run.changes, dtype=float) - np.array(features.changes, dtype=float)
@@ -272,9 +294,9 @@ def summary(runs: list[Run], selection: tuple[str, ...]) -> str:
     """Per video and budget: features against the pixel baseline with the fewest changes (of all, and of x264 medium
     two-pass); the difference is features minus baseline (negative: features win), SE by block jackknife. Picking
     the best of twelve baselines after the fact favours pixels."""
-    lines = ["| video | set | budget kbit/s | features: kbit/s, changes | best pixels (any): setting, kbit/s, changes | "
-             "features - best ± SE | best x264 medium 2-pass: size, key, changes | features - it ± SE |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| video | set | budget kbit/s | features | features: kbit/s, changes | best pixels (any): setting, kbit/s, "
+             "changes | features - best ± SE | best x264 medium 2-pass: size, key, changes | features - it ± SE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for features in (r for r in runs if r.setting.startswith("features ")):
         budget = features.setting.split()[-1]
         pixels = [r for r in runs if r.video == features.video and r.setting.startswith("pixels|")
@@ -292,8 +314,9 @@ def summary(runs: list[Run], selection: tuple[str, ...]) -> str:
             label = f"{name} {size} {keyint}, {best.kbps:.1f}" if not cells else f"{size} {keyint}"
             cells.append(f"{label}, {sum(best.changes)} | {d.sum():+.0f} ± {block_se(d, JACKKNIFE_BLOCK):.0f}")
         where = "selection" if features.video in selection else "report"
-        lines.append(f"| {features.video} | {where} | {budget} | {features.kbps:.1f}, {sum(features.changes)} | "
-                     f"{cells[0]} | {cells[1]} |")
+        variant = " ".join(features.setting.split()[1:-1]) or "as shipped"
+        lines.append(f"| {features.video} | {where} | {budget} | {variant} | {features.kbps:.1f}, "
+                     f"{sum(features.changes)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
@@ -310,6 +333,10 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=150, help="the first this many frames of each video")
     parser.add_argument("--baselines", nargs="+", default=list(BASELINES), choices=list(BASELINES))
     parser.add_argument("--ladder", default=None, help="codec ladder (default: the one shipped with the model)")
+    parser.add_argument("--rdo-lambdas", nargs="*", type=float, default=[],
+                        help="also run features with every ladder point's rdo_lambda set to each of these")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES),
+                        help="pixel baselines' picture sizes")
     parser.add_argument("--live", action="store_true", help="also the live edge's pixel stream (PixelPipeline)")
     parser.add_argument("--timing-rounds", type=int, default=3, help="rounds of the edge CPU phase (0: skip it)")
     parser.add_argument("--timing-kbps", type=float, default=64.0)

@@ -414,6 +414,72 @@ def _quantize_with_reference(values, thresholds, reconstruction, reference, marg
     return nan
 
 
+@njit(cache=True, nogil=True)
+def _rdo_refine(values, reconstruction, reference, lam, weights, plane_size, out):
+    """Rate-distortion refinement of inter levels `out` (from _quantize_with_reference), in place.
+
+    An element whose level changed keeps the reference level when the distortion that adds (squared error in
+    steps, times its plane's weight) is at most `lam` times the bits the change would cost; then a plane whose
+    remaining changes add less distortion than `lam` times the plane's bits is skipped whole (set to the
+    reference). Bits follow TEMPORAL_CONTEXTS v2's bins with one change probability per tensor (the share of
+    changed elements): [changed] -log2 p, [up] 1 bit where the reference is an inner level, the magnitude's
+    unary bins 1 bit each (min(|k - r|, span)); [unchanged] -log2(1 - p). Returns the number of elements that
+    still change.
+    """
+    n = out.size
+    n_levels = reconstruction.size
+    changed = np.empty(n, np.int64)  # indices of the changed elements, ascending (so grouped by plane)
+    count = 0
+    for i in range(n):
+        changed[count] = i
+        count += out[i] != reference[i]
+    if count == 0 or lam <= 0.0 or plane_size <= 0:
+        return count
+    low = reconstruction[0]
+    high = reconstruction[n_levels - 1]
+    step = (np.float64(high) - np.float64(low)) / (n_levels - 1)
+    if not step > 0.0:
+        return count
+    inverse = 1.0 / (step * step)
+    p = min(max(count / n, 1.0 / 4096.0), 0.5)
+    keep_bits = -np.log2(1.0 - p)
+    change_bits = -np.log2(p) - keep_bits
+    remaining = 0
+    j = 0
+    while j < count:
+        c = changed[j] // plane_size
+        end = (c + 1) * plane_size
+        weight = weights[c] * inverse
+        first = j
+        added = 0.0
+        bits = 0.0
+        kept = 0
+        while j < count and changed[j] < end:
+            i = changed[j]
+            j += 1
+            k = np.int64(out[i])
+            r = np.int64(reference[i])
+            v = min(max(np.float64(values[i]), low), high)
+            ek = v - reconstruction[k]
+            er = v - reconstruction[r]
+            distortion = weight * (er * er - ek * ek)
+            d = abs(k - r)
+            span = n_levels - 1 - r if k > r else r
+            rate = change_bits + (1.0 if 0 < r < n_levels - 1 else 0.0) + min(d, span - 1)
+            if distortion <= lam * rate:
+                out[i] = r
+            else:
+                added += distortion
+                bits += rate
+                kept += 1
+        if kept and added <= lam * (bits + plane_size * keep_bits):
+            for m in range(first, j):
+                out[changed[m]] = reference[changed[m]]
+            kept = 0
+        remaining += kept
+    return remaining
+
+
 # TEMPORAL_CONTEXTS version 2 (docs/BITSTREAM.md, section 4.3): per plane a skip bin [plane == reference]
 # (context: the previous plane's skip bin); in a plane that is not skipped, per element the change from the
 # co-located reference level r, with m the most probable level of the reference and dl / da the left /

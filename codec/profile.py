@@ -5,13 +5,16 @@
                    "thresholds": [...], "reconstruction": [...]} | null,
      "tensors": {"layer22": {<quantizer>}, ...},
      "coder": "NEIGHBOUR_CONTEXTS" | null, "model": "yolo-fastest-1.1-xl" | null, "cut": "80" | null,
-     "intra_period": 30, "hysteresis": 0.0, "figures": {...}}
+     "intra_period": 30, "hysteresis": 0.0, "rdo_lambda": 0.0, "rdo_weights": {"layer60": [...]}, "figures": {...}}
 
 `quantizer` serves every tensor that `tensors` does not name (a cut that sends several tensors names each);
 a tensor with neither is quantized over its first frame's percentiles by the edge. `coder` null means the
 measured default for the quantizer's tensor kind; `figures` records what the profile was chosen on
 (calibration writes it); `hysteresis` is the edge's temporal hysteresis margin in steps
-(codec.quantize_with_reference; 0 = off). Files of version 1 (one quantizer, no `tensors`) still load.
+(codec.quantize_with_reference; 0 = off) and `rdo_lambda` its rate-distortion weight (squared steps of error
+per inter bit saved; 0 = off; files without it have it off; version 2 only); `rdo_weights` optionally weights that
+error per channel of a tensor (the tail's sensitivity at calibration; a tensor it does not name is unweighted).
+Files of version 1 (one quantizer, no `tensors`) still load.
 Unknown ids, unknown or missing fields raise CodecError.
 """
 
@@ -19,19 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from splitinfer.codec.entropy import Coder, as_coder
 from splitinfer.codec.errors import CodecError
-from splitinfer.codec.quantizer import MAX_HYSTERESIS, Quantizer, QuantizerKind
+from splitinfer.codec.quantizer import MAX_HYSTERESIS, MAX_RDO_LAMBDA, Quantizer, QuantizerKind
 from splitinfer.settings import DEFAULT_INTRA_PERIOD
 
 PROFILE_ID = "splitinfer.codec-profile/2"
 PROFILE_ID_V1 = "splitinfer.codec-profile/1"
 _FIELDS_V1 = {"id", "quantizer", "coder", "model", "cut", "intra_period", "hysteresis", "figures"}
-_FIELDS = _FIELDS_V1 | {"tensors"}
+_FIELDS = _FIELDS_V1 | {"tensors", "rdo_lambda", "rdo_weights"}
 _QUANTIZER_FIELDS = {"kind", "clip_min", "clip_max", "thresholds", "reconstruction"}
 
 
@@ -80,7 +84,8 @@ def _canonical_uniform(quantizer: Quantizer) -> Quantizer:
 
 @dataclass(frozen=True)
 class CodecProfile:
-    """How a stream codes its tensors: quantizers, coder (None: the measured default), intra period, hysteresis."""
+    """How a stream codes its tensors: quantizers, coder (None: the measured default), intra period, hysteresis and
+    the rate-distortion weight of inter frames."""
 
     quantizer: Quantizer | None = None
     coder: Coder | None = None
@@ -90,6 +95,8 @@ class CodecProfile:
     figures: dict = field(default_factory=dict)
     hysteresis: float = 0.0
     tensors: dict[str, Quantizer] = field(default_factory=dict)
+    rdo_lambda: float = 0.0
+    rdo_weights: dict[str, tuple[float, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.quantizer is not None and not isinstance(self.quantizer, Quantizer):
@@ -112,6 +119,12 @@ class CodecProfile:
             raise CodecError(f"profile field 'hysteresis' must be a number of steps in [0, {MAX_HYSTERESIS}] "
                              f"(0 = off), got {margin!r}.")
         object.__setattr__(self, "hysteresis", float(margin))
+        lam = self.rdo_lambda
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= MAX_RDO_LAMBDA:
+            raise CodecError(f"profile field 'rdo_lambda' must be a number in [0, {MAX_RDO_LAMBDA}] (squared steps of "
+                             f"error per inter bit saved; 0 = off), got {lam!r}.")
+        object.__setattr__(self, "rdo_lambda", float(lam))
+        object.__setattr__(self, "rdo_weights", _checked_weights(self.rdo_weights))
         if not isinstance(self.figures, dict):
             raise CodecError(f"profile field 'figures' must be an object, got {type(self.figures).__name__}.")
         try:
@@ -147,6 +160,8 @@ class CodecProfile:
             "cut": self.cut,
             "intra_period": self.intra_period,
             "hysteresis": self.hysteresis,
+            "rdo_lambda": self.rdo_lambda,
+            "rdo_weights": {name: list(w) for name, w in self.rdo_weights.items()},
             "figures": self.figures,
         }
 
@@ -185,6 +200,8 @@ class CodecProfile:
             cut=data.get("cut"),
             intra_period=data.get("intra_period", DEFAULT_INTRA_PERIOD),
             hysteresis=data.get("hysteresis", 0.0),
+            rdo_lambda=data.get("rdo_lambda", 0.0),
+            rdo_weights=data.get("rdo_weights", {}),
             figures=data.get("figures", {}),
         )
 
@@ -198,6 +215,22 @@ class CodecProfile:
     @classmethod
     def load(cls, path: str | Path) -> CodecProfile:
         return cls.from_json(read_text(path, "the codec profile"))
+
+
+def _checked_weights(weights: object) -> dict[str, tuple[float, ...]]:
+    """rdo_weights as tensor name -> tuple of floats; CodecError unless each is a list of finite numbers >= 0."""
+    message = ("profile field 'rdo_weights' must map tensor names to lists of finite non-negative numbers (one per "
+               "channel)")
+    if not isinstance(weights, dict):
+        raise CodecError(f"{message}, got {type(weights).__name__}.")
+    out = {}
+    for name, values in weights.items():
+        if not isinstance(name, str) or not name or not isinstance(values, (list, tuple)) or not values or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+                for v in values):
+            raise CodecError(f"{message}; {str(name)[:60]!r} is not.")
+        out[name] = tuple(float(v) for v in values)
+    return out
 
 
 def parse_json(text: str | bytes, what: str) -> Any:

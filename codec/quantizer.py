@@ -10,7 +10,9 @@ same data with other values.
 from __future__ import annotations
 
 import enum
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,12 +143,19 @@ class Quantizer:
 MAX_HYSTERESIS = 1.0
 
 
+MAX_RDO_LAMBDA = 64.0
+
+
 def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_levels: np.ndarray,
-                            margin: float) -> np.ndarray:
+                            margin: float, *, rdo_lambda: float = 0.0,
+                            plane_weights: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
     """Quantize like `quantizer.quantize`, but keep an element's reference level while its value lies within
     `margin` steps beyond that level's cell (temporal hysteresis: near-threshold flicker costs inter bits).
 
     The error per element stays within (0.5 + margin) of a step of uniform levels; margin 0 is plain quantize.
+    `rdo_lambda` > 0 then also keeps the reference level of an element, or of a whole plane (the last two
+    dimensions), where the squared error that adds (in steps, times the plane's weight in `plane_weights`) is
+    at most `rdo_lambda` times the inter bits it saves (rate-distortion optimized quantization; 0: off).
     """
     if not isinstance(quantizer, Quantizer):
         raise CodecError(f"quantizer must be a splitinfer.codec.Quantizer, got {type(quantizer).__name__}.")
@@ -166,9 +175,62 @@ def quantize_with_reference(values: np.ndarray, quantizer: Quantizer, reference_
     if reference.size and (int(reference.min()) < 0 or int(reference.max()) >= quantizer.levels):
         raise CodecError(f"reference levels {int(reference.min())}..{int(reference.max())} do not fit a "
                          f"{quantizer.levels}-level quantizer: pass levels made by this quantizer.")
+    lam = check_rdo_lambda(rdo_lambda)
+    plane_size = array.shape[-1] * array.shape[-2] if array.ndim >= 2 else array.size
+    planes = array.size // plane_size if plane_size else 0
+    weights = _plane_weights(plane_weights, planes) if lam > 0 else _NO_WEIGHTS
     levels = np.empty(array.shape, np.uint8)
+    flat_reference = np.ravel(reference).astype(np.uint8, copy=False)
     if _kernels._quantize_with_reference(np.ravel(array), quantizer._thresholds32, quantizer._reconstruction32,
-                                         np.ravel(reference).astype(np.uint8, copy=False), float(margin),
-                                         levels.reshape(-1)):
+                                         flat_reference, float(margin), levels.reshape(-1)):
         raise CodecError("the tensor contains NaN: fix the model or input; NaN has no level to map to.")
+    if lam > 0:
+        _kernels._rdo_refine(np.ravel(array), quantizer._reconstruction32, flat_reference, lam, weights, plane_size,
+                             levels.reshape(-1))
     return levels
+
+
+_NO_WEIGHTS = np.ones(0, np.float64)
+
+
+def check_rdo_lambda(value: object) -> float:
+    """`value` as a float when it is a valid rdo_lambda, else CodecError saying what is valid."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(value) <= MAX_RDO_LAMBDA:
+        raise CodecError(f"rdo_lambda must be a number in [0, {MAX_RDO_LAMBDA}] (squared steps of error per bit "
+                         f"saved; 0 turns rate-distortion quantization off), got {value!r}.")
+    return float(value)
+
+
+def _plane_weights(weights: np.ndarray | Sequence[float] | None, planes: int) -> np.ndarray:
+    """Per-plane distortion weights as float64 (ones when None), checked: finite, non-negative, one per plane."""
+    if weights is None:
+        return _ones(planes)
+    if isinstance(weights, tuple):  # a profile's weights, the same object every frame
+        return _tuple_weights(weights, planes)
+    return _checked_plane_weights(weights, planes)
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(planes: int) -> np.ndarray:
+    ones = np.ones(planes, np.float64)
+    ones.flags.writeable = False
+    return ones
+
+
+@functools.lru_cache(maxsize=64)
+def _tuple_weights(weights: tuple, planes: int) -> np.ndarray:
+    array = _checked_plane_weights(weights, planes)
+    array.flags.writeable = False
+    return array
+
+
+def _checked_plane_weights(weights: object, planes: int) -> np.ndarray:
+    array = np.asarray(weights)
+    if array.dtype.kind not in "fiu" or array.shape != (planes,):
+        raise CodecError(f"plane_weights must be {planes} real numbers (one per plane of the tensor), got "
+                         f"shape {array.shape} of dtype {array.dtype}.")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        raise CodecError("plane_weights must be finite and non-negative.")
+    return array

@@ -1,9 +1,10 @@
 """Coding a sequence of frames with temporal contexts: the state one stream keeps on each side.
 
 Intra frames (the quantizer's default intra coder) open the sequence and recur every `intra_period`
-frames; the frames between them are quantized with hysteresis against the previous frame's levels and
-coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge) and `TemporalDecoder` (cloud) hold the same
-reference: the levels of the last frame, with the quantizer that made them.
+frames; the frames between them are quantized with hysteresis (and, with `rdo_lambda`, rate-distortion
+optimization) against the previous frame's levels and coded with TEMPORAL_CONTEXTS. `TemporalEncoder` (edge)
+and `TemporalDecoder` (cloud) hold the same reference: the levels of the last frame, with the quantizer that
+made them.
 
 A stream may change a tensor's quantizer on any frame (rate control does): the reference levels are then
 mapped to the new quantizer before use, level k becoming `new.quantize(old.reconstruction[k])`. Both sides
@@ -13,14 +14,14 @@ compute that table from the two quantizers the wire carries, so a switch costs n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from splitinfer.codec.entropy import INTER_VERSION, CodecLimits, Coder
 from splitinfer.codec.errors import CodecError
 from splitinfer.codec.profile import DEFAULT_INTRA_PERIOD
-from splitinfer.codec.quantizer import Quantizer, quantize_with_reference
+from splitinfer.codec.quantizer import Quantizer, check_rdo_lambda, quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor, decode_levels, default_coder, encode_levels
 
 
@@ -63,14 +64,17 @@ class CodedFrame:
 class TemporalEncoder:
     """Encodes successive frames (dicts of named tensors) intra or against the previous frame's levels."""
 
-    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0,
-                 intra_coder: Coder | None = None, limits: CodecLimits | None = None) -> None:
+    def __init__(self, *, intra_period: int = DEFAULT_INTRA_PERIOD, hysteresis: float = 0.0, rdo_lambda: float = 0.0,
+                 plane_weights: Mapping[str, Sequence[float]] | None = None, intra_coder: Coder | None = None,
+                 limits: CodecLimits | None = None) -> None:
         if intra_period < 1:
             raise CodecError(f"intra_period must be at least 1 frame, got {intra_period}.")
         if intra_coder is Coder.TEMPORAL_CONTEXTS:
             raise CodecError("the intra coder cannot be TEMPORAL_CONTEXTS: an intra frame has no reference.")
         self.intra_period = intra_period
         self.hysteresis = hysteresis
+        self.rdo_lambda = check_rdo_lambda(rdo_lambda)
+        self.plane_weights = dict(plane_weights or {})
         self.intra_coder = intra_coder
         self.limits = limits
         self._reference: dict[str, Reference] | None = None
@@ -88,10 +92,15 @@ class TemporalEncoder:
         return names is not None and set(reference) != set(names)
 
     def code(self, tensors: Mapping[str, np.ndarray], quantizers: Mapping[str, Quantizer], *,
-             hysteresis: float | None = None) -> CodedFrame:
-        """Code one frame without changing the encoder's state; `commit` makes it the reference."""
+             hysteresis: float | None = None, rdo_lambda: float | None = None,
+             plane_weights: Mapping[str, Sequence[float]] | None = None) -> CodedFrame:
+        """Code one frame without changing the encoder's state; `commit` makes it the reference.
+
+        `hysteresis`, `rdo_lambda` and `plane_weights` override the encoder's for this frame (a ladder point's)."""
         intra = self.next_is_intra(tensors.keys())
         margin = self.hysteresis if hysteresis is None else hysteresis
+        lam = self.rdo_lambda if rdo_lambda is None else rdo_lambda
+        weights = self.plane_weights if plane_weights is None else plane_weights
         reference = self._reference
         coded: dict[str, CompressedTensor] = {}
         references: dict[str, Reference] = {}
@@ -103,7 +112,8 @@ class TemporalEncoder:
                 coded[name] = encode_levels(levels, quantizer, coder=coder, name=name, limits=self.limits)
             else:
                 previous = reference[name].for_quantizer(quantizer)
-                levels = quantize_with_reference(tensor, quantizer, previous, margin)
+                levels = quantize_with_reference(tensor, quantizer, previous, margin, rdo_lambda=lam,
+                                                 plane_weights=weights.get(name))
                 coded[name] = encode_levels(levels, quantizer, coder=Coder.TEMPORAL_CONTEXTS, name=name,
                                             reference=previous, limits=self.limits, coder_version=INTER_VERSION)
             references[name] = Reference(levels, quantizer)

@@ -145,6 +145,45 @@ def collect_calibration(
     return Calibration(model.name, split.cut, [p.name for p in files], samples, kept)
 
 
+def channel_sensitivity(model: SplitModel, calibration: Calibration, images: int = 16) -> dict[str, np.ndarray]:
+    """Tensor name -> per-channel mean squared gradient of the tail's scores, over the first `images` kept images,
+    normalized to mean 1: how much an error in each channel matters to the tail (RDO quantization's weights).
+
+    Scores: detectors sum sigmoid(objectness) x the best sigmoid class probability over every YOLO anchor and cell;
+    classifiers the best softmax probability."""
+    import torch
+
+    split = model.split(calibration.cut)
+    sums: dict[str, np.ndarray] = {}
+    for kept in calibration.kept[:images]:
+        leaves = {name: torch.from_numpy(np.ascontiguousarray(t)).float().requires_grad_(True)
+                  for name, t in kept.tensors.items()}
+        outputs = split.tail(leaves, grad=True)
+        _tail_score(model, outputs).backward()
+        for name, leaf in leaves.items():
+            g = leaf.grad.double().numpy()  # type: ignore[union-attr]  # set by backward
+            g = g.reshape(g.shape[0], g.shape[1], -1) if g.ndim > 2 else g.reshape(g.shape[0], -1, 1)
+            sums[name] = sums.get(name, 0) + (g ** 2).mean(axis=(0, 2))
+    if not sums:
+        raise ModelError("channel sensitivity needs at least one kept calibration image.")
+    return {name: s / s.mean() if s.mean() > 0 else np.ones_like(s) for name, s in sums.items()}
+
+
+def _tail_score(model: SplitModel, outputs: Any):
+    import torch
+
+    if model.task != "detection":
+        logits = outputs if isinstance(outputs, torch.Tensor) else torch.as_tensor(outputs)
+        return torch.softmax(logits, dim=-1).amax(dim=-1).sum()
+    per_anchor = 5 + len(model.class_names)
+    score = torch.zeros(())
+    for out in outputs:
+        b, k, h, w = out.shape
+        out = out.view(b, k // per_anchor, per_anchor, h, w)
+        score = score + (torch.sigmoid(out[:, :, 4]) * torch.sigmoid(out[:, :, 5:]).amax(2)).sum()
+    return score
+
+
 def result_changes(reference: Sequence, result: Sequence) -> tuple[int, int]:
     """(lost, added) between two results of one image: detections matched by class and IoU >= 0.5,
     class scores by their top-1 class."""

@@ -66,7 +66,8 @@ class SequenceRoundtrip:
 
     def __init__(self, profile: CodecProfile) -> None:
         self.profile = profile
-        self._encoder = (TemporalEncoder(intra_period=profile.intra_period, hysteresis=profile.hysteresis)
+        self._encoder = (TemporalEncoder(intra_period=profile.intra_period, hysteresis=profile.hysteresis,
+                                         rdo_lambda=profile.rdo_lambda, plane_weights=profile.rdo_weights)
                          if profile.coder is Coder.TEMPORAL_CONTEXTS else None)
         self._decoder = TemporalDecoder()
         self._frame = 0

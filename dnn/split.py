@@ -57,8 +57,9 @@ class Split:
         with torch.no_grad():
             return self._head(x)
 
-    def tail(self, tensors: Mapping[str, torch.Tensor | np.ndarray]) -> Any:
-        """Finish the model from the tensors at the cut (torch tensors or numpy arrays, batch first)."""
+    def tail(self, tensors: Mapping[str, torch.Tensor | np.ndarray], *, grad: bool = False) -> Any:
+        """Finish the model from the tensors at the cut (torch tensors or numpy arrays, batch first); `grad` keeps
+        the autograd graph (calibration measures the tail's sensitivity to each channel)."""
         expected = {spec.name: spec for spec in self.tensors}
         if not isinstance(tensors, Mapping) or set(tensors) != set(expected):
             got = sorted(tensors) if isinstance(tensors, Mapping) else type(tensors).__name__
@@ -77,5 +78,5 @@ class Split:
             batch = tensor.shape[0]
             # fp16/bf16 inputs stay as they are (a model placed in that precision); anything else runs in fp32
             ready[name] = tensor if tensor.dtype in (torch.float16, torch.bfloat16) else tensor.float()
-        with torch.no_grad():
+        with torch.set_grad_enabled(grad):
             return self._tail(ready)

@@ -24,10 +24,12 @@ the largest frame, in bytes (a frame's bytes over a thin link are its latency).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +93,8 @@ def changes(model, split, frames, coded) -> list[int]:
     return found
 
 
-def measure(args) -> list[dict]:
+def shipped_model_and_ladder():
+    """(model, ladder, split at the ladder's cut): Yolo-Fastest-1.1-XL and its shipped codec ladder, one thread."""
     import torch
 
     from splitinfer.codec.ladder import CodecLadder
@@ -101,8 +104,12 @@ def measure(args) -> list[dict]:
     torch.set_num_threads(1)
     model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
     ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
-    split = model.split(ladder.cut)
-    variants = [("period", p) for p in args.periods] + [("rolling", r) for r in args.rolling]
+    return model, ladder, model.split(ladder.cut)
+
+
+def sweep(args, model, ladder, split, variants: list[tuple[str, Callable]]) -> list[dict]:
+    """Per video of args.videos, ladder point of args.points and (label, code(frames, point)) variant: a row with
+    the frame sizes, detection changes and rate, logged and saved to args.out as it goes."""
     rows: list[dict] = []
     for name in args.videos:
         path, video = video_path(name), video_label(name)
@@ -111,17 +118,36 @@ def measure(args) -> list[dict]:
         print(f"{video}: {len(frames)} frames at {fps:g} fps", flush=True)
         for index in args.points:
             point = ladder.points[index]
-            for kind, value in variants:
-                coded = code_sequence(frames, point, **{kind: value})
+            for label, code in variants:
+                coded = code(frames, point)
                 sizes = [b for b, _ in coded]
-                row = {"video": video, "fps": fps, "point": index, "variant": f"{kind} {value}", "sizes": sizes,
+                row = {"video": video, "fps": fps, "point": index, "variant": label, "sizes": sizes,
                        "changes": changes(model, split, frames, coded)}
                 row["kbps"] = 8 * sum(sizes) * fps / len(sizes) / 1000
                 rows.append(row)
-                print(f"  {video} #{index} {row['variant']:12s} {row['kbps']:7.1f} kbit/s mean {np.mean(sizes):6.0f} B "
+                print(f"  {video} #{index} {label:12s} {row['kbps']:7.1f} kbit/s mean {np.mean(sizes):6.0f} B "
                       f"sd {np.std(sizes):6.0f} max {max(sizes):6d} changes {sum(row['changes'])}", flush=True)
                 args.out.write_text(json.dumps(rows))
     return rows
+
+
+def sweep_arguments(doc: str | None, points: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 8)) -> argparse.ArgumentParser:
+    """The options every `sweep` prototype takes: output, --report, videos, selection set, frames, ladder points."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--report", action="store_true")
+    parser.add_argument("--videos", nargs="+", default=["shared", "tree"])
+    parser.add_argument("--selection", nargs="+", default=["shared", "tree"])
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--points", type=int, nargs="+", default=list(points), help="ladder points")
+    return parser
+
+
+def measure(args) -> list[dict]:
+    model, ladder, split = shipped_model_and_ladder()
+    variants = [(f"period {p}", functools.partial(code_sequence, period=p)) for p in args.periods]
+    variants += [(f"rolling {r}", functools.partial(code_sequence, rolling=r)) for r in args.rolling]
+    return sweep(args, model, ladder, split, variants)
 
 
 def at_rate(rows: list[dict], video: str, variant: str, kbps: float) -> np.ndarray | None:
@@ -158,14 +184,7 @@ def report(rows: list[dict], selection: tuple[str, ...], baseline: str = "period
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--report", action="store_true")
-    parser.add_argument("--videos", nargs="+", default=["shared", "tree"])
-    parser.add_argument("--selection", nargs="+", default=["shared", "tree"])
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--points", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 8],
-                        help="ladder points (the cheap end: 32-256 kbit/s)")
+    parser = sweep_arguments(__doc__)
     parser.add_argument("--periods", type=int, nargs="+", default=[30, 250])
     parser.add_argument("--rolling", type=int, nargs="+", default=[30])
     args = parser.parse_args()

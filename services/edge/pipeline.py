@@ -5,7 +5,8 @@ it leaves open is quantized over its first frame's 0.1 / 99.9 percentiles. Tempo
 TEMPORAL_CONTEXTS) codes each frame against the levels of the frame sent before it; intra frames (the
 measured default coder, no reference) open the stream, follow every reconnect or intra request, and recur
 every `intra_period` frames. A profile's `hysteresis` keeps an inter frame's level at the reference level
-near cell boundaries (fewer bits for flicker).
+near cell boundaries (fewer bits for flicker); its `rdo_lambda` (with `rdo_weights`) also keeps levels, or
+skips whole channels, where the error that adds is worth fewer bits than it saves.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class EdgePipeline:
         # Without temporal contexts every frame is intra (period 1) and coded with the profile's coder.
         temporal = profile.coder is Coder.TEMPORAL_CONTEXTS
         self._encoder = TemporalEncoder(intra_period=profile.intra_period if temporal else 1,
-                                        hysteresis=profile.hysteresis, intra_coder=None if temporal else profile.coder,
+                                        hysteresis=profile.hysteresis, rdo_lambda=profile.rdo_lambda,
+                                        plane_weights=profile.rdo_weights,
+                                        intra_coder=None if temporal else profile.coder,
                                         limits=limits)
         # Uniform quantizers as levels and clip range only, as a current cloud takes them; `accepted` turns this off
         # for a cloud older than StreamAccepted.derives_uniform_quantizers.
@@ -175,8 +178,9 @@ class EdgePipeline:
         assert rate is not None
 
         def code(point: int) -> _OnTheWire:
-            coded = self._encoder.code(head.tensors, self._point_quantizers[point],
-                                       hysteresis=rate.ladder.points[point].hysteresis)
+            ladder_point = rate.ladder.points[point]
+            coded = self._encoder.code(head.tensors, self._point_quantizers[point], hysteresis=ladder_point.hysteresis,
+                                       rdo_lambda=ladder_point.rdo_lambda, plane_weights=ladder_point.rdo_weights)
             return _OnTheWire(coded, coded_bytes(self._messages(coded)))
 
         chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)

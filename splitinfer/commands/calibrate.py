@@ -32,6 +32,11 @@ OPTIONS = [
            coder_name, "auto"),
     Option("hysteresis", "with temporal-contexts: margin (fraction of a step, 0..1) within which an inter frame keeps "
            "the previous frame's level; the study found 0.05-0.1 saves 20-30 % of the bytes", float, 0.0),
+    Option("rdo-lambda", "with temporal-contexts: rate-distortion weight of inter frames, in squared quantizer steps "
+           "of error per bit saved (an element keeps its previous level, or a whole channel is skipped, where the "
+           "error that adds is worth fewer bits; the error is weighted per channel by the tail's sensitivity measured on "
+           "the calibration images; 0 = off, hysteresis only; docs/RESULTS.md, codec v3 item 2)",
+           float, 0.0),
     Option("intra-period", "frames between intra frames when streaming with temporal contexts", int,
            DEFAULT_INTRA_PERIOD),
     Option("ladder", "write a codec ladder for rate control (--rate-kbps) instead of one profile: its points as "
@@ -45,9 +50,9 @@ OPTIONS = [
 
 def run(args: argparse.Namespace) -> int:
     from splitinfer.codec.ladder import CodecLadder
-    from splitinfer.codec.quantizer import MAX_HYSTERESIS
+    from splitinfer.codec.quantizer import MAX_HYSTERESIS, MAX_RDO_LAMBDA
     from splitinfer.dnn import load_model
-    from splitinfer.dnn.calibration import collect_calibration
+    from splitinfer.dnn.calibration import channel_sensitivity, collect_calibration
 
     if not args.data:
         raise ConfigError("calibrate needs --data: a folder of calibration images (never the evaluation set), "
@@ -58,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--intra-period must be >= 1, got {args.intra_period}.")
     if not 0.0 <= args.hysteresis <= MAX_HYSTERESIS:  # checked before calibrating, not after minutes of it
         raise ConfigError(f"--hysteresis must be a fraction of a step in [0, {MAX_HYSTERESIS}], got {args.hysteresis}.")
+    if not 0.0 <= args.rdo_lambda <= MAX_RDO_LAMBDA:
+        raise ConfigError(f"--rdo-lambda must be in [0, {MAX_RDO_LAMBDA}] squared steps per bit (0 = off), got "
+                          f"{args.rdo_lambda}.")
     if not Path(args.data).is_dir():
         raise ConfigError(f"--data {args.data} is not a folder: pass a folder of calibration images, e.g. "
                           "../shared/data/coco-mini/calib2017.")
@@ -69,18 +77,22 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, weights=args.weights)
     cut = args.cut or model.default_cut
     calibration = collect_calibration(model, cut, args.data, max_images=args.max_images, progress=args.progress)
+    # RDO weights each channel's error by the tail's sensitivity to it, measured on the calibration images.
+    weights = ({name: tuple(float(v) for v in w) for name, w in channel_sensitivity(model, calibration).items()}
+               if args.rdo_lambda > 0 else {})
     if ladder_levels is None:
-        profile = _calibrated_profile(args, model, calibration, args.levels)
+        profile = _calibrated_profile(args, model, calibration, args.levels, weights=weights)
         output = Path(args.output or f"{model.name}-cut{calibration.cut}.json")
         profile.save(output)
         _report(args, model, calibration, profile)
         print(f"wrote {output}")
         return 0
-    points = sorted((_calibrated_profile(args, model, calibration, levels, margin)
+    points = sorted((_calibrated_profile(args, model, calibration, levels, margin, weights=weights)
                      for levels, margin in ladder_levels),
                     key=lambda p: (p.figures["bits_per_element"], -p.hysteresis))
     settings = {name: getattr(args, name) for name in ("ladder", "quantizer", "clip", "clip_scale", "percentile",
-                                                       "symmetric", "coder", "hysteresis", "intra_period")}
+                                                       "symmetric", "coder", "hysteresis", "rdo_lambda",
+                                                       "intra_period")}
     ladder = CodecLadder(tuple(points), {"calibration_images": len(calibration.files), "settings": settings})
     output = Path(args.output or f"{model.name}-cut{calibration.cut}-ladder.json")
     ladder.save(output)
@@ -110,7 +122,8 @@ def _ladder_levels(text: str) -> list[tuple[int, float | None]]:
     return sorted(set(points), key=lambda p: (p[0], -(p[1] or 0.0)))
 
 
-def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int, hysteresis: float | None = None):
+def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: int, hysteresis: float | None = None,
+                        *, weights: dict[str, tuple[float, ...]]):
     """Choose the clip range and quantizer for `levels` levels and measure the intra rate on the calibration set."""
     import numpy as np
 
@@ -135,7 +148,7 @@ def _calibrated_profile(args: argparse.Namespace, model, calibration, levels: in
         figures["bits_per_element"] = 8.0 * float(np.mean(sizes)) / elements
     return CodecProfile(choice.quantizer, coder=coder, model=model.name, cut=calibration.cut,
                         intra_period=args.intra_period, hysteresis=args.hysteresis if hysteresis is None else hysteresis,
-                        figures=figures)
+                        rdo_lambda=args.rdo_lambda, rdo_weights=weights, figures=figures)
 
 
 def _report(args: argparse.Namespace, model, calibration, profile) -> None:

@@ -6,6 +6,8 @@ import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from splitinfer.codec import Quantizer
+
 KINDS = ("relu", "leaky", "signed", "uniform", "constant", "zero", "max")
 
 
@@ -36,3 +38,17 @@ def level_arrays(draw, max_dims: int = 4, max_side: int = 9, levels=None):
     else:
         q = np.full(size, n - 1)
     return q.astype(np.uint8).reshape(shape), n
+
+
+@st.composite
+def inter_frames(draw, max_planes: int = 4):
+    """(quantizer, values, reference levels): a frame of planes and its predecessor's levels, noise between them."""
+    levels = draw(st.integers(2, 17))
+    low = draw(st.floats(-50, 0))
+    quantizer = Quantizer.uniform(low, low + draw(st.floats(0.5, 50)), levels)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = (draw(st.integers(1, max_planes)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
+    span = quantizer.clip_max - quantizer.clip_min
+    previous = rng.uniform(quantizer.clip_min - 0.1 * span, quantizer.clip_max + 0.1 * span, shape)
+    values = (previous + rng.normal(0, draw(st.floats(0.01, 0.5)) * span / levels, shape)).astype(np.float32)
+    return quantizer, values, quantizer.quantize(previous)

@@ -11,29 +11,17 @@ from splitinfer.codec import CodecError, Quantizer, QuantizerKind, quantize_with
 from splitinfer.codec.clip_range import ValueHistogram
 from splitinfer.codec.ecsq import design_ecsq
 
-
-@st.composite
-def frames(draw):
-    """(quantizer, values, reference levels): a frame and its predecessor's levels, with noise between them."""
-    levels = draw(st.integers(2, 17))
-    low = draw(st.floats(-50, 0))
-    quantizer = Quantizer.uniform(low, low + draw(st.floats(0.5, 50)), levels)
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = (draw(st.integers(1, 4)), draw(st.integers(1, 9)), draw(st.integers(1, 9)))
-    span = quantizer.clip_max - quantizer.clip_min
-    previous = rng.uniform(quantizer.clip_min - 0.1 * span, quantizer.clip_max + 0.1 * span, shape)
-    values = (previous + rng.normal(0, draw(st.floats(0.01, 0.5)) * span / levels, shape)).astype(np.float32)
-    return quantizer, values, quantizer.quantize(previous)
+from .strategies import inter_frames
 
 
-@given(frame=frames())
+@given(frame=inter_frames())
 @settings(max_examples=100, deadline=None)
 def test_margin_zero_is_plain_quantize(frame) -> None:
     quantizer, values, reference = frame
     np.testing.assert_array_equal(quantize_with_reference(values, quantizer, reference, 0.0), quantizer.quantize(values))
 
 
-@given(frame=frames(), margin=st.floats(0.0, 1.0))
+@given(frame=inter_frames(), margin=st.floats(0.0, 1.0))
 @settings(max_examples=150, deadline=None)
 def test_levels_differ_from_plain_quantize_only_by_keeping_the_reference(frame, margin: float) -> None:
     quantizer, values, reference = frame
@@ -46,7 +34,7 @@ def test_levels_differ_from_plain_quantize_only_by_keeping_the_reference(frame, 
     assert np.all(wider[got == reference] == reference[got == reference])
 
 
-@given(frame=frames(), margin=st.floats(0.0, 1.0))
+@given(frame=inter_frames(), margin=st.floats(0.0, 1.0))
 @settings(max_examples=150, deadline=None)
 def test_error_stays_within_half_a_step_plus_the_margin(frame, margin: float) -> None:
     quantizer, values, reference = frame

@@ -68,7 +68,8 @@ def test_hysteresis_only_ever_keeps_the_previous_level() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [(dict(intra_period=0), "intra_period"), (dict(intra_coder=Coder.TEMPORAL_CONTEXTS), "no reference")],
+    [(dict(intra_period=0), "intra_period"), (dict(intra_coder=Coder.TEMPORAL_CONTEXTS), "no reference"),
+     (dict(rdo_lambda=-1.0), "rdo_lambda must be a number in")],
 )
 def test_bad_settings_are_refused(kwargs, message) -> None:
     with pytest.raises(CodecError, match=message):

@@ -13,6 +13,7 @@ from splitinfer.codec.clip_range import ValueHistogram, mse_optimal_range
 from splitinfer.dnn import ImageDecodeError, ModelError, load_model
 from splitinfer.dnn.calibration import (
     ProfileMismatchError,
+    channel_sensitivity,
     check_profile_matches,
     choose_quantizer,
     collect_calibration,
@@ -139,14 +140,43 @@ def test_calibrate_command_writes_a_ladder_cheapest_first_with_each_points_hyste
     output = tmp_path / "ladder.json"
     code = main(["calibrate", "--model", MODEL, "--cut", "60", "--data", str(shared_path("coco-mini", "calib2017")),
                  "--weights", str(shared_path("models", "yolo-fastest-1.1")), "--ladder", "9,3@0.5,3", "--clip", "mse",
-                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--max-images", "2", "--output", str(output),
-                 "--no-progress"])
+                 "--coder", "temporal-contexts", "--hysteresis", "0.1", "--rdo-lambda", "0.05", "--max-images", "2",
+                 "--output", str(output), "--no-progress"])
     assert code == 0
     ladder = CodecLadder.load(output)
     assert [(p.quantizer.levels, p.hysteresis) for p in ladder.points] == [(3, 0.5), (3, 0.1), (9, 0.1)]
+    assert {p.rdo_lambda for p in ladder.points} == {0.05}
+    weights = np.array(ladder.points[0].rdo_weights["layer60"])
+    assert weights.shape == (48,) and abs(weights.mean() - 1) < 1e-9 and weights.min() >= 0 and weights.std() > 0
+    for bad in ("-0.1", "65"):  # refused before minutes of calibration
+        assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
+                     "--rdo-lambda", bad]) == 2
     assert ladder.cut == "60" and ladder.figures["calibration_images"] == 2
     assert main(["calibrate", "--model", MODEL, "--data", str(shared_path("coco-mini", "calib2017")),
                  "--ladder", "3@x"]) == 2
+
+
+def test_channel_sensitivity_weights_each_channel_by_the_tails_gradient(model, calibration):
+    weights = channel_sensitivity(model, calibration)
+    spec = model.split("80").tensors
+    assert {name: w.shape for name, w in weights.items()} == {s.name: (s.shape[0],) for s in spec}
+    for w in weights.values():  # mean 1; some channels matter to the detections more than others
+        assert w.mean() == pytest.approx(1.0) and w.min() >= 0 and w.max() > 1.5 * w.min()
+    with pytest.raises(ModelError, match="at least one kept calibration image"):
+        channel_sensitivity(model, calibration, images=0)
+
+
+def test_channel_sensitivity_of_a_classifier_uses_its_best_class_probability():
+    from splitinfer.dnn import MissingDependencyError
+
+    try:
+        classifier = load_model("efficientnet-lite0")
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    calibration = collect_calibration(classifier, classifier.default_cut, shared_path("imagenet-sample"),
+                                      max_images=2, sample_size=1000, keep_images=2, progress=False)
+    weights = channel_sensitivity(classifier, calibration)
+    assert all(w.mean() == pytest.approx(1.0) and np.all(np.isfinite(w)) for w in weights.values())
 
 
 def test_calibrate_command_without_data_says_what_to_pass(capsys):

@@ -79,6 +79,13 @@ def test_the_edge_holds_the_budget_in_source_time_and_the_cloud_decodes_every_sw
     assert len(quantizers) > 1  # points were switched in-band, and decoded above
 
 
+def test_the_shipped_ladder_weights_rdo_by_every_channel_of_its_cut(model, ladder) -> None:
+    channels = {spec.name: spec.shape[0] for spec in model.split(CUT).tensors}
+    for point in ladder.points:  # docs/RESULTS.md, codec v3 item 2: the rule chose lambda 0.05, weighted
+        assert point.rdo_lambda == 0.05
+        assert {name: len(w) for name, w in point.rdo_weights.items()} == channels
+
+
 def test_a_slower_source_gets_more_bytes_per_frame_for_the_same_budget(model, heads, ladder) -> None:
     fast, fast_seconds, _, _ = stream(model, heads[:60], ladder, 32.0, spacing_s=0.1)
     slow, slow_seconds, _, _ = stream(model, heads[:60], ladder, 32.0, spacing_s=0.2)
