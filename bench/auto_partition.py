@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class PartitionRun:
     bytes: int = 0
     kbps: float = 0.0
     edge_ms: float = 0.0  # the round trip's edge work, CPU ms/frame on this video
+    frame_bytes: list[int] = field(default_factory=list)  # per frame (a K-frame probe's bytes are a prefix)
 
 
 def budgets_from_costs(costs: dict[str, float]) -> dict[str, float]:
@@ -72,6 +74,8 @@ def references(model, frames, cut: str) -> list[tuple[Any, list]]:
     tail at the cut, postprocess at eval's score and IoU thresholds, then the live score threshold)."""
     import torch
 
+    from splitinfer.services.edge.scene_probe import live_detections
+
     split = model.split(cut)
     out = []
     with torch.no_grad():
@@ -79,15 +83,8 @@ def references(model, frames, cut: str) -> list[tuple[Any, list]]:
             if frame.image is None:
                 continue  # an undecodable frame: eval skips it too
             x, info = model.preprocess(frame.image)
-            out.append((frame.image, _live(model, split.tail(split.head(x)), info)))
+            out.append((frame.image, live_detections(model, split.tail(split.head(x)), info)))
     return out
-
-
-def _live(model, outputs, info) -> list:
-    from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD, LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
-
-    found = model.postprocess(outputs, info, score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=NMS_IOU_THRESHOLD)
-    return [d for d in found if d.score >= LIVE_SCORE_THRESHOLD]
 
 
 def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float, partition: str,
@@ -97,13 +94,15 @@ def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float
     import torch
 
     from splitinfer.dnn.eval_coco import count_lost_added
+    from splitinfer.services.edge.scene_probe import live_detections
 
     run = PartitionRun(partition, rate_kbps)
     with torch.no_grad():
         for image, reference in frames:
             outputs, info, coded = candidate(image)
-            lost, added = count_lost_added(reference, _live(model, outputs, info))
+            lost, added = count_lost_added(reference, live_detections(model, outputs, info))
             run.changes.append(lost + added)
+            run.frame_bytes.append(coded)
             run.bytes += coded
     n = max(len(run.changes), 1)
     run.kbps = 8 * run.bytes * fps / n / 1000
@@ -113,13 +112,10 @@ def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float
 
 def round_trip(model, ladder, partition: str, rate_kbps: float | None, fps: float):
     """The round trip `splitinfer eval --partition P --rate-kbps R` builds (default pixel flags, the model's ladder)."""
-    from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
+    from splitinfer.services.edge.partitions import round_trip as eval_round_trip
 
-    if partition == "detections":
-        return DetectionsRoundtrip(model)
-    if partition == "features":
-        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps)
-    return PixelRoundtrip(model, pixel_settings(rate_kbps), fps=fps)
+    return eval_round_trip(model, partition, rate_kbps, pixel_settings=pixel_settings(rate_kbps), ladder=ladder,
+                           fps=fps)[0]
 
 
 def pixel_settings(rate_kbps: float | None):
@@ -129,15 +125,17 @@ def pixel_settings(rate_kbps: float | None):
 
 
 def choose(model, curves, costs: dict[str, float], fps: float, rate_kbps: float, budget_ms: float,
-           partitions: str | None) -> tuple[str | None, float | None]:
-    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs, or (None, None)
-    when nothing fits."""
+           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None) -> tuple[str | None, float | None]:
+    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs and, with
+    `probe_images`, the scene probe on them (as `splitinfer eval --partition auto` runs it), or (None, None) when
+    nothing fits."""
     from splitinfer.services.edge.auto_partition import AutoRequest, resolve_plan
     from splitinfer.services.edge.partition_plan import NoFeasiblePlan
 
     try:
-        chosen, _ = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions), fps=fps,
-                                 pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves)
+        chosen = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions, probe_frames=len(probe_images)),
+                              fps=fps, pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves,
+                              probe_images=list(probe_images), ladder=ladder, probe_cache=probe_cache).plan
     except NoFeasiblePlan:
         return None, None
     return chosen.partition, chosen.rate_kbps
@@ -147,7 +145,8 @@ def run_key(partition: str, rate_kbps: float | None) -> str:
     return partition if rate_kbps is None else f"{partition} {rate_kbps:g}"
 
 
-def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print) -> dict[str, Any]:
+def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print,
+                  probe_frames: int = 0) -> dict[str, Any]:
     from splitinfer.dnn.eval_images import iter_source
     from splitinfer.services.edge.auto_partition import measure_edge_costs
     from splitinfer.services.pixels import video_file_fps
@@ -168,17 +167,26 @@ def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[fl
         log(f"  {run_key(partition, rate):14s} {run.kbps:7.1f} kbit/s changes {sum(run.changes):5d} "
             f"edge {run.edge_ms:.1f} ms/frame")
     choices = {}
+    probe_images = [image for image, _ in clip[:probe_frames]]
+    if len(probe_images) < probe_frames:
+        raise SystemExit(f"{video_label(name)} has {len(clip)} frames, fewer than --probe-frames {probe_frames}.")
+    probe_cache: dict[Any, Any] = {}  # one clip: each partition and rate probed once, whatever the budget
     for budget_name, budget_ms in budgets.items():
         for restriction in RESTRICTIONS:
             for rate in rates:
-                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction)
+                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction,
+                                                probe_images=probe_images, ladder=ladder, probe_cache=probe_cache)
                 key = None if partition is None else run_key(partition, chosen_rate)
                 if key is not None and key not in runs:  # auto chose a rate the singles did not run
                     candidate = round_trip(model, ladder, partition, chosen_rate, fps)
                     runs[key] = evaluate_frames(model, clip, candidate, fps, partition, chosen_rate)
                 choices[f"{budget_name}|{restriction or 'all'}|{rate:g}"] = key
+    probed = {f"{k[0]} {k[1]:g}" if k[1] is not None else k[0]: {"changes": list(v.changes), "bytes": list(v.bytes),
+                                                                 "cpu_s": v.cpu_s}
+              for k, v in probe_cache.items() if k != "reference"}
     return {"video": video_label(name), "fps": fps, "frames": len(runs["detections"].changes), "costs": costs,
-            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices}
+            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices,
+            "probe_frames": probe_frames, "probed": probed}
 
 
 def fitting(result: dict[str, Any], budget_ms: float, rate: float, allowed: tuple[str, ...]) -> list[PartitionRun]:
@@ -271,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=150, help="the first this many frames of each video")
     parser.add_argument("--rates", nargs="+", type=float, default=list(RATES_KBPS))
     parser.add_argument("--curves", default=None, help="partition curves (default: the ones shipped with the model)")
+    parser.add_argument("--probe-frames", type=int, default=None,
+                        help="auto's scene probe: the first this many frames of the clip (default: auto's, "
+                        "services/edge/scene_probe.py DEFAULT_PROBE_FRAMES; 0: plan from the curves alone)")
     args = parser.parse_args(argv)
     if args.report:
         print(report([r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]))
@@ -283,12 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     from splitinfer.services.profiles import packaged_profile
 
     torch.set_num_threads(1)  # as `splitinfer eval --threads 1`
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("splitinfer.edge").setLevel(logging.INFO)  # auto's plans and scene probes, on stderr
     model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
     ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
     curves = load_curves(model.name, args.curves)
+    from splitinfer.services.edge.scene_probe import DEFAULT_PROBE_FRAMES
+
+    probe_frames = DEFAULT_PROBE_FRAMES if args.probe_frames is None else args.probe_frames
     results: list[dict[str, Any]] = []
     for name in args.videos:
-        results.append(measure_video(model, ladder, curves, name, args.frames, tuple(args.rates)))
+        results.append(measure_video(model, ladder, curves, name, args.frames, tuple(args.rates),
+                                     probe_frames=probe_frames))
         args.out.write_text(json.dumps(results))
     print(report(results))
     return 0
