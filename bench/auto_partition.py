@@ -189,6 +189,36 @@ def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[fl
             "probe_frames": probe_frames, "probed": probed}
 
 
+def simulated_choices(result: dict[str, Any], curves, probe_frames: int) -> dict[str, str | None]:
+    """Auto's choices with a `probe_frames`-frame probe (0: the curves alone) computed from the runs: a probe of
+    partition P at rate R is the first K frames of P's run at R (round trips are causal and deterministic; the
+    real probe's choices at the default K are in result["choices"], and `--report` checks they agree)."""
+    from splitinfer.services.edge.partition_plan import NoFeasiblePlan, parse_partitions, plan
+    from splitinfer.services.edge.scene_probe import ProbedPartition, SceneProbe, candidates, choose
+
+    choices: dict[str, str | None] = {}
+    for cell in result["choices"]:
+        budget_name, restriction, rate_text = cell.split("|")
+        allowed = parse_partitions(None if restriction == "all" else restriction)
+        budgets = dict(uplink_kbps=float(rate_text), edge_budget_ms=result["budgets"][budget_name])
+        try:
+            if probe_frames == 0:
+                chosen = plan(curves, result["costs"], partitions=allowed, **budgets)
+            else:
+                probed = {}
+                for name, rate in candidates(curves, result["costs"], partitions=allowed, **budgets).items():
+                    run = result["runs"][run_key(name, rate)]
+                    probed[name] = ProbedPartition(name, rate, tuple(run["changes"][:probe_frames]),
+                                                   tuple(run["frame_bytes"][:probe_frames]), result["fps"], 0.0)
+                chosen = choose(curves, result["costs"], SceneProbe(probe_frames, probed, 0.0, 0.0),
+                                partitions=allowed, **budgets)[0]
+        except NoFeasiblePlan:
+            choices[cell] = None
+            continue
+        choices[cell] = run_key(chosen.partition, chosen.rate_kbps)
+    return choices
+
+
 def fitting(result: dict[str, Any], budget_ms: float, rate: float, allowed: tuple[str, ...]) -> list[PartitionRun]:
     """The single partitions that fit the cell: edge cost within the budget; detections' achieved rate within the
     uplink (pixels and features hold the rate they are given)."""
@@ -268,6 +298,41 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def verdict(result: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """Cells within one SE, cells compared, and the failing cells of one video's choices."""
+    within, compared, failing = 0, 0, []
+    for budget_name in BUDGETS:
+        for restriction in RESTRICTIONS:
+            for rate in sorted({float(k.split("|")[2]) for k in result["choices"]}):
+                cell = compare_cell(result, budget_name, restriction, rate)
+                if "best" not in cell:
+                    continue
+                compared += 1
+                if cell["within"] and not cell.get("over_uplink"):
+                    within += 1
+                else:
+                    failing.append(f"{budget_name}/{restriction or 'all'}/{rate:g}: {cell['auto_key']} "
+                                   f"{cell['difference']:+.0f} ± {cell['se']:.0f} vs {cell['best'].partition}"
+                                   + (" (over the uplink)" if cell.get("over_uplink") else ""))
+    return within, compared, failing
+
+
+def sweep(results: list[dict[str, Any]], curves, lengths: list[int]) -> str:
+    """Per video and probe length K: cells within one SE of the best fitting partition (choices simulated from the
+    runs' first K frames), and whether the simulation reproduces the run's own probe at its K."""
+    lines = ["| video | probe frames K | cells within one SE | failing cells (auto - best ± SE) |", "|---|---|---|---|"]
+    for result in results:
+        run_k = result.get("probe_frames", 0)
+        if simulated_choices(result, curves, run_k) != result["choices"]:
+            lines.append(f"| {result['video']} | {run_k} | the simulation does not reproduce the run's probe | |")
+        for k in lengths:
+            if k > result["frames"]:
+                continue
+            within, compared, failing = verdict(dict(result, choices=simulated_choices(result, curves, k)))
+            lines.append(f"| {result['video']} | {k} | {within} of {compared} | {'; '.join(failing) or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON of the runs (written after each video)")
@@ -282,9 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-frames", type=int, default=None,
                         help="auto's scene probe: the first this many frames of the clip (default: auto's, "
                         "services/edge/scene_probe.py DEFAULT_PROBE_FRAMES; 0: plan from the curves alone)")
+    parser.add_argument("--sweep", nargs="+", type=int, default=[],
+                        help="with --report: cells within one SE per video for each of these probe lengths K, from "
+                        "the runs' first K frames (simulated_choices; 0: the curves alone)")
     args = parser.parse_args(argv)
     if args.report:
-        print(report([r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]))
+        from splitinfer.services.edge.auto_partition import load_curves
+
+        results = [r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]
+        curves = load_curves("yolo-fastest-1.1-xl", args.curves)
+        print(report(results))
+        if args.sweep:
+            print("\n" + sweep(results, curves, args.sweep))
         return 0
     import torch
 

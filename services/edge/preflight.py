@@ -105,7 +105,8 @@ def check_partition(settings: Any) -> None:
         raise ConfigError(f"--partition {partition!r} is not one of features, pixels, detections, auto.")
     auto_flags = [flag for flag, value in (("--partitions", settings.partitions),
                                            ("--edge-budget-ms", settings.edge_budget_ms),
-                                           ("--partition-curves", settings.partition_curves)) if value is not None]
+                                           ("--partition-curves", settings.partition_curves),
+                                           ("--probe-frames", settings.probe_frames)) if value is not None]
     if partition != "auto" and auto_flags:
         raise ConfigError(f"{', '.join(auto_flags)} set(s) how --partition auto plans: add --partition auto, or drop "
                           "it.")

@@ -211,6 +211,15 @@ def choose(curves: PartitionCurves, costs: Mapping[str, float], probe: SceneProb
     return staying, corrected, f"the probe cannot resolve it ({said}): the curves' choice stays"
 
 
+def candidates(curves: PartitionCurves, costs: Mapping[str, float], *, uplink_kbps: float, edge_budget_ms: float,
+               partitions: Iterable[str]) -> dict[str, float | None]:
+    """The partitions the probe measures: each allowed one that fits both budgets on the curves, with the rate the
+    plan would give it (None: detections)."""
+    budgets = dict(uplink_kbps=uplink_kbps, edge_budget_ms=edge_budget_ms)
+    return {name: p.rate_kbps for name in partitions if name in curves.partitions
+            and (p := _feasible(curves, costs, name, **budgets)) is not None}
+
+
 def probe_and_choose(model: Any, images: Sequence[np.ndarray], curves: PartitionCurves, costs: Mapping[str, float], *,
                      uplink_kbps: float, edge_budget_ms: float, partitions: Iterable[str], fps: float,
                      pixel_settings: Any, ladder: Any, cache: dict[Any, Any] | None = None
@@ -219,8 +228,7 @@ def probe_and_choose(model: Any, images: Sequence[np.ndarray], curves: Partition
     then `choose`; logs what the probe measured, what it cost and the choice."""
     allowed = tuple(partitions)
     budgets = dict(uplink_kbps=uplink_kbps, edge_budget_ms=edge_budget_ms)
-    wanted = {name: p.rate_kbps for name in allowed if name in curves.partitions
-              and (p := _feasible(curves, costs, name, **budgets)) is not None}
+    wanted = candidates(curves, costs, partitions=allowed, **budgets)
     probe = measure(model, images, wanted, fps=fps, pixel_settings=pixel_settings, ladder=ladder, cache=cache)
     chosen, corrected, why = choose(curves, costs, probe, partitions=allowed, **budgets)
     log.info("auto partition: scene probe of %d frames took %.1f s (%.1f s of CPU: the whole model once per frame as "

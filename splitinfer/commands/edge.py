@@ -123,7 +123,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         runtime=getattr(args, "runtime", "torch"), threads=getattr(args, "threads", 0),
         partition=args.partition, pixel_preset=args.pixel_preset, pixel_crf=args.pixel_crf,
         pixel_size=args.pixel_size, partitions=args.partitions, edge_budget_ms=args.edge_budget_ms,
-        partition_curves=args.partition_curves,
+        partition_curves=args.partition_curves, probe_frames=args.probe_frames,
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)
