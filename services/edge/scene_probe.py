@@ -159,7 +159,7 @@ def measure(model: Any, images: Sequence[np.ndarray], wanted: Mapping[str, float
 
 def _feasible(curves: PartitionCurves, costs: Mapping[str, float], partition: str, **budgets: float) -> Plan | None:
     try:
-        return plan(curves, costs, partitions=[partition], **budgets)  # type: ignore[arg-type]
+        return plan(curves, costs, partitions=[partition], **budgets)
     except ConfigError:
         return None
 

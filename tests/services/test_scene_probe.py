@@ -173,3 +173,12 @@ def test_a_source_shorter_than_the_probe_is_refused_with_what_to_do(five_frame_v
     assert main(["eval", str(five_frame_video), "--weights", str(weights_dir), "--partition", "auto",
                  "--rate-kbps", "16", "--partition-curves", str(curves), "--probe-frames", "8", "--limit", "2"]) == 2
     assert "fewer than the 8 the scene probe" in capsys.readouterr().err
+
+
+def test_a_live_source_waits_for_its_own_probe_frames(video, tmp_path, caplog) -> None:
+    curves = tmp_path / "curves.json"
+    CLAIMS_PIXELS_WIN.save(curves)
+    with caplog.at_level(logging.INFO, logger="splitinfer.edge"):
+        images = grab_probe_frames(auto_settings(video, curves, mode="live"), 4)  # a file read at its own pace
+    assert len(images) == 4 and all(image.ndim == 3 for image in images)
+    assert "the scene probe read 4 frames of" in caplog.text and "(live mode) in" in caplog.text
