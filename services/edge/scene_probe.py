@@ -107,7 +107,7 @@ class ProbedPartition:
 def block_se(values: Sequence[float] | np.ndarray) -> float:
     from splitinfer.dnn.evaluation import block_se as jackknife
 
-    return jackknife(values, PROBE_BLOCK_FRAMES)
+    return jackknife(np.asarray(values, dtype=float), PROBE_BLOCK_FRAMES)
 
 
 @dataclass(frozen=True)
