@@ -10,9 +10,13 @@ For each video (named as in bench/rate_control.py, or a path; the first --frames
    the same round trips (services/edge/partitions.py), one stream per run, and eval's fidelity count per frame
    (lost + added against the unsplit model), with the references computed once per video (a test checks the
    counts and bytes against dnn/evaluation.py's evaluate_detection);
-4. auto and auto restricted to pixels,features at each budget and rate: resolve_plan with the costs of step 1 and
-   the shipped curves, then the chosen partition's round trip at the chosen rate: the run of step 3 with that
-   partition and rate (the same code on the same frames; two runs of a round trip give the same bytes and changes).
+4. auto and auto restricted to pixels,features at each budget and rate, as `splitinfer eval --partition auto`
+   runs it: resolve_plan with the costs of step 1, the shipped curves and the scene probe on the clip's first
+   --probe-frames frames (services/edge/scene_probe.py: its own reference and round trips, each partition and
+   rate probed once per video), then the chosen partition's round trip at the chosen rate over the whole clip,
+   probe frames included (as live): the run of step 3 with that partition and rate (the same code on the same
+   frames; two runs of a round trip give the same bytes and changes). `--report --sweep K...` re-derives the
+   choices for other probe lengths from the runs' first K frames (and checks it reproduces the real probe's).
 A single partition fits a cell when its measured edge cost is within the edge budget and, for detections (which
 hold no bitrate), its achieved kbit/s is within the uplink; pixels and features are told to hold the uplink (their
 achieved rate is in the tables: rate control overshoots on short clips). Auto passes a cell when its changes exceed
@@ -22,6 +26,7 @@ blocks (dnn/evaluation.py's block_se).
 
     nice python bench/auto_partition.py --out /tmp/auto.json --videos vtest Megamind tree --frames 150
     python bench/auto_partition.py --out /tmp/auto.json --report   # the tables for docs/RESULTS.md
+    python bench/auto_partition.py --out /tmp/auto.json --report --sweep 0 10 30   # auto at other probe lengths
     python bench/auto_partition.py --out /tmp/auto_vtest.json --report --merge /tmp/auto_tree.json  # one process each
 """
 
@@ -125,7 +130,8 @@ def pixel_settings(rate_kbps: float | None):
 
 
 def choose(model, curves, costs: dict[str, float], fps: float, rate_kbps: float, budget_ms: float,
-           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None) -> tuple[str | None, float | None]:
+           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None
+           ) -> tuple[str | None, float | None]:
     """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs and, with
     `probe_images`, the scene probe on them (as `splitinfer eval --partition auto` runs it), or (None, None) when
     nothing fits."""
@@ -320,7 +326,8 @@ def verdict(result: dict[str, Any]) -> tuple[int, int, list[str]]:
 def sweep(results: list[dict[str, Any]], curves, lengths: list[int]) -> str:
     """Per video and probe length K: cells within one SE of the best fitting partition (choices simulated from the
     runs' first K frames), and whether the simulation reproduces the run's own probe at its K."""
-    lines = ["| video | probe frames K | cells within one SE | failing cells (auto - best ± SE) |", "|---|---|---|---|"]
+    lines = ["| video | probe frames K | cells within one SE | failing cells (auto - best ± SE) |",
+             "|---|---|---|---|"]
     for result in results:
         run_k = result.get("probe_frames", 0)
         if simulated_choices(result, curves, run_k) != result["choices"]:

@@ -38,6 +38,13 @@ CLAIMS_DETECTIONS_FIT = PartitionCurves(MODEL, (OperatingPoint("pixels", 4.0, 2.
                                                 OperatingPoint("detections", 1.0, 0.0)), cut="60", video="made up")
 
 
+@pytest.fixture
+def claims_file(tmp_path: Path) -> Path:
+    path = tmp_path / "curves.json"
+    CLAIMS_PIXELS_WIN.save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def first_frames(video: Path) -> list:
     return read_probe_frames(video, DEFAULT_PROBE_FRAMES)
@@ -103,22 +110,19 @@ def test_detections_that_send_more_than_the_uplink_on_this_scene_are_not_chosen(
     assert "scene probe of 30 frames took" in caplog.text  # its cost is logged
 
 
-def test_the_edge_plans_on_its_own_first_frames_and_switches_on_the_corrected_curves(model, video, tmp_path) -> None:
-    curves = tmp_path / "curves.json"
-    CLAIMS_PIXELS_WIN.save(curves)
-    pipeline = build_pipeline(auto_settings(video, curves, rate_kbps=16.0, probe_frames="10"), model)
+def test_the_edge_plans_on_its_own_first_frames_and_switches_on_the_corrected_curves(model, video,
+                                                                                   claims_file) -> None:
+    pipeline = build_pipeline(auto_settings(video, claims_file, rate_kbps=16.0, probe_frames="10"), model)
     assert pipeline.plan.partition == "features"  # ten frames resolve what the curves got wrong
     assert "10-frame scene probe" in pipeline.switcher.curves.video
 
 
 @pytest.mark.slow
-def test_eval_auto_probes_the_video_it_evaluates(video, weights_dir, tmp_path, capsys) -> None:
+def test_eval_auto_probes_the_video_it_evaluates(video, weights_dir, claims_file, capsys) -> None:
     from splitinfer.cli import main
 
-    curves = tmp_path / "curves.json"
-    CLAIMS_PIXELS_WIN.save(curves)
     argv = ["eval", str(video), "--weights", str(weights_dir), "--partition", "auto", "--rate-kbps", "16",
-            "--partition-curves", str(curves), "--limit", "4", "--json", "--no-progress"]
+            "--partition-curves", str(claims_file), "--limit", "4", "--json", "--no-progress"]
     assert main([*argv, "--probe-frames", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["codec"].startswith("auto (pixels")
     assert main(argv) == 0  # the default probe
@@ -132,11 +136,9 @@ def test_probe_frames_must_be_a_whole_number_of_frames(value) -> None:
 
 
 @pytest.mark.parametrize("value", ["-1", "1.5"])
-def test_the_edge_refuses_a_bad_probe_length_before_the_model_loads(video, tmp_path, value) -> None:
-    curves = tmp_path / "curves.json"
-    CLAIMS_PIXELS_WIN.save(curves)
+def test_the_edge_refuses_a_bad_probe_length_before_the_model_loads(video, claims_file, value) -> None:
     with pytest.raises(ConfigError, match="--probe-frames must be a whole number"):
-        check_edge(auto_settings(video, curves, probe_frames=value), connect_timeout_s=0)
+        check_edge(auto_settings(video, claims_file, probe_frames=value), connect_timeout_s=0)
 
 
 def test_probe_frames_go_with_auto_only(video, weights_dir, capsys) -> None:
@@ -159,26 +161,34 @@ def five_frame_video(video: Path, tmp_path_factory) -> Path:
     return path
 
 
-def test_a_source_shorter_than_the_probe_is_refused_with_what_to_do(five_frame_video, weights_dir, tmp_path,
+def test_a_source_shorter_than_the_probe_is_refused_with_what_to_do(five_frame_video, weights_dir, claims_file,
                                                                    capsys) -> None:
     from splitinfer.cli import main
 
     with pytest.raises(ConfigError, match="has 5 decodable frame.s., fewer than the 8 the scene probe .* lower "
                                           r"--probe-frames \(0: plan from the curves alone\)"):
         read_probe_frames(five_frame_video, 8)
-    curves = tmp_path / "curves.json"
-    CLAIMS_PIXELS_WIN.save(curves)
     with pytest.raises(ConfigError, match="gave 5 frame.s., fewer than the 8 the scene probe"):
-        grab_probe_frames(auto_settings(five_frame_video, curves, probe_frames="8"), 8)
+        grab_probe_frames(auto_settings(five_frame_video, claims_file, probe_frames="8"), 8)
     assert main(["eval", str(five_frame_video), "--weights", str(weights_dir), "--partition", "auto",
-                 "--rate-kbps", "16", "--partition-curves", str(curves), "--probe-frames", "8", "--limit", "2"]) == 2
+                 "--rate-kbps", "16", "--partition-curves", str(claims_file), "--probe-frames", "8",
+                 "--limit", "2"]) == 2
     assert "fewer than the 8 the scene probe" in capsys.readouterr().err
 
 
-def test_a_live_source_waits_for_its_own_probe_frames(video, tmp_path, caplog) -> None:
-    curves = tmp_path / "curves.json"
-    CLAIMS_PIXELS_WIN.save(curves)
+def test_a_live_source_waits_for_its_own_probe_frames(video, claims_file, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="splitinfer.edge"):
-        images = grab_probe_frames(auto_settings(video, curves, mode="live"), 4)  # a file read at its own pace
+        images = grab_probe_frames(auto_settings(video, claims_file, mode="live"), 4)  # a file read at its own pace
     assert len(images) == 4 and all(image.ndim == 3 for image in images)
     assert "the scene probe read 4 frames of" in caplog.text and "(live mode) in" in caplog.text
+
+
+def test_a_bad_probe_length_in_the_environment_is_refused(video, weights_dir, claims_file, monkeypatch,
+                                                          capsys) -> None:
+    from splitinfer.cli import main
+
+    monkeypatch.setenv("SPLITINFER_PROBE_FRAMES", "-2")
+    assert main(["eval", str(video), "--weights", str(weights_dir), "--partition", "auto", "--rate-kbps", "16",
+                 "--partition-curves", str(claims_file), "--limit", "2"]) == 2
+    assert "--probe-frames must be a whole number of frames >= 0" in capsys.readouterr().err
+
