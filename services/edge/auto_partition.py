@@ -199,11 +199,12 @@ class PartitionSwitcher:
         of its own (detections: their bytes are the scene's objects, not a target)."""
         current = self.plan
         calibrated = min(p.kbps for p in self.curves.points if p.partition == current.partition)
-        if current.partition in RATED or self._bytes_per_frame is None or calibrated <= 0:
+        if current.partition in RATED or self._bytes_per_frame is None:
             return self.curves
-        scale = 8 * self._bytes_per_frame * self.fps / 1000 / calibrated
-        points = tuple(dataclasses.replace(p, kbps=p.kbps * scale) if p.partition == current.partition else p
-                       for p in self.curves.points)
+        observed = 8 * self._bytes_per_frame * self.fps / 1000
+        # A rate of 0 (a scene probe that saw no object) cannot be scaled: the observed rate replaces it.
+        points = tuple(p if p.partition != current.partition else dataclasses.replace(
+            p, kbps=p.kbps * observed / calibrated if calibrated > 0 else observed) for p in self.curves.points)
         return dataclasses.replace(self.curves, points=points)
 
     def set_budgets(self, *, uplink_kbps: float | None = None, edge_budget_ms: float | None = None) -> None:
