@@ -142,6 +142,7 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None, resolved: R
         chosen = auto.plan
         pipeline = build(chosen)
         pipeline.plan = chosen
+        pipeline.probe = auto.probe  # for the demo's summary; None without a probe
         # The switcher re-plans on the curves auto started from: corrected by the scene probe, when it ran.
         pipeline.switcher = PartitionSwitcher(auto.curves, auto.costs, chosen, partitions=settings.partitions,
                                               fps=settings.source_fps(), build=build)

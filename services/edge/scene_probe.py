@@ -112,12 +112,22 @@ def block_se(values: Sequence[float] | np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class SceneProbe:
-    """What the probe measured on its frames, and what it cost."""
+    """What the probe measured on its frames, what it cost, and (once `choose` ran) why auto chose as it did."""
 
     frames: int
     probed: Mapping[str, ProbedPartition]
     cpu_s: float
     wall_s: float
+    why: str = ""
+
+
+def describe(probe: SceneProbe, why: str = "") -> str:
+    """One line for the log and the demo: the probe's length, cost, measurements and the reason of the choice."""
+    measured = "; ".join(f"{r.partition} {r.changes_per_frame:.2f} changes/frame at {r.kbps:.1f} kbit/s"
+                         for r in probe.probed.values())
+    return (f"scene probe of {probe.frames} frames took {probe.wall_s:.1f} s ({probe.cpu_s:.1f} s of CPU: the whole "
+            f"model once per frame as the reference, then {', '.join(probe.probed) or 'no partition'}; a one-off "
+            f"start-up cost outside --edge-budget-ms): {measured}; {why or probe.why}")
 
 
 def measure(model: Any, images: Sequence[np.ndarray], wanted: Mapping[str, float | None], *, fps: float,
@@ -231,9 +241,6 @@ def probe_and_choose(model: Any, images: Sequence[np.ndarray], curves: Partition
     wanted = candidates(curves, costs, partitions=allowed, **budgets)
     probe = measure(model, images, wanted, fps=fps, pixel_settings=pixel_settings, ladder=ladder, cache=cache)
     chosen, corrected, why = choose(curves, costs, probe, partitions=allowed, **budgets)
-    log.info("auto partition: scene probe of %d frames took %.1f s (%.1f s of CPU: the whole model once per frame as "
-             "the reference, then %s; a one-off start-up cost outside --edge-budget-ms): %s; %s", probe.frames,
-             probe.wall_s, probe.cpu_s, ", ".join(probe.probed) or "no partition",
-             "; ".join(f"{r.partition} {r.changes_per_frame:.2f} changes/frame at {r.kbps:.1f} kbit/s"
-                       for r in probe.probed.values()), why)
+    probe = dataclasses.replace(probe, why=why)
+    log.info("auto partition: %s", describe(probe))
     return chosen, corrected, probe

@@ -192,3 +192,15 @@ def test_a_bad_probe_length_in_the_environment_is_refused(video, weights_dir, cl
                  "--partition-curves", str(claims_file), "--limit", "2"]) == 2
     assert "--probe-frames must be a whole number of frames >= 0" in capsys.readouterr().err
 
+
+
+@pytest.mark.slow
+def test_the_demo_says_what_the_probe_measured_and_cost(weights_dir, claims_file, capsys) -> None:
+    from splitinfer.cli import main
+
+    assert main(["demo", "--frames", "4", "--weights", str(weights_dir), "--partition", "auto", "--rate-kbps", "16",
+                 "--partition-curves", str(claims_file), "--probe-frames", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "auto partition: scene probe of 10 frames took" in out and "s of CPU" in out
+    assert "the probe resolves it: pixels - features" in out
+    assert "auto partition: features at 16 kbit/s" in out and "4 (0 with errors)" in out
