@@ -10,9 +10,13 @@ For each video (named as in bench/rate_control.py, or a path; the first --frames
    the same round trips (services/edge/partitions.py), one stream per run, and eval's fidelity count per frame
    (lost + added against the unsplit model), with the references computed once per video (a test checks the
    counts and bytes against dnn/evaluation.py's evaluate_detection);
-4. auto and auto restricted to pixels,features at each budget and rate: resolve_plan with the costs of step 1 and
-   the shipped curves, then the chosen partition's round trip at the chosen rate: the run of step 3 with that
-   partition and rate (the same code on the same frames; two runs of a round trip give the same bytes and changes).
+4. auto and auto restricted to pixels,features at each budget and rate, as `splitinfer eval --partition auto`
+   runs it: resolve_plan with the costs of step 1, the shipped curves and the scene probe on the clip's first
+   --probe-frames frames (services/edge/scene_probe.py: its own reference and round trips, each partition and
+   rate probed once per video), then the chosen partition's round trip at the chosen rate over the whole clip,
+   probe frames included (as live): the run of step 3 with that partition and rate (the same code on the same
+   frames; two runs of a round trip give the same bytes and changes). `--report --sweep K...` re-derives the
+   choices for other probe lengths from the runs' first K frames (and checks it reproduces the real probe's).
 A single partition fits a cell when its measured edge cost is within the edge budget and, for detections (which
 hold no bitrate), its achieved kbit/s is within the uplink; pixels and features are told to hold the uplink (their
 achieved rate is in the tables: rate control overshoots on short clips). Auto passes a cell when its changes exceed
@@ -22,6 +26,7 @@ blocks (dnn/evaluation.py's block_se).
 
     nice python bench/auto_partition.py --out /tmp/auto.json --videos vtest Megamind tree --frames 150
     python bench/auto_partition.py --out /tmp/auto.json --report   # the tables for docs/RESULTS.md
+    python bench/auto_partition.py --out /tmp/auto.json --report --sweep 0 10 30   # auto at other probe lengths
     python bench/auto_partition.py --out /tmp/auto_vtest.json --report --merge /tmp/auto_tree.json  # one process each
 """
 
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +61,7 @@ class PartitionRun:
     bytes: int = 0
     kbps: float = 0.0
     edge_ms: float = 0.0  # the round trip's edge work, CPU ms/frame on this video
+    frame_bytes: list[int] = field(default_factory=list)  # per frame (a K-frame probe's bytes are a prefix)
 
 
 def budgets_from_costs(costs: dict[str, float]) -> dict[str, float]:
@@ -72,6 +79,8 @@ def references(model, frames, cut: str) -> list[tuple[Any, list]]:
     tail at the cut, postprocess at eval's score and IoU thresholds, then the live score threshold)."""
     import torch
 
+    from splitinfer.services.edge.scene_probe import live_detections
+
     split = model.split(cut)
     out = []
     with torch.no_grad():
@@ -79,15 +88,8 @@ def references(model, frames, cut: str) -> list[tuple[Any, list]]:
             if frame.image is None:
                 continue  # an undecodable frame: eval skips it too
             x, info = model.preprocess(frame.image)
-            out.append((frame.image, _live(model, split.tail(split.head(x)), info)))
+            out.append((frame.image, live_detections(model, split.tail(split.head(x)), info)))
     return out
-
-
-def _live(model, outputs, info) -> list:
-    from splitinfer.dnn.yolo_postprocess import EVAL_SCORE_THRESHOLD, LIVE_SCORE_THRESHOLD, NMS_IOU_THRESHOLD
-
-    found = model.postprocess(outputs, info, score_threshold=EVAL_SCORE_THRESHOLD, iou_threshold=NMS_IOU_THRESHOLD)
-    return [d for d in found if d.score >= LIVE_SCORE_THRESHOLD]
 
 
 def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float, partition: str,
@@ -97,13 +99,15 @@ def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float
     import torch
 
     from splitinfer.dnn.eval_coco import count_lost_added
+    from splitinfer.services.edge.scene_probe import live_detections
 
     run = PartitionRun(partition, rate_kbps)
     with torch.no_grad():
         for image, reference in frames:
             outputs, info, coded = candidate(image)
-            lost, added = count_lost_added(reference, _live(model, outputs, info))
+            lost, added = count_lost_added(reference, live_detections(model, outputs, info))
             run.changes.append(lost + added)
+            run.frame_bytes.append(coded)
             run.bytes += coded
     n = max(len(run.changes), 1)
     run.kbps = 8 * run.bytes * fps / n / 1000
@@ -113,13 +117,10 @@ def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float
 
 def round_trip(model, ladder, partition: str, rate_kbps: float | None, fps: float):
     """The round trip `splitinfer eval --partition P --rate-kbps R` builds (default pixel flags, the model's ladder)."""
-    from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
+    from splitinfer.services.edge.partitions import round_trip as eval_round_trip
 
-    if partition == "detections":
-        return DetectionsRoundtrip(model)
-    if partition == "features":
-        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps)
-    return PixelRoundtrip(model, pixel_settings(rate_kbps), fps=fps)
+    return eval_round_trip(model, partition, rate_kbps, pixel_settings=pixel_settings(rate_kbps), ladder=ladder,
+                           fps=fps)[0]
 
 
 def pixel_settings(rate_kbps: float | None):
@@ -129,15 +130,18 @@ def pixel_settings(rate_kbps: float | None):
 
 
 def choose(model, curves, costs: dict[str, float], fps: float, rate_kbps: float, budget_ms: float,
-           partitions: str | None) -> tuple[str | None, float | None]:
-    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs, or (None, None)
-    when nothing fits."""
+           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None
+           ) -> tuple[str | None, float | None]:
+    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs and, with
+    `probe_images`, the scene probe on them (as `splitinfer eval --partition auto` runs it), or (None, None) when
+    nothing fits."""
     from splitinfer.services.edge.auto_partition import AutoRequest, resolve_plan
     from splitinfer.services.edge.partition_plan import NoFeasiblePlan
 
     try:
-        chosen, _ = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions), fps=fps,
-                                 pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves)
+        chosen = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions, probe_frames=len(probe_images)),
+                              fps=fps, pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves,
+                              probe_images=list(probe_images), ladder=ladder, probe_cache=probe_cache).plan
     except NoFeasiblePlan:
         return None, None
     return chosen.partition, chosen.rate_kbps
@@ -147,7 +151,8 @@ def run_key(partition: str, rate_kbps: float | None) -> str:
     return partition if rate_kbps is None else f"{partition} {rate_kbps:g}"
 
 
-def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print) -> dict[str, Any]:
+def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print,
+                  probe_frames: int = 0) -> dict[str, Any]:
     from splitinfer.dnn.eval_images import iter_source
     from splitinfer.services.edge.auto_partition import measure_edge_costs
     from splitinfer.services.pixels import video_file_fps
@@ -168,17 +173,56 @@ def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[fl
         log(f"  {run_key(partition, rate):14s} {run.kbps:7.1f} kbit/s changes {sum(run.changes):5d} "
             f"edge {run.edge_ms:.1f} ms/frame")
     choices = {}
+    probe_images = [image for image, _ in clip[:probe_frames]]
+    if len(probe_images) < probe_frames:
+        raise SystemExit(f"{video_label(name)} has {len(clip)} frames, fewer than --probe-frames {probe_frames}.")
+    probe_cache: dict[Any, Any] = {}  # one clip: each partition and rate probed once, whatever the budget
     for budget_name, budget_ms in budgets.items():
         for restriction in RESTRICTIONS:
             for rate in rates:
-                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction)
+                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction,
+                                                probe_images=probe_images, ladder=ladder, probe_cache=probe_cache)
                 key = None if partition is None else run_key(partition, chosen_rate)
                 if key is not None and key not in runs:  # auto chose a rate the singles did not run
                     candidate = round_trip(model, ladder, partition, chosen_rate, fps)
                     runs[key] = evaluate_frames(model, clip, candidate, fps, partition, chosen_rate)
                 choices[f"{budget_name}|{restriction or 'all'}|{rate:g}"] = key
+    probed = {f"{k[0]} {k[1]:g}" if k[1] is not None else k[0]: {"changes": list(v.changes), "bytes": list(v.bytes),
+                                                                 "cpu_s": v.cpu_s}
+              for k, v in probe_cache.items() if k != "reference"}
     return {"video": video_label(name), "fps": fps, "frames": len(runs["detections"].changes), "costs": costs,
-            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices}
+            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices,
+            "probe_frames": probe_frames, "probed": probed}
+
+
+def simulated_choices(result: dict[str, Any], curves, probe_frames: int) -> dict[str, str | None]:
+    """Auto's choices with a `probe_frames`-frame probe (0: the curves alone) computed from the runs: a probe of
+    partition P at rate R is the first K frames of P's run at R (round trips are causal and deterministic; the
+    real probe's choices at the default K are in result["choices"], and `--report` checks they agree)."""
+    from splitinfer.services.edge.partition_plan import NoFeasiblePlan, parse_partitions, plan
+    from splitinfer.services.edge.scene_probe import ProbedPartition, SceneProbe, candidates, choose
+
+    choices: dict[str, str | None] = {}
+    for cell in result["choices"]:
+        budget_name, restriction, rate_text = cell.split("|")
+        allowed = parse_partitions(None if restriction == "all" else restriction)
+        budgets = dict(uplink_kbps=float(rate_text), edge_budget_ms=result["budgets"][budget_name])
+        try:
+            if probe_frames == 0:
+                chosen = plan(curves, result["costs"], partitions=allowed, **budgets)
+            else:
+                probed = {}
+                for name, rate in candidates(curves, result["costs"], partitions=allowed, **budgets).items():
+                    run = result["runs"][run_key(name, rate)]
+                    probed[name] = ProbedPartition(name, rate, tuple(run["changes"][:probe_frames]),
+                                                   tuple(run["frame_bytes"][:probe_frames]), result["fps"], 0.0)
+                chosen = choose(curves, result["costs"], SceneProbe(probe_frames, probed, 0.0, 0.0),
+                                partitions=allowed, **budgets)[0]
+        except NoFeasiblePlan:
+            choices[cell] = None
+            continue
+        choices[cell] = run_key(chosen.partition, chosen.rate_kbps)
+    return choices
 
 
 def fitting(result: dict[str, Any], budget_ms: float, rate: float, allowed: tuple[str, ...]) -> list[PartitionRun]:
@@ -260,6 +304,42 @@ def report(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def verdict(result: dict[str, Any]) -> tuple[int, int, list[str]]:
+    """Cells within one SE, cells compared, and the failing cells of one video's choices."""
+    within, compared, failing = 0, 0, []
+    for budget_name in BUDGETS:
+        for restriction in RESTRICTIONS:
+            for rate in sorted({float(k.split("|")[2]) for k in result["choices"]}):
+                cell = compare_cell(result, budget_name, restriction, rate)
+                if "best" not in cell:
+                    continue
+                compared += 1
+                if cell["within"] and not cell.get("over_uplink"):
+                    within += 1
+                else:
+                    failing.append(f"{budget_name}/{restriction or 'all'}/{rate:g}: {cell['auto_key']} "
+                                   f"{cell['difference']:+.0f} ± {cell['se']:.0f} vs {cell['best'].partition}"
+                                   + (" (over the uplink)" if cell.get("over_uplink") else ""))
+    return within, compared, failing
+
+
+def sweep(results: list[dict[str, Any]], curves, lengths: list[int]) -> str:
+    """Per video and probe length K: cells within one SE of the best fitting partition (choices simulated from the
+    runs' first K frames), and whether the simulation reproduces the run's own probe at its K."""
+    lines = ["| video | probe frames K | cells within one SE | failing cells (auto - best ± SE) |",
+             "|---|---|---|---|"]
+    for result in results:
+        run_k = result.get("probe_frames", 0)
+        if simulated_choices(result, curves, run_k) != result["choices"]:
+            lines.append(f"| {result['video']} | {run_k} | the simulation does not reproduce the run's probe | |")
+        for k in lengths:
+            if k > result["frames"]:
+                continue
+            within, compared, failing = verdict(dict(result, choices=simulated_choices(result, curves, k)))
+            lines.append(f"| {result['video']} | {k} | {within} of {compared} | {'; '.join(failing) or '-'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON of the runs (written after each video)")
@@ -271,9 +351,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=150, help="the first this many frames of each video")
     parser.add_argument("--rates", nargs="+", type=float, default=list(RATES_KBPS))
     parser.add_argument("--curves", default=None, help="partition curves (default: the ones shipped with the model)")
+    parser.add_argument("--probe-frames", type=int, default=None,
+                        help="auto's scene probe: the first this many frames of the clip (default: auto's, "
+                        "services/edge/scene_probe.py DEFAULT_PROBE_FRAMES; 0: plan from the curves alone)")
+    parser.add_argument("--sweep", nargs="+", type=int, default=[],
+                        help="with --report: cells within one SE per video for each of these probe lengths K, from "
+                        "the runs' first K frames (simulated_choices; 0: the curves alone)")
     args = parser.parse_args(argv)
     if args.report:
-        print(report([r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]))
+        from splitinfer.services.edge.auto_partition import load_curves
+
+        results = [r for path in (args.out, *args.merge) for r in json.loads(path.read_text())]
+        curves = load_curves("yolo-fastest-1.1-xl", args.curves)
+        print(report(results))
+        if args.sweep:
+            print("\n" + sweep(results, curves, args.sweep))
         return 0
     import torch
 
@@ -283,12 +375,18 @@ def main(argv: list[str] | None = None) -> int:
     from splitinfer.services.profiles import packaged_profile
 
     torch.set_num_threads(1)  # as `splitinfer eval --threads 1`
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("splitinfer.edge").setLevel(logging.INFO)  # auto's plans and scene probes, on stderr
     model = load_model("yolo-fastest-1.1-xl", weights=DATA / "models" / "yolo-fastest-1.1")
     ladder = CodecLadder.load(packaged_profile(model.name, "ladder"))
     curves = load_curves(model.name, args.curves)
+    from splitinfer.services.edge.scene_probe import DEFAULT_PROBE_FRAMES
+
+    probe_frames = DEFAULT_PROBE_FRAMES if args.probe_frames is None else args.probe_frames
     results: list[dict[str, Any]] = []
     for name in args.videos:
-        results.append(measure_video(model, ladder, curves, name, args.frames, tuple(args.rates)))
+        results.append(measure_video(model, ladder, curves, name, args.frames, tuple(args.rates),
+                                     probe_frames=probe_frames))
         args.out.write_text(json.dumps(results))
     print(report(results))
     return 0

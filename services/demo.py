@@ -207,6 +207,10 @@ async def run_demo(options: DemoOptions) -> int:
     from splitinfer.services.edge.pipeline import EdgePipeline, quantizers_summary
 
     plan = getattr(pipeline, "plan", None)
+    if getattr(pipeline, "probe", None) is not None:
+        from splitinfer.services.edge.scene_probe import describe
+
+        say(f"auto partition: {describe(pipeline.probe)}", logger="splitinfer.demo")
     if plan is not None:
         say(f"auto partition: {plan.describe()}", logger="splitinfer.demo")
     if not isinstance(pipeline, EdgePipeline):

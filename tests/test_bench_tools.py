@@ -134,6 +134,25 @@ def test_auto_bench_counts_detections_over_the_uplink_as_not_fitting() -> None:
     assert "**no**: over the uplink (40.0 kbit/s)" in auto_partition.report([_auto_result(detections_kbps=40.0)])
 
 
+def test_auto_bench_derives_the_scene_probes_choice_from_the_first_frames_of_the_runs() -> None:
+    """A K-frame probe is the first K frames of each partition's run: detections that send 40 kbit/s there do not
+    fit 32 kbit/s, whatever the shipped curves (5.5 kbit/s) say; K = 0 is the curves alone."""
+    from splitinfer.services.edge.auto_partition import load_curves
+
+    auto_partition = _bench("auto_partition")
+    result = _auto_result(detections_kbps=40.0)
+    result["runs"]["detections"]["frame_bytes"] = [500, 500, 500]  # 40 kbit/s at 10 frames/s
+    result["runs"]["pixels 32"]["frame_bytes"] = result["runs"]["features 32"]["frame_bytes"] = [400, 400, 400]
+    curves = load_curves("yolo-fastest-1.1-xl", None)
+    assert auto_partition.simulated_choices(result, curves, 0)["whole model|all|32"] == "detections"
+    probed = auto_partition.simulated_choices(result, curves, 3)
+    assert probed["whole model|all|32"] == "features 32"  # fewer changes than pixels on the probe: 2 against 6
+    assert probed["pixels only|all|32"] == "pixels 32"
+    table = auto_partition.sweep([dict(result, probe_frames=3, choices=probed)], curves, [0, 3])
+    assert "| clip | 0 | 5 of 6 | whole model/all/32: detections -2 ± nan vs features (over the uplink) |" in table
+    assert "| clip | 3 |" in table and "does not reproduce" not in table
+
+
 def test_auto_bench_refuses_edge_costs_that_leave_no_head_only_budget() -> None:
     auto_partition = _bench("auto_partition")
     with pytest.raises(SystemExit, match="not ordered pixels < features < detections"):

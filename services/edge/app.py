@@ -13,6 +13,7 @@ import math
 import re
 import signal
 import socket
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -80,9 +81,11 @@ class EdgeSettings(CodecSettings):
     partitions: str | None = None  # with auto: the partitions it may choose (None: all)
     edge_budget_ms: float | None = None  # with auto: CPU ms per frame (None: one frame interval)
     partition_curves: str | None = None  # with auto: the curves file (None: the model's shipped one)
+    probe_frames: int | str | None = None  # with auto: the scene probe's frames (None: its default; 0: none)
 
     def auto_request(self) -> AutoRequest:
-        return AutoRequest(self.rate_kbps, self.edge_budget_ms, self.partitions, self.partition_curves)
+        return AutoRequest(self.rate_kbps, self.edge_budget_ms, self.partitions, self.partition_curves,
+                           self.probe_frames)
 
     def source_fps(self) -> float:
         """The frame rate the source runs at, as far as is known (a camera's asked-for rate, a file's own, else 10)."""
@@ -131,11 +134,17 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None, resolved: R
             chosen_settings = resolved_settings(settings, plan)
             return build_pipeline(chosen_settings, model, ResolvedEdge(chosen_settings, codec=resolved.codec))
 
-        chosen, costs = resolve_plan(model, settings.auto_request(), fps=settings.source_fps(),
-                                     pixel_settings=settings.pixel_settings(), curves=curves)
+        request = settings.auto_request()
+        images = grab_probe_frames(settings, request.frames_to_probe())
+        auto = resolve_plan(model, request, fps=settings.source_fps(), pixel_settings=settings.pixel_settings(),
+                            curves=curves, probe_images=images, ladder=resolved.codec.ladder_for(model)
+                            if resolved.codec is not None and "features" in curves.partitions else None)
+        chosen = auto.plan
         pipeline = build(chosen)
         pipeline.plan = chosen
-        pipeline.switcher = PartitionSwitcher(curves, costs, chosen, partitions=settings.partitions,
+        pipeline.probe = auto.probe  # for the demo's summary; None without a probe
+        # The switcher re-plans on the curves auto started from: corrected by the scene probe, when it ran.
+        pipeline.switcher = PartitionSwitcher(auto.curves, auto.costs, chosen, partitions=settings.partitions,
                                               fps=settings.source_fps(), build=build)
         return pipeline
     if settings.partition == "pixels":
@@ -168,6 +177,38 @@ def build_pipeline(settings: EdgeSettings, model: Any | None = None, resolved: R
         pipeline = EdgePipeline(model, ladder.points[-1], rate=rate)
     pipeline.warm_up()  # codec kernels and the head, now rather than on the first frame
     return pipeline
+
+
+def grab_probe_frames(settings: EdgeSettings, count: int) -> list[Any]:
+    """The source's first `count` frames for auto's scene probe, read by a grabber of their own before streaming
+    starts: a file is then streamed from its first frame again; a live source waits for `count` new frames (they
+    are measured, not sent: by the time the plan is made they are old). ConfigError when the source has fewer."""
+    from splitinfer.errors import ConfigError
+    from splitinfer.services.edge.capture import CaptureError, EndOfSource
+
+    if count == 0:
+        return []
+    grabber = build_grabber(settings)
+    if grabber.mode is CaptureMode.FILE:
+        grabber.max_frames = count
+    images: list[Any] = []
+    started = time.monotonic()
+    with grabber:
+        while len(images) < count:
+            try:
+                frame = grabber.get(timeout=1.0)
+            except EndOfSource as end:
+                if end.error and not images:
+                    raise CaptureError(end.reason) from None
+                break
+            if frame is not None:
+                images.append(frame.image)
+    if len(images) < count:
+        raise ConfigError(f"{settings.source} gave {len(images)} frame(s), fewer than the {count} the scene probe of "
+                          "--partition auto measures: lower --probe-frames (0: plan from the curves alone).")
+    log.info("auto partition: the scene probe read %d frames of %s (%s mode) in %.1f s", count, settings.source,
+             grabber.mode.value, time.monotonic() - started)
+    return images
 
 
 def resolved_settings(settings: EdgeSettings, chosen: Plan) -> EdgeSettings:

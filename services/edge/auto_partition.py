@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,29 +87,52 @@ def measure_edge_costs(model: Any, cut: str, partitions: Iterable[str], *, pixel
 
 @dataclass(frozen=True)
 class AutoRequest:
-    """What the user asked of auto: the uplink, the compute budget (None: one frame interval), the partitions."""
+    """What the user asked of auto: the uplink, the compute budget (None: one frame interval), the partitions, the
+    curves file, and the scene probe's frames (None: DEFAULT_PROBE_FRAMES; 0: plan from the curves alone)."""
 
     rate_kbps: float | None
     edge_budget_ms: float | None = None
     partitions: str | None = None
     curves: str | None = None
+    probe_frames: int | str | None = None
 
     def check(self) -> tuple[str, ...]:
-        """The checks that need no model: the budgets are positive, the partitions known; returns them."""
+        """The checks that need no model: the budgets are positive, the partitions known, the probe's frames a
+        whole number >= 0; returns the partitions."""
         if self.rate_kbps is None:
             raise ConfigError("--partition auto plans within an uplink budget: add --rate-kbps (kbit/s).")
         if not self.rate_kbps > 0:
             raise ConfigError(f"--rate-kbps must be positive, got {self.rate_kbps:g}.")
         if self.edge_budget_ms is not None and not self.edge_budget_ms > 0:
             raise ConfigError(f"--edge-budget-ms must be positive (CPU ms per frame), got {self.edge_budget_ms:g}.")
+        self.frames_to_probe()
         return parse_partitions(self.partitions)
+
+    def frames_to_probe(self) -> int:
+        """K, the frames the scene probe measures (checked: ConfigError when not a whole number >= 0)."""
+        from splitinfer.services.edge.scene_probe import DEFAULT_PROBE_FRAMES, check_probe_frames
+
+        return DEFAULT_PROBE_FRAMES if self.probe_frames is None else check_probe_frames(self.probe_frames)
+
+
+@dataclass(frozen=True)
+class ResolvedAuto:
+    """What auto resolved at start: the plan, this edge's costs, the curves it planned on (corrected by the scene
+    probe when there was one: the PartitionSwitcher keeps them) and the probe."""
+
+    plan: Plan
+    costs: dict[str, float]
+    curves: PartitionCurves
+    probe: Any = None  # a scene_probe.SceneProbe, or None without one
 
 
 def resolve_plan(model: Any, request: AutoRequest, *, fps: float, pixel_settings: Any,
-                 costs: dict[str, float] | None = None, curves: PartitionCurves | None = None
-                 ) -> tuple[Plan, dict[str, float]]:
+                 costs: dict[str, float] | None = None, curves: PartitionCurves | None = None,
+                 probe_images: Sequence[np.ndarray] | None = None, ladder: Any = None,
+                 probe_cache: dict[Any, Any] | None = None) -> ResolvedAuto:
     """The plan for this edge: curves (given, else request.curves or the shipped ones), costs (given, or measured
-    now), budgets; and the costs."""
+    now), budgets; with `probe_images` (the source's first K frames) the scene probe corrects the curves first
+    (services/edge/scene_probe.py; `ladder`: the features partition's)."""
     allowed = request.check()
     curves = curves or load_curves(model.name, request.curves)
     cut = curves.cut or model.default_cut
@@ -118,10 +141,18 @@ def resolve_plan(model: Any, request: AutoRequest, *, fps: float, pixel_settings
                                    pixel_settings=pixel_settings, fps=fps)
     budget = request.edge_budget_ms if request.edge_budget_ms is not None else default_edge_budget_ms(fps)
     assert request.rate_kbps is not None  # request.check()
-    chosen = plan(curves, costs, uplink_kbps=request.rate_kbps, edge_budget_ms=budget, partitions=allowed)
+    probe = None
+    if probe_images:
+        from splitinfer.services.edge.scene_probe import probe_and_choose
+
+        chosen, curves, probe = probe_and_choose(model, probe_images, curves, costs, uplink_kbps=request.rate_kbps,
+                                                 edge_budget_ms=budget, partitions=allowed, fps=fps,
+                                                 pixel_settings=pixel_settings, ladder=ladder, cache=probe_cache)
+    else:
+        chosen = plan(curves, costs, uplink_kbps=request.rate_kbps, edge_budget_ms=budget, partitions=allowed)
     log.info("auto partition: %s (edge CPU ms/frame measured: %s)", chosen.describe(),
              ", ".join(f"{k} {v:.1f}" for k, v in costs.items()))
-    return chosen, costs
+    return ResolvedAuto(chosen, costs, curves, probe)
 
 
 # Re-plan only when a budget moved by at least this fraction since the plan was made, switch only to a plan that
@@ -168,11 +199,12 @@ class PartitionSwitcher:
         of its own (detections: their bytes are the scene's objects, not a target)."""
         current = self.plan
         calibrated = min(p.kbps for p in self.curves.points if p.partition == current.partition)
-        if current.partition in RATED or self._bytes_per_frame is None or calibrated <= 0:
+        if current.partition in RATED or self._bytes_per_frame is None:
             return self.curves
-        scale = 8 * self._bytes_per_frame * self.fps / 1000 / calibrated
-        points = tuple(dataclasses.replace(p, kbps=p.kbps * scale) if p.partition == current.partition else p
-                       for p in self.curves.points)
+        observed = 8 * self._bytes_per_frame * self.fps / 1000
+        # A rate of 0 (a scene probe that saw no object) cannot be scaled: the observed rate replaces it.
+        points = tuple(p if p.partition != current.partition else dataclasses.replace(
+            p, kbps=p.kbps * observed / calibrated if calibrated > 0 else observed) for p in self.curves.points)
         return dataclasses.replace(self.curves, points=points)
 
     def set_budgets(self, *, uplink_kbps: float | None = None, edge_budget_ms: float | None = None) -> None:

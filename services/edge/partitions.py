@@ -10,6 +10,7 @@ features, so reconnects, resends and intra requests work the same way:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -220,6 +221,28 @@ class DetectionsRoundtrip:
                                     score=d.score) for d in found])
         self.encode_cpu_s += time.process_time() - started
         return outputs, info, message.ByteSize()
+
+
+def round_trip(model: Any, partition: str, rate_kbps: float | None, *, pixel_settings: PixelSettings | None,
+               ladder: CodecLadder | None, fps: float) -> tuple[Any, str]:
+    """The round trip of one partition (`splitinfer eval --partition P --rate-kbps R`, auto's scene probe) and its
+    name for a report: pixels at `rate_kbps` (else `pixel_settings`' own crf), features under rate control over
+    `ladder` at `rate_kbps`, detections."""
+    if partition == "detections":
+        return DetectionsRoundtrip(model), "detections: the whole model on the edge"
+    if partition == "features":
+        if rate_kbps is None or ladder is None:
+            raise ConfigError("internal error: the features round trip needs a rate and a ladder.")
+        name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
+                f"points, {fps:g} frames/s")
+        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps), name
+    if pixel_settings is None:
+        raise ConfigError("internal error: the pixels round trip needs its encoder settings.")
+    settings = dataclasses.replace(pixel_settings, crf=None, target_kbps=rate_kbps) if rate_kbps else pixel_settings
+    rate = f"{settings.target_kbps:g} kbit/s" if settings.target_kbps is not None else f"crf {settings.crf}"
+    name = (f"pixels: h264 {settings.preset} {rate}, key frame every {settings.key_interval}, "
+            f"{settings.size} size, {fps:g} frames/s")
+    return PixelRoundtrip(model, settings, fps=fps), name
 
 
 class DetectionsPipeline:

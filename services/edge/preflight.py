@@ -104,7 +104,7 @@ def feature_codec_flags() -> dict[str, str]:
 
 _PIXEL_FLAGS = {"pixel_preset": "--pixel-preset", "pixel_crf": "--pixel-crf", "pixel_size": "--pixel-size"}
 _AUTO_FLAGS = {"partitions": "--partitions", "edge_budget_ms": "--edge-budget-ms",
-               "partition_curves": "--partition-curves"}
+               "partition_curves": "--partition-curves", "probe_frames": "--probe-frames"}
 
 
 def given_flags(settings: Any, flags: dict[str, str]) -> list[str]:

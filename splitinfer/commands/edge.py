@@ -43,6 +43,9 @@ PARTITION_OPTIONS = [
            "frame interval of the source, 1000 / fps).", cast=float),
     Option("partition-curves", "With --partition auto: partition curves JSON from `splitinfer calibrate-partitions` "
            "(default: the curves shipped with the model)."),
+    Option("probe-frames", "With --partition auto: measure the partitions that fit on the source's first this many "
+           "frames and plan on curves corrected by what they showed (the scene probe, docs/PARTITIONS.md; a live "
+           "source waits for them); 0: plan from the curves alone (default 30)."),
     Option("pixel-preset", "With --partition pixels: the x264 preset, ultrafast..veryslow (default veryfast; tune "
            "zerolatency always).", choices=PIXEL_PRESETS),
     Option("pixel-crf", "With --partition pixels: x264's constant rate factor, 0..51, lower is better (default 28; "
@@ -120,7 +123,7 @@ def settings_from_args(args: argparse.Namespace, **overrides: object):
         runtime=getattr(args, "runtime", "torch"), threads=getattr(args, "threads", 0),
         partition=args.partition, pixel_preset=args.pixel_preset, pixel_crf=args.pixel_crf,
         pixel_size=args.pixel_size, partitions=args.partitions, edge_budget_ms=args.edge_budget_ms,
-        partition_curves=args.partition_curves,
+        partition_curves=args.partition_curves, probe_frames=args.probe_frames,
     )
     if hasattr(args, "plaintext"):
         values["security"] = client_security.security_from_args(args)

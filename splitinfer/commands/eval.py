@@ -9,7 +9,6 @@ jackknife standard error, the real coded bits per element and bytes per frame co
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import sys
@@ -132,7 +131,8 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
                                             ("--levels", args.levels is not None), ("--cut", args.cut is not None))
                    if value]
     auto_flags = [flag for flag, value in (("--partitions", args.partitions), ("--edge-budget-ms", args.edge_budget_ms),
-                                           ("--partition-curves", args.partition_curves)) if value is not None]
+                                           ("--partition-curves", args.partition_curves),
+                                           ("--probe-frames", args.probe_frames)) if value is not None]
     check_partition_flags(args.partition, codec_flags=codec_flags + (["--ladder"] if args.ladder is not None else []),
                           pixel_flags=pixel_flags, auto_flags=auto_flags, rate_kbps=args.rate_kbps,
                           intra_period=args.intra_period, pixel_crf=args.pixel_crf)
@@ -158,7 +158,8 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
     if args.partition == "auto":
         from splitinfer.services.edge.auto_partition import AutoRequest
 
-        request = AutoRequest(args.rate_kbps, args.edge_budget_ms, args.partitions, args.partition_curves)
+        request = AutoRequest(args.rate_kbps, args.edge_budget_ms, args.partitions, args.partition_curves,
+                              args.probe_frames)
         check_pyav(request.check(), "auto")
     elif args.partition == "pixels":
         check_pyav(["pixels"], "pixels")
@@ -167,31 +168,19 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
         partition, rate, prefix = args.partition, args.rate_kbps, ""
         if partition == "auto":
             from splitinfer.services.edge.auto_partition import resolve_plan
+            from splitinfer.services.edge.scene_probe import read_probe_frames
 
-            chosen, _ = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings)
+            images = read_probe_frames(data, request.frames_to_probe(), step=args.frame_step)
+            chosen = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings, probe_images=images,
+                                  ladder=codec.ladder_for(model)).plan
             partition, rate, prefix = chosen.partition, chosen.rate_kbps, f"auto ({chosen.describe()}) -> "
-        return _round_trip(model, partition, rate, pixel_settings, codec, fps, prefix)
+        from splitinfer.services.edge.partitions import round_trip
+
+        candidate, name = round_trip(model, partition, rate, pixel_settings=pixel_settings,
+                                     ladder=codec.ladder_for(model) if partition == "features" else None, fps=fps)
+        return candidate, prefix + name
 
     return factory, ""
-
-
-def _round_trip(model, partition: str, rate_kbps: float | None, pixel_settings, codec, fps: float, prefix: str):
-    """The candidate of one partition and its name for the report."""
-    from splitinfer.services.edge.partitions import DetectionsRoundtrip, FeatureRoundtrip, PixelRoundtrip
-
-    if partition == "detections":
-        return DetectionsRoundtrip(model), prefix + "detections: the whole model on the edge"
-    if partition == "features":
-        assert rate_kbps is not None and codec is not None  # features without a rate never get here
-        ladder = codec.ladder_for(model)
-        name = (f"features: cut {ladder.cut}, rate control at {rate_kbps:g} kbit/s over {len(ladder.points)} ladder "
-                f"points, {fps:g} frames/s")
-        return FeatureRoundtrip(model, ladder, rate_kbps, fps=fps), prefix + name
-    settings = dataclasses.replace(pixel_settings, crf=None, target_kbps=rate_kbps) if rate_kbps else pixel_settings
-    rate = f"{settings.target_kbps:g} kbit/s" if settings.target_kbps is not None else f"crf {settings.crf}"
-    name = (f"pixels: h264 {settings.preset} {rate}, key frame every {settings.key_interval}, "
-            f"{settings.size} size, {fps:g} frames/s")
-    return PixelRoundtrip(model, settings, fps=fps), prefix + name
 
 
 def run(args: argparse.Namespace) -> int:

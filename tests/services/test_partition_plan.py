@@ -230,3 +230,19 @@ def test_detections_that_send_more_than_calibrated_are_replanned_when_they_overf
         switcher.observe(452)  # a crowd: 36 kbit/s on a 32 kbit/s uplink
     replanned = switcher.due()
     assert replanned is not None and replanned.partition == "pixels" and replanned.rate_kbps == 32
+
+
+def test_detections_probed_at_zero_bytes_are_still_replanned_when_a_crowd_arrives() -> None:
+    """A scene probe that saw no object corrects the detections' rate to 0 kbit/s; the run-time correction must
+    still see them outgrow the uplink (a rate of 0 cannot be scaled)."""
+    from splitinfer.services.edge.auto_partition import MIN_FRAMES_BETWEEN_SWITCHES, PartitionSwitcher
+
+    curves = PartitionCurves("m", (OperatingPoint("pixels", 15.0, 3.0, 16.0), OperatingPoint("detections", 0.0, 0.0)))
+    chosen = plan(curves, EDGE, uplink_kbps=32, edge_budget_ms=100)
+    switcher = PartitionSwitcher(curves, EDGE, chosen, build=lambda p: p, fps=10.0)
+    assert chosen.partition == "detections"
+    for _ in range(MIN_FRAMES_BETWEEN_SWITCHES + 60):
+        switcher.frame_sent()
+        switcher.observe(452)  # 36 kbit/s on a 32 kbit/s uplink
+    replanned = switcher.due()
+    assert replanned is not None and replanned.partition == "pixels" and replanned.rate_kbps == 32
