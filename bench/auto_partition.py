@@ -15,8 +15,11 @@ For each video (named as in bench/rate_control.py, or a path; the first --frames
    --probe-frames frames (services/edge/scene_probe.py: its own reference and round trips, each partition and
    rate probed once per video), then the chosen partition's round trip at the chosen rate over the whole clip,
    probe frames included (as live): the run of step 3 with that partition and rate (the same code on the same
-   frames; two runs of a round trip give the same bytes and changes). `--report --sweep K...` re-derives the
-   choices for other probe lengths from the runs' first K frames (and checks it reproduces the real probe's).
+   frames; two runs of a round trip give the same bytes and changes), unless auto's PartitionSwitcher, fed that
+   run's bytes, would switch partition at run time (detections that outgrow the uplink): then auto itself runs
+   (services/edge/auto_partition.py AutoRoundtrip, what eval runs) and its run is the cell's ("auto <cell>").
+   `--report --sweep K...` re-derives the starting choices for other probe lengths from the runs' first K frames
+   (and checks it reproduces the real probe's).
 A single partition fits a cell when its measured edge cost is within the edge budget and, for detections (which
 hold no bitrate), its achieved kbit/s is within the uplink; pixels and features are told to hold the uplink (their
 achieved rate is in the tables: rate control overshoots on short clips). Auto passes a cell when its changes exceed
@@ -130,21 +133,34 @@ def pixel_settings(rate_kbps: float | None):
 
 
 def choose(model, curves, costs: dict[str, float], fps: float, rate_kbps: float, budget_ms: float,
-           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None
-           ) -> tuple[str | None, float | None]:
-    """What auto runs at these budgets: (partition, rate) from resolve_plan with the measured costs and, with
-    `probe_images`, the scene probe on them (as `splitinfer eval --partition auto` runs it), or (None, None) when
-    nothing fits."""
+           partitions: str | None, *, probe_images=(), ladder=None, probe_cache=None):
+    """What auto starts with at these budgets: resolve_plan's ResolvedAuto with the measured costs and, with
+    `probe_images`, the scene probe on them (as `splitinfer eval --partition auto` runs it); None when nothing
+    fits."""
     from splitinfer.services.edge.auto_partition import AutoRequest, resolve_plan
     from splitinfer.services.edge.partition_plan import NoFeasiblePlan
 
     try:
-        chosen = resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions, probe_frames=len(probe_images)),
-                              fps=fps, pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves,
-                              probe_images=list(probe_images), ladder=ladder, probe_cache=probe_cache).plan
+        return resolve_plan(model, AutoRequest(rate_kbps, budget_ms, partitions, probe_frames=len(probe_images)),
+                            fps=fps, pixel_settings=pixel_settings(rate_kbps), costs=costs, curves=curves,
+                            probe_images=list(probe_images), ladder=ladder, probe_cache=probe_cache)
     except NoFeasiblePlan:
-        return None, None
-    return chosen.partition, chosen.rate_kbps
+        return None
+
+
+def first_switch(resolved, frame_bytes: list[int], partitions: str | None, fps: float) -> int | None:
+    """The frame before which auto's PartitionSwitcher would switch, fed the bytes of the partition it started with
+    (None: it keeps that partition over the clip, whose run is then auto's to the frame)."""
+    from splitinfer.services.edge.auto_partition import PartitionSwitcher
+
+    switcher = PartitionSwitcher(resolved.curves, resolved.costs, resolved.plan, build=lambda plan: None,
+                                 partitions=partitions, fps=fps)
+    for index, nbytes in enumerate(frame_bytes):
+        if switcher.due() is not None:
+            return index
+        switcher.observe(nbytes)
+        switcher.frame_sent()
+    return None
 
 
 def run_key(partition: str, rate_kbps: float | None) -> str:
@@ -154,7 +170,7 @@ def run_key(partition: str, rate_kbps: float | None) -> str:
 def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[float, ...], log=print,
                   probe_frames: int = 0) -> dict[str, Any]:
     from splitinfer.dnn.eval_images import iter_source
-    from splitinfer.services.edge.auto_partition import measure_edge_costs
+    from splitinfer.services.edge.auto_partition import AutoRoundtrip, measure_edge_costs
     from splitinfer.services.pixels import video_file_fps
 
     path = video_path(name)
@@ -172,7 +188,8 @@ def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[fl
         runs[run_key(partition, rate)] = run
         log(f"  {run_key(partition, rate):14s} {run.kbps:7.1f} kbit/s changes {sum(run.changes):5d} "
             f"edge {run.edge_ms:.1f} ms/frame")
-    choices = {}
+    choices: dict[str, str | None] = {}  # per cell, the run that is auto's: "auto <cell>" when it switched
+    starts: dict[str, str | None] = {}  # per cell, the partition and rate auto started with
     probe_images = [image for image, _ in clip[:probe_frames]]
     if len(probe_images) < probe_frames:
         raise SystemExit(f"{video_label(name)} has {len(clip)} frames, fewer than --probe-frames {probe_frames}.")
@@ -180,18 +197,30 @@ def measure_video(model, ladder, curves, name: str, frames: int, rates: tuple[fl
     for budget_name, budget_ms in budgets.items():
         for restriction in RESTRICTIONS:
             for rate in rates:
-                partition, chosen_rate = choose(model, curves, costs, fps, rate, budget_ms, restriction,
-                                                probe_images=probe_images, ladder=ladder, probe_cache=probe_cache)
-                key = None if partition is None else run_key(partition, chosen_rate)
-                if key is not None and key not in runs:  # auto chose a rate the singles did not run
-                    candidate = round_trip(model, ladder, partition, chosen_rate, fps)
-                    runs[key] = evaluate_frames(model, clip, candidate, fps, partition, chosen_rate)
-                choices[f"{budget_name}|{restriction or 'all'}|{rate:g}"] = key
+                resolved = choose(model, curves, costs, fps, rate, budget_ms, restriction,
+                                  probe_images=probe_images, ladder=ladder, probe_cache=probe_cache)
+                cell = f"{budget_name}|{restriction or 'all'}|{rate:g}"
+                key = None if resolved is None else run_key(resolved.plan.partition, resolved.plan.rate_kbps)
+                if resolved is not None and key not in runs:  # auto chose a rate the singles did not run
+                    candidate = round_trip(model, ladder, resolved.plan.partition, resolved.plan.rate_kbps, fps)
+                    runs[key] = evaluate_frames(model, clip, candidate, fps, resolved.plan.partition,
+                                                resolved.plan.rate_kbps)
+                if resolved is not None and first_switch(resolved, runs[key].frame_bytes, restriction, fps) is not None:
+                    # It switches at run time, as a streaming edge (and eval) would: run auto itself.
+                    auto = AutoRoundtrip(resolved, lambda plan: round_trip(model, ladder, plan.partition,
+                                                                           plan.rate_kbps, fps),
+                                         partitions=restriction, fps=fps)
+                    key = f"auto {cell}"
+                    runs[key] = evaluate_frames(model, clip, auto, fps, "auto", rate)
+                    log(f"  {key}: {auto.summary()}; {runs[key].kbps:.1f} kbit/s changes {sum(runs[key].changes)}")
+                starts[cell] = None if resolved is None else run_key(resolved.plan.partition,
+                                                                      resolved.plan.rate_kbps)
+                choices[cell] = key
     probed = {f"{k[0]} {k[1]:g}" if k[1] is not None else k[0]: {"changes": list(v.changes), "bytes": list(v.bytes),
                                                                  "cpu_s": v.cpu_s}
               for k, v in probe_cache.items() if k != "reference"}
     return {"video": video_label(name), "fps": fps, "frames": len(runs["detections"].changes), "costs": costs,
-            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices,
+            "budgets": budgets, "runs": {k: asdict(v) for k, v in runs.items()}, "choices": choices, "starts": starts,
             "probe_frames": probe_frames, "probed": probed}
 
 
@@ -325,12 +354,13 @@ def verdict(result: dict[str, Any]) -> tuple[int, int, list[str]]:
 
 def sweep(results: list[dict[str, Any]], curves, lengths: list[int]) -> str:
     """Per video and probe length K: cells within one SE of the best fitting partition (choices simulated from the
-    runs' first K frames), and whether the simulation reproduces the run's own probe at its K."""
+    runs' first K frames; the plan auto starts with, without its run-time switches), and whether the simulation
+    reproduces the start of the run's own probe at its K."""
     lines = ["| video | probe frames K | cells within one SE | failing cells (auto - best ± SE) |",
              "|---|---|---|---|"]
     for result in results:
         run_k = result.get("probe_frames", 0)
-        if simulated_choices(result, curves, run_k) != result["choices"]:
+        if simulated_choices(result, curves, run_k) != result.get("starts", result["choices"]):
             lines.append(f"| {result['video']} | {run_k} | the simulation does not reproduce the run's probe | |")
         for k in lengths:
             if k > result["frames"]:

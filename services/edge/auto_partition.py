@@ -272,3 +272,65 @@ class PartitionSwitcher:
                  chosen.describe(), extra={"event": {"event": "partition_switch", "from": previous.partition,
                                                      "to": chosen.partition, "reason": reason,
                                                      "rate_kbps": chosen.rate_kbps}})
+
+
+class AutoRoundtrip:
+    """`--partition auto` in one process (`splitinfer eval`, bench/auto_partition.py), as a streaming edge runs it:
+    the plan's partition's round trip, the PartitionSwitcher told what each frame sent, and between frames a switch
+    to another partition's round trip when it says so (the new one's coding starts afresh, with a key or intra
+    frame, as a new call does). `round_trip(plan)` builds a partition's round trip (services/edge/partitions.py)."""
+
+    def __init__(self, resolved: ResolvedAuto, round_trip: Callable[[Plan], Any], *, partitions: str | None,
+                 fps: float) -> None:
+        self.switcher = PartitionSwitcher(resolved.curves, resolved.costs, resolved.plan, build=round_trip,
+                                          partitions=partitions, fps=fps)
+        self.current = round_trip(resolved.plan)
+        self.partitions_run: list[str] = []  # per frame, the partition that coded it
+        self._cuts = [self.current.cut]
+        self._finished_cpu_s = 0.0
+
+    @property
+    def cut(self) -> str:
+        """The cut of the partition that ran, or of each in turn ("60+input") when auto switched."""
+        return "+".join(dict.fromkeys(self._cuts))
+
+    def summary(self) -> str:
+        """Which partition coded which frames, e.g. "detections for frames 0-29, then features for 30-149"."""
+        spans: list[tuple[str, int, int]] = []
+        for index, name in enumerate(self.partitions_run):
+            if spans and spans[-1][0] == name:
+                spans[-1] = (name, spans[-1][1], index)
+            else:
+                spans.append((name, index, index))
+        return ", then ".join(f"{name} for frames {first}-{last}" for name, first, last in spans)
+
+    @property
+    def encode_cpu_s(self) -> float:
+        """The edge's CPU time over every round trip this one ran."""
+        return self._finished_cpu_s + self.current.encode_cpu_s
+
+    def __call__(self, image_bgr: np.ndarray) -> tuple[Any, Any, int]:
+        chosen = self.switcher.due()
+        if chosen is not None:
+            previous = self.switcher.plan
+            self._finished_cpu_s += self.current.encode_cpu_s
+            self.current = self.switcher.build(chosen)
+            self._cuts.append(self.current.cut)
+            self.switcher.switched(previous, chosen)
+        outputs, info, nbytes = self.current(image_bgr)
+        self.switcher.observe(nbytes)
+        self.switcher.frame_sent()
+        self.partitions_run.append(self.switcher.plan.partition)
+        return outputs, info, nbytes
+
+
+def auto_round_trip(model: Any, resolved: ResolvedAuto, request: AutoRequest, *, pixel_settings: Any, ladder: Any,
+                    fps: float) -> tuple[AutoRoundtrip, str]:
+    """`splitinfer eval --partition auto`'s candidate: an AutoRoundtrip over eval's round trips, and its name."""
+    from splitinfer.services.edge.partitions import round_trip
+
+    def build(chosen: Plan) -> Any:
+        return round_trip(model, chosen.partition, chosen.rate_kbps, pixel_settings=pixel_settings,
+                          ladder=ladder if chosen.partition == "features" else None, fps=fps)[0]
+
+    return AutoRoundtrip(resolved, build, partitions=request.partitions, fps=fps), f"auto ({resolved.plan.describe()})"

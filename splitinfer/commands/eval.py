@@ -167,13 +167,14 @@ def _partition_candidate(args: argparse.Namespace, data: Path):
     def factory(model):
         partition, rate, prefix = args.partition, args.rate_kbps, ""
         if partition == "auto":
-            from splitinfer.services.edge.auto_partition import resolve_plan
+            from splitinfer.services.edge.auto_partition import auto_round_trip, resolve_plan
             from splitinfer.services.edge.scene_probe import read_probe_frames
 
             images = read_probe_frames(data, request.frames_to_probe(), step=args.frame_step)
-            chosen = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings, probe_images=images,
-                                  ladder=codec.ladder_for(model)).plan
-            partition, rate, prefix = chosen.partition, chosen.rate_kbps, f"auto ({chosen.describe()}) -> "
+            ladder = codec.ladder_for(model)
+            resolved = resolve_plan(model, request, fps=fps, pixel_settings=pixel_settings, probe_images=images,
+                                    ladder=ladder)
+            return auto_round_trip(model, resolved, request, pixel_settings=pixel_settings, ladder=ladder, fps=fps)
         from splitinfer.services.edge.partitions import round_trip
 
         candidate, name = round_trip(model, partition, rate, pixel_settings=pixel_settings,
@@ -247,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         )
         if candidate is not None:
             report.cut, report.codec = candidate.cut, candidate_name
+            if hasattr(candidate, "summary"):  # auto: which partition coded which frames
+                report.codec += f": {candidate.summary()}"
     result = report.to_dict()
     result["runtime"], result["threads"] = runtime.name, runtime.threads
     if truncated:

@@ -185,3 +185,31 @@ def test_calibrate_partitions_refuses_bad_input_before_loading_the_model(video, 
     named = {"VIDEO": str(video), "OTHER": str(tmp_path / "other.json")}
     assert main(["calibrate-partitions", *[named.get(a, a) for a in argv]]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_eval_switches_like_a_streaming_edge_when_detections_outgrow_the_uplink(model, video) -> None:
+    """`splitinfer eval --partition auto` runs auto as the edge does: curves that promise detections at 1 kbit/s
+    start it on detections; they send more than the 4 kbit/s uplink here, so after MIN_FRAMES_BETWEEN_SWITCHES
+    frames it switches to features (within the uplink), each frame coded by exactly one partition."""
+    from splitinfer.codec.ladder import CodecLadder
+    from splitinfer.services.edge.auto_partition import AutoRequest, auto_round_trip, resolve_plan
+    from splitinfer.services.edge.capture import FrameGrabber
+    from splitinfer.services.profiles import packaged_profile
+
+    curves = PartitionCurves(MODEL, (OperatingPoint("features", 4.0, 0.5, 4.0, setting="ladder"),
+                                     OperatingPoint("detections", 1.0, 0.0)), cut="60", video="made up")
+    request = AutoRequest(4.0, 1000.0, "features,detections")
+    costs = {"features": 10.0, "detections": 20.0}
+    resolved = resolve_plan(model, request, fps=10.0, pixel_settings=None, costs=costs, curves=curves)
+    assert resolved.plan.partition == "detections"
+    ladder = CodecLadder.load(packaged_profile(MODEL, "ladder"))
+    auto, name = auto_round_trip(model, resolved, request, pixel_settings=None, ladder=ladder, fps=10.0)
+    frames = MIN_FRAMES_BETWEEN_SWITCHES + 10
+    with FrameGrabber(str(video), max_frames=frames) as grabber:
+        sent = [auto(frame.image)[2] for frame in grabber.frames()]
+    assert len(sent) == len(auto.partitions_run) == frames
+    assert auto.partitions_run == ["detections"] * MIN_FRAMES_BETWEEN_SWITCHES + ["features"] * 10
+    assert auto.switcher.stats.switches == 1 and auto.cut == "output+60"
+    assert auto.summary() == (f"detections for frames 0-{MIN_FRAMES_BETWEEN_SWITCHES - 1}, then features for frames "
+                              f"{MIN_FRAMES_BETWEEN_SWITCHES}-{frames - 1}")
+    assert name.startswith("auto (detections")
