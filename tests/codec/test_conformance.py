@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from splitinfer.codec import CODER_VERSION, CodecError, CodecLimits, Coder, decode, decode_levels, encode_levels
+from splitinfer.codec import (
+    CODER_VERSION,
+    CodecError,
+    CodecLimits,
+    Coder,
+    Quantizer,
+    decode,
+    decode_levels,
+    encode_levels,
+)
 from splitinfer.codec.entropy import INTER_VERSION
 from splitinfer.v1 import tensor_pb2
 from splitinfer.wire import tensor_from_proto
@@ -25,6 +34,7 @@ NODE_CODER = ROOT / "clients" / "examples" / "node-decoder"
 VECTORS = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(FOLDER.glob("*.json"))]
 VALID = [v for v in VECTORS if v["expect_error"] is None]
 REFUSED = [v for v in VECTORS if v["expect_error"] is not None]
+COMPACT = [v for v in VALID if not v["tensor"]["quantizer"]["reconstruction"]]
 
 
 def _message(vector: dict) -> tensor_pb2.CompressedTensor:
@@ -53,6 +63,24 @@ def test_vectors_cover_every_coder_and_stay_small() -> None:
     assert {v["tensor"]["quantizer"]["levels"] for v in VALID} >= {2, 256}
     assert len(REFUSED) >= 5
     assert sum(p.stat().st_size for p in FOLDER.glob("*.json")) < 360_000
+
+
+def test_compact_uniform_vectors_cover_small_and_large_quantizers_intra_and_inter() -> None:
+    assert {v["tensor"]["quantizer"]["levels"] for v in COMPACT} >= {2, 3, 255, 256}
+    assert all(v["tensor"]["quantizer"]["kind"] == "UNIFORM" and not v["tensor"]["quantizer"]["thresholds"]
+               for v in COMPACT)
+    assert {v["tensor"]["coder_version"] for v in COMPACT} == {CODER_VERSION, INTER_VERSION}
+    assert any(v["tensor"]["quantizer"]["kind"] == "ECSQ" and not v["tensor"]["quantizer"]["reconstruction"]
+               for v in REFUSED)
+
+
+@pytest.mark.parametrize("vector", COMPACT, ids=lambda v: v["name"])
+def test_compact_vectors_expect_the_derived_uniform_quantizer(vector: dict) -> None:
+    t = vector["tensor"]
+    derived = Quantizer.uniform(t["clip_min"], t["clip_max"], t["quantizer"]["levels"])
+    assert vector["values"] == [derived.reconstruction[k] for k in vector["levels"]]
+    if t["quantizer"]["levels"] >= 255:  # every value of the derivation is checked
+        assert sorted(set(vector["levels"])) == list(range(t["quantizer"]["levels"]))
 
 
 @pytest.mark.parametrize("vector", VALID, ids=lambda v: v["name"])

@@ -119,6 +119,19 @@ function planes(shape) {
   return [p, shape[shape.length - 2], shape[shape.length - 1]];
 }
 
+// Section 1, "Compact uniform quantizers": linspace(lo, hi, n) in doubles as numpy computes it (i * step + lo,
+// the last value hi itself), each rounded to float32; thresholds halfway between, in doubles, rounded.
+function deriveUniform(lo, hi, n) {
+  if (!(Number.isFinite(lo) && Number.isFinite(hi) && lo < hi)) fail(`clip_min ${lo} must be below clip_max ${hi}`);
+  const step = (hi - lo) / (n - 1);
+  const rec = [];
+  for (let i = 0; i < n - 1; i++) rec.push(Math.fround(i * step + lo));
+  rec.push(hi);
+  const thr = [];
+  for (let j = 0; j < n - 1; j++) thr.push(Math.fround((rec[j] + rec[j + 1]) / 2));
+  return [rec, thr];
+}
+
 function checkQuantizer(tensor) {
   const q = tensor.quantizer;
   if (!q || typeof q !== 'object') fail('the tensor has no quantizer');
@@ -126,12 +139,14 @@ function checkQuantizer(tensor) {
   if (!(kind === 'UNIFORM' || kind === 'ECSQ' || kind === 1 || kind === 2)) fail(`unknown quantizer kind ${kind}`);
   const n = q.levels;
   if (!Number.isInteger(n) || n < 2 || n > 256) fail(`quantizer levels must be 2..256, got ${n}`);
-  const rec = q.reconstruction;
-  const thr = q.thresholds;
-  if (!Array.isArray(rec) || rec.length !== n) fail(`${n} levels need ${n} reconstruction values`);
-  if (!Array.isArray(thr) || thr.length !== n - 1) fail(`${n} levels need ${n - 1} thresholds`);
+  const none = (list) => list == null || (Array.isArray(list) && list.length === 0);
   const lo = Math.fround(tensor.clip_min);
   const hi = Math.fround(tensor.clip_max);
+  const compact = none(q.reconstruction) && none(q.thresholds);
+  if (compact && !(kind === 'UNIFORM' || kind === 1)) fail('only a UNIFORM quantizer may leave out its values');
+  const [rec, thr] = compact ? deriveUniform(lo, hi, n) : [q.reconstruction, q.thresholds];
+  if (!Array.isArray(rec) || rec.length !== n) fail(`${n} levels need ${n} reconstruction values`);
+  if (!Array.isArray(thr) || thr.length !== n - 1) fail(`${n} levels need ${n - 1} thresholds`);
   for (const v of [lo, hi, ...rec, ...thr]) {
     if (typeof v !== 'number' || !Number.isFinite(Math.fround(v))) fail('quantizer values must be finite float32');
   }

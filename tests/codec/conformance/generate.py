@@ -22,6 +22,7 @@ from splitinfer.codec import (
     CodecLimits,
     Coder,
     Quantizer,
+    QuantizerKind,
     decode,
     decode_levels,
     encode_levels,
@@ -30,6 +31,7 @@ from splitinfer.codec.ecsq import design_ecsq
 from splitinfer.codec.entropy import INTER_VERSION, coder_versions
 from splitinfer.codec.quantizer import quantize_with_reference
 from splitinfer.codec.tensor import CompressedTensor
+from splitinfer.wire import is_derivable
 
 HERE = Path(__file__).resolve().parent
 ACTIVATIONS = HERE.parents[2] / ".." / "shared" / "data" / "activations" / "yolo-fastest-1.1-xl.npz"
@@ -56,6 +58,18 @@ def _tensor_fields(t: CompressedTensor) -> dict:
         "payload_base64": base64.b64encode(t.payload).decode("ascii"),
         "payload_crc32": t.payload_crc32,
     }
+
+
+def _explicit_uniform(clip_min: float, clip_max: float, levels: int) -> Quantizer:
+    """The uniform quantizer the explicit vectors carry: linspace over the clip range as given, in float64 (how
+    Quantizer.uniform made it before it rounded the clip range to float32 first, for compact quantizers). A
+    quantizer that travels with its values decodes whatever they are; where the clip range is not exact in float32
+    (e.g. layer22's -0.34..3.1) they differ from the derived ones in the last bit, so these vectors also check that
+    a decoder reads the values it is given rather than deriving them."""
+    rec = np.linspace(clip_min, clip_max, int(levels), dtype=np.float64).astype(np.float32)
+    thr = ((rec[:-1].astype(np.float64) + rec[1:]) / 2).astype(np.float32)
+    return Quantizer(QuantizerKind.UNIFORM, clip_min, clip_max, tuple(float(t) for t in thr),
+                     tuple(float(r) for r in rec))
 
 
 def _vector(name: str, description: str, source: str, levels: np.ndarray, quantizer: Quantizer, coder: Coder,
@@ -90,7 +104,7 @@ def _synthetic(rng: np.random.Generator) -> list[dict]:
     out = []
     short = {Coder.BIN_CONTEXTS: "bin", Coder.NEIGHBOUR_CONTEXTS: "neighbour",
              Coder.SIGNED_NEIGHBOUR_CONTEXTS: "signed", Coder.TEMPORAL_CONTEXTS: "temporal"}
-    u = Quantizer.uniform
+    u = _explicit_uniform
 
     def every_coder(label: str, description: str, levels: np.ndarray, n: int, quantizer: Quantizer) -> None:
         for coder, ref in _coders_for(levels, rng, n):
@@ -165,13 +179,13 @@ def _real(rng: np.random.Generator) -> list[dict]:
     out = []
     src = "yolo-fastest-1.1-xl.npz"
     x22 = data["layer22"][0, 0:4, 10:16, 20:29]
-    q22 = Quantizer.uniform(-0.34, 3.1, 4)
+    q22 = _explicit_uniform(-0.34, 3.1, 4)
     l22 = q22.quantize(x22)
     for coder in (Coder.BIN_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS):
         out.append(_vector(f"layer22-n4-{coder.name.lower()}", "leaky activations, 4 uniform levels",
                            f"{src} layer22[0, 0:4, 10:16, 20:29]", l22, q22, coder))
     x80 = data["layer80"][1, 5:8, 3:10, 0:13]
-    q80 = Quantizer.uniform(-8.0, 8.0, 6)
+    q80 = _explicit_uniform(-8.0, 8.0, 6)
     l80 = q80.quantize(x80)
     for coder in (Coder.SIGNED_NEIGHBOUR_CONTEXTS, Coder.NEIGHBOUR_CONTEXTS):
         out.append(_vector(f"layer80-n6-{coder.name.lower()}", "linear shortcut (signed), 6 uniform levels, 7x13 "
@@ -183,7 +197,7 @@ def _real(rng: np.random.Generator) -> list[dict]:
         out.append(_vector(f"layer34-ecsq8-{coder.name.lower()}", "linear shortcut, 8-level ECSQ quantizer",
                            f"{src} layer34[2, 0:2, 0:9, 0:11]", l34, q34, coder))
     x59 = data["layer59"][3, 0:2, 0:10, 0:10]
-    q59 = Quantizer.uniform(-0.5, 6.0, 256)
+    q59 = _explicit_uniform(-0.5, 6.0, 256)
     l59 = q59.quantize(x59)
     for coder in (Coder.NEIGHBOUR_CONTEXTS, Coder.SIGNED_NEIGHBOUR_CONTEXTS):
         out.append(_vector(f"layer59-n256-{coder.name.lower()}", "leaky activations, 256 uniform levels",
@@ -193,7 +207,7 @@ def _real(rng: np.random.Generator) -> list[dict]:
     ref80 = q80.quantize(data["layer80"][0, 5:8, 3:10, 0:13])
     out.append(_vector("layer80-n6-temporal-next-image", "inter frame against another image's levels",
                        f"{src} layer80[1 (reference 0), 5:8, 3:10, 0:13]", l80, q80, Coder.TEMPORAL_CONTEXTS, ref80))
-    q22b = Quantizer.uniform(-0.34, 3.1, 8)
+    q22b = _explicit_uniform(-0.34, 3.1, 8)
     ref22 = q22b.quantize(x22)
     noisy = x22 + rng.normal(0, 0.15, x22.shape).astype(np.float32)
     cur22 = quantize_with_reference(noisy, q22b, ref22, 0.25)
@@ -206,7 +220,7 @@ def _real(rng: np.random.Generator) -> list[dict]:
 def _inter(rng: np.random.Generator) -> list[dict]:
     """TEMPORAL_CONTEXTS version 2 (section 4.3): skipped and coded planes, both directions, every edge case."""
     out = []
-    u = Quantizer.uniform
+    u = _explicit_uniform
     t = Coder.TEMPORAL_CONTEXTS
 
     def inter(name: str, description: str, source: str, levels, reference, quantizer: Quantizer) -> None:
@@ -260,12 +274,12 @@ def _inter(rng: np.random.Generator) -> list[dict]:
           np.zeros_like(top), u(0, 255, 256))
     data = np.load(ACTIVATIONS)
     src = "yolo-fastest-1.1-xl.npz"
-    q80 = Quantizer.uniform(-8.0, 8.0, 6)
+    q80 = _explicit_uniform(-8.0, 8.0, 6)
     inter("layer80-n6-next-image", "inter frame against another image's levels", f"{src} layer80[1 (reference 0), "
           "5:8, 3:10, 0:13]", q80.quantize(data["layer80"][1, 5:8, 3:10, 0:13]),
           q80.quantize(data["layer80"][0, 5:8, 3:10, 0:13]), q80)
     x22 = data["layer22"][0, 0:4, 10:16, 20:29]
-    q22 = Quantizer.uniform(-0.34, 3.1, 8)
+    q22 = _explicit_uniform(-0.34, 3.1, 8)
     ref22 = q22.quantize(x22)
     noisy = x22 + rng.normal(0, 0.1, x22.shape).astype(np.float32)
     noisy[1:3] = x22[1:3]
@@ -273,6 +287,53 @@ def _inter(rng: np.random.Generator) -> list[dict]:
           f"{src} layer22[0, 0:4, 10:16, 20:29] + N(0, 0.1)", quantize_with_reference(noisy, q22, ref22, 0.25), ref22,
           q22)
     return out
+
+
+def _compact(rng: np.random.Generator) -> list[dict]:
+    """Compact uniform quantizers (section 1): no reconstruction values and no thresholds on the wire, the decoder
+    derives them. Awkward clip ranges (not exact in float32) and every level present where N is large, so that a
+    derivation off by one float32 step anywhere shows in `values`."""
+    u = Quantizer.uniform
+    out = []
+
+    def compact(name: str, description: str, levels: np.ndarray, quantizer: Quantizer, coder: Coder,
+                reference: np.ndarray | None = None, version: int = CODER_VERSION) -> None:
+        assert is_derivable(quantizer), name
+        doc = _vector(f"compact-uniform-{name}", description, "synthetic", levels, quantizer, coder, reference,
+                      version)
+        doc["tensor"]["quantizer"].update(reconstruction=[], thresholds=[])
+        assert doc["values"] == [quantizer.reconstruction[k] for k in doc["levels"]], name
+        out.append(doc)
+
+    every_255 = rng.permutation(255).astype(np.uint8).reshape(1, 15, 17)
+    compact("n255-signed", "255 levels over [-0.3, 5.1] derived, each level once", every_255, u(-0.3, 5.1, 255),
+            Coder.SIGNED_NEIGHBOUR_CONTEXTS)
+    compact("n2-bin", "2 levels over [-0.3, 5.1] derived", rng.integers(0, 2, (2, 3, 5)).astype(np.uint8),
+            u(-0.3, 5.1, 2), Coder.BIN_CONTEXTS)
+    compact("n3-neighbour", "3 levels over [-1.7, 0.1] derived", rng.integers(0, 3, (2, 4, 5)).astype(np.uint8),
+            u(-1.7, 0.1, 3), Coder.NEIGHBOUR_CONTEXTS)
+    every_256 = rng.permutation(256).astype(np.uint8).reshape(2, 8, 16)
+    reference = np.clip(every_256.astype(np.int64) + rng.integers(-3, 4, every_256.shape), 0, 255).astype(np.uint8)
+    reference[1] = every_256[1]
+    compact("n256-inter-v2", "256 levels over [0.1, 0.7] derived, each level once; TEMPORAL_CONTEXTS version 2, "
+            "plane 0 changed, plane 1 skipped", every_256, u(0.1, 0.7, 256), Coder.TEMPORAL_CONTEXTS, reference,
+            INTER_VERSION)
+    return out
+
+
+def _refused_compact(valid: dict) -> list[dict]:
+    """Quantizers without their values that a decoder must refuse: only UNIFORM with both lists empty is derived."""
+    ecsq = json.loads(json.dumps(valid))
+    ecsq["tensor"]["quantizer"]["kind"] = "ECSQ"
+    reason = "an ECSQ quantizer without reconstruction values: only a uniform one is derived"
+    ecsq.update(name="refuse-compact-ecsq", description=reason, expect_error=reason, levels=None, values=None)
+    half = json.loads(json.dumps(valid))
+    half["tensor"]["quantizer"]["reconstruction"] = list(Quantizer.uniform(
+        half["tensor"]["clip_min"], half["tensor"]["clip_max"], half["tensor"]["quantizer"]["levels"]).reconstruction)
+    reason = "a uniform quantizer with reconstruction values but no thresholds: either both or neither"
+    half.update(name="refuse-compact-uniform-thresholds-missing", description=reason, expect_error=reason,
+                levels=None, values=None)
+    return [ecsq, half]
 
 
 def _refused(valid: dict, signed_valid: dict, temporal_valid: dict, signed_ending_off: dict) -> list[dict]:
@@ -408,7 +469,7 @@ def _mode_run() -> dict:
     """One element off the pivot, then 59 on it: 62 counted bins, beyond max_bins = 10."""
     levels = np.full(60, 2, np.uint8)
     levels[0] = 1
-    doc = _vector("refuse-work-limit-signed-mode-run", "", "synthetic", levels, Quantizer.uniform(-2, 2, 5),
+    doc = _vector("refuse-work-limit-signed-mode-run", "", "synthetic", levels, _explicit_uniform(-2, 2, 5),
                   Coder.SIGNED_NEIGHBOUR_CONTEXTS)
     reason = "62 counted bins (the last 59 elements on the pivot) exceed max_bins = 10"
     doc.update(description=reason, expect_error=reason, levels=None, values=None)
@@ -421,8 +482,8 @@ def _mode_run() -> dict:
 KNOWN_BUGS: dict[str, str] = {}
 
 
-def _decode_vector(doc: dict) -> np.ndarray:
-    """Our decoder on a vector, through the wire conversion, with the vector's limits."""
+def _decode_vector(doc: dict, values: bool = False) -> np.ndarray:
+    """Our decoder on a vector, through the wire conversion, with the vector's limits: its levels (or values)."""
     from splitinfer.v1 import tensor_pb2
     from splitinfer.wire import tensor_from_proto
 
@@ -438,11 +499,13 @@ def _decode_vector(doc: dict) -> np.ndarray:
     limits = CodecLimits(**doc["limits"]) if "limits" in doc else None
     tensor = tensor_from_proto(message, limits)
     reference = None if ref is None else np.array(ref, dtype=np.int64).reshape(tensor.shape)
-    return decode_levels(tensor, reference=reference, limits=limits)
+    return (decode if values else decode_levels)(tensor, reference=reference, limits=limits)
 
 
 def _check_accepted(doc: dict) -> None:
     assert _decode_vector(doc).reshape(-1).tolist() == doc["levels"], doc["name"]
+    if doc["values"] is not None:
+        assert [float(v) for v in _decode_vector(doc, values=True).reshape(-1)] == doc["values"], doc["name"]
 
 
 def _check_refused(doc: dict) -> None:
@@ -468,6 +531,11 @@ def main() -> None:
                        by_name["layer22-n8-temporal-hysteresis"], by_name["layer34-ecsq8-signed_neighbour_contexts"])
     refused += _refused_inter(by_name["inter-v2-peaked-n5"], by_name["inter-v2-empty"])
     refused += _work_limit_edges(by_name["inter-v2-peaked-n13"], by_name["inter-v2-all-skipped"])
+    compact = _compact(np.random.default_rng(20261207))
+    vectors += compact
+    refused += _refused_compact(compact[2])
+    for doc in compact:
+        _check_accepted(doc)
     for doc in refused:
         if doc["expect_error"]:
             _check_refused(doc)
