@@ -367,18 +367,23 @@ def _quantize(values, thresholds, out):
             out[i] = k
             nan |= v != v
     else:
+        # Guess the level from the thresholds' mean spacing (exact for uniform levels but for rounding), then walk
+        # to the true count; non-uniform thresholds walk further but give the same answer.
+        first = np.float64(thresholds[0])
+        scale = (m - 1) / (np.float64(thresholds[m - 1]) - first) if thresholds[m - 1] > thresholds[0] else 0.0
         for i in range(values.size):
             v = values[i]
-            lo = 0
-            hi = m
-            while lo < hi:
-                mid = (lo + hi) >> 1
-                if thresholds[mid] < v:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            out[i] = lo
-            nan |= v != v
+            if v != v:
+                nan = True
+                out[i] = 0
+                continue
+            guess = (np.float64(v) - first) * scale + 1.0
+            k = 0 if guess <= 0.0 else (m if guess >= m else int(guess))
+            while k > 0 and not thresholds[k - 1] < v:
+                k -= 1
+            while k < m and thresholds[k] < v:
+                k += 1
+            out[i] = k
     return nan
 
 

@@ -72,3 +72,22 @@ def test_invalid_quantizers_are_refused(args, message: str) -> None:
 def test_signed_tensor_kind_follows_the_level_of_zero() -> None:
     assert Quantizer.uniform(-4.0, 4.0, 5).zero_level == 2 and Quantizer.uniform(-4.0, 4.0, 5).signed
     assert Quantizer.uniform(0.0, 4.0, 5).zero_level == 0 and not Quantizer.uniform(0.0, 4.0, 5).signed
+
+
+@given(levels=st.integers(34, 256), seed=st.integers(0, 2**32 - 1), spread=st.floats(0.1, 10.0))
+@settings(max_examples=60, deadline=None)
+def test_many_uneven_thresholds_are_counted_exactly(levels: int, seed: int, spread: float) -> None:
+    """Above 32 thresholds the kernel guesses a level from their mean spacing and walks to the exact count: uneven
+    (ECSQ-like, even repeated) thresholds, values on them and one float32 step either side, as searchsorted."""
+    rng = np.random.default_rng(seed)
+    thresholds = np.sort(np.float32(np.cumsum(rng.exponential(spread, levels - 1) * (rng.random(levels - 1) > 0.1))))
+    reconstruction = np.concatenate([[thresholds[0] - 1], (thresholds[:-1] + thresholds[1:]) / 2,
+                                     [thresholds[-1] + 1]]).astype(np.float32)
+    reconstruction = np.maximum.accumulate(reconstruction)
+    quantizer = Quantizer(QuantizerKind.ECSQ, float(reconstruction[0]), float(reconstruction[-1]) + 1.0,
+                          tuple(float(t) for t in thresholds), tuple(float(r) for r in reconstruction))
+    x = np.concatenate([thresholds, np.nextafter(thresholds, np.float32(np.inf)),
+                        np.nextafter(thresholds, np.float32(-np.inf)), rng.normal(thresholds.mean(), thresholds.std()
+                                                                                   + 1, 500).astype(np.float32),
+                        np.float32([np.inf, -np.inf, 3e38, -3e38])])
+    np.testing.assert_array_equal(quantizer.quantize(x), np.searchsorted(quantizer._thresholds32, x, side="left"))
