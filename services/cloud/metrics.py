@@ -40,8 +40,8 @@ class CloudMetrics:
         r = self.registry
         self.frames = Counter("splitinfer_frames", "Frames answered, by outcome (OK or a gRPC status code name).",
                               ["model", "outcome"], registry=r)
-        self.payload_bytes = Counter("splitinfer_payload_bytes", "Bytes the frames carried (coded tensors, video "
-                                     "packets or edge detections).", ["model"], registry=r)
+        self.payload_bytes = Counter("splitinfer_payload_bytes", "Bytes the frames carried (coded tensors with "
+                                     "their quantizers and headers, video packets or edge detections).", ["model"], registry=r)
         self.partition_frames = Counter("splitinfer_partition_frames", "Frames answered, by the stream's partition "
                                         "(features, pixels, detections).", ["partition"], registry=r)
         self.elements = Counter("splitinfer_elements", "Tensor elements received.", ["model"], registry=r)

@@ -161,6 +161,9 @@ def resolve_plan(model: Any, request: AutoRequest, *, fps: float, pixel_settings
 REPLAN_CHANGE = 0.2
 SWITCH_GAIN = 0.8
 MIN_FRAMES_BETWEEN_SWITCHES = 30
+# A partition that sets no bitrate (detections) is over the uplink when its frames would queue more than this many
+# seconds of it: live latency, where a burst of a busy second is absorbed.
+LINK_QUEUE_S = 1.0
 
 
 @dataclass
@@ -188,11 +191,18 @@ class PartitionSwitcher:
         self.edge_budget_ms = chosen.edge_budget_ms
         self._frames_since_switch = 0
         self._bytes_per_frame: float | None = None  # of the running partition, smoothed
+        self._queued_bytes = 0.0  # what the running partition's frames would have queued on the uplink
 
     def observe(self, payload_bytes: int) -> None:
         """A result of the running partition: what its frame really took on the uplink."""
         b = self._bytes_per_frame
         self._bytes_per_frame = float(payload_bytes) if b is None else 0.9 * b + 0.1 * payload_bytes
+        drained = self.uplink_kbps * 1000 / 8 / self.fps
+        self._queued_bytes = max(0.0, self._queued_bytes - drained) + payload_bytes
+
+    def queued_s(self) -> float:
+        """Seconds of uplink the running partition's frames would queue, had it sent them at the uplink budget."""
+        return 8 * self._queued_bytes / (self.uplink_kbps * 1000)
 
     def observed_curves(self) -> PartitionCurves:
         """The curves with the running partition's rate corrected by what it sends here, when it sets no bitrate
@@ -237,7 +247,9 @@ class PartitionSwitcher:
         if self._frames_since_switch < MIN_FRAMES_BETWEEN_SWITCHES:
             return None
         curves = self.observed_curves()
-        overflowing = curves is not self.curves and not any(
+        # Over the uplink: its frames would queue more than LINK_QUEUE_S there (a burst the link absorbs is not),
+        # and its smoothed rate no longer fits.
+        overflowing = self.queued_s() > LINK_QUEUE_S and curves is not self.curves and not any(
             p.partition == self.plan.partition and p.needs_kbps <= self.uplink_kbps for p in curves.points)
         if not (overflowing or self._moved()):
             return None
@@ -266,6 +278,7 @@ class PartitionSwitcher:
         self.stats.switches += 1
         self._frames_since_switch = 0
         self._bytes_per_frame = None
+        self._queued_bytes = 0.0
         reason = (f"budgets {previous.uplink_kbps:g} -> {chosen.uplink_kbps:g} kbit/s, {previous.edge_budget_ms:g} -> "
                   f"{chosen.edge_budget_ms:g} ms/frame")
         log.info("auto partition: switching from %s to %s (%s); %s", previous.partition, chosen.partition, reason,

@@ -30,6 +30,9 @@ log = logging.getLogger("splitinfer.edge")
 # K: one key-frame interval of the pixels partition (a key frame every 30): a shorter probe would weigh the key
 # frame's bytes and quality more than a stream does. Chosen before any report video ran (docs/PARTITIONS.md).
 DEFAULT_PROBE_FRAMES = 30
+# The probe overrides the curves' choice only when its paired difference exceeds this many standard errors (the
+# rule fixed on the selection videos; docs/PARTITIONS.md says what 2 did on the report videos).
+OVERRIDE_SE = 1.0
 # The probe's paired differences: SE by the block jackknife over blocks of this many frames (6 blocks at K = 30;
 # below 2 blocks there is no SE and the probe corrects only the detections' rate).
 PROBE_BLOCK_FRAMES = 5
@@ -197,8 +200,8 @@ def choose(curves: PartitionCurves, costs: Mapping[str, float], probe: SceneProb
            edge_budget_ms: float, partitions: Iterable[str]) -> tuple[Plan, PartitionCurves, str]:
     """The plan on the probe-corrected curves, the corrected curves and why. The rule: take the corrected curves'
     choice when the curves' own choice no longer fits (detections over the uplink), or when the probe's paired
-    difference (curves' choice - corrected choice, changes summed over the probe) exceeds its SE; else keep the
-    curves' choice (a difference K frames cannot resolve). NoFeasiblePlan when nothing fits the measured rates."""
+    difference (curves' choice - corrected choice, changes summed over the probe) exceeds OVERRIDE_SE standard
+    errors; else keep the curves' choice (a difference K frames cannot resolve). NoFeasiblePlan when nothing fits the measured rates."""
     allowed = tuple(partitions)
     budgets = dict(uplink_kbps=uplink_kbps, edge_budget_ms=edge_budget_ms)
     calibrated = plan(curves, costs, partitions=allowed, **budgets)
@@ -216,7 +219,7 @@ def choose(curves: PartitionCurves, costs: Mapping[str, float], probe: SceneProb
         np.array(probe.probed[best.partition].changes, float)
     se = block_se(difference)
     said = f"{calibrated.partition} - {best.partition} = {difference.sum():+.0f} ± {se:.1f} changes over the probe"
-    if math.isfinite(se) and difference.sum() > se:
+    if math.isfinite(se) and difference.sum() > OVERRIDE_SE * se:
         return best, corrected, f"the probe resolves it: {said}"
     return staying, corrected, f"the probe cannot resolve it ({said}): the curves' choice stays"
 

@@ -14,6 +14,7 @@ from splitinfer.channel_options import channel_options
 from splitinfer.services.cloud.server import CloudConfig, CloudServer
 from splitinfer.services.cloud.subscribers import SubscriberHub
 from splitinfer.v1 import inference_pb2
+from splitinfer.wire import coded_bytes
 from tests.services.conftest import CUT, MODEL, PLAINTEXT, encoded_frames, run, running_cloud
 from tests.services.test_bad_input import Stream, frame_request
 
@@ -121,7 +122,7 @@ def test_metrics_count_frames_bytes_and_streams(engine, frames) -> None:
                 loop = asyncio.get_running_loop()
                 url = f"http://127.0.0.1:{server.metrics_port}/metrics"
                 text = await loop.run_in_executor(None, lambda: urllib.request.urlopen(url, timeout=10).read())
-                return text.decode(), sum(len(t.payload) for f in frames[:3] for t in f.tensors)
+                return text.decode(), sum(coded_bytes(f.tensors) for f in frames[:3])  # payloads, quantizers, headers
 
     text, payload = run(scenario())
     assert f'splitinfer_frames_total{{model="{MODEL}",outcome="OK"}} 3.0' in text

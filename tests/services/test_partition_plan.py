@@ -216,7 +216,8 @@ def test_the_switcher_keeps_a_partition_that_still_fits_unless_another_is_clearl
 
 
 def test_detections_that_send_more_than_calibrated_are_replanned_when_they_overflow_the_uplink() -> None:
-    from splitinfer.services.edge.auto_partition import MIN_FRAMES_BETWEEN_SWITCHES, PartitionSwitcher
+    """Over the uplink means more than a burst: their frames would queue over LINK_QUEUE_S of the link."""
+    from splitinfer.services.edge.auto_partition import LINK_QUEUE_S, MIN_FRAMES_BETWEEN_SWITCHES, PartitionSwitcher
 
     curves = PartitionCurves("m", (OperatingPoint("pixels", 15.0, 3.0, 16.0), OperatingPoint("detections", 2.0, 0.0)))
     chosen = plan(curves, EDGE, uplink_kbps=32, edge_budget_ms=100)
@@ -226,8 +227,12 @@ def test_detections_that_send_more_than_calibrated_are_replanned_when_they_overf
         switcher.frame_sent()
         switcher.observe(300)  # 24 kbit/s at 10 frames/s: more than calibrated, within the uplink
     assert switcher.due() is None
-    for _ in range(60):
-        switcher.observe(452)  # a crowd: 36 kbit/s on a 32 kbit/s uplink
+    for _ in range(8):
+        switcher.observe(800)  # a busy moment at 64 kbit/s, which a 32 kbit/s uplink queues for under 1 s
+    assert switcher.queued_s() <= LINK_QUEUE_S and switcher.due() is None
+    for _ in range(100):
+        switcher.observe(452)  # a crowd: 36 kbit/s on a 32 kbit/s uplink, queueing without end
+    assert switcher.queued_s() > LINK_QUEUE_S
     replanned = switcher.due()
     assert replanned is not None and replanned.partition == "pixels" and replanned.rate_kbps == 32
 
