@@ -202,7 +202,7 @@ class RateController:
         if self.should_drop(plan, coded.nbytes):
             self.dropped()
             return None
-        self.sent(point, coded.nbytes, trials, plan.intra)
+        self.sent(point, coded.nbytes, trials)
         return point, coded
 
     def _scaled_down(self, point: int, nbytes: int, allowance: float) -> int:
@@ -225,7 +225,7 @@ class RateController:
     def dropped(self) -> None:
         self.stats.dropped += 1
 
-    def sent(self, point: int, nbytes: int, trials: int, intra: bool = False) -> None:
+    def sent(self, point: int, nbytes: int, trials: int) -> None:
         """The frame went out at `point` with `nbytes`: fill the bucket."""
         if point != self._point:
             self.stats.switches += 1

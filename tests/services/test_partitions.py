@@ -29,6 +29,7 @@ from splitinfer.services.edge.app import EdgeSettings, build_pipeline, run_edge
 from splitinfer.services.edge.capture import FrameGrabber
 from splitinfer.services.fidelity import Fidelity, compare
 from splitinfer.v1 import inference_pb2
+from splitinfer.wire import coded_bytes
 from tests.services.certificates import Authority
 from tests.services.conftest import MODEL, PLAINTEXT, free_port, run, running_cloud
 from tests.services.nats_server import nats_server  # noqa: F401 - a fixture
@@ -111,12 +112,13 @@ def without_track_ids(detections) -> list[inference_pb2.Detection]:
 
 
 def sent_bytes(message: inference_pb2.FeatureFrame, partition: str) -> int:
-    """The payload bytes of a frame as the edge sent it, counted by partition."""
+    """The payload bytes of a frame as the edge sent it, counted by partition (features: the coded tensors as
+    serialized, quantizers and headers included)."""
     if partition == "pixels":
         return len(message.pixels.data)
     if partition == "detections":
         return message.detections.ByteSize()
-    return sum(len(t.payload) for t in message.tensors)
+    return coded_bytes(message.tensors)
 
 
 def unsplit_detections(model, video: Path, count: int) -> list[list]:

@@ -15,7 +15,7 @@ from splitinfer.errors import ServiceError
 from splitinfer.services.edge.backpressure import LinkMonitor
 from splitinfer.services.edge.client import HeadOutput
 from splitinfer.services.edge.rate_control import RateController
-from splitinfer.wire import tensor_from_proto
+from splitinfer.wire import coded_bytes, tensor_from_proto
 
 CUT = "60"
 FRAMES = 150  # 15 s of the 10 fps shared video
@@ -61,7 +61,7 @@ def stream(model, heads, ladder, kbps: float, *, allow_drop: bool = False, spaci
         levels = decoder.decode_frame(coded, message.reference_frame_id if message.HasField("reference_frame_id")
                                       else None)
         decoder.commit(message.frame_id, levels)
-        total += sum(len(t.payload) for t in message.tensors)
+        total += coded_bytes(message.tensors)  # what rate control holds: payloads, quantizers, headers
         messages.append(message)
     seconds = len(heads) * (spacing_s or 0.1)
     return total, seconds, messages, rate
@@ -209,7 +209,6 @@ def test_uniform_quantizers_go_compact_only_to_a_cloud_that_derives_them(model, 
     levels and clip range alone, and rate control holds the bytes the tensors really take in the message."""
     from splitinfer.services.edge.pipeline import EdgePipeline
     from splitinfer.v1 import inference_pb2
-    from splitinfer.wire import coded_bytes
 
     elements = sum(math.prod(spec.shape) for spec in model.split(CUT).tensors)
     sizes = {}
