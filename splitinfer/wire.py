@@ -7,6 +7,7 @@ and raises CodecError with what was wrong.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable
 from typing import cast
@@ -49,6 +50,7 @@ def coded_bytes(tensors: Iterable[tensor_pb2.CompressedTensor]) -> int:
     return sum(t.ByteSize() for t in tensors)
 
 
+@functools.lru_cache(maxsize=256)  # a stream codes every frame with one of a ladder's few quantizers
 def is_derivable(q: Quantizer) -> bool:
     """True when `q` is exactly, bit for bit, the uniform quantizer of its levels and clip range."""
     if q.kind is not QuantizerKind.UNIFORM:
@@ -104,7 +106,10 @@ def tensor_from_proto(msg: tensor_pb2.CompressedTensor, limits: CodecLimits | No
         raise CodecError(f"{label} says {wq.levels} levels, which need {wq.levels - 1} thresholds; it carries "
                          f"{len(wq.thresholds)}.")
     try:
-        if derived:  # compact: the uniform quantizer of these levels and clip range
+        if derived and known is not None and known.levels == wq.levels and is_derivable(known) \
+                and _bits(known.clip_min, known.clip_max) == _bits(msg.clip_min, msg.clip_max):
+            quantizer = known  # the previous frame's, as every frame between quantizer switches
+        elif derived:  # compact: the uniform quantizer of these levels and clip range
             uniform = Quantizer.uniform(msg.clip_min, msg.clip_max, wq.levels)
             quantizer = _quantizer(wq.kind, uniform.clip_min, uniform.clip_max, uniform.thresholds,
                                    uniform.reconstruction, known)

@@ -175,3 +175,13 @@ def test_an_ecsq_quantizer_without_its_values_is_refused() -> None:
     msg.quantizer.ClearField("thresholds")
     with pytest.raises(CodecError, match="carries 0 reconstruction values"):
         tensor_from_proto(msg)
+
+
+def test_a_compact_quantizer_reuses_the_previous_frames_only_when_it_is_the_same() -> None:
+    x = np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32)
+    quantizer = Quantizer.uniform(-1.5, 2.5, 95)
+    message = tensor_to_proto(encode(x, quantizer, name="t"), compact=True)
+    assert tensor_from_proto(message, known=quantizer).quantizer is quantizer
+    other = Quantizer.uniform(-1.5, 2.0, 95)
+    back = tensor_from_proto(message, known=other).quantizer
+    assert back is not other and back == quantizer
