@@ -411,9 +411,14 @@ class EdgeStreamer:
                 self._job_coding = self._coding
             try:
                 prepared = await asyncio.shield(self._job)
-            finally:
-                if self._job.done():
-                    self._job = None
+            except asyncio.CancelledError:
+                # The stream ended under us: the job runs on, or has just finished. Keep it, so that the next call
+                # takes its frame (clearing a finished job here lost that frame: one result short).
+                raise
+            except BaseException:
+                self._job = None
+                raise
+            self._job = None
             if prepared is None or self._job_coding == self._coding:
                 return prepared
             self._carry = prepared[0]

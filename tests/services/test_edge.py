@@ -154,3 +154,34 @@ def test_an_edge_refused_for_max_streams_retries_and_streams_once_a_slot_frees(e
     assert [o.result.frame_id for o in first] == list(range(30))
     assert [o.result.frame_id for o in second] == [0, 1, 2, 3]
     assert second_stats.reconnects >= 1  # refused with RetryInfo, retried after the hinted delay
+
+
+def test_a_frame_prepared_as_the_call_breaks_is_not_lost(model, video) -> None:
+    """The sender is cancelled (its call broke) just as the executor finishes the next frame's head and encode: that
+    frame is the next call's first, not dropped. (A kill -9 of the cloud once left a file-mode pixels stream one
+    result short this way: the finished job was cleared while its frame was never sent.)"""
+    import asyncio
+
+    from splitinfer.services.edge.capture import FrameGrabber
+    from splitinfer.services.edge.client import EdgeStreamer, StreamerConfig
+    from splitinfer.services.edge.partitions import PixelPipeline
+    from splitinfer.services.pixels import PixelSettings
+
+    async def scenario() -> list[int]:
+        with FrameGrabber(str(video), max_frames=3) as grabber:
+            streamer = EdgeStreamer(StreamerConfig(cloud="127.0.0.1:1", stream_id="cam"),
+                                    PixelPipeline(model, PixelSettings(), fps=10.0), grabber, lambda outcome: None)
+            got = []
+            for _ in range(2):
+                task = asyncio.create_task(streamer._next_frame())
+                while streamer._job is None or not streamer._job.done():
+                    await asyncio.sleep(0)
+                task.cancel()  # the frame is ready, but the sender has not taken it yet
+                try:
+                    prepared = await task
+                except asyncio.CancelledError:
+                    prepared = await streamer._next_frame()  # the next call's sender
+                got.append(prepared[0].frame_id)
+            return got
+
+    assert run(scenario()) == [0, 1]
