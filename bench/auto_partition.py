@@ -99,19 +99,12 @@ def evaluate_frames(model, frames: list[tuple[Any, list]], candidate, fps: float
                     rate_kbps: float | None) -> PartitionRun:
     """`splitinfer eval`'s fidelity count (lost + added against the unsplit model) per frame of one candidate
     stream, with the references computed once per video (tests/test_bench_tools.py checks it against eval's)."""
-    import torch
-
-    from splitinfer.dnn.eval_coco import count_lost_added
-    from splitinfer.services.edge.scene_probe import live_detections
+    from splitinfer.services.edge.scene_probe import changes_and_bytes
 
     run = PartitionRun(partition, rate_kbps)
-    with torch.no_grad():
-        for image, reference in frames:
-            outputs, info, coded = candidate(image)
-            lost, added = count_lost_added(reference, live_detections(model, outputs, info))
-            run.changes.append(lost + added)
-            run.frame_bytes.append(coded)
-            run.bytes += coded
+    run.changes, run.frame_bytes = changes_and_bytes(model, candidate, [image for image, _ in frames],
+                                                     [reference for _, reference in frames])
+    run.bytes = sum(run.frame_bytes)
     n = max(len(run.changes), 1)
     run.kbps = 8 * run.bytes * fps / n / 1000
     run.edge_ms = 1000 * candidate.encode_cpu_s / n

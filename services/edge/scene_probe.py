@@ -81,6 +81,23 @@ def live_detections(model: Any, outputs: Any, info: Any) -> list:
     return [d for d in found if d.score >= LIVE_SCORE_THRESHOLD]
 
 
+def changes_and_bytes(model: Any, candidate: Any, images: Iterable[np.ndarray], references: Iterable[list]
+                      ) -> tuple[list[int], list[int]]:
+    """Per frame of a round trip (services/edge/partitions.py) over `images`: eval's detection changes (lost + added
+    against that frame's `references`) and the bytes it sent."""
+    import torch
+
+    from splitinfer.dnn.eval_coco import count_lost_added
+
+    changes, sizes = [], []
+    with torch.no_grad():
+        for image, expected in zip(images, references):
+            outputs, info, coded = candidate(image)
+            changes.append(sum(count_lost_added(expected, live_detections(model, outputs, info))))
+            sizes.append(coded)
+    return changes, sizes
+
+
 @dataclass(frozen=True)
 class ProbedPartition:
     """One partition's round trip on the probe's frames: detection changes and bytes per frame."""
@@ -139,7 +156,6 @@ def measure(model: Any, images: Sequence[np.ndarray], wanted: Mapping[str, float
     earlier probes of the same images (a bench probes many budgets of one clip; a round trip is deterministic)."""
     import torch
 
-    from splitinfer.dnn.eval_coco import count_lost_added
     from splitinfer.services.edge.partitions import DetectionsRoundtrip, round_trip
 
     cache = {} if cache is None else cache
@@ -159,11 +175,7 @@ def measure(model: Any, images: Sequence[np.ndarray], wanted: Mapping[str, float
             if key not in cache:
                 candidate_started = time.process_time()
                 candidate, _ = round_trip(model, name, rate, pixel_settings=pixel_settings, ladder=ladder, fps=fps)
-                changes, sizes = [], []
-                for image, expected in zip(images, references):
-                    outputs, info, coded = candidate(image)
-                    changes.append(sum(count_lost_added(expected, live_detections(model, outputs, info))))
-                    sizes.append(coded)
+                changes, sizes = changes_and_bytes(model, candidate, images, references)
                 cache[key] = ProbedPartition(name, rate, tuple(changes), tuple(sizes), fps,
                                              time.process_time() - candidate_started)
             probed[name] = cache[key]
