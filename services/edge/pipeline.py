@@ -11,6 +11,7 @@ skips whole channels, where the error that adds is worth fewer bits than it save
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -147,9 +148,10 @@ class EdgePipeline:
         started = time.perf_counter()
         frame = head.frame
         with self._lock:
-            coded = self._code(head) if self.rate is None else self._code_within_budget(head)
-            if coded is None:
+            sized = self._wire(self._code(head)) if self.rate is None else self._code_within_budget(head)
+            if sized is None:
                 return None
+            coded = sized.frame
             self._encoder.commit(coded)
             message = inference_pb2.FeatureFrame(frame_id=frame.sequence)
             message.capture.capture_time.FromNanoseconds(frame.wall_time_ns)
@@ -160,7 +162,7 @@ class EdgePipeline:
                     raise ServiceError("internal error: an inter frame without a reference frame id.")
                 message.reference_frame_id = self._reference_id
             self._reference_id = frame.sequence
-            message.tensors.extend(self._messages(coded))
+            message.tensors.extend(sized.messages)
             if self._ladder_point is not None:
                 message.ladder_point = self._ladder_point
         for stage, seconds in head.stage_seconds.items():
@@ -172,7 +174,7 @@ class EdgePipeline:
         quantizers = {name: self._quantizer_for(name, tensor) for name, tensor in head.tensors.items()}
         return self._encoder.code(head.tensors, quantizers)
 
-    def _code_within_budget(self, head: HeadOutput) -> CodedFrame | None:
+    def _code_within_budget(self, head: HeadOutput) -> _OnTheWire | None:
         """Code at the ladder point the rate controller chooses (its trial loop); None for a dropped frame."""
         rate = self.rate
         assert rate is not None
@@ -181,24 +183,30 @@ class EdgePipeline:
             ladder_point = rate.ladder.points[point]
             coded = self._encoder.code(head.tensors, self._point_quantizers[point], hysteresis=ladder_point.hysteresis,
                                        rdo_lambda=ladder_point.rdo_lambda, plane_weights=ladder_point.rdo_weights)
-            return _OnTheWire(coded, coded_bytes(self._messages(coded)))
+            return self._wire(coded)
 
         chosen = rate.code_frame(head.frame.source_time_s, self._encoder.next_is_intra(head.tensors.keys()), code)
         if chosen is None:
             return None
         self._ladder_point, sized = chosen
-        return sized.frame
+        return sized
 
-    def _messages(self, coded: CodedFrame) -> list[tensor_pb2.CompressedTensor]:
-        return [tensor_to_proto(compressed, compact=self.compact_quantizers) for compressed in coded.tensors.values()]
+    def _wire(self, coded: CodedFrame) -> _OnTheWire:
+        return _OnTheWire(coded, [tensor_to_proto(compressed, compact=self.compact_quantizers)
+                                  for compressed in coded.tensors.values()])
 
 
 @dataclass(frozen=True)
 class _OnTheWire:
-    """A coded frame and the bytes its tensors take in the message (what rate control holds)."""
+    """A coded frame and its tensors' wire messages, built once: rate control holds their bytes, the frame sends
+    them."""
 
     frame: CodedFrame
-    nbytes: int
+    messages: list[tensor_pb2.CompressedTensor]
+
+    @functools.cached_property
+    def nbytes(self) -> int:
+        return coded_bytes(self.messages)
 
 
 def quantizers_summary(pipeline: EdgePipeline) -> Mapping[str, str]:
